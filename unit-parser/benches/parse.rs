@@ -1,0 +1,2 @@
+//! Parse throughput (placeholder replaced below).
+fn main() {}

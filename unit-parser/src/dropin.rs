@@ -1,0 +1,1 @@
+//! Drop-in directories (`NAME.d/*.conf`), merged in systemd's order.
