@@ -30,12 +30,8 @@
 
 pub mod dropin;
 mod error;
-pub mod exec;
-pub mod name;
 mod parse;
-pub mod specifier;
 mod unit;
-pub mod value;
 
 pub use error::{EditError, IoErrorText, Location, ParseError, Warning, WarningKind};
 pub use unit::{Entry, Section, UnitFile, UnitView, ViewEntry};

@@ -1,4 +1,13 @@
 //! Integration tests of the unit-parser crate (one binary; each module is one topic).
 
+// Shared helpers: the systemd oracle and our output in its shape.
+mod util;
+
+// Recorded systemd output for every tokenizer rule (testdata/edge).
+mod golden;
+// Live comparison with systemd's config_parse() over this machine's unit files.
+mod differential;
 // Round trips and edits of the lossless document (proptest).
 mod roundtrip;
+// Linear time on huge continued lines.
+mod linear;
