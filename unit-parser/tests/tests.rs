@@ -9,5 +9,7 @@ mod golden;
 mod differential;
 // Round trips and edits of the lossless document (proptest).
 mod roundtrip;
+// Drop-in search order and merging.
+mod dropins;
 // Linear time on huge continued lines.
 mod linear;
