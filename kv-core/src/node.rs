@@ -1,0 +1,245 @@
+//! The tree's nodes ([`Node`], internal) and their external form ([`NodeView`]).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::time::{format_rfc3339, parse_rfc3339, ttl_seconds};
+
+/// Marker for "no expiry" in [`Node::expire_at`]; keeps the node 8 bytes smaller than an
+/// `Option<u64>` would.
+pub(crate) const PERMANENT: u64 = u64::MAX;
+
+/// A directory's children, keyed by their last path component. A sorted map gives
+/// etcd's `sorted=true` order for free and costs no hashing per lookup.
+pub(crate) type Children = BTreeMap<Box<str>, Node>;
+
+/// A file or a directory. Nodes do not store their path: it is the walk that found
+/// them, which saves a heap allocation and the key bytes per node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Node {
+    pub(crate) created_index: u64,
+    pub(crate) modified_index: u64,
+    /// Milliseconds since the epoch, or [`PERMANENT`].
+    pub(crate) expire_at: u64,
+    pub(crate) kind: Kind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Kind {
+    File(Box<str>),
+    Dir(Children),
+}
+
+impl Node {
+    pub(crate) fn file(value: &str, index: u64, expire_at: u64) -> Node {
+        Node {
+            created_index: index,
+            modified_index: index,
+            expire_at,
+            kind: Kind::File(value.into()),
+        }
+    }
+
+    pub(crate) fn dir(index: u64, expire_at: u64) -> Node {
+        Node {
+            created_index: index,
+            modified_index: index,
+            expire_at,
+            kind: Kind::Dir(BTreeMap::new()),
+        }
+    }
+
+    pub(crate) fn is_dir(&self) -> bool {
+        matches!(self.kind, Kind::Dir(_))
+    }
+
+    pub(crate) fn children(&self) -> Option<&Children> {
+        match &self.kind {
+            Kind::Dir(c) => Some(c),
+            Kind::File(_) => None,
+        }
+    }
+
+    pub(crate) fn children_mut(&mut self) -> Option<&mut Children> {
+        match &mut self.kind {
+            Kind::Dir(c) => Some(c),
+            Kind::File(_) => None,
+        }
+    }
+
+    pub(crate) fn value(&self) -> &str {
+        match &self.kind {
+            Kind::File(v) => v,
+            Kind::Dir(_) => "",
+        }
+    }
+
+    pub(crate) fn expiration(&self) -> Option<u64> {
+        (self.expire_at != PERMANENT).then_some(self.expire_at)
+    }
+
+    /// The external form. `recursive` includes all descendants; otherwise a directory
+    /// lists nothing (etcd's `Repr`: the caller lists direct children separately).
+    pub(crate) fn view(&self, key: String, recursive: bool, now: u64) -> NodeView {
+        let mut v = self.view_shallow(key, now);
+        if let (true, Some(children)) = (recursive, self.children()) {
+            v.nodes = list(&v.key, children, true, now);
+        }
+        v
+    }
+
+    /// The external form without children.
+    pub(crate) fn view_shallow(&self, key: String, now: u64) -> NodeView {
+        let expiration = self.expiration();
+        let ttl = expiration.map(|e| ttl_seconds(e, now)).filter(|t| *t != 0);
+        NodeView {
+            key,
+            value: match &self.kind {
+                Kind::File(v) => Some(v.to_string()),
+                Kind::Dir(_) => None,
+            },
+            dir: self.is_dir(),
+            expiration,
+            ttl,
+            nodes: Vec::new(),
+            modified_index: self.modified_index,
+            created_index: self.created_index,
+        }
+    }
+}
+
+/// Visible children of a directory at `dir_key`, in key order, hidden ones skipped.
+pub(crate) fn list(dir_key: &str, children: &Children, recursive: bool, now: u64) -> Vec<NodeView> {
+    children
+        .iter()
+        .filter(|(name, _)| !name.starts_with('_'))
+        .map(|(name, child)| child.view(join(dir_key, name), recursive, now))
+        .collect()
+}
+
+/// `dir + "/" + name`, with the root written as `/`.
+pub(crate) fn join(dir: &str, name: &str) -> String {
+    let mut s = String::with_capacity(dir.len() + 1 + name.len());
+    s.push_str(dir);
+    if !dir.ends_with('/') {
+        s.push('/');
+    }
+    s.push_str(name);
+    s
+}
+
+/// A node as clients see it (etcd's `NodeExtern`).
+///
+/// The serde form is etcd's v2 JSON, field for field: `key` (omitted for the root, whose
+/// key is `/` here), `value` (files only), `dir` (only when true), `expiration` (RFC 3339,
+/// UTC), `ttl` (omitted when zero), `nodes` (omitted when empty), `modifiedIndex` and
+/// `createdIndex` (omitted when zero, i.e. for the root).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeView {
+    /// Absolute key, no trailing slash; `/` for the root.
+    #[serde(default = "root_key", skip_serializing_if = "is_root")]
+    pub key: String,
+    /// The value of a file; `None` for directories and for the `node` of delete and expire
+    /// events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    /// Whether this is a directory.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub dir: bool,
+    /// Expiry time in milliseconds since the Unix epoch (RFC 3339 in JSON).
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "rfc3339_opt")]
+    pub expiration: Option<u64>,
+    /// Seconds left, rounded up, as of the `now` of the operation; `None` when permanent
+    /// or exactly zero.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl: Option<i64>,
+    /// Visible children (directories only), sorted by key.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nodes: Vec<NodeView>,
+    /// Index of the last change to this node (0 for the root).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub modified_index: u64,
+    /// Index of the node's creation (0 for the root).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub created_index: u64,
+}
+
+fn root_key() -> String {
+    "/".to_owned()
+}
+
+fn is_root(k: &str) -> bool {
+    k == "/"
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+mod rfc3339_opt {
+    use super::*;
+
+    pub(super) fn serialize<S: Serializer>(v: &Option<u64>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(ms) => s.serialize_str(&format_rfc3339(*ms)),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+        let s: Option<String> = Option::deserialize(d)?;
+        s.map(|s| {
+            parse_rfc3339(&s).ok_or_else(|| {
+                serde::de::Error::custom(format_args!("invalid RFC 3339 time {s:?}"))
+            })
+        })
+        .transpose()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_matches_etcd_field_rules() {
+        let n = Node::file("v", 8, PERMANENT);
+        let v = n.view("/foo".into(), false, 0);
+        assert_eq!(
+            serde_json::to_string(&v).unwrap(),
+            r#"{"key":"/foo","value":"v","modifiedIndex":8,"createdIndex":8}"#
+        );
+        let root = Node::dir(0, PERMANENT).view("/".into(), true, 0);
+        assert_eq!(serde_json::to_string(&root).unwrap(), r#"{"dir":true}"#);
+        let t = Node::file("", 3, 10_500).view("/t".into(), false, 0);
+        assert_eq!(
+            serde_json::to_string(&t).unwrap(),
+            r#"{"key":"/t","value":"","expiration":"1970-01-01T00:00:10.5Z","ttl":11,"modifiedIndex":3,"createdIndex":3}"#
+        );
+        for v in [v, root, t] {
+            let back: NodeView = serde_json::from_str(&serde_json::to_string(&v).unwrap()).unwrap();
+            assert_eq!(back, v);
+        }
+    }
+
+    #[test]
+    fn listing_skips_hidden_and_sorts() {
+        let mut d = Node::dir(1, PERMANENT);
+        let c = d.children_mut().unwrap();
+        c.insert("b".into(), Node::file("2", 2, PERMANENT));
+        c.insert("_h".into(), Node::file("h", 3, PERMANENT));
+        c.insert("a".into(), Node::dir(4, PERMANENT));
+        let keys: Vec<_> = list("/d", d.children().unwrap(), false, 0)
+            .into_iter()
+            .map(|v| v.key)
+            .collect();
+        assert_eq!(keys, ["/d/a", "/d/b"]);
+        assert_eq!(join("/", "x"), "/x");
+    }
+}

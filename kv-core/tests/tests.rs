@@ -1,0 +1,3 @@
+//! Integration tests of kv-core's public API.
+
+mod snapshot;
