@@ -30,8 +30,17 @@
 
 pub mod dropin;
 mod error;
+pub mod exec;
+pub mod hash;
+pub mod install;
+pub mod name;
 mod parse;
+pub mod service;
+pub mod specifier;
 mod unit;
+pub mod unit_section;
+pub mod value;
+pub mod xfleet;
 
 pub use error::{EditError, IoErrorText, Location, ParseError, Warning, WarningKind};
 pub use unit::{Entry, Section, UnitFile, UnitView, ViewEntry};
