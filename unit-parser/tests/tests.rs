@@ -13,3 +13,9 @@ mod roundtrip;
 mod dropins;
 // Linear time on huge continued lines.
 mod linear;
+// Unit names and systemd-escape (differential against the real tool; proptest).
+mod names;
+// Booleans, time spans, Exec lines, environment (proptest round trips, no panics).
+mod values;
+// Typed [Unit]/[Service]/[Install]/[X-Fleet] views and fleet's hash (golden files).
+mod typed;

@@ -1,0 +1,205 @@
+//! Golden tests of the typed views: each `testdata/typed/NAME` unit file (named as the unit
+//! it is, so specifiers resolve against that name) is read into every view, and the debug
+//! rendering is compared with `NAME.expected`. Run with `UPDATE_GOLDEN=1` to rewrite the
+//! expected files after a deliberate change, then review the diff.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use unit_parser::hash::fleet_hash;
+use unit_parser::install::Install;
+use unit_parser::name::UnitName;
+use unit_parser::service::Service;
+use unit_parser::specifier::SpecifierContext;
+use unit_parser::unit_section::UnitSection;
+use unit_parser::xfleet::{XFleet, validate};
+
+fn render(name: &str, text: &str) -> String {
+    let unit = match unit_parser::parse(text) {
+        Ok(u) => u,
+        Err(e) => return format!("parse error: {e}\n"),
+    };
+    let mut ctx = SpecifierContext::system(Some(UnitName::parse(name).expect("valid test name")));
+    ctx.hostname = Some("node1.example.com".into());
+    ctx.machine_id = Some("0123456789abcdef0123456789abcdef".into());
+    ctx.boot_id = Some("fedcba9876543210fedcba9876543210".into());
+    ctx.kernel_release = Some("6.1.0-13-amd64".into());
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "== [Unit]\n{:#?}",
+        UnitSection::from_unit_with(&unit, Some(&ctx))
+    );
+    let _ = writeln!(out, "== [Service]");
+    match Service::from_unit_with(&unit, Some(&ctx)) {
+        Ok(s) => {
+            let _ = writeln!(out, "{s:#?}");
+        }
+        Err(e) => {
+            let _ = writeln!(out, "error (line {}): {e}", e.line());
+        }
+    }
+    let _ = writeln!(
+        out,
+        "== [Install]\n{:#?}",
+        Install::from_unit_with(&unit, Some(&ctx))
+    );
+    let _ = writeln!(out, "== [X-Fleet]");
+    let parsed = XFleet::parse(&unit, Some(name));
+    match validate(&unit) {
+        Ok(()) => {
+            let _ = writeln!(out, "valid");
+        }
+        Err(e) => {
+            let _ = writeln!(out, "invalid (line {}): {e}", e.line());
+        }
+    }
+    let _ = writeln!(out, "{:#?}", parsed.xfleet);
+    for w in &parsed.warnings {
+        let _ = writeln!(out, "warning line {}: {}", w.line, w.message);
+    }
+    let _ = writeln!(out, "== fleet hash");
+    match fleet_hash(&unit) {
+        Ok(h) => {
+            let _ = writeln!(out, "{h}");
+        }
+        Err(e) => {
+            let _ = writeln!(out, "error: {e}");
+        }
+    }
+    out
+}
+
+#[test]
+fn typed_views_match_golden_files() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/testdata/typed");
+    let update = std::env::var_os("UPDATE_GOLDEN").is_some();
+    let mut inputs: Vec<_> = std::fs::read_dir(&dir)
+        .expect("testdata/typed exists")
+        .map(|e| e.expect("readable dir entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e != "expected"))
+        .collect();
+    inputs.sort();
+    assert!(
+        inputs.len() >= 5,
+        "golden inputs missing in {}",
+        dir.display()
+    );
+    let mut failures = Vec::new();
+    for input in inputs {
+        let name = input.file_name().unwrap().to_str().unwrap().to_owned();
+        let text = std::fs::read_to_string(&input).unwrap();
+        let got = render(&name, &text);
+        let expected_path = dir.join(format!("{name}.expected"));
+        if update {
+            std::fs::write(&expected_path, &got).unwrap();
+            continue;
+        }
+        let want = std::fs::read_to_string(&expected_path)
+            .unwrap_or_else(|_| panic!("missing {}", expected_path.display()));
+        if got != want {
+            failures.push(format!("{name}:\n--- got ---\n{got}\n--- want ---\n{want}"));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn xfleet_from_unit_resolves_specifiers_after_validating_raw_values() {
+    // Validation sees `%p@*.service` unresolved (as fleet does), so no peer matches it.
+    let unit = unit_parser::parse(
+        "[X-Fleet]\nConflicts=%p@*.service\nMachineOf=%p-db.service\nMachineMetadata=\"role=%i\" \"disk=ssd\"\n",
+    )
+    .unwrap();
+    let x = XFleet::from_unit(&unit, "web@2.service").unwrap();
+    assert_eq!(x.conflicts, ["web@*.service"]);
+    assert_eq!(x.machine_of, ["web-db.service"]);
+    assert_eq!(
+        x.machine_metadata,
+        [
+            ("role".to_owned(), "2".to_owned()),
+            ("disk".to_owned(), "ssd".to_owned())
+        ]
+    );
+}
+
+#[test]
+fn every_xfleet_validation_message() {
+    // (body, message, line of the assignment the error points at)
+    let cases: &[(&str, &str, usize)] = &[
+        (
+            "Conflicts=foo.service\nMachineOf=foo.service",
+            "unresolvable requirements: peer \"foo.service\" matches conflict \"foo.service\"",
+            2,
+        ),
+        (
+            "Conflicts=b*e\nMachineOf=baz.service",
+            "unresolvable requirements: peer \"baz.service\" matches conflict \"b*e\"",
+            2,
+        ),
+        (
+            "Replaces=bar.service\nMachineOf=bar.service",
+            "unresolvable requirements: peer \"bar.service\" matches replace \"bar.service\"",
+            2,
+        ),
+        (
+            "MachineID=abc\nMachineOf=x.service",
+            "MachineID cannot be used with Peers",
+            3,
+        ),
+        (
+            "MachineID=abc\nConflicts=x.service",
+            "MachineID cannot be used with Conflicts",
+            3,
+        ),
+        (
+            "X-ConditionMachineID=abc\nGlobal=true",
+            "MachineID cannot be used with Global",
+            3,
+        ),
+        (
+            "MachineID=abc\nReplaces=x.service",
+            "MachineID cannot be used with Replaces",
+            3,
+        ),
+        (
+            "Global=yes\nX-ConditionMachineOf=x.service",
+            "Global cannot be used with Peers",
+            3,
+        ),
+        (
+            "Global=on\nReplaces=x.service",
+            "Global cannot be used with Replaces",
+            3,
+        ),
+        (
+            "X-Conflicts=a.service\nReplaces=x.service",
+            "Conflicts cannot be used with Replaces",
+            3,
+        ),
+    ];
+    for (body, msg, line) in cases {
+        let unit = unit_parser::parse(&format!("[X-Fleet]\n{body}\n")).unwrap();
+        let err = XFleet::from_unit(&unit, "u.service").unwrap_err();
+        assert_eq!(err.to_string(), *msg, "{body}");
+        assert_eq!(err.line(), *line, "{body}");
+    }
+    let long = format!("[Service]\nExecStart=/bin/echo {}\n", "x".repeat(2100));
+    let unit = unit_parser::parse(&long).unwrap();
+    assert_eq!(
+        validate(&unit).unwrap_err().to_string(),
+        "line too long (max 2048 bytes)"
+    );
+    for ok in [
+        "",
+        "Conflicts=foo.service\nConflicts=bar.service",
+        "Conflicts=b*e\nMachineOf=foo.service",
+        "Replaces=foo\nMachineOf=bar",
+        "Global=true\nConflicts=x.service",
+        "Global=12\nMachineOf=x.service",
+        "MachineMetadata=a=b\nGlobal=true",
+    ] {
+        let unit = unit_parser::parse(&format!("[X-Fleet]\n{ok}\n")).unwrap();
+        assert_eq!(validate(&unit), Ok(()), "{ok}");
+    }
+}
