@@ -659,6 +659,14 @@ impl Store {
         undo: Option<&mut Vec<Undo>>,
     ) -> Result<Applied> {
         let key = clean(key);
+        if key == "/" {
+            // etcd has no read-only check here: the root fails as a directory, and its
+            // internal path trims to an empty (omitted) cause.
+            return Err(Error::NotFile {
+                cause: String::new(),
+                index: self.index,
+            });
+        }
         let node = self.lookup(&key)?;
         self.check_file_compare(&key, node, prev_value, prev_index)?;
         Ok(self.remove(&key, Action::CompareAndDelete, idx, now, undo))

@@ -1,3 +1,4 @@
 //! Integration tests of kv-core's public API.
 
+mod etcd_diff;
 mod snapshot;
