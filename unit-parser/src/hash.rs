@@ -95,15 +95,27 @@ pub enum HashError {
     BadHex(String),
 }
 
-/// One option as go-systemd delivers it.
+/// One option as go-systemd delivers it. Section and value are bytes because go-systemd
+/// keeps invalid UTF-8 in them verbatim (names are decoded, invalid bytes becoming U+FFFD).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GoOption {
     /// Section name.
-    pub section: String,
+    pub section: Vec<u8>,
     /// Option name (trimmed).
     pub name: String,
     /// Value: trimmed; continuation lines kept verbatim with their `\` and newlines.
-    pub value: String,
+    pub value: Vec<u8>,
+}
+
+impl GoOption {
+    /// An option from UTF-8 parts (as the fleet API receives them).
+    pub fn new(section: &str, name: &str, value: &str) -> GoOption {
+        GoOption {
+            section: section.as_bytes().to_vec(),
+            name: name.to_owned(),
+            value: value.as_bytes().to_vec(),
+        }
+    }
 }
 
 const LINE_MAX: usize = 2048;
@@ -234,28 +246,56 @@ fn full_rune(s: &[u8]) -> bool {
     }
 }
 
-fn go_trim(b: &[u8]) -> &str {
-    let s = std::str::from_utf8(b).unwrap_or("");
-    s.trim_matches(char::is_whitespace)
+/// The character starting at `b[0]`, if `b` starts with valid UTF-8.
+fn first_char(b: &[u8]) -> Option<char> {
+    let n = b.len().min(4);
+    match std::str::from_utf8(&b[..n]) {
+        Ok(s) => s.chars().next(),
+        Err(e) => std::str::from_utf8(&b[..e.valid_up_to()])
+            .ok()?
+            .chars()
+            .next(),
+    }
+}
+
+/// The character ending at `b[len-1]`, if `b` ends with valid UTF-8.
+fn last_char(b: &[u8]) -> Option<char> {
+    (1..=b.len().min(4)).find_map(|n| {
+        std::str::from_utf8(&b[b.len() - n..])
+            .ok()?
+            .chars()
+            .next_back()
+    })
+}
+
+/// Go's `bytes.TrimSpace`: Unicode white space off both ends; invalid UTF-8 is not space.
+fn go_trim(mut b: &[u8]) -> &[u8] {
+    while let Some(c) = first_char(b).filter(|c| c.is_whitespace()) {
+        b = &b[c.len_utf8()..];
+    }
+    while let Some(c) = last_char(b).filter(|c| c.is_whitespace()) {
+        b = &b[..b.len() - c.len_utf8()];
+    }
+    b
 }
 
 enum Step {
     NextSection,
     SectionName,
-    SectionSuffix(String),
-    NextSectionOrOption(String),
+    SectionSuffix(Vec<u8>),
+    NextSectionOrOption(Vec<u8>),
     IgnoreLine(Box<Step>),
-    OptionName(String),
-    OptionValue(String, String, Vec<u8>),
+    OptionName(Vec<u8>),
+    OptionValue(Vec<u8>, String, Vec<u8>),
 }
 
 /// Parses unit text exactly as go-systemd's `unit.Deserialize` (the copy vendored in fleet).
 ///
 /// # Errors
 /// go-systemd's error for text it refuses.
-pub fn go_deserialize(text: &str) -> Result<Vec<GoOption>, HashError> {
+pub fn go_deserialize(text: &[u8]) -> Result<Vec<GoOption>, HashError> {
     let mut r = GoReader {
-        text: text.as_bytes(),
+        text,
         pos: 0,
         end: 0,
         err: false,
@@ -279,13 +319,13 @@ pub fn go_deserialize(text: &str) -> Result<Vec<GoOption>, HashError> {
                 if eof {
                     return Err(HashError::UnterminatedSection);
                 }
-                Step::SectionSuffix(String::from_utf8_lossy(&sec[..sec.len() - 1]).into_owned())
+                Step::SectionSuffix(sec[..sec.len() - 1].to_vec())
             }
             Step::SectionSuffix(section) => {
                 let (garbage, _) = r.read_eol();
                 let g = go_trim(garbage);
                 if !g.is_empty() {
-                    let list: Vec<String> = g.bytes().map(|b| b.to_string()).collect();
+                    let list: Vec<String> = g.iter().map(|b| b.to_string()).collect();
                     return Err(HashError::GarbageAfterSection(format!(
                         "[{}]",
                         list.join(" ")
@@ -329,7 +369,7 @@ pub fn go_deserialize(text: &str) -> Result<Vec<GoOption>, HashError> {
             Step::OptionValue(section, name, mut partial) => {
                 let mut more = false;
                 let (line, eof) = r.read_eol();
-                if !go_trim(line).is_empty() || std::str::from_utf8(line).is_err() {
+                if !go_trim(line).is_empty() {
                     partial.extend_from_slice(line);
                     if line.last() == Some(&b'\\') {
                         if !eof {
@@ -341,12 +381,10 @@ pub fn go_deserialize(text: &str) -> Result<Vec<GoOption>, HashError> {
                 if more {
                     Step::OptionValue(section, name, partial)
                 } else {
-                    let val = String::from_utf8_lossy(&partial).into_owned();
-                    let value = if val.ends_with('\n') {
-                        format!("{}\n", val.trim_matches(char::is_whitespace))
-                    } else {
-                        val.trim_matches(char::is_whitespace).to_owned()
-                    };
+                    let mut value = go_trim(&partial).to_vec();
+                    if partial.ends_with(b"\n") {
+                        value.push(b'\n');
+                    }
                     opts.push(GoOption {
                         section: section.clone(),
                         name,
@@ -361,27 +399,30 @@ pub fn go_deserialize(text: &str) -> Result<Vec<GoOption>, HashError> {
 
 /// go-systemd's `unit.Serialize`: options grouped by section (first-appearance order),
 /// `[Section]`, `Name=Value` lines, a blank line between sections.
-pub fn go_serialize(opts: &[GoOption]) -> String {
-    let mut sections: Vec<(&str, Vec<&GoOption>)> = Vec::new();
+pub fn go_serialize(opts: &[GoOption]) -> Vec<u8> {
+    let mut sections: Vec<(&[u8], Vec<&GoOption>)> = Vec::new();
     for o in opts {
-        match sections.iter_mut().find(|(s, _)| *s == o.section) {
+        match sections
+            .iter_mut()
+            .find(|(s, _)| *s == o.section.as_slice())
+        {
             Some((_, v)) => v.push(o),
             None => sections.push((&o.section, vec![o])),
         }
     }
-    let mut out = String::new();
+    let mut out = Vec::new();
     for (i, (name, opts)) in sections.iter().enumerate() {
-        out.push('[');
-        out.push_str(name);
-        out.push_str("]\n");
+        out.push(b'[');
+        out.extend_from_slice(name);
+        out.extend_from_slice(b"]\n");
         for o in opts {
-            out.push_str(&o.name);
-            out.push('=');
-            out.push_str(&o.value);
-            out.push('\n');
+            out.extend_from_slice(o.name.as_bytes());
+            out.push(b'=');
+            out.extend_from_slice(&o.value);
+            out.push(b'\n');
         }
         if i + 1 < sections.len() {
-            out.push('\n');
+            out.push(b'\n');
         }
     }
     out
@@ -391,8 +432,8 @@ pub fn go_serialize(opts: &[GoOption]) -> String {
 ///
 /// # Errors
 /// [`HashError`] when go-systemd (and so fleet) cannot parse the unit.
-pub fn fleet_normalized(unit: &UnitFile) -> Result<String, HashError> {
-    Ok(go_serialize(&go_deserialize(&unit.to_string())?))
+pub fn fleet_normalized(unit: &UnitFile) -> Result<Vec<u8>, HashError> {
+    Ok(go_serialize(&go_deserialize(&unit.to_bytes())?))
 }
 
 /// fleet's hash of a unit file.
@@ -400,27 +441,26 @@ pub fn fleet_normalized(unit: &UnitFile) -> Result<String, HashError> {
 /// # Errors
 /// [`HashError`] when go-systemd (and so fleet) cannot parse the unit.
 pub fn fleet_hash(unit: &UnitFile) -> Result<UnitHash, HashError> {
-    Ok(UnitHash::of_bytes(fleet_normalized(unit)?.as_bytes()))
+    Ok(UnitHash::of_bytes(&fleet_normalized(unit)?))
 }
 
-/// fleet's hash of unit text (what fleetctl computes for a local file).
+/// fleet's hash of a unit file's bytes (what fleetctl computes for a local file, including
+/// files systemd itself would refuse).
 ///
 /// # Errors
 /// [`HashError`] when go-systemd cannot parse the text.
-pub fn fleet_hash_text(text: &str) -> Result<UnitHash, HashError> {
-    Ok(UnitHash::of_bytes(
-        go_serialize(&go_deserialize(text)?).as_bytes(),
-    ))
+pub fn fleet_hash_bytes(text: &[u8]) -> Result<UnitHash, HashError> {
+    Ok(UnitHash::of_bytes(&go_serialize(&go_deserialize(text)?)))
 }
 
 /// fleet's hash of a unit given as options (as the fleet API receives them).
 pub fn fleet_hash_options(opts: &[GoOption]) -> UnitHash {
-    UnitHash::of_bytes(go_serialize(opts).as_bytes())
+    UnitHash::of_bytes(&go_serialize(opts))
 }
 
 /// fleet's submit-time check: does re-parsing the serialised unit fail (over-long line)?
 pub(crate) fn go_reparse_too_long(unit: &UnitFile) -> bool {
-    match go_deserialize(&unit.to_string()) {
+    match go_deserialize(&unit.to_bytes()) {
         Ok(opts) => matches!(
             go_deserialize(&go_serialize(&opts)),
             Err(HashError::LineTooLong)
@@ -434,28 +474,34 @@ mod tests {
     use super::*;
 
     fn opts(text: &str) -> Vec<(String, String, String)> {
-        go_deserialize(text)
+        go_deserialize(text.as_bytes())
             .unwrap()
             .into_iter()
-            .map(|o| (o.section, o.name, o.value))
+            .map(|o| {
+                let s = String::from_utf8(o.section).unwrap();
+                (s, o.name, String::from_utf8(o.value).unwrap())
+            })
             .collect()
     }
 
     #[test]
     fn known_hashes() {
         // fleet's unit/unit_test.go TestUnitHash.
-        let h = fleet_hash_text("[Service]\nExecStart=/bin/sleep 100\n").unwrap();
+        let h = fleet_hash_bytes(b"[Service]\nExecStart=/bin/sleep 100\n").unwrap();
         assert_eq!(h.to_string(), "1c6fb6f3684bafb0c173d8b8b957ceff031180c1");
         assert_eq!(h.short(), "1c6fb6f");
         assert_eq!(UnitHash::from_hex(&h.to_string()), Ok(h));
         assert_eq!(
-            fleet_hash_text("").unwrap().to_string(),
+            fleet_hash_bytes(b"").unwrap().to_string(),
             "da39a3ee5e6b4b0d3255bfef95601890afd80709"
         );
         // Formatting differences vanish.
         let messy = "# c\n\n[Service]\n  ExecStart = /bin/sleep 100   \n\n\n";
-        assert_eq!(fleet_hash_text(messy).unwrap(), h);
+        assert_eq!(fleet_hash_bytes(messy.as_bytes()).unwrap(), h);
         assert!(UnitHash::from_hex("xyz").is_err());
+        // Invalid UTF-8 in values is hashed verbatim, as Go keeps the bytes.
+        let raw = fleet_hash_bytes(b"[S]\nA=\xff\xfe \n").unwrap();
+        assert_eq!(raw, UnitHash::of_bytes(b"[S]\nA=\xff\xfe\n"));
     }
 
     #[test]
@@ -470,8 +516,8 @@ mod tests {
             ]
         );
         assert_eq!(
-            go_serialize(&go_deserialize("[Unit]\nA=1\n[Service]\nB=2\n[Unit]\nC=3\n").unwrap()),
-            "[Unit]\nA=1\nC=3\n\n[Service]\nB=2\n"
+            go_serialize(&go_deserialize(b"[Unit]\nA=1\n[Service]\nB=2\n[Unit]\nC=3\n").unwrap()),
+            b"[Unit]\nA=1\nC=3\n\n[Service]\nB=2\n"
         );
         // Continuations are kept verbatim, comments inside them too.
         assert_eq!(opts("[S]\nA=a \\\n# x \\\nb\n")[0].2, "a \\\n# x \\\nb");
@@ -480,18 +526,18 @@ mod tests {
         assert_eq!(opts("K=v\n[S]\nA=1\n").len(), 1);
         assert_eq!(opts("[S]\r\nA=1\r\n")[0].2, "1");
         assert_eq!(
-            go_deserialize("[S]\nnonsense\n"),
+            go_deserialize(b"[S]\nnonsense\n"),
             Err(HashError::MissingEquals)
         );
-        assert_eq!(go_deserialize("[S]\nA"), Err(HashError::UnexpectedEof));
-        assert_eq!(go_deserialize("[S"), Err(HashError::UnterminatedSection));
+        assert_eq!(go_deserialize(b"[S]\nA"), Err(HashError::UnexpectedEof));
+        assert_eq!(go_deserialize(b"[S"), Err(HashError::UnterminatedSection));
         assert_eq!(
-            go_deserialize("[S] x\n").unwrap_err().to_string(),
+            go_deserialize(b"[S] x\n").unwrap_err().to_string(),
             "found garbage after section name : [120]"
         );
         let long = format!("[S]\nA={}\n", "x".repeat(3000));
-        assert_eq!(go_deserialize(&long), Err(HashError::LineTooLong));
+        assert_eq!(go_deserialize(long.as_bytes()), Err(HashError::LineTooLong));
         let ok = format!("[S]\nA={}\n", "x".repeat(2000));
-        assert!(go_deserialize(&ok).is_ok());
+        assert!(go_deserialize(ok.as_bytes()).is_ok());
     }
 }

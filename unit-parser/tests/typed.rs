@@ -6,7 +6,8 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use unit_parser::hash::fleet_hash;
+use proptest::prelude::*;
+use unit_parser::hash::{fleet_hash, fleet_hash_bytes};
 use unit_parser::install::Install;
 use unit_parser::name::UnitName;
 use unit_parser::service::Service;
@@ -77,7 +78,12 @@ fn typed_views_match_golden_files() {
     let mut inputs: Vec<_> = std::fs::read_dir(&dir)
         .expect("testdata/typed exists")
         .map(|e| e.expect("readable dir entry").path())
-        .filter(|p| p.extension().is_some_and(|e| e != "expected"))
+        .filter(|p| {
+            p.extension().is_some_and(|e| {
+                ["service", "socket", "timer", "target", "mount"]
+                    .contains(&e.to_str().unwrap_or(""))
+            })
+        })
         .collect();
     inputs.sort();
     assert!(
@@ -201,5 +207,92 @@ fn every_xfleet_validation_message() {
     ] {
         let unit = unit_parser::parse(&format!("[X-Fleet]\n{ok}\n")).unwrap();
         assert_eq!(validate(&unit), Ok(()), "{ok}");
+    }
+}
+
+#[test]
+fn fleet_hashes_equal_fleets_own_over_the_corpus() {
+    let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/testdata");
+    let list = std::fs::read_to_string(base.join("typed/fleet-hashes.txt")).unwrap();
+    let mut checked = 0;
+    for line in list.lines().filter(|l| !l.starts_with('#')) {
+        let (path, want) = line.split_once(' ').unwrap();
+        let bytes = std::fs::read(base.join(path)).unwrap();
+        let got = match fleet_hash_bytes(&bytes) {
+            Ok(h) => h.to_string(),
+            Err(e) => format!("error: {e}"),
+        };
+        assert_eq!(got, want, "{path}");
+        checked += 1;
+    }
+    assert!(checked >= 90, "only {checked} files checked");
+}
+
+/// Unit-file-shaped text: headers, assignments of the keys the views read, continuations,
+/// comments, quotes, escapes, specifiers.
+fn unitish() -> impl Strategy<Value = String> {
+    let line = prop_oneof![
+        prop::sample::select(vec![
+            "[Unit]",
+            "[Service]",
+            "[Install]",
+            "[X-Fleet]",
+            "",
+            "# c",
+            "\\"
+        ])
+        .prop_map(str::to_owned),
+        (
+            prop::sample::select(vec![
+                "Description",
+                "After",
+                "Documentation",
+                "StartLimitBurst",
+                "Type",
+                "ExecStart",
+                "ExecStop",
+                "Environment",
+                "EnvironmentFile",
+                "TimeoutSec",
+                "RestartSec",
+                "KillSignal",
+                "MemoryMax",
+                "CPUQuota",
+                "CPUWeight",
+                "WorkingDirectory",
+                "WantedBy",
+                "Alias",
+                "DefaultInstance",
+                "MachineID",
+                "MachineOf",
+                "Conflicts",
+                "Global",
+                "Replaces",
+                "MachineMetadata",
+                "X-ConditionMachineOf",
+                "Bogus",
+            ]),
+            "[ -~]{0,30}",
+        )
+            .prop_map(|(k, v)| format!("{k}={v}")),
+    ];
+    prop::collection::vec(line, 0..20).prop_map(|l| l.join("\n"))
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    #[test]
+    fn views_never_panic(text in unitish(), name in prop::sample::select(vec!["a.service", "a@b.service", "a@.service"])) {
+        let rendered = render(name, &text);
+        prop_assert!(rendered.contains("== fleet hash"));
+        if let Ok(unit) = unit_parser::parse(&text) {
+            let _ = XFleet::from_unit(&unit, name);
+        }
+    }
+
+    #[test]
+    fn go_lexer_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..300)) {
+        let _ = fleet_hash_bytes(&bytes);
     }
 }
