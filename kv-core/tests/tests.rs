@@ -1,4 +1,5 @@
 //! Integration tests of kv-core's public API.
 
 mod etcd_diff;
+mod model;
 mod snapshot;
