@@ -1,0 +1,184 @@
+//! Places the synthetic "realistic mix" (see `scheduler::synth`) and reports throughput,
+//! the memory the scheduler's own structures hold, and the cost of losing a machine.
+//!
+//! `cargo run --release -p scheduler --example bench -- --units 1000000 --machines 10000`
+//!
+//! The last line is `placed N units on M machines in S s (R units/s), peak RSS X MiB`.
+// A counting allocator is the only way to measure the scheduler's own heap exactly; its
+// one unsafe impl forwards to the system allocator unchanged.
+#![allow(unsafe_code)]
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+
+use scheduler::{ClusterState, Scheduler, Strategy, Unit, synth};
+
+struct Counting;
+
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: every call forwards to `System` with the caller's layout and pointer, so the
+// GlobalAlloc contract is exactly System's; the counter has no effect on the memory.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        LIVE.fetch_add(layout.size(), Ordering::Relaxed);
+        // SAFETY: same layout the caller gave us.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+        // SAFETY: `ptr` came from `System.alloc` with this layout.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        LIVE.fetch_add(new_size, Ordering::Relaxed);
+        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+        // SAFETY: forwarded unchanged.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+fn arg(args: &[String], name: &str, default: usize) -> Result<usize, String> {
+    match args.iter().position(|a| a == name) {
+        None => Ok(default),
+        Some(i) => args
+            .get(i + 1)
+            .and_then(|v| v.replace('_', "").parse().ok())
+            .ok_or_else(|| format!("{name} needs a number")),
+    }
+}
+
+/// CPU time of this thread: the machine is shared, so wall time overstates our cost.
+fn thread_cpu() -> f64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec for the duration of the call.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    if rc != 0 {
+        return 0.0;
+    }
+    ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
+}
+
+fn peak_rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let parsed = (|| -> Result<(usize, usize, usize), String> {
+        Ok((
+            arg(&args, "--units", 100_000)?,
+            arg(&args, "--machines", 1_000)?,
+            arg(&args, "--seed", 1)?,
+        ))
+    })();
+    let (n_units, n_machines, seed) = match parsed {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("bench: {e}\nusage: bench [--units N] [--machines M] [--seed S]");
+            return ExitCode::from(2);
+        }
+    };
+    let cluster = ClusterState {
+        machines: synth::machines(n_machines, seed as u64),
+        units: synth::units(n_units, seed as u64)
+            .into_iter()
+            .map(|spec| Unit {
+                spec,
+                machine: None,
+            })
+            .collect(),
+        strategy: Strategy::LeastLoaded,
+    };
+    // Machines alone first, to split the scheduler's memory into per-machine and per-unit.
+    let machines_only = ClusterState {
+        machines: cluster.machines.clone(),
+        ..ClusterState::default()
+    };
+    let before = LIVE.load(Ordering::Relaxed);
+    let held_machines = match Scheduler::from_cluster(&machines_only) {
+        Ok(s) => {
+            let n = LIVE.load(Ordering::Relaxed).saturating_sub(before);
+            drop(s);
+            n
+        }
+        Err(e) => {
+            eprintln!("bench: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    drop(machines_only);
+    let before = LIVE.load(Ordering::Relaxed);
+    let (start, cpu_start) = (Instant::now(), thread_cpu());
+    let mut s = match Scheduler::from_cluster(&cluster) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("bench: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let (wall, secs) = (start.elapsed().as_secs_f64(), thread_cpu() - cpu_start);
+    let held = LIVE.load(Ordering::Relaxed).saturating_sub(before);
+    drop(cluster);
+
+    let d = s.decision();
+    let placed = d.placements.len() - d.unplaced.len();
+    let per_unit = held.saturating_sub(held_machines) as f64 / n_units.max(1) as f64;
+    println!(
+        "units {n_units}, machines {n_machines}, unplaced {}",
+        d.unplaced.len()
+    );
+    println!("full placement: {secs:.3} s CPU on one thread, {wall:.3} s wall");
+    for (name, why) in d.unplaced.iter().take(3) {
+        println!("  unplaced {name}: {why}");
+    }
+    println!(
+        "scheduler structures: {:.1} MiB: {:.0} bytes per machine (machines alone), {per_unit:.0} bytes per unit (the rest)",
+        held as f64 / (1 << 20) as f64,
+        held_machines as f64 / n_machines.max(1) as f64
+    );
+    drop(d);
+
+    // Machine loss: the most loaded machine's units go elsewhere.
+    let victim = {
+        let d = s.decision();
+        let mut counts = std::collections::BTreeMap::<String, usize>::new();
+        for p in d.placements.values() {
+            if let Some(m) = p.machine() {
+                *counts.entry(m.to_owned()).or_default() += 1;
+            }
+        }
+        counts.into_iter().max_by_key(|&(_, n)| n).map(|(m, _)| m)
+    };
+    if let Some(victim) = victim {
+        let (t, c) = (Instant::now(), thread_cpu());
+        match s.remove_machine(&victim) {
+            Ok(changes) => println!(
+                "machine loss: {} units rescheduled in {:.3} ms CPU ({:.3} ms wall)",
+                changes.iter().filter(|c| !c.global).count(),
+                (thread_cpu() - c) * 1e3,
+                t.elapsed().as_secs_f64() * 1e3
+            ),
+            Err(e) => eprintln!("bench: {e}"),
+        }
+    }
+    println!(
+        "placed {placed} units on {n_machines} machines in {secs:.3} s ({:.0} units/s), peak RSS {:.0} MiB",
+        n_units as f64 / secs,
+        peak_rss_mib()
+    );
+    ExitCode::SUCCESS
+}
