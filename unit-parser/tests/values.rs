@@ -25,6 +25,65 @@ fn quote(arg: &str) -> String {
     out
 }
 
+/// `systemd-analyze timespan TEXT`: `Ok(µs)`, or `Err(true)` for ERANGE, `Err(false)` for
+/// EINVAL. Panics if the tool is missing: the differential test must not pass without it.
+fn systemd_timespan(text: &str) -> Result<u64, bool> {
+    let out = std::process::Command::new("systemd-analyze")
+        .arg("timespan")
+        .arg("--")
+        .arg(text)
+        .output()
+        .expect("systemd-analyze must be installed (Debian package `systemd`)");
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        return Err(err.contains("out of range"));
+    }
+    let stdout = String::from_utf8(out.stdout).expect("UTF-8 output");
+    let us = stdout
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("\u{3bc}s: "))
+        .expect("a µs line");
+    Ok(us.parse().expect("a number"))
+}
+
+/// Text shaped like time spans, valid or nearly so.
+fn timespan_text() -> impl Strategy<Value = String> {
+    let atom = prop_oneof![
+        4 => "[0-9]{1,4}",
+        2 => "[0-9]{0,3}\\.[0-9]{0,7}",
+        1 => "[0-9]{15,21}",
+        1 => prop::sample::select(vec!["-", "+", ".", "infinity", "e3", "x"]).prop_map(str::to_owned),
+    ];
+    let unit = prop::sample::select(vec![
+        "", "", "us", "usec", "\u{b5}s", "\u{3bc}s", "ms", "msec", "s", "sec", "second", "seconds",
+        "m", "min", "minute", "minutes", "h", "hr", "hour", "hours", "d", "day", "days", "w",
+        "week", "weeks", "M", "month", "months", "y", "year", "years", "ns", "S", "MIN", "mo",
+    ]);
+    let ws = prop::sample::select(vec!["", "", " ", "  ", "\t"]);
+    prop::collection::vec((ws.clone(), atom, ws, unit), 1..4).prop_map(|parts| {
+        parts
+            .into_iter()
+            .map(|(a, n, b, u)| format!("{a}{n}{b}{u}"))
+            .collect()
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 160, ..ProptestConfig::default() })]
+
+    #[test]
+    fn parse_sec_matches_systemd_analyze(text in timespan_text()) {
+        // An argument cannot start with whitespace-only noise the shell would keep, but
+        // systemd-analyze receives it verbatim through execve, so no filtering is needed.
+        let ours = match parse_sec(&text) {
+            Ok(t) => Ok(t.as_micros()),
+            Err(unit_parser::value::TimespanError::OutOfRange(_)) => Err(true),
+            Err(_) => Err(false),
+        };
+        prop_assert_eq!(ours, systemd_timespan(&text), "input {:?}", text);
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
 
