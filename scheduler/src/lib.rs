@@ -60,6 +60,7 @@
 //! ```
 
 mod cluster;
+mod convert;
 mod decision;
 mod engine;
 mod error;
