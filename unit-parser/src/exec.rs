@@ -424,6 +424,14 @@ mod tests {
             Err(ExecError::NotAbsolute("bin/x".into()))
         );
         assert_eq!(
+            parse_exec("/bin/a \\xff", None),
+            Err(ExecError::NotUtf8("\u{fffd}".into()))
+        );
+        assert_eq!(
+            parse_exec("/bin/a \\xff", None).unwrap_err().to_string(),
+            "Word decodes to bytes that are not UTF-8: \"\u{fffd}\""
+        );
+        assert_eq!(
             parse_exec("\"/bin/a\\tb\"", None),
             Err(ExecError::UnsafePath("/bin/a\tb".into()))
         );

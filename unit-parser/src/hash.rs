@@ -11,6 +11,14 @@
 //! (backslash, newline and all), comment lines inside them belong to the value, lines
 //! without `=` are an error, and a run of 2048 bytes without a line end is an error, checked
 //! where go-systemd checks it (at its `bufio.Reader` buffer boundaries).
+//!
+//! ```
+//! let unit = unit_parser::parse("# web\n[Service]\n  ExecStart = /bin/sleep 100\n")?;
+//! // The hash fleet's own test expects for "[Service]\nExecStart=/bin/sleep 100\n".
+//! let h = unit_parser::hash::fleet_hash(&unit)?;
+//! assert_eq!(h.to_string(), "1c6fb6f3684bafb0c173d8b8b957ceff031180c1");
+//! Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 use std::fmt;
 

@@ -11,6 +11,21 @@
 //!
 //! [`escape`], [`escape_path`], [`unescape`] and [`unescape_path`] behave exactly as
 //! `systemd-escape`, `systemd-escape --path` and their `--unescape` forms.
+//!
+//! ```
+//! use unit_parser::name::{UnitName, escape, escape_path, validate_fleet_name};
+//!
+//! let n = UnitName::parse("getty@tty1.service")?;
+//! assert_eq!((n.prefix(), n.instance()), ("getty", Some("tty1")));
+//! assert_eq!(n.template().unwrap().as_str(), "getty@.service");
+//! assert_eq!(escape("foo-bar baz"), "foo\\x2dbar\\x20baz");
+//! assert_eq!(escape_path("/dev/disk/by-label/data")?, "dev-disk-by\\x2dlabel-data");
+//! assert_eq!(
+//!     validate_fleet_name("foo@1.mount").unwrap_err().to_string(),
+//!     "invalid unit type for template: \"mount\""
+//! );
+//! Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 use std::fmt;
 
@@ -787,5 +802,65 @@ mod tests {
         assert_eq!(go_quote_char('\u{1}'), "'\\x01'");
         assert_eq!(go_quote_char('ü'), "'ü'");
         assert_eq!(go_quote_str("a\"b\\"), "\"a\\\"b\\\\\"");
+    }
+
+    #[test]
+    fn every_error_message() {
+        let plain = UnitName::parse("a.service").unwrap();
+        let t = UnitName::parse("a@.service").unwrap();
+        let cases: Vec<(String, &str)> = vec![
+            (
+                UnitName::parse("").unwrap_err().to_string(),
+                "unit name is empty",
+            ),
+            (
+                UnitName::parse(&"a".repeat(256)).unwrap_err().to_string(),
+                "is 256 bytes long, the maximum is 255",
+            ),
+            (
+                UnitName::parse("x").unwrap_err().to_string(),
+                "has no type suffix",
+            ),
+            (
+                UnitName::parse("x.bar").unwrap_err().to_string(),
+                "unknown type suffix \"bar\"",
+            ),
+            (
+                UnitName::parse("x/y.service").unwrap_err().to_string(),
+                "invalid character '/' at byte 1",
+            ),
+            (
+                UnitName::parse("@x.service").unwrap_err().to_string(),
+                "starts with '@'",
+            ),
+            (
+                plain.with_instance("i").unwrap_err().to_string(),
+                "is a Plain name, expected Template",
+            ),
+            (
+                t.with_instance("").unwrap_err().to_string(),
+                "invalid instance \"\"",
+            ),
+            (
+                escape_path("/a/../b").unwrap_err().to_string(),
+                "not a valid normalized file system path",
+            ),
+            (
+                unescape("a\\b").unwrap_err().to_string(),
+                "invalid escape sequence at byte 1",
+            ),
+            (
+                unescape("\\xff").unwrap_err().to_string(),
+                "unescapes to bytes that are not UTF-8",
+            ),
+            (
+                unescape_path("a-").unwrap_err().to_string(),
+                "does not unescape to a normalized absolute path",
+            ),
+        ];
+        for (got, want) in cases {
+            assert!(got.contains(want), "{got:?} should contain {want:?}");
+        }
+        assert_eq!(unescape_bytes("\\xff-").unwrap(), b"\xff/");
     }
 }

@@ -6,6 +6,24 @@
 //! (as it fails the unit) unless prefixed with `-`. Other invalid values and unknown keys
 //! become [`SettingWarning`]s. After reading, the checks of `service_verify()` that concern
 //! these settings are applied (several `ExecStart=` only for `Type=oneshot`, ...).
+//!
+//! ```
+//! use unit_parser::service::{Restart, Service};
+//! use unit_parser::specifier::SpecifierContext;
+//!
+//! let unit = unit_parser::parse(
+//!     "[Service]\nExecStart=-/usr/bin/web --port=%i \"a b\"\nRestart=on-failure\n\
+//!      TimeoutStopSec=1min 30s\nEnvironment=A=1 \"B=two words\"\n",
+//! )?;
+//! let ctx = SpecifierContext::system(Some("web@8080.service".parse()?));
+//! let s = Service::from_unit_with(&unit, Some(&ctx))?;
+//! assert_eq!(s.exec_start[0].argv, ["/usr/bin/web", "--port=8080", "a b"]);
+//! assert!(s.exec_start[0].flags.ignore_failure);
+//! assert_eq!(s.restart, Some(Restart::OnFailure));
+//! assert_eq!(s.timeout_stop_sec.unwrap().as_micros(), 90_000_000);
+//! assert_eq!(s.environment[1], ("B".to_owned(), "two words".to_owned()));
+//! Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 use thiserror::Error;
 

@@ -14,6 +14,23 @@
 //! [`XFleet::from_unit`] also applies fleet's submit-time validation (`api.ValidateOptions`)
 //! to the raw values, with fleet's exact messages. Unknown keys and deprecated aliases give
 //! [`XFleetWarning`]s, available from [`XFleet::parse`] or [`warnings`].
+//!
+//! ```
+//! use unit_parser::xfleet::XFleet;
+//!
+//! let unit = unit_parser::parse(
+//!     "[X-Fleet]\nConflicts=%p@*.service\nMachineMetadata=\"region=us-east\" \"disk=ssd\"\n",
+//! )?;
+//! let x = XFleet::from_unit(&unit, "web@1.service")?;
+//! assert_eq!(x.conflicts, ["web@*.service"]);
+//! assert_eq!(x.machine_metadata[1], ("disk".to_owned(), "ssd".to_owned()));
+//!
+//! let bad = unit_parser::parse("[X-Fleet]\nMachineID=abc\nGlobal=true\n")?;
+//! let err = XFleet::from_unit(&bad, "x.service").unwrap_err();
+//! assert_eq!(err.to_string(), "MachineID cannot be used with Global");
+//! assert_eq!(err.line(), 3);
+//! Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 use thiserror::Error;
 

@@ -4,6 +4,17 @@
 //! the file parser delivers it (`Entry::value()`: continuations joined, outer whitespace
 //! trimmed); an empty value usually means "reset to default", which the typed views handle
 //! before calling these.
+//!
+//! ```
+//! use unit_parser::value::{Timespan, parse_bool, parse_exec, parse_sec};
+//!
+//! assert_eq!(parse_bool("On")?, true);
+//! assert_eq!(parse_sec("1h 30min")?.as_micros(), 5_400_000_000);
+//! assert_eq!(parse_sec("infinity")?, Timespan::Infinity);
+//! let line = parse_exec("/bin/echo one ; -/bin/echo 'two words'", None)?;
+//! assert_eq!(line.commands[1].argv, ["/bin/echo", "two words"]);
+//! Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 mod boolean;
 mod env;
