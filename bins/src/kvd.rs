@@ -1,0 +1,377 @@
+//! The kvd server: etcd 3.4-compatible configuration (flags and `ETCD_*` variables) and
+//! [`run`], which serves the v2 HTTP API until a shutdown future completes.
+//!
+//! Backend: until the raft-store backend is wired in, kvd runs the single-member
+//! [`MemoryBackend`]: one `kv_core::Store` owned by one task. It is saved to
+//! `<data-dir>/member/snap/db` on graceful shutdown and loaded on start, so a SIGTERM'd kvd
+//! keeps its data, but a crash loses everything written since the last start: it is **not
+//! durable** and **not replicated**. Cluster flags (`--initial-cluster` with several members,
+//! peer URLs) are accepted and validated, and a cluster of more than one member is refused.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context as _, bail};
+use clap::Args;
+
+use crate::http::{self, Limits};
+use crate::store::memory::{MemoryBackend, MemoryConfig};
+
+/// kvd's command line; every flag also reads etcd's `ETCD_*` environment variable.
+#[derive(Debug, Clone, Args)]
+pub struct Config {
+    /// Human-readable name for this member.
+    #[arg(long, env = "ETCD_NAME", default_value = "default")]
+    pub name: String,
+    /// Path to the data directory (default: `<name>.kvd`).
+    #[arg(long, env = "ETCD_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Path to the dedicated WAL directory (accepted; the store keeps its log in the data dir).
+    #[arg(long, env = "ETCD_WAL_DIR")]
+    pub wal_dir: Option<PathBuf>,
+    /// List of URLs to listen on for client traffic.
+    #[arg(
+        long,
+        env = "ETCD_LISTEN_CLIENT_URLS",
+        default_value = "http://127.0.0.1:2379"
+    )]
+    pub listen_client_urls: String,
+    /// List of this member's client URLs to advertise to the public.
+    #[arg(
+        long,
+        env = "ETCD_ADVERTISE_CLIENT_URLS",
+        default_value = "http://127.0.0.1:2379"
+    )]
+    pub advertise_client_urls: String,
+    /// List of URLs to listen on for peer traffic.
+    #[arg(
+        long,
+        env = "ETCD_LISTEN_PEER_URLS",
+        default_value = "http://127.0.0.1:2380"
+    )]
+    pub listen_peer_urls: String,
+    /// List of this member's peer URLs to advertise to the rest of the cluster.
+    #[arg(
+        long,
+        env = "ETCD_INITIAL_ADVERTISE_PEER_URLS",
+        default_value = "http://127.0.0.1:2380"
+    )]
+    pub initial_advertise_peer_urls: String,
+    /// Initial cluster configuration for bootstrapping (`name=peerURL,...`).
+    #[arg(long, env = "ETCD_INITIAL_CLUSTER")]
+    pub initial_cluster: Option<String>,
+    /// Initial cluster state (`new` or `existing`).
+    #[arg(long, env = "ETCD_INITIAL_CLUSTER_STATE", default_value = "new")]
+    pub initial_cluster_state: String,
+    /// Initial cluster token for the cluster during bootstrap.
+    #[arg(
+        long,
+        env = "ETCD_INITIAL_CLUSTER_TOKEN",
+        default_value = "etcd-cluster"
+    )]
+    pub initial_cluster_token: String,
+    /// Accept v2 requests (always on; accepted for etcd compatibility).
+    #[arg(long, env = "ETCD_ENABLE_V2", default_value = "true", num_args = 0..=1, default_missing_value = "true")]
+    pub enable_v2: String,
+    /// Time (in milliseconds) of a heartbeat interval.
+    #[arg(long, env = "ETCD_HEARTBEAT_INTERVAL", default_value_t = 100)]
+    pub heartbeat_interval: u64,
+    /// Time (in milliseconds) for an election to timeout.
+    #[arg(long, env = "ETCD_ELECTION_TIMEOUT", default_value_t = 1000)]
+    pub election_timeout: u64,
+    /// Number of committed transactions to trigger a snapshot to disk.
+    #[arg(long, env = "ETCD_SNAPSHOT_COUNT", default_value_t = 100_000)]
+    pub snapshot_count: u64,
+    /// Maximum client request size in bytes the server will accept.
+    #[arg(long, env = "ETCD_MAX_REQUEST_BYTES", default_value_t = 4 * 1024 * 1024)]
+    pub max_request_bytes: usize,
+    /// Maximum concurrent watches per client connection.
+    #[arg(long, env = "KVD_MAX_WATCHERS_PER_CONN", default_value_t = 1024)]
+    pub max_watchers_per_conn: usize,
+    /// Path to the client server TLS cert file.
+    #[arg(long, env = "ETCD_CERT_FILE")]
+    pub cert_file: Option<PathBuf>,
+    /// Path to the client server TLS key file.
+    #[arg(long, env = "ETCD_KEY_FILE")]
+    pub key_file: Option<PathBuf>,
+    /// Enable client cert authentication.
+    #[arg(long, env = "ETCD_CLIENT_CERT_AUTH")]
+    pub client_cert_auth: bool,
+    /// Path to the client server TLS trusted CA cert file.
+    #[arg(long, env = "ETCD_TRUSTED_CA_FILE")]
+    pub trusted_ca_file: Option<PathBuf>,
+    /// Client TLS using generated certificates.
+    #[arg(long, env = "ETCD_AUTO_TLS")]
+    pub auto_tls: bool,
+    /// Path to the peer server TLS cert file.
+    #[arg(long, env = "ETCD_PEER_CERT_FILE")]
+    pub peer_cert_file: Option<PathBuf>,
+    /// Path to the peer server TLS key file.
+    #[arg(long, env = "ETCD_PEER_KEY_FILE")]
+    pub peer_key_file: Option<PathBuf>,
+    /// Enable peer client cert authentication.
+    #[arg(long, env = "ETCD_PEER_CLIENT_CERT_AUTH")]
+    pub peer_client_cert_auth: bool,
+    /// Path to the peer server TLS trusted CA file.
+    #[arg(long, env = "ETCD_PEER_TRUSTED_CA_FILE")]
+    pub peer_trusted_ca_file: Option<PathBuf>,
+    /// Peer TLS using generated certificates.
+    #[arg(long, env = "ETCD_PEER_AUTO_TLS")]
+    pub peer_auto_tls: bool,
+    /// Logger (accepted for etcd compatibility; kvd logs with `tracing`, see `RUST_LOG`).
+    #[arg(long, env = "ETCD_LOGGER")]
+    pub logger: Option<String>,
+    /// Log level (`debug`, `info`, `warn`, `error`).
+    #[arg(long, env = "ETCD_LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
+}
+
+/// A parsed `--initial-cluster` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InitialMember {
+    /// Member name.
+    pub name: String,
+    /// Its peer URL.
+    pub peer_url: String,
+}
+
+/// Splits a comma-separated URL list, checking each is an `http://host:port` URL.
+///
+/// # Errors
+/// An empty list or a URL that is not `http://host:port`.
+pub fn parse_urls(flag: &str, list: &str) -> anyhow::Result<Vec<String>> {
+    let urls: Vec<String> = list
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+        .collect();
+    if urls.is_empty() {
+        bail!("--{flag}: no URL given");
+    }
+    for u in &urls {
+        if u.starts_with("https://") || u.starts_with("unixs://") {
+            bail!("--{flag}: {u}: TLS is not supported by this kvd build");
+        }
+        let rest = u
+            .strip_prefix("http://")
+            .with_context(|| format!("--{flag}: {u}: expected a URL like http://127.0.0.1:2379"))?;
+        let hostport = rest.trim_end_matches('/');
+        if !hostport.contains(':') {
+            bail!("--{flag}: {u}: the URL needs an explicit port");
+        }
+    }
+    Ok(urls)
+}
+
+/// Parses `--initial-cluster` (`name=url,name=url`).
+///
+/// # Errors
+/// An entry without `=`.
+pub fn parse_initial_cluster(s: &str) -> anyhow::Result<Vec<InitialMember>> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+        .map(|e| {
+            let (name, url) = e
+                .split_once('=')
+                .with_context(|| format!("--initial-cluster: {e:?} is not name=peerURL"))?;
+            Ok(InitialMember {
+                name: name.to_owned(),
+                peer_url: url.to_owned(),
+            })
+        })
+        .collect()
+}
+
+/// FNV-1a, a stable hash for member and cluster ids (etcd derives them from the peer URLs and
+/// the cluster token too).
+fn fnv64(parts: &[&str]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for p in parts {
+        for b in p.bytes().chain(std::iter::once(0)) {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    h
+}
+
+impl Config {
+    /// The data directory, defaulting to `<name>.kvd`.
+    pub fn data_dir(&self) -> PathBuf {
+        self.data_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(format!("{}.kvd", self.name)))
+    }
+
+    /// Validates the configuration and derives the member set-up.
+    ///
+    /// # Errors
+    /// Bad URLs, an `--initial-cluster` that does not name this member, TLS flags (not
+    /// supported yet), or more than one member (needs the raft-store backend).
+    pub fn validate(&self) -> anyhow::Result<(MemoryConfig, Vec<SocketAddr>)> {
+        if self.cert_file.is_some() || self.key_file.is_some() || self.auto_tls {
+            bail!(
+                "client TLS (--cert-file/--key-file/--auto-tls) is not supported by this kvd build"
+            );
+        }
+        if self.peer_cert_file.is_some() || self.peer_key_file.is_some() || self.peer_auto_tls {
+            bail!(
+                "peer TLS (--peer-cert-file/--peer-key-file/--peer-auto-tls) is not supported by this kvd build"
+            );
+        }
+        match self.initial_cluster_state.as_str() {
+            "new" | "existing" => {}
+            s => bail!("--initial-cluster-state: {s:?} is neither \"new\" nor \"existing\""),
+        }
+        if self.election_timeout < 5 * self.heartbeat_interval {
+            bail!(
+                "--election-timeout[{}ms] should be at least as 5 times as --heartbeat-interval[{}ms]",
+                self.election_timeout,
+                self.heartbeat_interval
+            );
+        }
+        let listen = parse_urls("listen-client-urls", &self.listen_client_urls)?;
+        let advertise = parse_urls("advertise-client-urls", &self.advertise_client_urls)?;
+        parse_urls("listen-peer-urls", &self.listen_peer_urls)?;
+        let peers = parse_urls(
+            "initial-advertise-peer-urls",
+            &self.initial_advertise_peer_urls,
+        )?;
+        let cluster = match &self.initial_cluster {
+            Some(c) => parse_initial_cluster(c)?,
+            None => peers
+                .iter()
+                .map(|u| InitialMember {
+                    name: self.name.clone(),
+                    peer_url: u.clone(),
+                })
+                .collect(),
+        };
+        if !cluster.iter().any(|m| m.name == self.name) {
+            bail!(
+                "--initial-cluster has no member named {:?} (--name)",
+                self.name
+            );
+        }
+        let others: Vec<_> = cluster.iter().filter(|m| m.name != self.name).collect();
+        if !others.is_empty() {
+            bail!(
+                "--initial-cluster names {} other member(s): multi-member clusters need the raft-store backend, which this kvd build does not have yet",
+                others.len()
+            );
+        }
+        let mut addrs = Vec::new();
+        for u in &listen {
+            let hp = u.trim_start_matches("http://").trim_end_matches('/');
+            let hp = if let Some(port) = hp.strip_prefix("localhost:") {
+                format!("127.0.0.1:{port}")
+            } else {
+                hp.to_owned()
+            };
+            addrs.push(hp.parse::<SocketAddr>().with_context(|| {
+                format!("--listen-client-urls: {u}: expected an IP address and port")
+            })?);
+        }
+        let mut peer_sorted = peers.clone();
+        peer_sorted.sort();
+        let id = fnv64(&[&peer_sorted.join(","), &self.initial_cluster_token]);
+        let cluster_id = fnv64(&[&format!("{id:x}"), &self.initial_cluster_token]);
+        let mem = MemoryConfig {
+            id,
+            cluster_id,
+            name: self.name.clone(),
+            peer_urls: peers,
+            client_urls: advertise,
+            data_dir: self.data_dir(),
+        };
+        Ok((mem, addrs))
+    }
+}
+
+/// Runs kvd until `shutdown` completes: binds the client URLs, starts the backend, serves
+/// the v2 API, then saves the store and stops.
+///
+/// # Errors
+/// Invalid configuration, a port that cannot be bound, a data directory that cannot be read
+/// or written.
+pub async fn run(
+    config: Config,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let (mem, addrs) = config.validate()?;
+    let mut listeners = Vec::new();
+    for a in &addrs {
+        listeners.push(
+            tokio::net::TcpListener::bind(a)
+                .await
+                .with_context(|| format!("binding client URL {a}"))?,
+        );
+    }
+    let backend = Arc::new(MemoryBackend::open(mem).await?);
+    let limits = Limits {
+        max_request_bytes: config.max_request_bytes,
+        max_watchers_per_conn: config.max_watchers_per_conn,
+        ..Limits::default()
+    };
+    let router = http::router(Arc::clone(&backend), limits);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut servers = tokio::task::JoinSet::new();
+    for l in listeners {
+        tracing::info!(addr = %l.local_addr()?, "serving client requests");
+        let mut rx = stop_rx.clone();
+        let r = router.clone();
+        servers.spawn(http::serve(l, r, async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }));
+    }
+    shutdown.await;
+    tracing::info!("shutting down");
+    // Ending the backend first closes every watch stream, so graceful HTTP shutdown does not
+    // wait for long polls that would never end.
+    backend.shutdown().await.context("saving the store")?;
+    let _ = stop_tx.send(true);
+    while let Some(r) = servers.join_next().await {
+        r.context("server task")?.context("serving")?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        config: Config,
+    }
+
+    #[test]
+    fn defaults_make_a_single_member() {
+        let c = Cli::parse_from(["kvd"]).config;
+        assert_eq!(c.data_dir(), PathBuf::from("default.kvd"));
+        let (m, addrs) = c.validate().unwrap();
+        assert_eq!(addrs, vec!["127.0.0.1:2379".parse::<SocketAddr>().unwrap()]);
+        assert_eq!(m.client_urls, vec!["http://127.0.0.1:2379".to_string()]);
+    }
+
+    #[test]
+    fn bad_flags_are_refused_with_the_flag_named() {
+        let c = Cli::parse_from(["kvd", "--listen-client-urls", "127.0.0.1:1"]).config;
+        assert!(format!("{:#}", c.validate().unwrap_err()).contains("--listen-client-urls"));
+        let c = Cli::parse_from(["kvd", "--initial-cluster", "x=http://127.0.0.1:2380"]).config;
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("no member named")
+        );
+        let c = Cli::parse_from(["kvd", "--initial-cluster-state", "old"]).config;
+        assert!(c.validate().is_err());
+        assert!(Cli::try_parse_from(["kvd", "--enable-v2"]).is_ok());
+    }
+}

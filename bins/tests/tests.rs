@@ -1,0 +1,7 @@
+//! Whole-system tests for kvd and kvctl.
+//!
+//! The compatibility tests run the real etcd (Debian packages etcd-server and etcd-client,
+//! installed by scripts/install-deps) next to kvd and fail, saying so, when it is missing.
+
+mod compat;
+mod util;

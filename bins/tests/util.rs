@@ -1,0 +1,190 @@
+//! Shared helpers: servers as child processes (killed by PID on drop), free ports, polling.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A free TCP port on 127.0.0.1 (bound and released; the servers bind it right after).
+pub(crate) fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    l.local_addr().expect("local addr").port()
+}
+
+/// Polls `GET <url>/health` until it answers 200 or the deadline passes.
+pub(crate) fn wait_healthy(url: &str, child: &mut Child, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let http = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(1))
+        .build()
+        .expect("http client");
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("{what} exited during start-up with {status}");
+        }
+        let ok = http
+            .get(format!("{url}/health"))
+            .send()
+            .is_ok_and(|r| r.status().is_success());
+        if ok {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what} at {url} not healthy within 20 s"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A server process with its data directory; killed (by PID) and reaped on drop.
+pub(crate) struct Server {
+    child: Child,
+    /// Client URL, `http://127.0.0.1:<port>`.
+    pub(crate) url: String,
+    /// Peer URL.
+    pub(crate) peer_url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Server {
+    /// The process id.
+    #[allow(dead_code)]
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends SIGTERM and waits (with a deadline) for a clean exit; returns the exit status.
+    #[allow(dead_code)]
+    pub(crate) fn terminate(&mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        let ok = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("run kill");
+        assert!(ok.success(), "kill -TERM {pid}");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(s) = self.child.try_wait().expect("try_wait") {
+                return s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "server did not exit within 10 s of SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+fn start(
+    program: &str,
+    args: Vec<String>,
+    url: String,
+    peer_url: String,
+    dir: tempfile::TempDir,
+    what: &str,
+) -> Server {
+    let child = Command::new(program)
+        .args(&args)
+        .env_remove("ETCD_NAME")
+        .env_remove("ETCD_DATA_DIR")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(
+            std::fs::File::create(dir.path().join("server.log")).expect("log file"),
+        ))
+        .spawn();
+    let mut child = match child {
+        Ok(c) => c,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => panic!(
+            "{program} is not installed: the compatibility tests need it (Debian package etcd-server for etcd, etcd-client for etcdctl; see scripts/install-deps)"
+        ),
+        Err(e) => panic!("cannot start {program}: {e}"),
+    };
+    wait_healthy(&url, &mut child, what);
+    Server {
+        child,
+        url,
+        peer_url,
+        _dir: dir,
+    }
+}
+
+/// Starts a real `etcd --enable-v2` on free loopback ports.
+pub(crate) fn etcd() -> Server {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (cp, pp) = (free_port(), free_port());
+    let url = format!("http://127.0.0.1:{cp}");
+    let peer = format!("http://127.0.0.1:{pp}");
+    let args = vec![
+        "--enable-v2".into(),
+        "--name".into(),
+        "node1".into(),
+        "--data-dir".into(),
+        dir.path().join("data").display().to_string(),
+        "--listen-client-urls".into(),
+        url.clone(),
+        "--advertise-client-urls".into(),
+        url.clone(),
+        "--listen-peer-urls".into(),
+        peer.clone(),
+        "--initial-advertise-peer-urls".into(),
+        peer.clone(),
+        "--initial-cluster".into(),
+        format!("node1={peer}"),
+    ];
+    start("etcd", args, url, peer, dir, "etcd")
+}
+
+/// Starts the kvd binary on free loopback ports.
+pub(crate) fn kvd() -> Server {
+    kvd_in(tempfile::tempdir().expect("tempdir"), "data")
+}
+
+/// Starts the kvd binary with its data in `dir/<sub>`.
+pub(crate) fn kvd_in(dir: tempfile::TempDir, sub: &str) -> Server {
+    let (cp, pp) = (free_port(), free_port());
+    let url = format!("http://127.0.0.1:{cp}");
+    let peer = format!("http://127.0.0.1:{pp}");
+    let args = vec![
+        "--name".into(),
+        "node1".into(),
+        "--data-dir".into(),
+        dir.path().join(sub).display().to_string(),
+        "--listen-client-urls".into(),
+        url.clone(),
+        "--advertise-client-urls".into(),
+        url.clone(),
+        "--listen-peer-urls".into(),
+        peer.clone(),
+        "--initial-advertise-peer-urls".into(),
+        peer.clone(),
+        "--initial-cluster".into(),
+        format!("node1={peer}"),
+        "--enable-v2".into(),
+    ];
+    start(env!("CARGO_BIN_EXE_kvd"), args, url, peer, dir, "kvd")
+}
+
+/// Where test helper files go.
+#[allow(dead_code)]
+pub(crate) fn kvctl_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_kvctl"))
+}
+
+/// The store index (`X-Etcd-Index` of a root GET).
+pub(crate) fn etcd_index(url: &str) -> u64 {
+    let r = reqwest::blocking::get(format!("{url}/v2/keys/")).expect("GET root");
+    r.headers()["X-Etcd-Index"]
+        .to_str()
+        .expect("header")
+        .parse()
+        .expect("index")
+}
