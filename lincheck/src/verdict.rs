@@ -1,0 +1,251 @@
+//! What a check concludes: the budget it ran under, its verdict, and explanations.
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::history::OpRecord;
+
+/// Bounds on the search, so that a check always ends: when a key's search runs out, that
+/// key's verdict is "unknown" (never "linearizable").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Budget {
+    /// Model transitions the search may try for each key (`None`: no limit). Deterministic,
+    /// so prefer it in tests.
+    pub steps_per_key: Option<u64>,
+    /// Wall-clock limit for the whole check (`None`: no limit).
+    pub time: Option<Duration>,
+    /// Whether to shrink each violation to a small core of operations. Shrinking runs more
+    /// searches on the violating key, within the same per-key step allowance again.
+    pub shrink: bool,
+}
+
+impl Default for Budget {
+    /// 5 million steps per key, 60 seconds in all, shrinking on.
+    fn default() -> Self {
+        Budget {
+            steps_per_key: Some(5_000_000),
+            time: Some(Duration::from_secs(60)),
+            shrink: true,
+        }
+    }
+}
+
+impl Budget {
+    /// At most `n` steps per key, no time limit, shrinking on.
+    pub fn steps(n: u64) -> Budget {
+        Budget {
+            steps_per_key: Some(n),
+            time: None,
+            shrink: true,
+        }
+    }
+
+    /// At most `d` of wall-clock time in all, no step limit, shrinking on.
+    pub fn time(d: Duration) -> Budget {
+        Budget {
+            steps_per_key: None,
+            time: Some(d),
+            shrink: true,
+        }
+    }
+
+    /// No limit at all: the check may take exponential time.
+    pub fn unlimited() -> Budget {
+        Budget {
+            steps_per_key: None,
+            time: None,
+            shrink: true,
+        }
+    }
+
+    /// The same budget with shrinking turned on or off.
+    pub fn with_shrink(self, shrink: bool) -> Budget {
+        Budget { shrink, ..self }
+    }
+}
+
+/// The answer for a whole history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Verdict {
+    /// Every key's history is linearizable.
+    Linearizable,
+    /// At least one key's history is not linearizable; one explanation per such key.
+    /// (Other keys may be linearizable or undecided.)
+    NotLinearizable(Vec<Violation>),
+    /// No violation was found, but the budget ran out on these keys before they were decided.
+    Unknown {
+        /// The undecided keys.
+        keys: Vec<String>,
+    },
+}
+
+impl Verdict {
+    /// Whether the history was proven linearizable.
+    pub fn is_linearizable(&self) -> bool {
+        matches!(self, Verdict::Linearizable)
+    }
+
+    /// Whether the history was proven not linearizable.
+    pub fn is_violation(&self) -> bool {
+        matches!(self, Verdict::NotLinearizable(_))
+    }
+
+    /// Whether the budget ran out before a decision.
+    pub fn is_unknown(&self) -> bool {
+        matches!(self, Verdict::Unknown { .. })
+    }
+}
+
+impl fmt::Display for Verdict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Verdict::Linearizable => f.write_str("linearizable"),
+            Verdict::NotLinearizable(vs) => {
+                writeln!(f, "NOT linearizable ({} key(s))", vs.len())?;
+                for v in vs {
+                    write!(f, "{v}")?;
+                }
+                Ok(())
+            }
+            Verdict::Unknown { keys } => {
+                write!(f, "unknown: budget exhausted on {} key(s): ", keys.len())?;
+                for (i, k) in keys.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(", ")?;
+                    }
+                    write!(f, "{k:?}")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// One step of a linearization: an operation and the key's value after it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Linearized {
+    /// The operation placed.
+    pub op: OpRecord,
+    /// The key's value after it (`None`: absent).
+    pub state_after: Option<String>,
+}
+
+/// A candidate that could not be placed after the longest linearizable prefix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attempt {
+    /// The operation tried.
+    pub op: OpRecord,
+    /// Why it failed there: its outcome is impossible in the state reached, or it is possible
+    /// but every continuation from it fails.
+    pub reason: String,
+}
+
+/// Why one key's history is not linearizable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Violation {
+    /// The key.
+    pub key: String,
+    /// A small set of this key's operations whose outcomes cannot all hold: the history made
+    /// of these, with every other operation of the key relaxed to an unknown outcome (reads
+    /// dropped, writes free to take effect any time after their invocation, or never), is
+    /// still not linearizable. Without shrinking, every operation of the key.
+    pub core: Vec<OpRecord>,
+    /// Whether shrinking finished, so that no single operation of `core` can be relaxed
+    /// without making the rest linearizable. `false` if it was skipped or ran out of budget.
+    pub core_is_minimal: bool,
+    /// The longest linearizable prefix found by the search over the full key history.
+    pub prefix: Vec<Linearized>,
+    /// The operation that cannot be placed after `prefix`: the earliest-returning operation
+    /// not in it, which must come next or before anything invoked after it returned.
+    pub blocked: Option<OpRecord>,
+    /// The operations that could have come next after `prefix`, and why none works.
+    pub attempts: Vec<Attempt>,
+}
+
+/// How many prefix steps [`Violation`]'s `Display` shows (the last ones).
+const PREFIX_SHOWN: usize = 10;
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "key {:?} is not linearizable", self.key)?;
+        writeln!(
+            f,
+            "  {} operation(s) whose outcomes cannot all hold{} (other ops of the key relaxed to unknown outcome):",
+            self.core.len(),
+            if self.core_is_minimal {
+                ", minimal"
+            } else {
+                ""
+            }
+        )?;
+        for op in &self.core {
+            writeln!(f, "    {op}")?;
+        }
+        let skip = self.prefix.len().saturating_sub(PREFIX_SHOWN);
+        writeln!(
+            f,
+            "  longest linearizable prefix: {} op(s){}",
+            self.prefix.len(),
+            if skip > 0 {
+                format!(", last {PREFIX_SHOWN}:")
+            } else {
+                ":".to_owned()
+            }
+        )?;
+        for l in &self.prefix[skip..] {
+            writeln!(
+                f,
+                "    {}   => {}",
+                l.op,
+                l.state_after
+                    .as_deref()
+                    .map_or("<absent>".to_owned(), |s| format!("{s:?}"))
+            )?;
+        }
+        if let Some(b) = &self.blocked {
+            writeln!(f, "  then this op cannot be placed: {b}")?;
+        }
+        for a in &self.attempts {
+            writeln!(f, "    tried {}: {}", a.op, a.reason)?;
+        }
+        Ok(())
+    }
+}
+
+/// The result for one key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum KeyResult {
+    /// The key's history is linearizable.
+    Linearizable,
+    /// The key's history is not linearizable.
+    NotLinearizable,
+    /// The budget ran out first.
+    Unknown,
+}
+
+/// Per-key statistics of a check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyReport {
+    /// The key.
+    pub key: String,
+    /// Operations of this key that took part in the search (not-applied operations and
+    /// unknown-outcome reads are dropped first).
+    pub ops: usize,
+    /// The verdict for this key.
+    pub result: KeyResult,
+    /// Model transitions tried by the main search (shrinking not included).
+    pub steps: u64,
+}
+
+/// A verdict with per-key details, from [`check_report`](crate::check_report).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Report {
+    /// The overall verdict.
+    pub verdict: Verdict,
+    /// One entry per key, in key order.
+    pub keys: Vec<KeyReport>,
+    /// Wall-clock time the check took.
+    pub elapsed: Duration,
+}
