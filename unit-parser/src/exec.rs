@@ -14,6 +14,7 @@ use crate::specifier::{SpecifierContext, SpecifierError, expand};
 use crate::value::word::{Flags, Warned, extract_first_word, extract_first_word_and_warn, is_ws};
 
 /// The prefix characters of one command.
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ExecFlags {
     /// `-`: a non-zero exit is not a failure (and parse errors only ignore the line).
@@ -31,6 +32,7 @@ pub struct ExecFlags {
 }
 
 /// One command: what to execute and its arguments.
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExecCommand {
     /// The executable (specifiers resolved, path simplified); absolute or a plain file name.
@@ -42,6 +44,7 @@ pub struct ExecCommand {
 }
 
 /// Everything one Exec value yielded.
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ExecLine {
     /// The commands, in order.

@@ -28,6 +28,7 @@ use thiserror::Error;
 use crate::UnitFile;
 
 /// A unit content hash (SHA-1).
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct UnitHash(pub [u8; 20]);
 

@@ -19,6 +19,7 @@ pub const SECTION: &str = "Install";
 pub const KNOWN_KEYS: &[&str] = &["WantedBy", "RequiredBy", "Alias", "Also", "DefaultInstance"];
 
 /// The typed `[Install]` section.
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Install {
     /// `WantedBy=`.

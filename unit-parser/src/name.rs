@@ -40,6 +40,7 @@ fn is_valid_char(b: u8) -> bool {
 }
 
 /// The unit types systemd 252 knows (`unit_type_table`).
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum UnitType {
@@ -113,6 +114,7 @@ impl fmt::Display for UnitType {
 }
 
 /// Whether a name is plain, a template or an instance (systemd's `UnitNameFlags`).
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum NameKind {
     /// No `@`: `foo.service`.

@@ -41,6 +41,7 @@ use crate::value::{
 pub const SECTION: &str = "Service";
 
 /// `Type=`.
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ServiceType {
@@ -76,6 +77,7 @@ impl ServiceType {
 }
 
 /// `Restart=`.
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Restart {
@@ -111,6 +113,7 @@ impl Restart {
 }
 
 /// `KillMode=`.
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum KillMode {
@@ -137,6 +140,7 @@ impl KillMode {
 }
 
 /// `WorkingDirectory=`.
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WorkingDirectory {
     /// `~`: the user's home directory.
@@ -195,6 +199,25 @@ pub fn parse_signal(s: &str) -> Option<i32> {
     offset(s).filter(|n| (1..=RTMAX).contains(n))
 }
 
+/// systemd's relaxed `valid_user_group_name()` for `User=`/`Group=`: a numeric ID below
+/// 4294967295, or a name without `:`, `/`, control characters or surrounding whitespace
+/// (and not `.` or `..`).
+fn valid_user_group_name(v: &str) -> Option<String> {
+    if v.bytes().all(|b| b.is_ascii_digit()) {
+        return v
+            .parse::<u32>()
+            .ok()
+            .filter(|id| *id != u32::MAX)
+            .map(|_| v.to_owned());
+    }
+    let ok = !v.contains([':', '/'])
+        && !v.chars().any(char::is_control)
+        && v.trim() == v
+        && v != "."
+        && v != "..";
+    ok.then(|| v.to_owned())
+}
+
 /// A `[Service]` section systemd refuses (the unit fails to load).
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 #[non_exhaustive]
@@ -238,6 +261,7 @@ impl ServiceError {
 }
 
 /// The typed `[Service]` section.
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Service {
     /// `Type=` as written (see [`Service::effective_type`]).
@@ -375,13 +399,20 @@ impl Service {
                 "CPUQuota" => {
                     enum_setting!(s.cpu_quota, |v| parse_cpu_quota(v).ok(), "CPU quota")
                 }
-                "BusName" | "User" | "Group" => {
-                    let slot = match key {
-                        "BusName" => &mut s.bus_name,
-                        "User" => &mut s.user,
-                        _ => &mut s.group,
+                "BusName" => {
+                    enum_setting!(s.bus_name, |v: &str| Some(v.to_owned()), "bus name")
+                }
+                "User" | "Group" => {
+                    let slot = if key == "User" {
+                        &mut s.user
+                    } else {
+                        &mut s.group
                     };
-                    enum_setting!(*slot, |v: &str| Some(v.to_owned()), "name")
+                    enum_setting!(
+                        *slot,
+                        valid_user_group_name,
+                        "user/group name or numeric ID"
+                    )
                 }
                 "RestartSec" => {
                     enum_setting!(s.restart_sec, |v| parse_sec(v).ok(), "RestartSec= value")
@@ -790,6 +821,26 @@ mod tests {
         assert_eq!(parse_signal("RTMAX-1"), Some(63));
         for bad in ["SIG9", "0", "65", "sigterm", "", "RTMIN+31"] {
             assert_eq!(parse_signal(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn user_names() {
+        for good in ["www-data", "0", "4294967294", "user.name", "Ünïcode"] {
+            assert!(valid_user_group_name(good).is_some(), "{good}");
+        }
+        for bad in [
+            "a:b",
+            "a/b",
+            " a",
+            "a ",
+            ".",
+            "..",
+            "4294967295",
+            "99999999999",
+            "a\tb",
+        ] {
+            assert!(valid_user_group_name(bad).is_none(), "{bad}");
         }
     }
 

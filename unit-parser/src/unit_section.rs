@@ -153,6 +153,7 @@ const DEPENDENCIES: &[&str] = &[
 ];
 
 /// The typed `[Unit]` section.
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct UnitSection {
     /// `Description=` (last wins, empty resets).

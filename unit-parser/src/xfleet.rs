@@ -67,6 +67,7 @@ const DEPRECATED: [(&str, &str); 5] = [
 ];
 
 /// The placement requirements of a unit, specifiers resolved.
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct XFleet {
     /// Required machine (full or 8-character short ID).
@@ -86,6 +87,7 @@ pub struct XFleet {
 }
 
 /// An `[X-Fleet]` key fleet does not act on, or acts on under a deprecated name.
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct XFleetWarning {
     /// 1-based line of the assignment.
@@ -97,6 +99,7 @@ pub struct XFleetWarning {
 }
 
 /// The view plus the warnings found while building it.
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct XFleetParse {
     /// The requirements.

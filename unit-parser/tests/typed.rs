@@ -296,3 +296,30 @@ proptest! {
         let _ = fleet_hash_bytes(&bytes);
     }
 }
+
+#[cfg(feature = "serde")]
+#[test]
+fn views_serialize_to_json() {
+    let unit = unit_parser::parse("[X-Fleet]\nMachineOf=a.service\nConflicts=b* c*\n").unwrap();
+    let x = serde_json::to_value(XFleet::from_unit(&unit, "u.service").unwrap()).unwrap();
+    assert_eq!(x["machine_of"], serde_json::json!(["a.service"]));
+    assert_eq!(x["conflicts"], serde_json::json!(["b*", "c*"]));
+    assert_eq!(x["global"], serde_json::json!(false));
+    // fleet stores the hash as a JSON array of the 20 byte values; the derive matches.
+    let h = fleet_hash_bytes(b"[Service]\nExecStart=/bin/sleep 100\n").unwrap();
+    assert_eq!(
+        serde_json::to_value(h).unwrap(),
+        serde_json::json!(h.as_bytes().to_vec())
+    );
+    let s = Service::from_unit(&unit_parser::parse("[Service]\nExecStart=-/bin/a b\n").unwrap())
+        .unwrap();
+    let s = serde_json::to_value(s).unwrap();
+    assert_eq!(
+        s["exec_start"][0]["argv"],
+        serde_json::json!(["/bin/a", "b"])
+    );
+    assert_eq!(
+        s["exec_start"][0]["flags"]["ignore_failure"],
+        serde_json::json!(true)
+    );
+}

@@ -13,6 +13,7 @@ pub fn env_name_is_valid(name: &str) -> bool {
 
 /// The result of one `Environment=` line: assignments in order (a later one for the same name
 /// replaces the earlier, as `strv_env_replace` does), plus warnings for what systemd ignores.
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct EnvironmentLine {
     /// `(name, value)` pairs.
@@ -87,6 +88,7 @@ pub fn parse_environment(value: &str, ctx: Option<&SpecifierContext>) -> Environ
 }
 
 /// One `EnvironmentFile=` entry.
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EnvironmentFile {
     /// The absolute path (may contain glob characters).

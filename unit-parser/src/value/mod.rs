@@ -37,6 +37,7 @@ pub use resource::{
 pub use timespan::{Timespan, TimespanError, parse_sec, parse_sec_fix_0, parse_time};
 
 /// A setting systemd logs and ignores (bad value, unknown key), with where it is.
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SettingWarning {
     /// 1-based line of the assignment.

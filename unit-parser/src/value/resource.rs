@@ -4,6 +4,7 @@
 use thiserror::Error;
 
 /// A memory limit as `MemoryMax=`/`MemoryHigh=` accept it.
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MemoryLimit {
     /// An absolute size in bytes.
@@ -15,6 +16,7 @@ pub enum MemoryLimit {
 }
 
 /// `CPUWeight=`: `idle` or 1..=10000.
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CpuWeight {
     /// `idle` (cgroup v2 `cpu.idle`).

@@ -52,6 +52,7 @@ const UNITS: &[(&str, u64)] = &[
 ];
 
 /// A parsed time span: finite (microsecond resolution) or `infinity`.
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Timespan {
     /// A finite span.
