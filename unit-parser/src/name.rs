@@ -418,6 +418,34 @@ pub fn validate_fleet_name(name: &str) -> Result<(), FleetNameError> {
     Ok(())
 }
 
+/// fleetctl's name mangling for command-line arguments (`unitNameMangle`): the base name of
+/// the argument (directories stripped), with `.service` appended unless it already ends in
+/// a type fleetctl recognises (`.service .socket .timer .path .device .mount .automount`;
+/// note: not `.target`, so `x.target` becomes `x.target.service`).
+pub fn fleet_mangle_name(arg: &str) -> String {
+    const RECOGNISED: [&str; 7] = [
+        ".service",
+        ".socket",
+        ".timer",
+        ".path",
+        ".device",
+        ".mount",
+        ".automount",
+    ];
+    // Go's path.Base: trailing slashes removed, then the last element; "" and "/" special.
+    let trimmed = arg.trim_end_matches('/');
+    let base = match (arg.is_empty(), trimmed.is_empty()) {
+        (true, _) => ".",
+        (false, true) => "/",
+        _ => trimmed.rsplit('/').next().unwrap_or(trimmed),
+    };
+    if RECOGNISED.iter().any(|t| base.ends_with(t)) {
+        base.to_owned()
+    } else {
+        format!("{base}.service")
+    }
+}
+
 /// Go's `strconv.Quote` closely enough for the messages fleet builds with `%q`.
 pub(crate) fn go_quote_str(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
@@ -796,6 +824,17 @@ mod tests {
             assert_eq!(validate_fleet_name(good), Ok(()), "{good}");
         }
         assert!(validate_fleet_name(&format!("{}.service", "a".repeat(248))).is_ok());
+    }
+
+    #[test]
+    fn fleetctl_mangling() {
+        // fleet's fleetctl TestUnitNameMangle, plus the `.target` quirk.
+        assert_eq!(fleet_mangle_name("foo"), "foo.service");
+        assert_eq!(fleet_mangle_name("foo.1"), "foo.1.service");
+        assert_eq!(fleet_mangle_name("foo/bar.socket"), "bar.socket");
+        assert_eq!(fleet_mangle_name("foo.socket"), "foo.socket");
+        assert_eq!(fleet_mangle_name("/a/b/web@.service"), "web@.service");
+        assert_eq!(fleet_mangle_name("x.target"), "x.target.service");
     }
 
     #[test]
