@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 ///
 /// The column counts bytes of the physical line (after the line terminator of the previous
 /// line), which is what an editor showing the raw file needs.
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Location {
     /// The file, when the text came from one (drop-ins always carry it).
@@ -174,6 +175,7 @@ impl ParseError {
 }
 
 /// What kind of recoverable problem a [`Warning`] reports (systemd logs these and goes on).
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum WarningKind {
@@ -186,6 +188,7 @@ pub enum WarningKind {
 }
 
 /// A recoverable problem: systemd logs it and ignores the line.
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Warning {
     /// Where the logical line starts (path set for drop-ins).

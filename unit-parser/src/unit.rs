@@ -513,6 +513,7 @@ impl std::str::FromStr for UnitFile {
 
 /// One `(section, key, value)` triple of a [`UnitView`], borrowed from the input whenever no
 /// continuation had to be joined.
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ViewEntry<'a> {
     /// The section name.
@@ -527,6 +528,7 @@ pub struct ViewEntry<'a> {
 
 /// The fast, read-only view: every `(section, key, value)` in file order, zero-copy where
 /// possible. Use it when comments and layout do not matter.
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct UnitView<'a> {
     entries: Vec<ViewEntry<'a>>,
