@@ -4,4 +4,6 @@
 //! installed by scripts/install-deps) next to kvd and fail, saying so, when it is missing.
 
 mod compat;
+mod differential;
+mod http_api;
 mod util;

@@ -145,11 +145,18 @@ pub(crate) fn etcd() -> Server {
 
 /// Starts the kvd binary on free loopback ports.
 pub(crate) fn kvd() -> Server {
-    kvd_in(tempfile::tempdir().expect("tempdir"), "data")
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    kvd_with(dir, data)
 }
 
-/// Starts the kvd binary with its data in `dir/<sub>`.
-pub(crate) fn kvd_in(dir: tempfile::TempDir, sub: &str) -> Server {
+/// Starts the kvd binary with its data in `data` (which outlives the server).
+#[allow(dead_code)]
+pub(crate) fn kvd_at(data: &std::path::Path) -> Server {
+    kvd_with(tempfile::tempdir().expect("tempdir"), data.to_path_buf())
+}
+
+fn kvd_with(dir: tempfile::TempDir, data: PathBuf) -> Server {
     let (cp, pp) = (free_port(), free_port());
     let url = format!("http://127.0.0.1:{cp}");
     let peer = format!("http://127.0.0.1:{pp}");
@@ -157,7 +164,7 @@ pub(crate) fn kvd_in(dir: tempfile::TempDir, sub: &str) -> Server {
         "--name".into(),
         "node1".into(),
         "--data-dir".into(),
-        dir.path().join(sub).display().to_string(),
+        data.display().to_string(),
         "--listen-client-urls".into(),
         url.clone(),
         "--advertise-client-urls".into(),
