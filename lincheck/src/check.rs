@@ -43,32 +43,86 @@ pub fn check_records(records: &[OpRecord], budget: Budget) -> Report {
     for r in records {
         by_key.entry(r.op.key()).or_default().push(r);
     }
+    struct Task<'a> {
+        key: &'a str,
+        kh: KeyHistory<'a>,
+        search: Option<Searcher>,
+        result: KeyResult,
+        steps: u64,
+        best: Vec<(usize, State)>,
+    }
+    let mut tasks: Vec<Task<'_>> = by_key
+        .into_iter()
+        .map(|(key, recs)| {
+            let kh = KeyHistory::new(recs);
+            let search = Some(Searcher::new(&kh, &[], &[]));
+            Task {
+                key,
+                kh,
+                search,
+                result: KeyResult::Unknown,
+                steps: 0,
+                best: Vec::new(),
+            }
+        })
+        .collect();
+    // Round-robin time slices, so that an easy violation on one key is found even when
+    // another key's search is long; with `all_keys` off that ends the check early, as
+    // Porcupine's parallel search does.
+    let mut stop = false;
+    while !stop {
+        let mut pending = false;
+        for t in tasks.iter_mut() {
+            let Some(search) = t.search.as_mut() else {
+                continue;
+            };
+            let cap = budget.steps_per_key.unwrap_or(u64::MAX);
+            let slice = SLICE.min(cap.saturating_sub(search.steps));
+            let progress = search.run(&mut t.kh, slice, deadline);
+            t.steps = search.steps;
+            match progress {
+                Progress::Paused if slice > 0 && !past(deadline) => {
+                    pending = true;
+                    continue;
+                }
+                Progress::Paused => t.result = KeyResult::Unknown,
+                Progress::Done(true) => t.result = KeyResult::Linearizable,
+                Progress::Done(false) => {
+                    t.result = KeyResult::NotLinearizable;
+                    t.best = std::mem::take(&mut search.best);
+                    stop |= !budget.all_keys;
+                }
+            }
+            t.search = None;
+            if stop {
+                break;
+            }
+        }
+        stop |= !pending;
+    }
     let mut keys = Vec::new();
     let mut violations = Vec::new();
     let mut unknown = Vec::new();
-    for (key, recs) in by_key {
-        let mut kh = KeyHistory::new(recs);
-        let limits = Limits {
-            steps: budget.steps_per_key,
-            deadline,
-        };
-        let (outcome, steps) = kh.search(limits);
-        let result = match outcome {
-            Search::Linearizable => KeyResult::Linearizable,
-            Search::Exhausted => {
-                unknown.push(key.to_owned());
-                KeyResult::Unknown
+    for mut t in tasks {
+        if t.search.is_some() {
+            t.result = KeyResult::Skipped;
+        }
+        match t.result {
+            KeyResult::Unknown => unknown.push(t.key.to_owned()),
+            KeyResult::NotLinearizable => {
+                let limits = Limits {
+                    steps: budget.steps_per_key,
+                    deadline,
+                };
+                violations.push(t.kh.explain(t.key, &t.best, budget.shrink, limits, t.steps));
             }
-            Search::Violation(best) => {
-                violations.push(kh.explain(key, &best, budget.shrink, limits, steps));
-                KeyResult::NotLinearizable
-            }
-        };
+            _ => {}
+        }
         keys.push(KeyReport {
-            key: key.to_owned(),
-            ops: kh.ops.len(),
-            result,
-            steps,
+            key: t.key.to_owned(),
+            ops: t.kh.ops.len(),
+            result: t.result,
+            steps: t.steps,
         });
     }
     let verdict = if !violations.is_empty() {
@@ -83,6 +137,13 @@ pub fn check_records(records: &[OpRecord], budget: Budget) -> Report {
         keys,
         elapsed: start.elapsed(),
     }
+}
+
+/// Steps a key's search runs before the next key gets its turn.
+const SLICE: u64 = 20_000;
+
+fn past(deadline: Option<Instant>) -> bool {
+    deadline.is_some_and(|d| Instant::now() >= d)
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -116,7 +177,23 @@ impl Hasher for WordHasher {
     }
 }
 
-type Memo = HashSet<(Box<[u64]>, State), BuildHasherDefault<WordHasher>>;
+/// Visited configurations: the set of linearized ops as a 128-bit Zobrist hash (the xor of
+/// a random pair of words per op, updated in O(1) on each move) and the state. A collision
+/// would wrongly prune a configuration; at 2^-128 per pair it is far less likely than a
+/// hardware fault, and it keeps each step free of allocation.
+type Memo = HashSet<(u64, u64, State), BuildHasherDefault<WordHasher>>;
+
+/// The Zobrist words of op `i`: splitmix64 of `2i` and `2i + 1`, fixed so runs repeat.
+fn zobrist(i: usize) -> (u64, u64) {
+    fn splitmix(mut z: u64) -> u64 {
+        z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    let i = i as u64;
+    (splitmix(2 * i), splitmix(2 * i + 1))
+}
 
 /// One operation of a key, ready for the search.
 #[derive(Debug, Clone)]
@@ -130,8 +207,7 @@ struct KOp<'a> {
 
 enum Search {
     Linearizable,
-    /// The longest linearization found: (op index, state after).
-    Violation(Vec<(usize, State)>),
+    Violation,
     Exhausted,
 }
 
@@ -151,12 +227,13 @@ struct Node {
 struct KeyHistory<'a> {
     ops: Vec<KOp<'a>>,
     interner: Interner,
+    zobrist: Vec<(u64, u64)>,
 }
 
 impl<'a> KeyHistory<'a> {
     fn new(recs: Vec<&'a OpRecord>) -> KeyHistory<'a> {
         let mut interner = Interner::default();
-        let ops = recs
+        let ops: Vec<KOp<'a>> = recs
             .into_iter()
             .filter_map(|rec| {
                 let (step, seen) = interner.reduce(&rec.op, rec.outcome())?;
@@ -173,7 +250,12 @@ impl<'a> KeyHistory<'a> {
                 })
             })
             .collect();
-        KeyHistory { ops, interner }
+        let zobrist = (0..ops.len()).map(zobrist).collect();
+        KeyHistory {
+            ops,
+            interner,
+            zobrist,
+        }
     }
 
     /// The event list in time order; at equal times calls come first, so that touching
@@ -221,109 +303,17 @@ impl<'a> KeyHistory<'a> {
         nodes
     }
 
-    fn search(&mut self, limits: Limits) -> (Search, u64) {
-        let n = self.ops.len();
-        self.search_with(limits, &vec![false; n], &vec![false; n])
-    }
-
-    /// Runs the search with some operations left out (`skip`) and some relaxed to an
+    /// Runs a whole search with some operations left out (`skip`) and some relaxed to an
     /// unknown outcome (`relax`), as shrinking needs.
-    fn search_with(&mut self, limits: Limits, skip: &[bool], relax: &[bool]) -> (Search, u64) {
-        let n = self.ops.len();
-        let mut nodes = self.entries(skip);
-        if relax.iter().any(|&r| r) {
-            for i in 1..nodes.len() {
-                let node = nodes[i];
-                if node.is_call && node.ret != NIL && relax[node.op] {
-                    // Unlink the return entry for good: the op becomes optional.
-                    let r = nodes[node.ret];
-                    if r.prev != NIL {
-                        nodes[r.prev].next = r.next;
-                    }
-                    if r.next != NIL {
-                        nodes[r.next].prev = r.prev;
-                    }
-                    nodes[i].ret = NIL;
-                }
-            }
-        }
-        let mut remaining = nodes
-            .iter()
-            .skip(1)
-            .filter(|x| x.is_call && x.ret != NIL)
-            .count();
-        let words = n.div_ceil(64).max(1);
-        let mut linearized = vec![0u64; words];
-        let mut memo = Memo::default();
-        let mut stack: Vec<(usize, State)> = Vec::new();
-        let mut best: Vec<(usize, State)> = Vec::new();
-        let mut state = ABSENT;
-        let mut steps = 0u64;
-        let mut entry = nodes[HEAD].next;
-        loop {
-            if remaining == 0 {
-                return (Search::Linearizable, steps);
-            }
-            // A return entry of an unlinearized op always lies ahead (see module docs).
-            debug_assert!(entry != NIL);
-            if entry == NIL {
-                return (Search::Exhausted, steps);
-            }
-            let node = nodes[entry];
-            if node.is_call {
-                steps += 1;
-                if limits.steps.is_some_and(|max| steps > max)
-                    || (steps.is_multiple_of(1024)
-                        && limits.deadline.is_some_and(|d| Instant::now() >= d))
-                {
-                    return (Search::Exhausted, steps);
-                }
-                let op = &self.ops[node.op];
-                let (step, seen) = if relax.get(node.op).copied().unwrap_or(false) {
-                    (op.step, Seen::Unknown)
-                } else {
-                    (op.step, op.seen)
-                };
-                if let Some(next) = self.interner.apply(state, step, seen) {
-                    let (w, b) = (node.op / 64, node.op % 64);
-                    linearized[w] |= 1 << b;
-                    if memo.insert((linearized.clone().into_boxed_slice(), next)) {
-                        stack.push((entry, state));
-                        state = next;
-                        lift(&mut nodes, entry);
-                        if node.ret != NIL {
-                            remaining -= 1;
-                        }
-                        if stack.len() > best.len() {
-                            best = stack
-                                .iter()
-                                .enumerate()
-                                .map(|(i, &(e, _))| {
-                                    let after = stack.get(i + 1).map_or(state, |&(_, s)| s);
-                                    (nodes[e].op, after)
-                                })
-                                .collect();
-                        }
-                        entry = nodes[HEAD].next;
-                        continue;
-                    }
-                    linearized[w] &= !(1 << b);
-                }
-                entry = node.next;
-            } else {
-                let Some((e, s)) = stack.pop() else {
-                    return (Search::Violation(best), steps);
-                };
-                state = s;
-                let op = nodes[e].op;
-                linearized[op / 64] &= !(1 << (op % 64));
-                unlift(&mut nodes, e);
-                if nodes[e].ret != NIL {
-                    remaining += 1;
-                }
-                entry = nodes[e].next;
-            }
-        }
+    fn decide(&mut self, limits: Limits, skip: &[bool], relax: &[bool]) -> (Search, u64) {
+        let mut search = Searcher::new(self, skip, relax);
+        let progress = search.run(self, limits.steps.unwrap_or(u64::MAX), limits.deadline);
+        let outcome = match progress {
+            Progress::Done(true) => Search::Linearizable,
+            Progress::Done(false) => Search::Violation,
+            Progress::Paused => Search::Exhausted,
+        };
+        (outcome, search.steps)
     }
 
     fn explain(
@@ -382,7 +372,7 @@ impl<'a> KeyHistory<'a> {
             })
             .collect();
         let (core, core_is_minimal) = if shrink {
-            self.shrink(limits, main_steps)
+            self.shrink(limits, main_steps, blocked.and_then(|b| self.ops[b].ret))
         } else {
             (self.ops.iter().map(|k| k.rec.clone()).collect(), false)
         };
@@ -411,20 +401,51 @@ impl<'a> KeyHistory<'a> {
     /// Observers go first: dropping them keeps later searches small, while every relaxed
     /// mutation multiplies the places it may go. Each attempt gets a small step cap; an
     /// attempt that hits it keeps its op, and the core is then not known to be minimal.
-    fn shrink(&mut self, limits: Limits, main_steps: u64) -> (Vec<OpRecord>, bool) {
+    ///
+    /// Before that, one bulk cut: the history truncated at the blocked op's return `cut`
+    /// (ops invoked later dropped, ops still running then relaxed). Any linearization of
+    /// the full history restricted to the ops it places before `cut` would linearize the
+    /// truncated one, so if the truncation fails, so does the full history.
+    fn shrink(
+        &mut self,
+        limits: Limits,
+        main_steps: u64,
+        cut: Option<u64>,
+    ) -> (Vec<OpRecord>, bool) {
         let n = self.ops.len();
         let mut skip = vec![false; n];
         let mut relax = vec![false; n];
         let mut allowance = limits.steps.unwrap_or(SHRINK_DEFAULT_STEPS);
         let per_attempt = main_steps.saturating_mul(16).max(SHRINK_MIN_ATTEMPT_STEPS);
         let mut complete = true;
+        if let Some(cut) = cut {
+            let trunc_skip: Vec<bool> = self.ops.iter().map(|o| o.call > cut).collect();
+            let trunc_relax: Vec<bool> = self
+                .ops
+                .iter()
+                .map(|o| o.call <= cut && o.ret.is_some_and(|r| r > cut))
+                .collect();
+            let (outcome, used) = self.decide(
+                Limits {
+                    steps: Some(per_attempt.min(allowance)),
+                    deadline: limits.deadline,
+                },
+                &trunc_skip,
+                &trunc_relax,
+            );
+            allowance = allowance.saturating_sub(used);
+            if matches!(outcome, Search::Violation) {
+                skip = trunc_skip;
+                relax = trunc_relax;
+            }
+        }
         // Latest ops first: violations tend to be late (a stale read after many writes),
         // and dropping the tail early makes the later searches shorter.
         for pass_observers in [true, false] {
             for i in (0..n).rev() {
                 let op = &self.ops[i];
                 let observer = matches!(op.seen, Seen::Value(_) | Seen::Failed);
-                if op.seen == Seen::Unknown || observer != pass_observers {
+                if op.seen == Seen::Unknown || skip[i] || relax[i] || observer != pass_observers {
                     continue;
                 }
                 if allowance == 0 {
@@ -436,7 +457,7 @@ impl<'a> KeyHistory<'a> {
                 } else {
                     relax[i] = true;
                 }
-                let (outcome, used) = self.search_with(
+                let (outcome, used) = self.decide(
                     Limits {
                         steps: Some(per_attempt.min(allowance)),
                         deadline: limits.deadline,
@@ -445,7 +466,7 @@ impl<'a> KeyHistory<'a> {
                     &relax,
                 );
                 allowance = allowance.saturating_sub(used);
-                if !matches!(outcome, Search::Violation(_)) {
+                if !matches!(outcome, Search::Violation) {
                     skip[i] = false;
                     relax[i] = false;
                     if matches!(outcome, Search::Exhausted) {
@@ -469,6 +490,147 @@ impl<'a> KeyHistory<'a> {
 const SHRINK_DEFAULT_STEPS: u64 = 1_000_000;
 /// The least step cap of one shrinking attempt.
 const SHRINK_MIN_ATTEMPT_STEPS: u64 = 100_000;
+
+enum Progress {
+    /// Decided: linearizable or not.
+    Done(bool),
+    /// Out of steps or time for now.
+    Paused,
+}
+
+/// A resumable depth-first search over one key's history, so that keys can take turns.
+struct Searcher {
+    nodes: Vec<Node>,
+    relax: Vec<bool>,
+    /// Known-return ops not yet linearized: zero means success.
+    remaining: usize,
+    hash: (u64, u64),
+    memo: Memo,
+    /// The choices made so far: (call entry, state before it).
+    stack: Vec<(usize, State)>,
+    /// The longest linearization found: (op index, state after).
+    best: Vec<(usize, State)>,
+    state: State,
+    entry: usize,
+    steps: u64,
+}
+
+impl Searcher {
+    fn new(kh: &KeyHistory<'_>, skip: &[bool], relax: &[bool]) -> Searcher {
+        let n = kh.ops.len();
+        let mut nodes = kh.entries(skip);
+        let mut relaxed = vec![false; n];
+        for i in 1..nodes.len() {
+            let node = nodes[i];
+            if node.is_call && node.ret != NIL && relax.get(node.op).copied().unwrap_or(false) {
+                // Unlink the return entry for good: the op becomes optional.
+                let r = nodes[node.ret];
+                if r.prev != NIL {
+                    nodes[r.prev].next = r.next;
+                }
+                if r.next != NIL {
+                    nodes[r.next].prev = r.prev;
+                }
+                nodes[i].ret = NIL;
+                relaxed[node.op] = true;
+            }
+        }
+        let remaining = nodes
+            .iter()
+            .skip(1)
+            .filter(|x| x.is_call && x.ret != NIL)
+            .count();
+        let entry = nodes[HEAD].next;
+        Searcher {
+            nodes,
+            relax: relaxed,
+            remaining,
+            hash: (0, 0),
+            memo: Memo::default(),
+            stack: Vec::new(),
+            best: Vec::new(),
+            state: ABSENT,
+            entry,
+            steps: 0,
+        }
+    }
+
+    /// Runs at most `max_steps` more steps.
+    fn run(
+        &mut self,
+        kh: &mut KeyHistory<'_>,
+        max_steps: u64,
+        deadline: Option<Instant>,
+    ) -> Progress {
+        let stop_at = self.steps.saturating_add(max_steps);
+        let nodes = &mut self.nodes;
+        loop {
+            if self.remaining == 0 {
+                return Progress::Done(true);
+            }
+            // A return entry of an unlinearized op always lies ahead: the walk starts at the
+            // head or just after a call entry that preceded the first remaining return.
+            let entry = self.entry;
+            if entry == NIL {
+                debug_assert!(false, "walked past every return entry");
+                return Progress::Done(false);
+            }
+            let node = nodes[entry];
+            if node.is_call {
+                if self.steps >= stop_at || (self.steps.is_multiple_of(1024) && past(deadline)) {
+                    return Progress::Paused;
+                }
+                self.steps += 1;
+                let op = &kh.ops[node.op];
+                let seen = if self.relax[node.op] {
+                    Seen::Unknown
+                } else {
+                    op.seen
+                };
+                if let Some(next) = kh.interner.apply(self.state, op.step, seen) {
+                    let z = kh.zobrist[node.op];
+                    let hash = (self.hash.0 ^ z.0, self.hash.1 ^ z.1);
+                    if self.memo.insert((hash.0, hash.1, next)) {
+                        self.stack.push((entry, self.state));
+                        self.state = next;
+                        self.hash = hash;
+                        lift(nodes, entry);
+                        if node.ret != NIL {
+                            self.remaining -= 1;
+                        }
+                        if self.stack.len() > self.best.len() {
+                            let stack = &self.stack;
+                            let state = self.state;
+                            self.best = stack
+                                .iter()
+                                .enumerate()
+                                .map(|(i, &(e, _))| {
+                                    let after = stack.get(i + 1).map_or(state, |&(_, s)| s);
+                                    (nodes[e].op, after)
+                                })
+                                .collect();
+                        }
+                        self.entry = nodes[HEAD].next;
+                        continue;
+                    }
+                }
+                self.entry = node.next;
+            } else {
+                let Some((e, s)) = self.stack.pop() else {
+                    return Progress::Done(false);
+                };
+                self.state = s;
+                let z = kh.zobrist[nodes[e].op];
+                self.hash = (self.hash.0 ^ z.0, self.hash.1 ^ z.1);
+                unlift(nodes, e);
+                if nodes[e].ret != NIL {
+                    self.remaining += 1;
+                }
+                self.entry = nodes[e].next;
+            }
+        }
+    }
+}
 
 /// Takes a call entry (and its return entry) out of the list.
 fn lift(nodes: &mut [Node], e: usize) {

@@ -7,7 +7,11 @@ use crate::history::OpRecord;
 
 /// Bounds on the search, so that a check always ends: when a key's search runs out, that
 /// key's verdict is "unknown" (never "linearizable").
+///
+/// Build one with [`Budget::default`], [`Budget::steps`], [`Budget::time`] or
+/// [`Budget::unlimited`] and adjust it with the `with_*` methods.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Budget {
     /// Model transitions the search may try for each key (`None`: no limit). Deterministic,
     /// so prefer it in tests.
@@ -17,15 +21,20 @@ pub struct Budget {
     /// Whether to shrink each violation to a small core of operations. Shrinking runs more
     /// searches on the violating key, within the same per-key step allowance again.
     pub shrink: bool,
+    /// Whether to go on checking the other keys once one key is found not linearizable
+    /// (off by default: one violation decides the verdict, as in Porcupine).
+    pub all_keys: bool,
 }
 
 impl Default for Budget {
-    /// 5 million steps per key, 60 seconds in all, shrinking on.
+    /// 5 million steps per key, 60 seconds in all, shrinking on, stop at the first
+    /// violating key.
     fn default() -> Self {
         Budget {
             steps_per_key: Some(5_000_000),
             time: Some(Duration::from_secs(60)),
             shrink: true,
+            all_keys: false,
         }
     }
 }
@@ -37,6 +46,7 @@ impl Budget {
             steps_per_key: Some(n),
             time: None,
             shrink: true,
+            all_keys: false,
         }
     }
 
@@ -46,6 +56,7 @@ impl Budget {
             steps_per_key: None,
             time: Some(d),
             shrink: true,
+            all_keys: false,
         }
     }
 
@@ -55,12 +66,31 @@ impl Budget {
             steps_per_key: None,
             time: None,
             shrink: true,
+            all_keys: false,
         }
     }
 
     /// The same budget with shrinking turned on or off.
     pub fn with_shrink(self, shrink: bool) -> Budget {
         Budget { shrink, ..self }
+    }
+
+    /// The same budget, checking every key even after a violation (or not).
+    pub fn with_all_keys(self, all_keys: bool) -> Budget {
+        Budget { all_keys, ..self }
+    }
+
+    /// The same budget with another per-key step limit.
+    pub fn with_steps_per_key(self, steps: Option<u64>) -> Budget {
+        Budget {
+            steps_per_key: steps,
+            ..self
+        }
+    }
+
+    /// The same budget with another time limit.
+    pub fn with_time(self, time: Option<Duration>) -> Budget {
+        Budget { time, ..self }
     }
 }
 
@@ -223,6 +253,9 @@ pub enum KeyResult {
     NotLinearizable,
     /// The budget ran out first.
     Unknown,
+    /// Not checked to the end, because another key was found not linearizable first (see
+    /// [`Budget::all_keys`]).
+    Skipped,
 }
 
 /// Per-key statistics of a check.

@@ -218,7 +218,7 @@ fn keys_are_independent() {
         (1, Op::set("y", "1"), 2, Some(3), Outcome::Ok),
         (1, Op::get("y"), 4, Some(5), val("1")),
     ]);
-    let report = lincheck::check_report(&h, Budget::steps(10_000));
+    let report = lincheck::check_report(&h, Budget::steps(10_000).with_all_keys(true));
     let Verdict::NotLinearizable(vs) = &report.verdict else {
         panic!("expected a violation, got {}", report.verdict);
     };

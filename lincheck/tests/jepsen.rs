@@ -71,8 +71,9 @@ fn an_etcd_violation_is_explained() {
 
 #[test]
 fn kv_histories_match_their_names() {
-    // The 50-client files take seconds in a debug build; the bench checks them.
-    for name in ["c01-ok", "c01-bad", "c10-ok", "c10-bad"] {
+    for name in [
+        "c01-ok", "c01-bad", "c10-ok", "c10-bad", "c50-ok", "c50-bad",
+    ] {
         let text = std::fs::read_to_string(testdata("kv").join(format!("{name}.txt"))).unwrap();
         let history = parse_kv_edn(&text).unwrap_or_else(|e| panic!("{name}: {e}"));
         let verdict = check(&history, Budget::steps(2_000_000).with_shrink(false));
