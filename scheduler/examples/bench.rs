@@ -13,7 +13,7 @@ use std::process::ExitCode;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
-use scheduler::{ClusterState, Scheduler, Strategy, Unit, synth};
+use scheduler::{ClusterState, Machine, Scheduler, Strategy, Unit, synth};
 
 struct Counting;
 
@@ -132,6 +132,7 @@ fn main() -> ExitCode {
     };
     let (wall, secs) = (start.elapsed().as_secs_f64(), thread_cpu() - cpu_start);
     let held = LIVE.load(Ordering::Relaxed).saturating_sub(before);
+    let snapshot_machines = cluster.machines.clone();
     drop(cluster);
 
     let d = s.decision();
@@ -152,28 +153,35 @@ fn main() -> ExitCode {
     );
     drop(d);
 
-    // Machine loss: the most loaded machine's units go elsewhere.
-    let victim = {
-        let d = s.decision();
-        let mut counts = std::collections::BTreeMap::<String, usize>::new();
-        for p in d.placements.values() {
-            if let Some(m) = p.machine() {
-                *counts.entry(m.to_owned()).or_default() += 1;
-            }
-        }
-        counts.into_iter().max_by_key(|&(_, n)| n).map(|(m, _)| m)
-    };
-    if let Some(victim) = victim {
-        let (t, c) = (Instant::now(), thread_cpu());
-        match s.remove_machine(&victim) {
-            Ok(changes) => println!(
-                "machine loss: {} units rescheduled in {:.3} ms CPU ({:.3} ms wall)",
-                changes.iter().filter(|c| !c.global).count(),
-                (thread_cpu() - c) * 1e3,
-                t.elapsed().as_secs_f64() * 1e3
-            ),
+    // Machine loss: 100 different machines leave one at a time (each rejoins, untimed).
+    let victims: Vec<Machine> = snapshot_machines
+        .iter()
+        .step_by((n_machines / 100).max(1))
+        .take(100)
+        .cloned()
+        .collect();
+    let mut cpu = Vec::new();
+    let mut moved = 0usize;
+    for v in &victims {
+        let c = thread_cpu();
+        match s.remove_machine(&v.id) {
+            Ok(changes) => moved += changes.iter().filter(|c| !c.global).count(),
             Err(e) => eprintln!("bench: {e}"),
         }
+        cpu.push(thread_cpu() - c);
+        if let Err(e) = s.add_machine(v.clone()) {
+            eprintln!("bench: {e}");
+        }
+    }
+    cpu.sort_by(f64::total_cmp);
+    if !cpu.is_empty() {
+        println!(
+            "machine loss: {:.0} units rescheduled per loss, CPU median {:.3} ms, max {:.3} ms ({} losses)",
+            moved as f64 / cpu.len() as f64,
+            cpu[cpu.len() / 2] * 1e3,
+            cpu[cpu.len() - 1] * 1e3,
+            cpu.len()
+        );
     }
     println!(
         "placed {placed} units on {n_machines} machines in {secs:.3} s ({:.0} units/s), peak RSS {:.0} MiB",

@@ -480,7 +480,9 @@ impl Scheduler {
     ) -> Result<Vec<Change>> {
         let m = self.present_machine(id)?;
         self.begin();
-        // Take everything off first, so per-value counts see the old metadata.
+        // Out of the load orders, then everything off while the old metadata still
+        // applies (spread counts are per value).
+        self.unindex_machine(m);
         let list = self.machines[m as usize].units.clone();
         for &u in &list {
             self.detach(u);
@@ -489,7 +491,6 @@ impl Scheduler {
         for g in std::mem::take(&mut self.machines[m as usize].globals) {
             self.account(g, m, false);
         }
-        self.unindex_machine(m);
         self.machines[m as usize].meta = self.intern_meta(&metadata);
         self.index_machine(m);
         let displaced = self.revalidate_machine(m, list);
@@ -921,6 +922,8 @@ impl Scheduler {
 
     /// Takes a machine out of the cluster; returns its displaced units.
     fn drop_machine(&mut self, m: u32) -> Vec<u32> {
+        // Out of the load orders first, so emptying the machine does not reorder them.
+        self.unindex_machine(m);
         let mut displaced = Vec::new();
         let units = self.machines[m as usize].units.clone();
         for u in units {
@@ -932,7 +935,6 @@ impl Scheduler {
         for g in globals {
             self.detach_global(g, m);
         }
-        self.unindex_machine(m);
         self.machines[m as usize].present = false;
         self.present -= 1;
         displaced
