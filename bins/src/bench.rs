@@ -1,0 +1,313 @@
+//! kvbench: a v2 HTTP load generator that drives kvd and etcd in the same run.
+//!
+//! Workloads: puts of fixed-size values over a keyspace, gets and quorum gets of keys from
+//! that keyspace (preloaded first), each at several connection counts. Every (workload,
+//! connections) cell is run on both targets in alternating order, for several rounds; the
+//! report gives ops/s, p50 and p99 per target (median over rounds) and the kvd/etcd ratio.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use clap::Args;
+
+/// kvbench's options.
+#[derive(Debug, Clone, Args)]
+pub struct BenchConfig {
+    /// kvd client URL; when absent, kvbench starts the kvd binary itself.
+    #[arg(long)]
+    pub kvd_url: Option<String>,
+    /// etcd client URL; when absent, kvbench starts `etcd --enable-v2` itself.
+    #[arg(long)]
+    pub etcd_url: Option<String>,
+    /// The kvd binary to start (default: `kvd` next to this executable).
+    #[arg(long)]
+    pub kvd_bin: Option<PathBuf>,
+    /// Seconds per measurement.
+    #[arg(long, default_value_t = 5.0)]
+    pub duration: f64,
+    /// Rounds (each target measured once per round, in alternating order).
+    #[arg(long, default_value_t = 3)]
+    pub rounds: usize,
+    /// Connection counts.
+    #[arg(long, value_delimiter = ',', default_value = "1,16,64")]
+    pub conns: Vec<usize>,
+    /// Workloads: `put`, `get`, `qget`.
+    #[arg(long, value_delimiter = ',', default_value = "put,get,qget")]
+    pub ops: Vec<String>,
+    /// Number of distinct keys.
+    #[arg(long, default_value_t = 100_000)]
+    pub keys: u64,
+    /// Value size in bytes.
+    #[arg(long, default_value_t = 256)]
+    pub value_size: usize,
+}
+
+/// One measurement.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Sample {
+    /// Completed operations per second.
+    pub ops_per_sec: f64,
+    /// Median latency in milliseconds.
+    pub p50_ms: f64,
+    /// 99th percentile latency in milliseconds.
+    pub p99_ms: f64,
+    /// Failed requests.
+    pub errors: u64,
+}
+
+/// A server kvbench started; killed by PID and its data removed on drop.
+struct Spawned {
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+async fn wait_healthy(url: &str, child: &mut Child) -> anyhow::Result<()> {
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(s) = child.try_wait()? {
+            bail!("server at {url} exited during start-up: {s}");
+        }
+        if http
+            .get(format!("{url}/health"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("server at {url} not healthy within 30 s");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn spawn(
+    program: &std::path::Path,
+    etcd_style_name: &str,
+) -> anyhow::Result<(String, Spawned)> {
+    let dir = tempfile::tempdir()?;
+    let (cp, pp) = (free_port()?, free_port()?);
+    let url = format!("http://127.0.0.1:{cp}");
+    let peer = format!("http://127.0.0.1:{pp}");
+    let mut child = Command::new(program)
+        .args(["--enable-v2", "--name", etcd_style_name, "--data-dir"])
+        .arg(dir.path().join("data"))
+        .args([
+            "--listen-client-urls",
+            &url,
+            "--advertise-client-urls",
+            &url,
+        ])
+        .args([
+            "--listen-peer-urls",
+            &peer,
+            "--initial-advertise-peer-urls",
+            &peer,
+        ])
+        .args(["--initial-cluster", &format!("{etcd_style_name}={peer}")])
+        .args(["--log-level", "error"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .with_context(|| format!("starting {}", program.display()))?;
+    wait_healthy(&url, &mut child).await?;
+    Ok((url, Spawned { child, _dir: dir }))
+}
+
+/// Runs one workload against one target for `duration` with `conns` connections.
+async fn measure(url: &str, op: &str, conns: usize, cfg: &BenchConfig, seed: u64) -> Sample {
+    let value: Arc<str> = "v".repeat(cfg.value_size).into();
+    let until = Instant::now() + Duration::from_secs_f64(cfg.duration);
+    let mut tasks = Vec::new();
+    for c in 0..conns {
+        // One client per connection, so `conns` really is the number of TCP connections.
+        let http = reqwest::Client::builder()
+            .pool_max_idle_per_host(1)
+            .build()
+            .unwrap_or_default();
+        let url = url.to_owned();
+        let op = op.to_owned();
+        let value = Arc::clone(&value);
+        let keys = cfg.keys.max(1);
+        let mut x = seed ^ ((c as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::with_capacity(4096);
+            let mut errors = 0u64;
+            while Instant::now() < until {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let key = format!("{url}/v2/keys/bench/k{}", x % keys);
+                let t = Instant::now();
+                let res = match op.as_str() {
+                    "put" => http.put(&key).form(&[("value", &*value)]).send().await,
+                    "qget" => http.get(format!("{key}?quorum=true")).send().await,
+                    _ => http.get(&key).send().await,
+                };
+                let ok = match res {
+                    Ok(r) => {
+                        let good = r.status().is_success();
+                        r.bytes().await.is_ok() && good
+                    }
+                    Err(_) => false,
+                };
+                if ok {
+                    lat.push(t.elapsed().as_micros() as u32);
+                } else {
+                    errors += 1;
+                }
+            }
+            (lat, errors)
+        }));
+    }
+    let mut all = Vec::new();
+    let mut errors = 0;
+    for t in tasks {
+        if let Ok((l, e)) = t.await {
+            all.extend(l);
+            errors += e;
+        }
+    }
+    all.sort_unstable();
+    let pct = |p: f64| -> f64 {
+        if all.is_empty() {
+            return 0.0;
+        }
+        let i = ((all.len() as f64 - 1.0) * p).round() as usize;
+        f64::from(all[i]) / 1000.0
+    };
+    Sample {
+        ops_per_sec: all.len() as f64 / cfg.duration,
+        p50_ms: pct(0.50),
+        p99_ms: pct(0.99),
+        errors,
+    }
+}
+
+/// Writes every key once (64 connections) so gets find values.
+async fn preload(url: &str, cfg: &BenchConfig) -> anyhow::Result<()> {
+    let value: Arc<str> = "v".repeat(cfg.value_size).into();
+    let conns = 64u64;
+    let mut tasks = Vec::new();
+    for c in 0..conns {
+        let http = reqwest::Client::new();
+        let url = url.to_owned();
+        let value = Arc::clone(&value);
+        let keys = cfg.keys;
+        tasks.push(tokio::spawn(async move {
+            let mut k = c;
+            while k < keys {
+                http.put(format!("{url}/v2/keys/bench/k{k}"))
+                    .form(&[("value", &*value)])
+                    .send()
+                    .await?;
+                k += conns;
+            }
+            Ok::<_, reqwest::Error>(())
+        }));
+    }
+    for t in tasks {
+        t.await
+            .context("preload task")?
+            .context("preload request")?;
+    }
+    Ok(())
+}
+
+fn median(xs: &mut [f64]) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    if xs.is_empty() { 0.0 } else { xs[xs.len() / 2] }
+}
+
+/// Runs the benchmark and returns the report (markdown).
+///
+/// # Errors
+/// A server cannot be started or preloaded.
+pub async fn run(cfg: BenchConfig) -> anyhow::Result<String> {
+    let mut guards = Vec::new();
+    let kvd_url = match &cfg.kvd_url {
+        Some(u) => u.clone(),
+        None => {
+            let bin = match &cfg.kvd_bin {
+                Some(b) => b.clone(),
+                None => std::env::current_exe()?.with_file_name("kvd"),
+            };
+            let (u, g) = spawn(&bin, "kvd").await?;
+            guards.push(g);
+            u
+        }
+    };
+    let etcd_url = match &cfg.etcd_url {
+        Some(u) => u.clone(),
+        None => {
+            let (u, g) = spawn(std::path::Path::new("etcd"), "etcd")
+                .await
+                .context("starting etcd (Debian package etcd-server)")?;
+            guards.push(g);
+            u
+        }
+    };
+    let targets = [("kvd", kvd_url.as_str()), ("etcd", etcd_url.as_str())];
+    if cfg.ops.iter().any(|o| o != "put") {
+        for (name, url) in targets {
+            eprintln!("kvbench: preloading {} keys into {name}", cfg.keys);
+            preload(url, &cfg).await?;
+        }
+    }
+    let mut report = String::new();
+    let _ = writeln!(
+        report,
+        "| workload | conns | kvd ops/s | kvd p50 ms | kvd p99 ms | etcd ops/s | etcd p50 ms | etcd p99 ms | ratio ops/s kvd/etcd |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+    );
+    for op in &cfg.ops {
+        for &conns in &cfg.conns {
+            let mut per: [Vec<Sample>; 2] = [Vec::new(), Vec::new()];
+            for round in 0..cfg.rounds {
+                // Alternate which target goes first so drift (disk, neighbours) hits both.
+                let order: [usize; 2] = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+                for t in order {
+                    let s = measure(targets[t].1, op, conns, &cfg, round as u64 + 1).await;
+                    eprintln!(
+                        "kvbench: {op} conns={conns} round={round} {}: {:.0} ops/s p50 {:.2} ms p99 {:.2} ms errors {}",
+                        targets[t].0, s.ops_per_sec, s.p50_ms, s.p99_ms, s.errors
+                    );
+                    per[t].push(s);
+                }
+            }
+            let summary = |v: &[Sample]| {
+                let mut ops: Vec<f64> = v.iter().map(|s| s.ops_per_sec).collect();
+                let mut p50: Vec<f64> = v.iter().map(|s| s.p50_ms).collect();
+                let mut p99: Vec<f64> = v.iter().map(|s| s.p99_ms).collect();
+                (median(&mut ops), median(&mut p50), median(&mut p99))
+            };
+            let (ko, k50, k99) = summary(&per[0]);
+            let (eo, e50, e99) = summary(&per[1]);
+            let ratio = if eo > 0.0 { ko / eo } else { 0.0 };
+            let _ = writeln!(
+                report,
+                "| {op} | {conns} | {ko:.0} | {k50:.2} | {k99:.2} | {eo:.0} | {e50:.2} | {e99:.2} | {ratio:.2} |"
+            );
+        }
+    }
+    Ok(report)
+}
