@@ -1,0 +1,1481 @@
+//! One task per loaded unit: systemd's service state machine over real processes.
+//!
+//! The task owns every process of its unit. Driver calls reach it as [`Cmd`]s; the task
+//! answers start/stop at once (like a queued systemd job) and performs them in order, so a
+//! caller that gives up waiting never leaves a unit half-handled.
+
+use std::collections::VecDeque;
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use tokio::io::unix::AsyncFd;
+use tokio::net::UnixDatagram;
+use tokio::process::Child;
+use tokio::sync::{mpsc, oneshot};
+
+use super::Ctx;
+use super::cgroup::UnitCgroup;
+use super::sys;
+use crate::config::{ExecCommand, KillMode, RestartPolicy, ServiceConfig, ServiceType};
+use crate::error::{Error, Result};
+use crate::state::{ActiveState, LoadState, UnitState, UnitStatus};
+
+/// A request to a unit's task.
+#[derive(Debug)]
+pub(crate) enum Cmd {
+    Start(Ack),
+    Stop(Ack),
+    Reload(Ack),
+    Unload(Ack),
+}
+
+pub(crate) type Ack = oneshot::Sender<Result<()>>;
+
+/// What the driver and the task share about a unit.
+#[derive(Debug)]
+pub(crate) struct UnitShared {
+    pub(crate) status: Mutex<UnitStatus>,
+    /// The configuration the next start uses (a load replaces it; a running unit keeps its own).
+    pub(crate) config: Mutex<Arc<ServiceConfig>>,
+}
+
+/// How a process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Exit {
+    Code(i32),
+    Signal {
+        sig: i32,
+        core: bool,
+    },
+    /// A process we did not spawn (adopted, or a forking daemon): its status is not ours to read.
+    Unknown,
+}
+
+impl Exit {
+    fn from_status(s: std::process::ExitStatus) -> Exit {
+        use std::os::unix::process::ExitStatusExt;
+        match (s.code(), s.signal()) {
+            (Some(c), _) => Exit::Code(c),
+            (None, Some(sig)) => Exit::Signal {
+                sig,
+                core: s.core_dumped(),
+            },
+            _ => Exit::Unknown,
+        }
+    }
+
+    /// systemd's notion of a clean exit for the main process.
+    fn clean(self, stopping: bool) -> bool {
+        match self {
+            Exit::Code(c) => c == 0,
+            Exit::Signal { sig, .. } => {
+                matches!(
+                    sig,
+                    libc::SIGHUP | libc::SIGINT | libc::SIGTERM | libc::SIGPIPE
+                )
+            }
+            Exit::Unknown => stopping,
+        }
+    }
+
+    /// systemd's `Result` value for an unclean exit.
+    fn result(self) -> &'static str {
+        match self {
+            Exit::Code(_) | Exit::Unknown => "exit-code",
+            Exit::Signal { core: true, .. } => "core-dump",
+            Exit::Signal { .. } => "signal",
+        }
+    }
+}
+
+/// A process being watched.
+#[derive(Debug)]
+pub(crate) enum Proc {
+    Child(Child),
+    Foreign { pid: u32, fd: AsyncFd<OwnedFd> },
+}
+
+impl Proc {
+    pub(crate) fn foreign(pid: u32) -> std::io::Result<Proc> {
+        Ok(Proc::Foreign {
+            pid,
+            fd: sys::watch_pid(pid)?,
+        })
+    }
+
+    fn pid(&self) -> Option<u32> {
+        match self {
+            Proc::Child(c) => c.id(),
+            Proc::Foreign { pid, .. } => Some(*pid),
+        }
+    }
+
+    /// Waits for the exit. Cancel-safe.
+    async fn wait(&mut self) -> Exit {
+        match self {
+            Proc::Child(c) => match c.wait().await {
+                Ok(s) => Exit::from_status(s),
+                Err(_) => Exit::Unknown,
+            },
+            Proc::Foreign { fd, .. } => {
+                // A pidfd becomes readable once the process has exited.
+                let _ = fd.readable().await;
+                Exit::Unknown
+            }
+        }
+    }
+
+    fn exited(&mut self) -> bool {
+        match self {
+            Proc::Child(c) => !matches!(c.try_wait(), Ok(None)),
+            Proc::Foreign { pid, .. } => sys::stat(*pid).is_none_or(|s| s.state == 'Z'),
+        }
+    }
+}
+
+/// What the supervisor writes into its state directory for a unit with processes, so that
+/// after a restart it can adopt them or clean them up.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub(crate) struct PidRecord {
+    pub(crate) main_pid: Option<u32>,
+    pub(crate) main_start_time: Option<u64>,
+    /// (process group id, start time of its leader).
+    pub(crate) groups: Vec<(u32, u64)>,
+    pub(crate) cgroup: Option<PathBuf>,
+    /// `running` or `exited`.
+    pub(crate) sub: String,
+}
+
+/// The processes found for a unit when the driver opened.
+#[derive(Debug)]
+pub(crate) struct Adopted {
+    pub(crate) main: Option<Proc>,
+    pub(crate) record: PidRecord,
+}
+
+enum Ev<T> {
+    Done(T),
+    Cmd(Cmd),
+    Notify(String),
+    Timeout,
+    /// The driver is gone: the task ends and leaves its processes for the next driver.
+    Detached,
+}
+
+async fn select_ev<F: std::future::Future>(
+    rx: &mut mpsc::UnboundedReceiver<Cmd>,
+    notify: Option<&UnixDatagram>,
+    deadline: Option<Instant>,
+    fut: F,
+) -> Ev<F::Output> {
+    let sleep = async {
+        match deadline {
+            Some(d) => tokio::time::sleep_until(d.into()).await,
+            None => std::future::pending().await,
+        }
+    };
+    let note = async {
+        match notify {
+            Some(sock) => {
+                let mut buf = vec![0u8; 4096];
+                match sock.recv(&mut buf).await {
+                    Ok(n) => String::from_utf8_lossy(&buf[..n]).into_owned(),
+                    Err(_) => std::future::pending().await,
+                }
+            }
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        biased;
+        cmd = rx.recv() => match cmd { Some(c) => Ev::Cmd(c), None => Ev::Detached },
+        out = fut => Ev::Done(out),
+        msg = note => Ev::Notify(msg),
+        () = sleep => Ev::Timeout,
+    }
+}
+
+/// Outcome of one phase.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Flow {
+    Ok,
+    /// Failed with this `Result`.
+    Fail(&'static str),
+    /// A stop (or unload) was requested.
+    Stop,
+    Detached,
+}
+
+pub(crate) struct Runner {
+    name: String,
+    ctx: Arc<Ctx>,
+    shared: Arc<UnitShared>,
+    rx: mpsc::UnboundedReceiver<Cmd>,
+    cfg: Arc<ServiceConfig>,
+    main: Option<Proc>,
+    groups: Vec<(u32, u64)>,
+    cgroup: Option<UnitCgroup>,
+    notify: Option<UnixDatagram>,
+    ready: bool,
+    start_history: VecDeque<Instant>,
+    stop_requested: bool,
+    restart_pending: bool,
+    unload_ack: Option<Ack>,
+}
+
+impl Runner {
+    pub(crate) fn new(
+        name: String,
+        ctx: Arc<Ctx>,
+        shared: Arc<UnitShared>,
+        rx: mpsc::UnboundedReceiver<Cmd>,
+    ) -> Runner {
+        let cfg = shared.config.lock().expect("config lock").clone();
+        Runner {
+            name,
+            ctx,
+            shared,
+            rx,
+            cfg,
+            main: None,
+            groups: Vec::new(),
+            cgroup: None,
+            notify: None,
+            ready: false,
+            start_history: VecDeque::new(),
+            stop_requested: false,
+            restart_pending: false,
+            unload_ack: None,
+        }
+    }
+
+    fn set(&self, active: ActiveState, sub: &str) {
+        let state = UnitState::new(LoadState::Loaded, active, sub);
+        let main_pid = self.main.as_ref().and_then(Proc::pid);
+        let changed = {
+            let mut st = self.shared.status.lock().expect("status lock");
+            st.main_pid = main_pid;
+            let changed = st.state != state;
+            st.state = state.clone();
+            changed
+        };
+        if changed {
+            self.ctx.events.send(&self.name, Some(state));
+        }
+    }
+
+    fn set_result(&self, result: &str, text: Option<String>) {
+        let mut st = self.shared.status.lock().expect("status lock");
+        st.result = result.to_owned();
+        if text.is_some() {
+            st.status_text = text;
+        }
+    }
+
+    fn active(&self) -> (ActiveState, String) {
+        let st = self.shared.status.lock().expect("status lock");
+        (st.state.active, st.state.sub.clone())
+    }
+
+    /// The task's main loop: idle until asked to start, then run the unit to rest.
+    pub(crate) async fn run(mut self, adopted: Option<Adopted>) {
+        if let Some(a) = adopted
+            && self.adopt(a).await == Flow::Detached
+        {
+            return;
+        }
+        loop {
+            if self.unload_ack.is_some() {
+                return self.finish_unload();
+            }
+            if std::mem::take(&mut self.restart_pending) {
+                if self.start_cycle(None).await == Flow::Detached {
+                    return;
+                }
+                continue;
+            }
+            let Some(cmd) = self.rx.recv().await else {
+                return;
+            };
+            match cmd {
+                Cmd::Start(ack) => {
+                    if self.start_cycle(Some(ack)).await == Flow::Detached {
+                        return;
+                    }
+                }
+                Cmd::Stop(ack) => {
+                    let _ = ack.send(Ok(()));
+                    if self.active().0 == ActiveState::Active {
+                        // Active with no process left (RemainAfterExit): run the stop commands.
+                        self.stop_requested = true;
+                        if self.stop_sequence("success", true).await == Flow::Detached {
+                            return;
+                        }
+                    }
+                }
+                Cmd::Reload(ack) => {
+                    let r = if self.active().0 == ActiveState::Active {
+                        self.reload().await
+                    } else {
+                        Err(Error::Unsupported {
+                            unit: self.name.clone(),
+                            message: "unit is not active, cannot reload".into(),
+                        })
+                    };
+                    let _ = ack.send(r);
+                }
+                Cmd::Unload(ack) => {
+                    self.unload_ack = Some(ack);
+                    if self.active().0 == ActiveState::Active {
+                        self.stop_requested = true;
+                        if self.stop_sequence("success", true).await == Flow::Detached {
+                            return;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn finish_unload(&mut self) {
+        self.cleanup_records();
+        self.ctx.logs.remove(&self.name);
+        if let Some(ack) = self.unload_ack.take() {
+            let _ = ack.send(Ok(()));
+        }
+    }
+
+    /// Handles a request that arrives while the unit is busy. Returns true when it asks
+    /// the unit to stop.
+    fn on_busy_cmd(&mut self, cmd: Cmd, stopping: bool) -> bool {
+        match cmd {
+            Cmd::Start(ack) => {
+                if stopping || self.stop_requested {
+                    self.restart_pending = true;
+                }
+                let _ = ack.send(Ok(()));
+                false
+            }
+            Cmd::Stop(ack) => {
+                let _ = ack.send(Ok(()));
+                self.restart_pending = false;
+                self.stop_requested = true;
+                true
+            }
+            Cmd::Unload(ack) => {
+                self.restart_pending = false;
+                self.stop_requested = true;
+                self.unload_ack = Some(ack);
+                true
+            }
+            Cmd::Reload(ack) => {
+                let _ = ack.send(Err(Error::Unsupported {
+                    unit: self.name.clone(),
+                    message: "unit is not active, cannot reload".into(),
+                }));
+                false
+            }
+        }
+    }
+
+    fn start_allowed(&mut self) -> bool {
+        let (interval, burst) = (self.cfg.start_limit_interval, self.cfg.start_limit_burst);
+        if interval.is_zero() || burst == 0 {
+            return true;
+        }
+        let now = Instant::now();
+        while self
+            .start_history
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > interval)
+        {
+            self.start_history.pop_front();
+        }
+        if self.start_history.len() >= burst as usize {
+            return false;
+        }
+        self.start_history.push_back(now);
+        true
+    }
+
+    /// Starts the unit and supervises it, through restarts, until it is at rest.
+    async fn start_cycle(&mut self, ack: Option<Ack>) -> Flow {
+        if self.active().0 == ActiveState::Active {
+            if let Some(ack) = ack {
+                let _ = ack.send(Ok(()));
+            }
+            return Flow::Ok;
+        }
+        self.cfg = self.shared.config.lock().expect("config lock").clone();
+        self.stop_requested = false;
+        if !self.start_allowed() {
+            self.set_result(
+                "start-limit-hit",
+                Some("start request repeated too quickly".into()),
+            );
+            self.set(ActiveState::Failed, "failed");
+            if let Some(ack) = ack {
+                let _ = ack.send(Err(Error::StartLimitHit(self.name.clone())));
+            }
+            return Flow::Ok;
+        }
+        if let Some(ack) = ack {
+            let _ = ack.send(Ok(()));
+        }
+        loop {
+            self.set_result("success", None);
+            let (flow, result) = self.run_once().await;
+            if flow == Flow::Detached {
+                return Flow::Detached;
+            }
+            if self.stop_requested || result.is_none() {
+                return Flow::Ok;
+            }
+            let result = result.unwrap_or("success");
+            if !should_restart(self.cfg.restart, result) {
+                return Flow::Ok;
+            }
+            // auto-restart: wait RestartSec, still answering requests.
+            self.set(ActiveState::Activating, "auto-restart");
+            let deadline = Instant::now().checked_add(self.cfg.restart_sec);
+            loop {
+                match select_ev(&mut self.rx, None, deadline, std::future::pending::<()>()).await {
+                    Ev::Timeout | Ev::Done(()) => break,
+                    Ev::Detached => return Flow::Detached,
+                    Ev::Notify(_) => {}
+                    Ev::Cmd(Cmd::Start(ack)) => {
+                        let _ = ack.send(Ok(()));
+                        break;
+                    }
+                    Ev::Cmd(c) => {
+                        if self.on_busy_cmd(c, false) {
+                            self.set_result("success", None);
+                            self.set(ActiveState::Inactive, "dead");
+                            return Flow::Ok;
+                        }
+                    }
+                }
+            }
+            self.cfg = self.shared.config.lock().expect("config lock").clone();
+            if !self.start_allowed() {
+                self.set_result(
+                    "start-limit-hit",
+                    Some("start request repeated too quickly".into()),
+                );
+                self.set(ActiveState::Failed, "failed");
+                return Flow::Ok;
+            }
+        }
+    }
+
+    /// One activation, from ExecStartPre= to rest. Returns the final `Result` when the unit
+    /// came to rest on its own (for the restart decision), `None` when it stays active
+    /// (RemainAfterExit) or was stopped.
+    async fn run_once(&mut self) -> (Flow, Option<&'static str>) {
+        self.ready = false;
+        self.groups.clear();
+        if let Err(message) = self.prepare() {
+            self.ctx.logs.note(&self.name, &message);
+            self.set_result("resources", Some(message));
+            self.set(ActiveState::Failed, "failed");
+            return (Flow::Ok, Some("resources"));
+        }
+        let cfg = self.cfg.clone();
+        if !cfg.exec_start_pre.is_empty() {
+            self.set(ActiveState::Activating, "start-pre");
+            match self
+                .run_controls(&cfg.exec_start_pre, cfg.timeout_start)
+                .await
+            {
+                Flow::Ok => {}
+                f => return self.after_failed_start(f).await,
+            }
+        }
+        let flow = match cfg.service_type {
+            ServiceType::Oneshot => {
+                self.set(ActiveState::Activating, "start");
+                self.run_controls(&cfg.exec_start, cfg.timeout_start).await
+            }
+            _ => self.start_main(&cfg).await,
+        };
+        if flow != Flow::Ok {
+            return self.after_failed_start(flow).await;
+        }
+        if !cfg.exec_start_post.is_empty() {
+            self.set(ActiveState::Activating, "start-post");
+            match self
+                .run_controls(&cfg.exec_start_post, cfg.timeout_start)
+                .await
+            {
+                Flow::Ok => {}
+                f => return self.after_failed_start(f).await,
+            }
+        }
+        let main_alive = self.main.as_mut().is_some_and(|m| !m.exited())
+            || (self.main.is_none()
+                && cfg.service_type == ServiceType::Forking
+                && !self.unit_empty());
+        if !main_alive && self.main.is_none() && cfg.service_type != ServiceType::Forking {
+            // Oneshot (or its processes are all gone): active/exited or straight to stop.
+            if cfg.remain_after_exit {
+                self.write_record("exited");
+                self.set(ActiveState::Active, "exited");
+                return (Flow::Ok, None);
+            }
+            let f = self.stop_sequence("success", true).await;
+            return (f, Some(self.current_result()));
+        }
+        self.write_record("running");
+        self.set(ActiveState::Active, "running");
+        self.supervise_running().await
+    }
+
+    fn current_result(&self) -> &'static str {
+        let st = self.shared.status.lock().expect("status lock");
+        match st.result.as_str() {
+            "success" => "success",
+            "exit-code" => "exit-code",
+            "signal" => "signal",
+            "core-dump" => "core-dump",
+            "timeout" => "timeout",
+            "watchdog" => "watchdog",
+            "resources" => "resources",
+            "protocol" => "protocol",
+            _ => "exit-code",
+        }
+    }
+
+    /// A start phase failed or was interrupted: stop what runs, and report.
+    async fn after_failed_start(&mut self, flow: Flow) -> (Flow, Option<&'static str>) {
+        match flow {
+            Flow::Detached => (Flow::Detached, None),
+            Flow::Stop => {
+                let f = self.stop_sequence("success", false).await;
+                (f, None)
+            }
+            Flow::Fail(result) => {
+                let f = self.stop_sequence(result, false).await;
+                (f, Some(self.current_result()))
+            }
+            Flow::Ok => (Flow::Ok, None),
+        }
+    }
+
+    /// Sets up what every process of this activation shares: cgroup, notify socket.
+    fn prepare(&mut self) -> std::result::Result<(), String> {
+        if let Some(root) = &self.ctx.cgroups.root {
+            let cg = UnitCgroup::create(root, &self.name)
+                .map_err(|e| format!("cannot create cgroup for {}: {e}", self.name))?;
+            if let Some(problem) = self.ctx.cgroups.limit_problem(
+                self.cfg.memory_max.is_some(),
+                self.cfg.cpu_quota_percent.is_some(),
+            ) {
+                self.ctx
+                    .logs
+                    .note(&self.name, &format!("flotilla: {problem}"));
+                tracing::warn!(unit = %self.name, "{problem}");
+            } else {
+                cg.set_limits(self.cfg.memory_max, self.cfg.cpu_quota_percent)
+                    .map_err(|e| format!("cannot apply resource limits: {e}"))?;
+            }
+            self.cgroup = Some(cg);
+        } else if let Some(problem) = self.ctx.cgroups.limit_problem(
+            self.cfg.memory_max.is_some(),
+            self.cfg.cpu_quota_percent.is_some(),
+        ) {
+            self.ctx
+                .logs
+                .note(&self.name, &format!("flotilla: {problem}"));
+            tracing::warn!(unit = %self.name, "{problem}");
+        }
+        if self.cfg.service_type == ServiceType::Notify {
+            let path = self.ctx.notify_dir.join(&self.name);
+            let _ = std::fs::remove_file(&path);
+            let sock = UnixDatagram::bind(&path)
+                .map_err(|e| format!("cannot create notify socket {}: {e}", path.display()))?;
+            self.notify = Some(sock);
+        }
+        Ok(())
+    }
+
+    /// The environment of the unit's processes; errors name the missing file.
+    fn environment(
+        &self,
+        with_main_pid: bool,
+    ) -> std::result::Result<Vec<(String, String)>, String> {
+        let mut env: Vec<(String, String)> = vec![(
+            "PATH".into(),
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
+        )];
+        let put = |env: &mut Vec<(String, String)>, k: &str, v: String| {
+            env.retain(|(n, _)| n != k);
+            env.push((k.to_owned(), v));
+        };
+        if let Some(user) = &self.cfg.user
+            && let Some(pw) = passwd_entry(user)
+        {
+            put(&mut env, "HOME", pw.home.clone());
+            put(&mut env, "USER", pw.name.clone());
+            put(&mut env, "LOGNAME", pw.name.clone());
+            put(&mut env, "SHELL", pw.shell.clone());
+        }
+        for (k, v) in &self.cfg.environment {
+            put(&mut env, k, v.clone());
+        }
+        for (path, optional) in &self.cfg.environment_files {
+            match std::fs::read_to_string(path) {
+                Ok(text) => {
+                    for (k, v) in parse_env_file(&text) {
+                        put(&mut env, &k, v);
+                    }
+                }
+                Err(_) if *optional => {}
+                Err(e) => {
+                    return Err(format!(
+                        "Failed to load environment file {}: {e}",
+                        path.display()
+                    ));
+                }
+            }
+        }
+        if let Some(sock) = &self.notify
+            && let Ok(addr) = sock.local_addr()
+            && let Some(p) = addr.as_pathname()
+        {
+            put(&mut env, "NOTIFY_SOCKET", p.display().to_string());
+        }
+        if with_main_pid && let Some(pid) = self.main.as_ref().and_then(Proc::pid) {
+            put(&mut env, "MAINPID", pid.to_string());
+        }
+        Ok(env)
+    }
+
+    /// Spawns one command in the unit's session/cgroup with its output in the unit's log.
+    fn spawn(
+        &mut self,
+        cmd: &ExecCommand,
+        with_main_pid: bool,
+    ) -> std::result::Result<Child, String> {
+        let env = self.environment(with_main_pid)?;
+        let argv = if cmd.no_env_expand {
+            cmd.argv.clone()
+        } else {
+            expand_argv(&cmd.argv, &env)
+        };
+        let mut c = tokio::process::Command::new(&cmd.path);
+        if let Some((first, rest)) = argv.split_first() {
+            c.arg0(first);
+            c.args(rest);
+        }
+        c.env_clear().envs(env.iter().map(|(k, v)| (k, v)));
+        let log = self
+            .ctx
+            .logs
+            .open_append(&self.name)
+            .map_err(|e| format!("cannot open log file: {e}"))?;
+        let log2 = log
+            .try_clone()
+            .map_err(|e| format!("cannot open log file: {e}"))?;
+        c.stdin(Stdio::null())
+            .stdout(Stdio::from(log))
+            .stderr(Stdio::from(log2));
+        let switch_user = !cmd.privileged && self.cfg.user.is_some();
+        let pw = if switch_user {
+            self.cfg.user.as_deref().and_then(passwd_entry)
+        } else {
+            None
+        };
+        if let Some((dir, optional)) = &self.cfg.working_directory {
+            let dir = if dir == "~" {
+                pw.as_ref()
+                    .map(|p| p.home.clone())
+                    .unwrap_or_else(|| std::env::var("HOME").unwrap_or("/".into()))
+            } else {
+                dir.clone()
+            };
+            if !*optional || std::path::Path::new(&dir).is_dir() {
+                c.current_dir(dir);
+            }
+        }
+        if switch_user {
+            let user = self.cfg.user.as_deref().unwrap_or_default();
+            let pw = pw.ok_or_else(|| {
+                format!("Failed to determine user credentials: no such user {user:?}")
+            })?;
+            let gid = match &self.cfg.group {
+                Some(g) => group_id(g).ok_or_else(|| {
+                    format!("Failed to determine group credentials: no such group {g:?}")
+                })?,
+                None => pw.gid,
+            };
+            if sys::euid() == 0 {
+                c.uid(pw.uid).gid(gid);
+            } else if pw.uid != sys::euid() {
+                return Err(format!("User={user} needs the supervisor to run as root"));
+            }
+        }
+        sys::isolate(
+            &mut c,
+            self.cgroup.as_ref().and_then(UnitCgroup::procs_cstring),
+        );
+        let child = c
+            .spawn()
+            .map_err(|e| format!("Failed to execute {}: {e}", cmd.path))?;
+        if let Some(pid) = child.id()
+            && let Some(st) = sys::stat(pid)
+        {
+            self.groups.push((pid, st.start_time));
+        }
+        Ok(child)
+    }
+
+    /// Runs control commands one after the other (ExecStartPre= and friends).
+    async fn run_controls(&mut self, cmds: &[ExecCommand], timeout: Option<Duration>) -> Flow {
+        for cmd in cmds {
+            let flow = self.run_control(cmd, timeout, false).await;
+            match flow {
+                Flow::Fail(_) if cmd.ignore_failure => {}
+                Flow::Ok => {}
+                other => return other,
+            }
+        }
+        Flow::Ok
+    }
+
+    async fn run_control(
+        &mut self,
+        cmd: &ExecCommand,
+        timeout: Option<Duration>,
+        stopping: bool,
+    ) -> Flow {
+        let mut child = match self.spawn(cmd, true) {
+            Ok(c) => c,
+            Err(message) => {
+                self.ctx.logs.note(&self.name, &message);
+                self.set_result("exit-code", Some(message));
+                return Flow::Fail("exit-code");
+            }
+        };
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+        loop {
+            match select_ev(&mut self.rx, None, deadline, child.wait()).await {
+                Ev::Done(status) => {
+                    let exit = status.map(Exit::from_status).unwrap_or(Exit::Unknown);
+                    return if exit == Exit::Code(0) {
+                        Flow::Ok
+                    } else {
+                        if !cmd.ignore_failure {
+                            self.set_result(
+                                exit.result(),
+                                Some(format!("{} failed: {exit:?}", cmd.path)),
+                            );
+                        }
+                        Flow::Fail(exit.result())
+                    };
+                }
+                Ev::Timeout => {
+                    if let Some(pid) = child.id() {
+                        let _ = sys::kill_group(pid, libc::SIGKILL);
+                    }
+                    let _ = child.wait().await;
+                    self.set_result("timeout", Some(format!("{} timed out", cmd.path)));
+                    return Flow::Fail("timeout");
+                }
+                Ev::Notify(_) => {}
+                Ev::Detached => return Flow::Detached,
+                Ev::Cmd(c) => {
+                    if self.on_busy_cmd(c, stopping) && !stopping {
+                        // systemd kills the running control process and moves on to stopping.
+                        if let Some(pid) = child.id() {
+                            let _ = sys::kill_group(pid, self.cfg.kill_signal);
+                        }
+                        let _ = tokio::time::timeout(
+                            self.cfg.timeout_stop.unwrap_or(Duration::from_secs(90)),
+                            child.wait(),
+                        )
+                        .await;
+                        if let Some(pid) = child.id() {
+                            let _ = sys::kill_group(pid, libc::SIGKILL);
+                        }
+                        let _ = child.wait().await;
+                        return Flow::Stop;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Starts the main process of a simple/exec/forking/notify service.
+    async fn start_main(&mut self, cfg: &ServiceConfig) -> Flow {
+        let cmd = &cfg.exec_start[0];
+        let child = match self.spawn(cmd, false) {
+            Ok(c) => c,
+            Err(message) => {
+                // What systemd reports as status=203/EXEC.
+                self.ctx.logs.note(&self.name, &message);
+                self.set_result("exit-code", Some(message));
+                return Flow::Fail("exit-code");
+            }
+        };
+        match cfg.service_type {
+            ServiceType::Simple | ServiceType::Exec | ServiceType::Oneshot => {
+                self.main = Some(Proc::Child(child));
+                Flow::Ok
+            }
+            ServiceType::Forking => {
+                self.set(ActiveState::Activating, "start");
+                self.main = Some(Proc::Child(child));
+                let deadline = cfg
+                    .timeout_start
+                    .and_then(|t| Instant::now().checked_add(t));
+                loop {
+                    let Some(main) = self.main.as_mut() else {
+                        return Flow::Fail("protocol");
+                    };
+                    match select_ev(&mut self.rx, None, deadline, main.wait()).await {
+                        Ev::Done(exit) => {
+                            self.main = None;
+                            if exit != Exit::Code(0) {
+                                self.set_result(
+                                    exit.result(),
+                                    Some(format!("control process exited: {exit:?}")),
+                                );
+                                return Flow::Fail(exit.result());
+                            }
+                            break;
+                        }
+                        Ev::Timeout => {
+                            self.set_result("timeout", Some("start operation timed out".into()));
+                            return Flow::Fail("timeout");
+                        }
+                        Ev::Notify(_) => {}
+                        Ev::Detached => return Flow::Detached,
+                        Ev::Cmd(c) => {
+                            if self.on_busy_cmd(c, false) {
+                                return Flow::Stop;
+                            }
+                        }
+                    }
+                }
+                if let Some(pid) = self.guess_main_pid(cfg).await {
+                    match Proc::foreign(pid) {
+                        Ok(p) => self.main = Some(p),
+                        Err(e) => {
+                            tracing::warn!(unit = %self.name, pid, "cannot watch main process: {e}")
+                        }
+                    }
+                }
+                Flow::Ok
+            }
+            ServiceType::Notify => {
+                self.set(ActiveState::Activating, "start");
+                self.main = Some(Proc::Child(child));
+                let deadline = cfg
+                    .timeout_start
+                    .and_then(|t| Instant::now().checked_add(t));
+                while !self.ready {
+                    let Some(main) = self.main.as_mut() else {
+                        return Flow::Fail("protocol");
+                    };
+                    match select_ev(&mut self.rx, self.notify.as_ref(), deadline, main.wait()).await
+                    {
+                        Ev::Done(exit) => {
+                            let result = if exit.clean(false) {
+                                "protocol"
+                            } else {
+                                exit.result()
+                            };
+                            self.set_result(
+                                result,
+                                Some(format!("main process exited before READY=1: {exit:?}")),
+                            );
+                            return Flow::Fail(result);
+                        }
+                        Ev::Timeout => {
+                            self.set_result("timeout", Some("start operation timed out".into()));
+                            return Flow::Fail("timeout");
+                        }
+                        Ev::Notify(msg) => self.on_notify(&msg),
+                        Ev::Detached => return Flow::Detached,
+                        Ev::Cmd(c) => {
+                            if self.on_busy_cmd(c, false) {
+                                return Flow::Stop;
+                            }
+                        }
+                    }
+                }
+                Flow::Ok
+            }
+        }
+    }
+
+    async fn guess_main_pid(&self, cfg: &ServiceConfig) -> Option<u32> {
+        if let Some(path) = &cfg.pid_file {
+            // The daemon should have written it before its parent exited; allow a moment.
+            for _ in 0..20 {
+                if let Some(pid) = std::fs::read_to_string(path)
+                    .ok()
+                    .and_then(|s| s.trim().parse().ok())
+                {
+                    return Some(pid);
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            return None;
+        }
+        let mut candidates: Vec<(u64, u32)> = match &self.cgroup {
+            Some(cg) => cg
+                .pids()
+                .into_iter()
+                .filter_map(|p| Some((sys::stat(p)?.start_time, p)))
+                .collect(),
+            None => self
+                .groups
+                .iter()
+                .flat_map(|&(pgid, start)| sys::group_members(pgid, start))
+                .filter_map(|p| Some((sys::stat(p)?.start_time, p)))
+                .collect(),
+        };
+        candidates.sort_unstable();
+        candidates.first().map(|&(_, p)| p)
+    }
+
+    fn on_notify(&mut self, msg: &str) {
+        for line in msg.lines() {
+            if line == "READY=1" {
+                self.ready = true;
+            } else if let Some(text) = line.strip_prefix("STATUS=") {
+                self.shared.status.lock().expect("status lock").status_text = Some(text.to_owned());
+            } else if let Some(pid) = line
+                .strip_prefix("MAINPID=")
+                .and_then(|p| p.parse::<u32>().ok())
+                && self.main.as_ref().and_then(Proc::pid) != Some(pid)
+            {
+                match Proc::foreign(pid) {
+                    Ok(p) => self.main = Some(p),
+                    Err(e) => {
+                        tracing::warn!(unit = %self.name, pid, "MAINPID={pid} is not watchable: {e}")
+                    }
+                }
+            }
+        }
+    }
+
+    /// active/running: wait for the main process, answering requests.
+    async fn supervise_running(&mut self) -> (Flow, Option<&'static str>) {
+        loop {
+            let (main, cgroup, groups) = (self.main.as_mut(), &self.cgroup, &self.groups);
+            let wait = async move {
+                match main {
+                    Some(m) => m.wait().await,
+                    None => {
+                        // A forking service whose main process we could not identify: it
+                        // runs while any of its processes does.
+                        loop {
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            let empty = match cgroup {
+                                Some(cg) => !cg.populated(),
+                                None => !groups.iter().any(|&(g, _)| sys::group_alive(g)),
+                            };
+                            if empty {
+                                return Exit::Unknown;
+                            }
+                        }
+                    }
+                }
+            };
+            match select_ev(&mut self.rx, self.notify.as_ref(), None, wait).await {
+                Ev::Done(exit) => {
+                    if self.main.is_none() {
+                        // Group emptied on its own: no status to judge by.
+                        let f = self.stop_sequence("success", true).await;
+                        return (f, Some(self.current_result()));
+                    }
+                    let clean = exit.clean(false);
+                    if clean && self.cfg.remain_after_exit {
+                        self.write_record("exited");
+                        self.set(ActiveState::Active, "exited");
+                        return (Flow::Ok, None);
+                    }
+                    let result = if clean { "success" } else { exit.result() };
+                    if !clean {
+                        self.set_result(result, Some(format!("main process exited: {exit:?}")));
+                    }
+                    let f = self.stop_sequence(result, clean).await;
+                    return (f, Some(self.current_result()));
+                }
+                Ev::Cmd(Cmd::Reload(ack)) => {
+                    let r = self.reload().await;
+                    let _ = ack.send(r);
+                }
+                Ev::Cmd(c) => {
+                    if self.on_busy_cmd(c, false) {
+                        let f = self.stop_sequence("success", true).await;
+                        return (f, None);
+                    }
+                }
+                Ev::Notify(msg) => self.on_notify(&msg),
+                Ev::Timeout => {}
+                Ev::Detached => return (Flow::Detached, None),
+            }
+        }
+    }
+
+    async fn reload(&mut self) -> Result<()> {
+        let cmds = self.cfg.exec_reload.clone();
+        if cmds.is_empty() {
+            return Err(Error::Unsupported {
+                unit: self.name.clone(),
+                message: "Job type reload is not applicable (no ExecReload=)".into(),
+            });
+        }
+        let (_, sub) = self.active();
+        self.set(ActiveState::Reloading, "reload");
+        let flow = self.run_controls(&cmds, self.cfg.timeout_start).await;
+        self.set(ActiveState::Active, &sub);
+        match flow {
+            Flow::Ok | Flow::Stop | Flow::Detached => Ok(()),
+            Flow::Fail(r) => Err(Error::Unsupported {
+                unit: self.name.clone(),
+                message: format!("reload failed: {r}"),
+            }),
+        }
+    }
+
+    fn main_pid(&self) -> Option<u32> {
+        self.main.as_ref().and_then(Proc::pid)
+    }
+
+    fn signal(&mut self, sig: i32, whole_unit: bool) {
+        if let Some(pid) = self.main_pid() {
+            let _ = sys::kill(pid, sig);
+        }
+        if whole_unit {
+            match &self.cgroup {
+                Some(cg) => cg.signal(sig),
+                None => {
+                    for &(g, _) in &self.groups {
+                        let _ = sys::kill_group(g, sig);
+                    }
+                }
+            }
+        }
+    }
+
+    fn unit_empty(&mut self) -> bool {
+        if self.main.as_mut().is_some_and(|m| !m.exited()) {
+            return false;
+        }
+        match &self.cgroup {
+            Some(cg) => !cg.populated(),
+            None => {
+                self.groups.retain(|&(g, _)| sys::group_alive(g));
+                self.groups.is_empty()
+            }
+        }
+    }
+
+    /// Waits until `done` holds or `deadline` passes, answering requests. `true` if done.
+    async fn wait_until(
+        &mut self,
+        deadline: Option<Instant>,
+        whole_unit: bool,
+    ) -> std::result::Result<bool, Flow> {
+        loop {
+            let done = if whole_unit {
+                self.unit_empty()
+            } else {
+                self.main.as_mut().is_none_or(|m| m.exited())
+            };
+            if done {
+                return Ok(true);
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return Ok(false);
+            }
+            let tick = Instant::now() + Duration::from_millis(5);
+            let until = deadline.map_or(tick, |d| d.min(tick));
+            let main = self.main.as_mut();
+            let wait = async move {
+                match main {
+                    Some(m) => {
+                        let e = m.wait().await;
+                        Some(e)
+                    }
+                    None => std::future::pending().await,
+                }
+            };
+            match select_ev(&mut self.rx, None, Some(until), wait).await {
+                Ev::Done(Some(exit)) => self.note_stop_exit(exit),
+                Ev::Cmd(c) => {
+                    self.on_busy_cmd(c, true);
+                }
+                Ev::Detached => return Err(Flow::Detached),
+                _ => {}
+            }
+        }
+    }
+
+    /// Records how the main process died while being stopped.
+    fn note_stop_exit(&mut self, exit: Exit) {
+        if !exit.clean(true) && self.current_result() == "success" {
+            self.set_result(
+                exit.result(),
+                Some(format!("main process exited: {exit:?}")),
+            );
+        }
+        // Keep the process handle: `exited()` keeps answering true for it.
+    }
+
+    /// From running (or a failed start) to rest: ExecStop=, signals, ExecStopPost=.
+    async fn stop_sequence(&mut self, result: &'static str, run_exec_stop: bool) -> Flow {
+        if result != "success" && self.current_result() == "success" {
+            self.set_result(result, None);
+        }
+        let cfg = self.cfg.clone();
+        let stop_deadline = || cfg.timeout_stop.and_then(|t| Instant::now().checked_add(t));
+        if run_exec_stop && !cfg.exec_stop.is_empty() {
+            self.set(ActiveState::Deactivating, "stop");
+            for cmd in &cfg.exec_stop {
+                if self.run_control(cmd, cfg.timeout_stop, true).await == Flow::Detached {
+                    return Flow::Detached;
+                }
+            }
+        }
+        let (first, whole) = match cfg.kill_mode {
+            KillMode::ControlGroup => (true, true),
+            KillMode::Mixed => (true, false),
+            KillMode::Process => (true, false),
+            KillMode::None => (false, false),
+        };
+        if first && !self.unit_empty_for(whole) {
+            self.set(ActiveState::Deactivating, "stop-sigterm");
+            self.signal(cfg.kill_signal, whole);
+            self.signal(libc::SIGCONT, whole);
+            match self.wait_until(stop_deadline(), whole).await {
+                Err(f) => return f,
+                Ok(true) => {}
+                Ok(false) => {
+                    if self.current_result() == "success" {
+                        self.set_result(
+                            "timeout",
+                            Some("stop operation timed out, killing".into()),
+                        );
+                    }
+                    if cfg.send_sigkill {
+                        self.set(ActiveState::Deactivating, "stop-sigkill");
+                        let all = matches!(cfg.kill_mode, KillMode::ControlGroup | KillMode::Mixed);
+                        self.signal(libc::SIGKILL, all);
+                        if let Err(f) = self.wait_until(stop_deadline(), all).await {
+                            return f;
+                        }
+                    }
+                }
+            }
+        }
+        if !cfg.exec_stop_post.is_empty() {
+            self.set(ActiveState::Deactivating, "stop-post");
+            for cmd in &cfg.exec_stop_post {
+                match self.run_control(cmd, cfg.timeout_stop, true).await {
+                    Flow::Detached => return Flow::Detached,
+                    Flow::Fail(r) if !cmd.ignore_failure && self.current_result() == "success" => {
+                        self.set_result(r, None);
+                    }
+                    _ => {}
+                }
+            }
+        }
+        if matches!(cfg.kill_mode, KillMode::ControlGroup | KillMode::Mixed) && !self.unit_empty() {
+            self.set(ActiveState::Deactivating, "final-sigterm");
+            self.signal(cfg.kill_signal, true);
+            self.signal(libc::SIGCONT, true);
+            match self.wait_until(stop_deadline(), true).await {
+                Err(f) => return f,
+                Ok(true) => {}
+                Ok(false) if cfg.send_sigkill => {
+                    self.set(ActiveState::Deactivating, "final-sigkill");
+                    self.signal(libc::SIGKILL, true);
+                    if let Err(f) = self.wait_until(stop_deadline(), true).await {
+                        return f;
+                    }
+                }
+                Ok(false) => {}
+            }
+        }
+        self.main = None;
+        self.cleanup_records();
+        if self.current_result() == "success" {
+            self.set(ActiveState::Inactive, "dead");
+        } else {
+            self.set(ActiveState::Failed, "failed");
+        }
+        Flow::Ok
+    }
+
+    fn unit_empty_for(&mut self, whole: bool) -> bool {
+        if whole {
+            self.unit_empty()
+        } else {
+            self.main.as_mut().is_none_or(|m| m.exited())
+        }
+    }
+
+    fn record_path(&self) -> PathBuf {
+        self.ctx.run_dir.join(format!("{}.json", self.name))
+    }
+
+    fn write_record(&self, sub: &str) {
+        let main_pid = self.main_pid();
+        let rec = PidRecord {
+            main_pid,
+            main_start_time: main_pid.and_then(sys::stat).map(|s| s.start_time),
+            groups: self.groups.clone(),
+            cgroup: self.cgroup.as_ref().map(|c| c.path.clone()),
+            sub: sub.to_owned(),
+        };
+        let path = self.record_path();
+        let tmp = path.with_extension("json.tmp");
+        let bytes = serde_json::to_vec(&rec).expect("a record always serializes");
+        if let Err(e) = std::fs::write(&tmp, bytes).and_then(|()| std::fs::rename(&tmp, &path)) {
+            tracing::warn!(unit = %self.name, "cannot write pid record {}: {e}", path.display());
+        }
+    }
+
+    fn cleanup_records(&mut self) {
+        let _ = std::fs::remove_file(self.record_path());
+        if let Some(cg) = self.cgroup.take()
+            && !cg.populated()
+        {
+            cg.remove();
+        }
+        if let Some(sock) = self.notify.take()
+            && let Ok(addr) = sock.local_addr()
+            && let Some(p) = addr.as_pathname()
+        {
+            let _ = std::fs::remove_file(p);
+        }
+        self.groups.clear();
+    }
+
+    /// Resumes supervision of processes found at driver start-up.
+    async fn adopt(&mut self, a: Adopted) -> Flow {
+        self.groups = a.record.groups.clone();
+        self.cgroup = a.record.cgroup.clone().map(|path| UnitCgroup { path });
+        self.main = a.main;
+        if a.record.sub == "exited" {
+            self.set(ActiveState::Active, "exited");
+            return Flow::Ok;
+        }
+        if self.main.is_none() && self.unit_empty() {
+            // Everything died while we were away: no status to judge by.
+            self.set_result(
+                "exit-code",
+                Some("main process exited while the supervisor was down".into()),
+            );
+            self.cleanup_records();
+            self.set(ActiveState::Failed, "failed");
+            return Flow::Ok;
+        }
+        self.set(ActiveState::Active, "running");
+        let (flow, result) = self.supervise_running().await;
+        if flow == Flow::Detached {
+            return flow;
+        }
+        if let Some(result) = result
+            && !self.stop_requested
+            && should_restart(self.cfg.restart, result)
+        {
+            self.restart_pending = true;
+        }
+        flow
+    }
+}
+
+/// systemd's restart table (`Restart=` against the `Result` of the run).
+fn should_restart(policy: RestartPolicy, result: &str) -> bool {
+    use RestartPolicy::*;
+    match result {
+        "success" => matches!(policy, Always | OnSuccess),
+        "exit-code" | "resources" | "protocol" => matches!(policy, Always | OnFailure),
+        "signal" | "core-dump" => matches!(policy, Always | OnFailure | OnAbnormal | OnAbort),
+        "timeout" => matches!(policy, Always | OnFailure | OnAbnormal),
+        "watchdog" => matches!(policy, Always | OnFailure | OnAbnormal | OnWatchdog),
+        _ => false,
+    }
+}
+
+/// `$VAR` and `${VAR}` in arguments, as systemd expands them at exec time.
+fn expand_argv(argv: &[String], env: &[(String, String)]) -> Vec<String> {
+    let lookup = |k: &str| {
+        env.iter()
+            .rev()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.as_str())
+            .unwrap_or("")
+    };
+    let mut out = Vec::with_capacity(argv.len());
+    for (i, arg) in argv.iter().enumerate() {
+        if i == 0 {
+            out.push(arg.clone());
+            continue;
+        }
+        // A word that is exactly $NAME splits into several arguments.
+        if let Some(name) = arg.strip_prefix('$')
+            && !name.is_empty()
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        {
+            out.extend(lookup(name).split_whitespace().map(str::to_owned));
+            continue;
+        }
+        let mut s = String::new();
+        let mut rest = arg.as_str();
+        while let Some(i) = rest.find('$') {
+            s.push_str(&rest[..i]);
+            let after = &rest[i + 1..];
+            if let Some(r) = after.strip_prefix('$') {
+                s.push('$');
+                rest = r;
+            } else if let Some(r) = after.strip_prefix('{') {
+                match r.find('}') {
+                    Some(end) => {
+                        s.push_str(lookup(&r[..end]));
+                        rest = &r[end + 1..];
+                    }
+                    None => {
+                        s.push('$');
+                        rest = after;
+                    }
+                }
+            } else {
+                s.push('$');
+                rest = after;
+            }
+        }
+        s.push_str(rest);
+        out.push(s);
+    }
+    out
+}
+
+/// `KEY=VALUE` lines as `EnvironmentFile=` reads them.
+pub(crate) fn parse_env_file(text: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut logical = String::new();
+    for line in text.lines() {
+        if let Some(l) = line.strip_suffix('\\') {
+            logical.push_str(l);
+            continue;
+        }
+        logical.push_str(line);
+        let l = std::mem::take(&mut logical);
+        let l = l.trim();
+        if l.is_empty() || l.starts_with('#') || l.starts_with(';') {
+            continue;
+        }
+        let Some((k, v)) = l.split_once('=') else {
+            continue;
+        };
+        let k = k.trim();
+        let v = v.trim();
+        let v = if v.len() >= 2
+            && ((v.starts_with('"') && v.ends_with('"'))
+                || (v.starts_with('\'') && v.ends_with('\'')))
+        {
+            v[1..v.len() - 1].to_owned()
+        } else {
+            v.to_owned()
+        };
+        if !k.is_empty() && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            out.push((k.to_owned(), v));
+        }
+    }
+    out
+}
+
+#[derive(Debug, Clone)]
+struct Passwd {
+    name: String,
+    uid: u32,
+    gid: u32,
+    home: String,
+    shell: String,
+}
+
+fn passwd_entry(user: &str) -> Option<Passwd> {
+    let text = std::fs::read_to_string("/etc/passwd").ok()?;
+    text.lines().find_map(|l| {
+        let f: Vec<&str> = l.split(':').collect();
+        if f.len() < 7 || (f[0] != user && f[2] != user) {
+            return None;
+        }
+        Some(Passwd {
+            name: f[0].to_owned(),
+            uid: f[2].parse().ok()?,
+            gid: f[3].parse().ok()?,
+            home: f[5].to_owned(),
+            shell: f[6].to_owned(),
+        })
+    })
+}
+
+fn group_id(group: &str) -> Option<u32> {
+    if let Ok(n) = group.parse() {
+        return Some(n);
+    }
+    let text = std::fs::read_to_string("/etc/group").ok()?;
+    text.lines().find_map(|l| {
+        let f: Vec<&str> = l.split(':').collect();
+        (f.len() >= 3 && f[0] == group).then(|| f[2].parse().ok())?
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn restart_table() {
+        use RestartPolicy::*;
+        assert!(should_restart(Always, "success"));
+        assert!(!should_restart(OnFailure, "success"));
+        assert!(should_restart(OnFailure, "exit-code"));
+        assert!(!should_restart(OnAbnormal, "exit-code"));
+        assert!(should_restart(OnAbnormal, "signal"));
+        assert!(should_restart(OnAbort, "core-dump"));
+        assert!(!should_restart(OnAbort, "timeout"));
+        assert!(!should_restart(No, "signal"));
+        assert!(should_restart(OnWatchdog, "watchdog"));
+    }
+
+    #[test]
+    fn expands_variables() {
+        let env = vec![
+            ("A".to_owned(), "x y".to_owned()),
+            ("B".to_owned(), "z".to_owned()),
+        ];
+        let argv: Vec<String> = ["/bin/echo", "$A", "${A}", "p${B}q", "$$", "$NOPE"]
+            .map(String::from)
+            .into();
+        assert_eq!(
+            expand_argv(&argv, &env),
+            ["/bin/echo", "x", "y", "x y", "pzq", "$"]
+        );
+    }
+
+    #[test]
+    fn env_files() {
+        let v = parse_env_file("# c\nA=1\nB=\"two words\"\n; x\nC=a\\\nb\nbad line\n");
+        assert_eq!(
+            v,
+            [
+                ("A".into(), "1".into()),
+                ("B".into(), "two words".into()),
+                ("C".into(), "ab".into())
+            ]
+        );
+    }
+}

@@ -1,0 +1,376 @@
+//! ProcessDriver: the behavioural suite, plus what only the native supervisor promises
+//! (adoption after its own restart, cleanup of untracked processes, notify, rotation).
+
+use std::time::Duration;
+
+use systemd_driver::{LogOptions, ProcessDriver, ProcessDriverConfig, UnitDriver};
+
+use crate::suite;
+use crate::util::{Scratch, alive, lines, wait_for, wait_log_line, wait_state};
+
+async fn driver(s: &Scratch) -> ProcessDriver {
+    ProcessDriver::open(ProcessDriverConfig::new(s.path("state")))
+        .await
+        .expect("open driver")
+}
+
+macro_rules! suite_cases {
+    ($($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                let s = Scratch::new();
+                let d = driver(&s).await;
+                suite::run(stringify!($case), &d, &s, "pd").await;
+                d.stop_all().await;
+            }
+        )*
+
+        #[test]
+        fn every_suite_case_runs_here() {
+            let here = [$(stringify!($case)),*];
+            assert_eq!(here.as_slice(), suite::CASES);
+        }
+    };
+}
+
+suite_cases!(
+    oneshot_remain_after_exit,
+    clean_exit,
+    crash,
+    missing_binary,
+    stdout_follow,
+    ignores_sigterm,
+    forked_children,
+    restart_on_failure_timing,
+    restart_always_then_stop,
+    environment_files,
+    start_pre_and_stop_post,
+    forking_with_pid_file,
+    subscribe_sees_transitions,
+    unload_stops,
+);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_binary_says_why() {
+    let s = Scratch::new();
+    let d = driver(&s).await;
+    d.load("m.service", "[Service]\nExecStart=/nonexistent/prog\n")
+        .await
+        .unwrap();
+    d.start("m.service").await.unwrap();
+    let st = wait_state(&d, "m.service", "loaded/failed/failed").await;
+    let text = st.status_text.unwrap_or_default();
+    assert!(
+        text.contains("/nonexistent/prog") && text.contains("No such file"),
+        "{text}"
+    );
+    wait_log_line(&d, "m.service", &text).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_unit_is_refused_with_its_line() {
+    let s = Scratch::new();
+    let d = driver(&s).await;
+    let err = d
+        .load(
+            "b.service",
+            "[Service]\nExecStart=/bin/true\nRestart=maybe\n",
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("line 3") && err.to_string().contains("Restart="),
+        "{err}"
+    );
+    assert!(d.load("b.timer", "[Timer]\n").await.is_err());
+    assert!(d.start("never-loaded.service").await.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adopts_running_units_after_restart() {
+    let s = Scratch::new();
+    let d = driver(&s).await;
+    d.load(
+        "keep.service",
+        "[Service]\nExecStart=/bin/sh -c 'echo started; exec sleep 300'\n",
+    )
+    .await
+    .unwrap();
+    d.load(
+        "once.service",
+        "[Service]\nType=oneshot\nRemainAfterExit=yes\nExecStart=/bin/true\n",
+    )
+    .await
+    .unwrap();
+    d.start("keep.service").await.unwrap();
+    d.start("once.service").await.unwrap();
+    let pid = wait_state(&d, "keep.service", "loaded/active/running")
+        .await
+        .main_pid
+        .unwrap();
+    wait_state(&d, "once.service", "loaded/active/exited").await;
+    drop(d);
+
+    // The supervisor is gone; its units are not.
+    assert!(alive(pid));
+    let d = driver(&s).await;
+    let st = d.status("keep.service").await.unwrap();
+    assert_eq!(st.state.to_string(), "loaded/active/running");
+    assert_eq!(st.main_pid, Some(pid));
+    assert_eq!(
+        d.status("once.service").await.unwrap().state.to_string(),
+        "loaded/active/exited"
+    );
+
+    // The adopted process is watched: killing it is noticed.
+    let mut sub = d.subscribe().await.unwrap();
+    std::process::Command::new("kill")
+        .arg("-9")
+        .arg(pid.to_string())
+        .status()
+        .unwrap();
+    let change = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let c = sub.recv().await.unwrap();
+            if c.name == "keep.service" && c.state.as_ref().is_some_and(|s| s.sub == "failed") {
+                return c;
+            }
+        }
+    })
+    .await
+    .expect("the adopted unit's death is reported");
+    assert_eq!(change.state.unwrap().to_string(), "loaded/failed/failed");
+    d.stop_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kills_what_it_no_longer_tracks() {
+    let s = Scratch::new();
+    let d = driver(&s).await;
+    let pidfile = s.path("child.pid");
+    d.load(
+        "gone.service",
+        &format!(
+            "[Service]\nExecStart=/bin/sh -c 'sleep 300 & echo $$! > {}; wait'\n",
+            pidfile.display()
+        ),
+    )
+    .await
+    .unwrap();
+    d.start("gone.service").await.unwrap();
+    let main = wait_state(&d, "gone.service", "loaded/active/running")
+        .await
+        .main_pid
+        .unwrap();
+    wait_for("child pid", || lines(&pidfile).len() == 1).await;
+    let child: u32 = lines(&pidfile)[0].parse().unwrap();
+    drop(d);
+    // Someone removed the unit while the supervisor was down.
+    std::fs::remove_file(s.path("state").join("units").join("gone.service")).unwrap();
+    let d = driver(&s).await;
+    assert!(d.list().await.unwrap().is_empty());
+    wait_for("untracked processes killed", || {
+        !alive(main) && !alive(child)
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notify_ready_status_and_timeout() {
+    let s = Scratch::new();
+    let d = driver(&s).await;
+    // A tiny notifier: the supervisor's NOTIFY_SOCKET is a datagram socket.
+    let py = "import os,socket,time; time.sleep(0.2); s=socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM); s.sendto(b'STATUS=serving\\\\nREADY=1', os.environ['NOTIFY_SOCKET']); time.sleep(300)";
+    if std::process::Command::new("python3")
+        .arg("-c")
+        .arg("1")
+        .status()
+        .is_err()
+    {
+        panic!("python3 is needed for the notify test (scripts/install-deps installs it)");
+    }
+    d.load(
+        "n.service",
+        &format!("[Service]\nType=notify\nExecStart=/usr/bin/python3 -c \"{py}\"\n"),
+    )
+    .await
+    .unwrap();
+    d.start("n.service").await.unwrap();
+    wait_state(&d, "n.service", "loaded/activating/start").await;
+    let st = wait_state(&d, "n.service", "loaded/active/running").await;
+    assert_eq!(st.status_text.as_deref(), Some("serving"));
+
+    // Never ready: TimeoutStartSec= fails it.
+    d.load(
+        "slow.service",
+        "[Service]\nType=notify\nExecStart=/bin/sleep 300\nTimeoutStartSec=200ms\n",
+    )
+    .await
+    .unwrap();
+    d.start("slow.service").await.unwrap();
+    let st = wait_state(&d, "slow.service", "loaded/failed/failed").await;
+    assert_eq!(st.result, "timeout");
+    d.stop_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_are_bounded() {
+    let s = Scratch::new();
+    let mut cfg = ProcessDriverConfig::new(s.path("state"));
+    cfg.log_max_bytes = 4096;
+    let d = ProcessDriver::open(cfg).await.unwrap();
+    d.load(
+        "chatty.service",
+        "[Service]\nExecStart=/bin/sh -c 'i=0; while [ $$i -lt 4000 ]; do echo line $$i; i=$$((i+1)); done; echo end; exec sleep 300'\n",
+    )
+    .await
+    .unwrap();
+    d.start("chatty.service").await.unwrap();
+    wait_log_line(&d, "chatty.service", "end").await;
+    // The rotator runs every 250 ms.
+    let logs = s.path("state").join("logs");
+    wait_for("rotation", || {
+        std::fs::metadata(logs.join("chatty.service.log"))
+            .map(|m| m.len())
+            .unwrap_or(0)
+            <= 4096
+    })
+    .await;
+    let mut all = d
+        .logs("chatty.service", LogOptions::default())
+        .await
+        .unwrap();
+    let mut n = 0;
+    while all.next().await.is_some() {
+        n += 1;
+    }
+    assert!(n > 0 && n < 4000, "kept {n} lines of 4001");
+    d.stop_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_and_kill_modes() {
+    let s = Scratch::new();
+    let d = driver(&s).await;
+    let trail = s.path("reload.trail");
+    d.load(
+        "r.service",
+        &format!("[Service]\nExecStart=/bin/sleep 300\nExecReload=/bin/sh -c 'echo reloaded $$MAINPID >> {}'\n", trail.display()),
+    )
+    .await
+    .unwrap();
+    assert!(
+        d.reload("r.service").await.is_err(),
+        "reload of an inactive unit"
+    );
+    d.start("r.service").await.unwrap();
+    let pid = wait_state(&d, "r.service", "loaded/active/running")
+        .await
+        .main_pid
+        .unwrap();
+    d.reload("r.service").await.unwrap();
+    assert_eq!(lines(&trail), [format!("reloaded {pid}")]);
+
+    // KillMode=process: only the main process is signalled, children stay (systemd's
+    // documented behaviour); we clean the child up ourselves.
+    let pids = s.path("kp.pids");
+    d.load(
+        "kp.service",
+        &format!("[Service]\nKillMode=process\nExecStart=/bin/sh -c 'sleep 300 & echo $$! > {}; exec sleep 300'\n", pids.display()),
+    )
+    .await
+    .unwrap();
+    d.start("kp.service").await.unwrap();
+    wait_state(&d, "kp.service", "loaded/active/running").await;
+    wait_for("child pid", || lines(&pids).len() == 1).await;
+    let child: u32 = lines(&pids)[0].parse().unwrap();
+    d.stop("kp.service").await.unwrap();
+    wait_state(&d, "kp.service", "loaded/inactive/dead").await;
+    assert!(alive(child));
+    std::process::Command::new("kill")
+        .arg(child.to_string())
+        .status()
+        .unwrap();
+
+    // KillSignal=SIGINT reaches the process.
+    let got = s.path("int.got");
+    d.load(
+        "ks.service",
+        &format!("[Service]\nKillSignal=SIGINT\nExecStart=/bin/sh -c 'trap \"echo INT > {}; exit 0\" INT; while :; do sleep 0.05; done'\n", got.display()),
+    )
+    .await
+    .unwrap();
+    d.start("ks.service").await.unwrap();
+    wait_state(&d, "ks.service", "loaded/active/running").await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    d.stop("ks.service").await.unwrap();
+    wait_state(&d, "ks.service", "loaded/inactive/dead").await;
+    assert_eq!(lines(&got), ["INT"]);
+    d.stop_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_limit_refuses_manual_starts() {
+    let s = Scratch::new();
+    let d = driver(&s).await;
+    let runs = s.path("q.runs");
+    let mut sub = d.subscribe().await.unwrap();
+    d.load(
+        "q.service",
+        &format!("[Unit]\nStartLimitIntervalSec=30s\nStartLimitBurst=2\n[Service]\nExecStart=/bin/sh -c 'echo run >> {}'\n", runs.display()),
+    )
+    .await
+    .unwrap();
+    // Loading reports inactive/dead once; each run ends with it again.
+    let mut deads = 0;
+    for i in 1..=2 {
+        d.start("q.service").await.unwrap();
+        while deads < i + 1 {
+            let c = tokio::time::timeout(Duration::from_secs(10), sub.recv())
+                .await
+                .unwrap()
+                .unwrap();
+            if c.state.is_some_and(|s| s.sub == "dead") {
+                deads += 1;
+            }
+        }
+        assert_eq!(lines(&runs).len(), i);
+    }
+    let err = d.start("q.service").await.unwrap_err();
+    assert!(err.to_string().contains("start-limit-hit"), "{err}");
+    let st = d.status("q.service").await.unwrap();
+    assert_eq!(
+        (st.state.to_string().as_str(), st.result.as_str()),
+        ("loaded/failed/failed", "start-limit-hit")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resource_limits_are_applied_or_reported() {
+    let s = Scratch::new();
+    let d = driver(&s).await;
+    let support = d.cgroup_support().clone();
+    d.load(
+        "lim.service",
+        "[Service]\nMemoryMax=64M\nCPUQuota=50%\nExecStart=/bin/sleep 300\n",
+    )
+    .await
+    .unwrap();
+    d.start("lim.service").await.unwrap();
+    wait_state(&d, "lim.service", "loaded/active/running").await;
+    if support.memory && support.cpu {
+        let cg = support.root.unwrap().join("lim.service");
+        assert_eq!(
+            std::fs::read_to_string(cg.join("memory.max"))
+                .unwrap()
+                .trim(),
+            (64u64 << 20).to_string()
+        );
+    } else {
+        let mut log = d.logs("lim.service", LogOptions::default()).await.unwrap();
+        let line = log.next().await.expect("a note in the unit's log").message;
+        assert!(line.contains("is not enforced"), "{line}");
+    }
+    d.stop_all().await;
+}

@@ -1,0 +1,8 @@
+//! Integration tests (one binary, as the workspace's style asks).
+
+// Helpers: deadlines, scratch directories.
+mod util;
+// The behavioural suite, generic over UnitDriver.
+mod suite;
+// The suite and supervisor-specific cases against ProcessDriver.
+mod process;
