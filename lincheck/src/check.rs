@@ -221,6 +221,7 @@ struct Node {
     op: usize,
     /// For a call entry: its return entry, or NIL for an unknown outcome. NIL for returns.
     ret: usize,
+    time: u64,
     is_call: bool,
 }
 
@@ -258,36 +259,49 @@ impl<'a> KeyHistory<'a> {
         }
     }
 
-    /// The event list in time order; at equal times calls come first, so that touching
+    /// The event lists in time order; at equal times calls come first, so that touching
     /// intervals count as concurrent (the conservative reading of a coarse clock).
-    fn entries(&self, skip: &[bool]) -> Vec<Node> {
+    ///
+    /// Two lists share the arena: from [`HEAD`], the calls and returns of ops with a
+    /// definite outcome; from the returned index, the calls of ops whose outcome is
+    /// unknown (or `relax`ed), which the search tries only after the definite candidates:
+    /// placing an optional write early is the guess most likely to fail later.
+    fn entries(&self, skip: &[bool], relax: &[bool]) -> (Vec<Node>, usize) {
         let mut events: Vec<(u64, bool, usize)> = Vec::with_capacity(2 * self.ops.len());
+        let mut optional: Vec<(u64, usize)> = Vec::new();
         for (i, op) in self.ops.iter().enumerate() {
             if skip.get(i).copied().unwrap_or(false) {
                 continue;
             }
-            events.push((op.call, false, i));
-            if let Some(r) = op.ret {
-                events.push((r, true, i));
+            match op.ret {
+                Some(r) if !relax.get(i).copied().unwrap_or(false) => {
+                    events.push((op.call, false, i));
+                    events.push((r, true, i));
+                }
+                _ => optional.push((op.call, i)),
             }
         }
         events.sort_unstable();
-        let mut nodes = Vec::with_capacity(events.len() + 1);
-        nodes.push(Node {
+        optional.sort_unstable();
+        let sentinel = Node {
             prev: NIL,
             next: NIL,
             op: NIL,
             ret: NIL,
+            time: 0,
             is_call: false,
-        });
+        };
+        let mut nodes = Vec::with_capacity(events.len() + optional.len() + 2);
+        nodes.push(sentinel);
         let mut ret_node = vec![NIL; self.ops.len()];
-        for (idx, &(_, is_ret, op)) in events.iter().enumerate() {
+        for (idx, &(time, is_ret, op)) in events.iter().enumerate() {
             let me = idx + 1;
             nodes.push(Node {
                 prev: me - 1,
                 next: if idx + 1 < events.len() { me + 1 } else { NIL },
                 op,
                 ret: NIL,
+                time,
                 is_call: !is_ret,
             });
             if is_ret {
@@ -300,7 +314,25 @@ impl<'a> KeyHistory<'a> {
                 n.ret = ret_node[n.op];
             }
         }
-        nodes
+        let uhead = nodes.len();
+        nodes.push(sentinel);
+        for (idx, &(time, op)) in optional.iter().enumerate() {
+            let me = uhead + idx + 1;
+            nodes.push(Node {
+                prev: me - 1,
+                next: if idx + 1 < optional.len() {
+                    me + 1
+                } else {
+                    NIL
+                },
+                op,
+                ret: NIL,
+                time,
+                is_call: true,
+            });
+        }
+        nodes[uhead].next = if optional.is_empty() { NIL } else { uhead + 1 };
+        (nodes, uhead)
     }
 
     /// Runs a whole search with some operations left out (`skip`) and some relaxed to an
@@ -339,7 +371,7 @@ impl<'a> KeyHistory<'a> {
         }
         // After the prefix, the candidates are the unplaced ops invoked before the first
         // return of an unplaced op; that returning op is the one that cannot be placed.
-        let nodes = self.entries(&placed);
+        let (nodes, uhead) = self.entries(&placed, &[]);
         let mut blocked = None;
         let mut candidates = Vec::new();
         let mut e = nodes[HEAD].next;
@@ -348,11 +380,17 @@ impl<'a> KeyHistory<'a> {
             if node.is_call {
                 candidates.push(node.op);
             } else {
-                blocked = Some(node.op);
+                blocked = Some(node);
                 break;
             }
             e = node.next;
         }
+        let mut e = nodes[uhead].next;
+        while e != NIL && blocked.is_some_and(|b| nodes[e].time <= b.time) {
+            candidates.push(nodes[e].op);
+            e = nodes[e].next;
+        }
+        let blocked = blocked.map(|b| b.op);
         let attempts = candidates
             .into_iter()
             .map(|op| {
@@ -501,49 +539,33 @@ enum Progress {
 /// A resumable depth-first search over one key's history, so that keys can take turns.
 struct Searcher {
     nodes: Vec<Node>,
-    relax: Vec<bool>,
+    /// Head of the list of optional (unknown-outcome) calls.
+    uhead: usize,
     /// Known-return ops not yet linearized: zero means success.
     remaining: usize,
     hash: (u64, u64),
     memo: Memo,
-    /// The choices made so far: (call entry, state before it).
-    stack: Vec<(usize, State)>,
+    /// The choices made so far: (call entry, state before it, `bound` then).
+    stack: Vec<(usize, State, Option<u64>)>,
     /// The longest linearization found: (op index, state after).
     best: Vec<(usize, State)>,
     state: State,
+    /// Where the walk is: a node of either list.
     entry: usize,
+    /// While walking the optional list: the time of the first return entry in the main
+    /// list, after which no optional call can come next.
+    bound: Option<u64>,
     steps: u64,
 }
 
 impl Searcher {
     fn new(kh: &KeyHistory<'_>, skip: &[bool], relax: &[bool]) -> Searcher {
-        let n = kh.ops.len();
-        let mut nodes = kh.entries(skip);
-        let mut relaxed = vec![false; n];
-        for i in 1..nodes.len() {
-            let node = nodes[i];
-            if node.is_call && node.ret != NIL && relax.get(node.op).copied().unwrap_or(false) {
-                // Unlink the return entry for good: the op becomes optional.
-                let r = nodes[node.ret];
-                if r.prev != NIL {
-                    nodes[r.prev].next = r.next;
-                }
-                if r.next != NIL {
-                    nodes[r.next].prev = r.prev;
-                }
-                nodes[i].ret = NIL;
-                relaxed[node.op] = true;
-            }
-        }
-        let remaining = nodes
-            .iter()
-            .skip(1)
-            .filter(|x| x.is_call && x.ret != NIL)
-            .count();
+        let (nodes, uhead) = kh.entries(skip, relax);
+        let remaining = nodes[..uhead].iter().skip(1).filter(|x| x.is_call).count();
         let entry = nodes[HEAD].next;
         Searcher {
             nodes,
-            relax: relaxed,
+            uhead,
             remaining,
             hash: (0, 0),
             memo: Memo::default(),
@@ -551,6 +573,7 @@ impl Searcher {
             best: Vec::new(),
             state: ABSENT,
             entry,
+            bound: None,
             steps: 0,
         }
     }
@@ -568,55 +591,27 @@ impl Searcher {
             if self.remaining == 0 {
                 return Progress::Done(true);
             }
-            // A return entry of an unlinearized op always lies ahead: the walk starts at the
-            // head or just after a call entry that preceded the first remaining return.
             let entry = self.entry;
-            if entry == NIL {
-                debug_assert!(false, "walked past every return entry");
-                return Progress::Done(false);
-            }
-            let node = nodes[entry];
-            if node.is_call {
-                if self.steps >= stop_at || (self.steps.is_multiple_of(1024) && past(deadline)) {
-                    return Progress::Paused;
-                }
-                self.steps += 1;
-                let op = &kh.ops[node.op];
-                let seen = if self.relax[node.op] {
-                    Seen::Unknown
-                } else {
-                    op.seen
-                };
-                if let Some(next) = kh.interner.apply(self.state, op.step, seen) {
-                    let z = kh.zobrist[node.op];
-                    let hash = (self.hash.0 ^ z.0, self.hash.1 ^ z.1);
-                    if self.memo.insert((hash.0, hash.1, next)) {
-                        self.stack.push((entry, self.state));
-                        self.state = next;
-                        self.hash = hash;
-                        lift(nodes, entry);
-                        if node.ret != NIL {
-                            self.remaining -= 1;
-                        }
-                        if self.stack.len() > self.best.len() {
-                            let stack = &self.stack;
-                            let state = self.state;
-                            self.best = stack
-                                .iter()
-                                .enumerate()
-                                .map(|(i, &(e, _))| {
-                                    let after = stack.get(i + 1).map_or(state, |&(_, s)| s);
-                                    (nodes[e].op, after)
-                                })
-                                .collect();
-                        }
-                        self.entry = nodes[HEAD].next;
+            // Candidates are exhausted at a return entry of the main list (that op must
+            // come before anything later), then at the end of the optional calls invoked
+            // no later than it: backtrack.
+            let exhausted = match self.bound {
+                None => {
+                    // A return entry of an unlinearized op always lies ahead in the main
+                    // list, as the walk there starts at its head or just after a call
+                    // that preceded its first return.
+                    debug_assert!(entry != NIL, "walked past every return entry");
+                    if entry != NIL && !nodes[entry].is_call {
+                        self.bound = Some(nodes[entry].time);
+                        self.entry = nodes[self.uhead].next;
                         continue;
                     }
+                    entry == NIL
                 }
-                self.entry = node.next;
-            } else {
-                let Some((e, s)) = self.stack.pop() else {
+                Some(bound) => entry == NIL || nodes[entry].time > bound,
+            };
+            if exhausted {
+                let Some((e, s, bound)) = self.stack.pop() else {
                     return Progress::Done(false);
                 };
                 self.state = s;
@@ -627,7 +622,49 @@ impl Searcher {
                     self.remaining += 1;
                 }
                 self.entry = nodes[e].next;
+                self.bound = bound;
+                continue;
             }
+            if self.steps >= stop_at || (self.steps.is_multiple_of(1024) && past(deadline)) {
+                return Progress::Paused;
+            }
+            self.steps += 1;
+            let node = nodes[entry];
+            let op = &kh.ops[node.op];
+            let seen = if node.ret == NIL {
+                Seen::Unknown
+            } else {
+                op.seen
+            };
+            if let Some(next) = kh.interner.apply(self.state, op.step, seen) {
+                let z = kh.zobrist[node.op];
+                let hash = (self.hash.0 ^ z.0, self.hash.1 ^ z.1);
+                if self.memo.insert((hash.0, hash.1, next)) {
+                    self.stack.push((entry, self.state, self.bound));
+                    self.state = next;
+                    self.hash = hash;
+                    lift(nodes, entry);
+                    if node.ret != NIL {
+                        self.remaining -= 1;
+                    }
+                    if self.stack.len() > self.best.len() {
+                        let stack = &self.stack;
+                        let state = self.state;
+                        self.best = stack
+                            .iter()
+                            .enumerate()
+                            .map(|(i, &(e, _, _))| {
+                                let after = stack.get(i + 1).map_or(state, |&(_, s, _)| s);
+                                (nodes[e].op, after)
+                            })
+                            .collect();
+                    }
+                    self.entry = nodes[HEAD].next;
+                    self.bound = None;
+                    continue;
+                }
+            }
+            self.entry = node.next;
         }
     }
 }
