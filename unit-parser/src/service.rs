@@ -169,34 +169,30 @@ const SIGNALS: [&str; 31] = [
 pub fn parse_signal(s: &str) -> Option<i32> {
     const RTMIN: i32 = 34;
     const RTMAX: i32 = 64;
+    // A number first (safe_atoi: white space, sign, 0x and octal accepted).
+    if let Some(n) = crate::value::safe_atoi(s) {
+        return (1..=RTMAX).contains(&n).then_some(n);
+    }
     let name = s.strip_prefix("SIG").unwrap_or(s);
     if let Some(i) = SIGNALS.iter().position(|n| *n == name) {
         return Some(i as i32 + 1);
     }
-    if name == "POLL" {
-        return Some(29);
+    // RTMIN+n / RTMAX-n: the text after RTMIN (including its sign) goes through safe_atoi.
+    if let Some(p) = name.strip_prefix("RTMIN") {
+        if p.is_empty() {
+            return Some(RTMIN);
+        }
+        let n = p.strip_prefix('+').and(crate::value::safe_atoi(p))?;
+        return (0..=RTMAX - RTMIN).contains(&n).then_some(RTMIN + n);
     }
-    let offset = |t: &str| {
-        t.parse::<i32>()
-            .ok()
-            .filter(|_| t.bytes().all(|b| b.is_ascii_digit()))
-    };
-    if name == "RTMIN" {
-        return Some(RTMIN);
+    if let Some(p) = name.strip_prefix("RTMAX") {
+        if p.is_empty() {
+            return Some(RTMAX);
+        }
+        let n = p.strip_prefix('-').and(crate::value::safe_atoi(p))?;
+        return (RTMIN - RTMAX..=0).contains(&n).then_some(RTMAX + n);
     }
-    if name == "RTMAX" {
-        return Some(RTMAX);
-    }
-    if let Some(n) = name.strip_prefix("RTMIN+").and_then(offset) {
-        return (n <= RTMAX - RTMIN).then_some(RTMIN + n);
-    }
-    if let Some(n) = name.strip_prefix("RTMAX-").and_then(offset) {
-        return (n <= RTMAX - RTMIN).then_some(RTMAX - n);
-    }
-    if s.starts_with("SIG") {
-        return None;
-    }
-    offset(s).filter(|n| (1..=RTMAX).contains(n))
+    None
 }
 
 /// systemd's relaxed `valid_user_group_name()` for `User=`/`Group=`: a numeric ID below
@@ -819,7 +815,12 @@ mod tests {
         assert_eq!(parse_signal("9"), Some(9));
         assert_eq!(parse_signal("SIGRTMIN+2"), Some(36));
         assert_eq!(parse_signal("RTMAX-1"), Some(63));
-        for bad in ["SIG9", "0", "65", "sigterm", "", "RTMIN+31"] {
+        assert_eq!(parse_signal(" 0x9"), Some(9));
+        assert_eq!(parse_signal("010"), Some(8));
+        assert_eq!(parse_signal("RTMIN+0x1"), Some(35));
+        for bad in [
+            "SIG9", "0", "65", "sigterm", "", "RTMIN+31", "9 ", "RTMIN+ 1", "RTMAX-+1", "-1",
+        ] {
             assert_eq!(parse_signal(bad), None, "{bad}");
         }
     }

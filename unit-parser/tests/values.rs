@@ -1,11 +1,19 @@
 //! Setting values: property tests (round trips, no panics) and systemd's documented examples.
 
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+
 use proptest::prelude::*;
+use unit_parser::exec::{ExecCommand, ExecFlags};
+use unit_parser::name::{NameKind, UnitName};
+use unit_parser::service::parse_signal;
 use unit_parser::specifier::{SpecifierContext, expand};
 use unit_parser::value::{
     Timespan, expand_exec_argv, parse_bool, parse_cpu_quota, parse_cpu_weight, parse_env_file,
-    parse_environment, parse_environment_file, parse_exec, parse_memory_limit, parse_sec,
-    parse_sec_fix_0, parse_size, parse_time,
+    parse_environment, parse_environment_file, parse_exec, parse_memory_limit, parse_permyriad,
+    parse_sec, parse_sec_fix_0, parse_size, parse_time, split_quoted, split_relaxed,
 };
 
 /// Quotes one argument so systemd's Exec/Environment word splitting yields it back.
@@ -209,4 +217,340 @@ fn systemd_service_documentation_examples() {
     let l = parse_environment("\"VAR1=word1 word2\" VAR2=word3 \"VAR3=$word 5 6\"", None);
     assert_eq!(l.vars.len(), 3);
     assert_eq!(l.vars[2], ("VAR3".to_owned(), "$word 5 6".to_owned()));
+}
+
+/// A C program calling systemd 252's own value parsers from `libsystemd-shared-252.so`.
+/// Reads `OP HEX` lines; answers `ok NUMBER`, `ok COUNT :HEX :HEX...` (lists) or `err`.
+const VALUE_ORACLE_C: &str = r#"
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+int extract_first_word(const char **p, char **ret, const char *separators, int flags);
+int load_env_file(FILE *f, const char *fname, char ***ret);
+char **replace_env_argv(char **argv, char **env);
+int parse_sec(const char *t, uint64_t *ret);
+int parse_boolean(const char *v);
+int parse_size(const char *t, uint64_t base, uint64_t *size);
+int parse_permyriad(const char *p);
+int signal_from_string(const char *s);
+bool unit_name_is_valid(const char *n, int flags);
+void log_set_max_level(int level);
+
+enum { RELAX = 1 << 0, CUNESCAPE = 1 << 1, UNQUOTE = 1 << 5 };
+
+static void hex(const char *s, size_t n) {
+    for (size_t i = 0; i < n; i++) printf("%02x", (unsigned char) s[i]);
+}
+
+static void list(char **l) {
+    int n = 0;
+    for (char **i = l; i && *i; i++) n++;
+    printf("ok %d", n);
+    for (char **i = l; i && *i; i++) {
+        printf(" :");
+        hex(*i, strlen(*i));
+    }
+    putchar('\n');
+}
+
+static void words(const char *s, int flags) {
+    char *out[4096];
+    int n = 0;
+    for (;;) {
+        char *w = NULL;
+        int r = extract_first_word(&s, &w, NULL, flags);
+        if (r < 0) { puts("err"); return; }
+        if (r == 0 || n == 4095) break;
+        out[n++] = w;
+    }
+    out[n] = NULL;
+    list(out);
+}
+
+int main(void) {
+    static char line[1 << 20];
+    log_set_max_level(0);
+    while (fgets(line, sizeof line, stdin)) {
+        char *sp = strchr(line, ' ');
+        if (!sp) { puts("err"); continue; }
+        *sp = 0;
+        const char *op = line, *h = sp + 1;
+        static char in[1 << 19];
+        size_t n = 0;
+        while (h[0] && h[1] && h[0] != '\n') {
+            unsigned v;
+            sscanf(h, "%2x", &v);
+            in[n++] = (char) v;
+            h += 2;
+        }
+        in[n] = 0;
+        uint64_t u;
+        int r;
+        if (!strcmp(op, "sec")) {
+            if (parse_sec(in, &u) < 0) puts("err"); else printf("ok %llu\n", (unsigned long long) u);
+        } else if (!strcmp(op, "bool")) {
+            r = parse_boolean(in);
+            if (r < 0) puts("err"); else printf("ok %d\n", r);
+        } else if (!strcmp(op, "size")) {
+            if (parse_size(in, 1024, &u) < 0) puts("err"); else printf("ok %llu\n", (unsigned long long) u);
+        } else if (!strcmp(op, "perm")) {
+            r = parse_permyriad(in);
+            if (r < 0) puts("err"); else printf("ok %d\n", r);
+        } else if (!strcmp(op, "sig")) {
+            r = signal_from_string(in);
+            if (r <= 0) puts("err"); else printf("ok %d\n", r);
+        } else if (!strcmp(op, "name")) {
+            printf("ok %d\n", unit_name_is_valid(in, 1) | unit_name_is_valid(in, 2) << 1 | unit_name_is_valid(in, 4) << 2);
+        } else if (!strcmp(op, "words")) {
+            words(in, UNQUOTE | CUNESCAPE);
+        } else if (!strcmp(op, "relaxed")) {
+            words(in, UNQUOTE | RELAX);
+        } else if (!strcmp(op, "envfile")) {
+            if (n == 0) { puts("ok 0"); continue; } /* fmemopen() refuses empty buffers */
+            FILE *f = fmemopen(in, n, "r");
+            char **l = NULL;
+            if (!f || load_env_file(f, "oracle", &l) < 0) puts("err"); else list(l);
+            if (f) fclose(f);
+        } else if (!strcmp(op, "argv")) {
+            /* env entries, an empty entry, then argv entries; all NUL-terminated */
+            char *env[256], *argv[256];
+            int ne = 0, na = 0, in_env = 1;
+            for (size_t i = 0; i < n && ne < 255 && na < 255;) {
+                char *e = in + i;
+                size_t len = strlen(e);
+                if (in_env && len == 0) in_env = 0;
+                else if (in_env) env[ne++] = e;
+                else argv[na++] = e;
+                i += len + 1;
+            }
+            env[ne] = NULL;
+            argv[na] = NULL;
+            list(replace_env_argv(argv, env));
+        } else puts("err");
+        fflush(stdout);
+    }
+    return 0;
+}
+"#;
+
+fn find_libsystemd_shared() -> Option<PathBuf> {
+    for d in [
+        "/usr/lib/x86_64-linux-gnu/systemd",
+        "/usr/lib/aarch64-linux-gnu/systemd",
+        "/usr/lib/systemd",
+        "/lib/systemd",
+        "/usr/lib64/systemd",
+    ] {
+        for e in std::fs::read_dir(d).into_iter().flatten().flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with("libsystemd-shared-") && name.ends_with(".so") {
+                return Some(e.path());
+            }
+        }
+    }
+    None
+}
+
+/// Builds the oracle once. Panics if it cannot: these tests must not pass without it
+/// (scripts/install-deps installs `systemd` and `gcc`).
+fn value_oracle() -> &'static Path {
+    static ORACLE: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
+    &ORACLE
+        .get_or_init(|| {
+            let lib = find_libsystemd_shared()
+                .expect("libsystemd-shared-*.so (Debian package `systemd`) is required");
+            let dir = tempfile::tempdir().unwrap();
+            let src = dir.path().join("value_oracle.c");
+            std::fs::write(&src, VALUE_ORACLE_C).unwrap();
+            let bin = dir.path().join("value_oracle");
+            let libdir = lib.parent().unwrap();
+            let out = Command::new("cc")
+                .arg("-o")
+                .arg(&bin)
+                .arg(&src)
+                .arg(format!("-L{}", libdir.display()))
+                .arg(format!("-l:{}", lib.file_name().unwrap().to_string_lossy()))
+                .arg(format!("-Wl,-rpath,{}", libdir.display()))
+                .output()
+                .expect("a C compiler (`cc`) is required");
+            assert!(
+                out.status.success(),
+                "oracle build failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            (dir, bin)
+        })
+        .1
+}
+
+/// Asks systemd: one answer per `(op, input)`: the text after `ok `, or `None` for `err`.
+fn ask_systemd(requests: &[(&str, Vec<u8>)]) -> Vec<Option<String>> {
+    let mut child = Command::new(value_oracle())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = String::new();
+    for (op, bytes) in requests {
+        input.push_str(op);
+        input.push(' ');
+        for b in bytes {
+            input.push_str(&format!("{b:02x}"));
+        }
+        input.push('\n');
+    }
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    let answers: Vec<_> = text
+        .lines()
+        .map(|l| l.strip_prefix("ok ").map(str::to_owned))
+        .collect();
+    assert_eq!(answers.len(), requests.len(), "oracle answered {text:?}");
+    answers
+}
+
+/// Decodes a list answer (`COUNT :HEX :HEX...`).
+fn hex_list(answer: &str) -> Vec<Vec<u8>> {
+    let mut parts = answer.split(' ');
+    let n: usize = parts.next().unwrap().parse().unwrap();
+    let items: Vec<Vec<u8>> = parts
+        .map(|p| {
+            let h = p.strip_prefix(':').unwrap();
+            (0..h.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&h[i..i + 2], 16).unwrap())
+                .collect()
+        })
+        .collect();
+    assert_eq!(items.len(), n);
+    items
+}
+
+/// Text rich in what word splitting and escaping care about.
+fn wordish() -> impl Strategy<Value = String> {
+    prop::collection::vec(
+        prop_oneof![
+            4 => prop::sample::select(vec!['a', 'b', 'x', 'u', 'U', 'n', 't', 's', '0', '1', '7', '9', 'd', 'f', 'F', '8', 'A', '$', '{', '}', '=', ';']),
+            3 => prop::sample::select(vec![' ', '\\', '"', '\'', '\t', '\n']),
+            1 => prop::sample::select(vec!['ü', '\u{1}', '#']),
+        ],
+        0..24,
+    )
+    .prop_map(|v| v.into_iter().collect())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    #[test]
+    fn word_splitting_matches_systemd(inputs in prop::collection::vec(wordish(), 1..16)) {
+        let mut req = Vec::new();
+        for s in &inputs {
+            req.push(("words", s.as_bytes().to_vec()));
+            req.push(("relaxed", s.as_bytes().to_vec()));
+        }
+        let answers = ask_systemd(&req);
+        for (i, s) in inputs.iter().enumerate() {
+            let theirs = answers[2 * i].as_deref().map(hex_list);
+            prop_assert_eq!(split_quoted(s).ok(), theirs, "words {:?}", s);
+            let theirs = hex_list(answers[2 * i + 1].as_deref().expect("relaxed never fails"));
+            prop_assert_eq!(split_relaxed(s), theirs, "relaxed {:?}", s);
+        }
+    }
+
+    #[test]
+    fn env_files_match_systemd(files in prop::collection::vec(
+        prop::collection::vec(
+            prop_oneof![
+                3 => "[A-Za-z_][A-Za-z0-9_]{0,3}",
+                1 => prop::sample::select(vec!["=", " ", "\t", "\n", "\r", "\\", "\\\n", "\"", "'", "#", ";", "$", "`", "x y", "\u{e9}"]).prop_map(str::to_owned),
+            ],
+            0..20,
+        ).prop_map(|v| v.concat()),
+        1..12,
+    )) {
+        let req: Vec<_> = files.iter().map(|f| ("envfile", f.as_bytes().to_vec())).collect();
+        let answers = ask_systemd(&req);
+        for (f, a) in files.iter().zip(answers) {
+            let theirs = a.as_deref().map(hex_list);
+            let ours = parse_env_file(f.as_bytes()).ok().map(|vars| {
+                vars.into_iter().map(|(k, v)| format!("{k}={v}").into_bytes()).collect::<Vec<_>>()
+            });
+            // systemd keeps the order of first appearance and replaces in place, as we do.
+            prop_assert_eq!(ours, theirs, "env file {:?}", f);
+        }
+    }
+
+    #[test]
+    fn exec_env_expansion_matches_systemd(
+        env in prop::collection::vec(("[ABC]", "[a-c '\"\\$]{0,6}"), 0..4),
+        args in prop::collection::vec(prop_oneof![
+            "\\$[ABCD]",
+            "\\$\\{[ABCD]\\}",
+            "[a-c$]{0,2}\\$\\{[ABD]\\}[a-c$]{0,2}",
+            "[a-c${}:-]{0,6}",
+        ], 1..6),
+    ) {
+        let env_lines: Vec<String> = env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let mut packed = Vec::new();
+        for e in &env_lines {
+            packed.extend_from_slice(e.as_bytes());
+            packed.push(0);
+        }
+        packed.push(0);
+        for a in &args {
+            packed.extend_from_slice(a.as_bytes());
+            packed.push(0);
+        }
+        let theirs = hex_list(ask_systemd(&[("argv", packed)])[0].as_deref().unwrap());
+        let cmd = ExecCommand { path: "/bin/x".into(), argv: args.clone(), flags: ExecFlags::default() };
+        // systemd's strv_env_get() finds the last assignment of a name.
+        let lookup = |name: &str| env.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+        let ours: Vec<Vec<u8>> = expand_exec_argv(&cmd, &lookup).into_iter().map(String::into_bytes).collect();
+        prop_assert_eq!(ours, theirs, "env {:?} args {:?}", env_lines, args);
+    }
+
+    #[test]
+    fn scalar_values_match_systemd(inputs in prop::collection::vec(prop_oneof![
+        "[ ]?[+-]?[0-9]{0,3}(\\.[0-9]{0,3})?[ ]?[KMGTPEBk%\u{2030}\u{2031}]?[ ]?",
+        "[0-9]{0,20}\\.[0-9]{0,25}[EPTGMKB]",
+        "(0x|0)?[0-9a-f]{0,3}[%]?",
+        "[0-9]{1,3}[ ][0-9]{1,3}[KMG]",
+        prop::sample::select(vec!["yes", "No", "TRUE", "t", "on", "oFf", "2", "", " 1", "y", "enable"]).prop_map(str::to_owned),
+        "(SIG)?(TERM|KILL|HUP|RTMIN|RTMAX|RTMIN\\+[0-9]{1,2}|RTMAX-[0-9]{1,2}|POLL|IO|[0-9]{1,2}|term)",
+        "[a-z@.:_\\\\-]{0,8}\\.(service|socket|mount|Service|snapshot|)",
+    ], 1..24)) {
+        let mut req = Vec::new();
+        for s in &inputs {
+            for op in ["bool", "size", "perm", "sig", "name"] {
+                req.push((op, s.as_bytes().to_vec()));
+            }
+        }
+        let answers = ask_systemd(&req);
+        for (i, s) in inputs.iter().enumerate() {
+            let a = &answers[5 * i..5 * i + 5];
+            let num = |x: &Option<String>| x.as_deref().map(|t| t.parse::<u64>().unwrap());
+            prop_assert_eq!(parse_bool(s).ok().map(u64::from), num(&a[0]), "bool {:?}", s);
+            prop_assert_eq!(parse_size(s).ok(), num(&a[1]), "size {:?}", s);
+            prop_assert_eq!(parse_permyriad(s, false).ok().map(u64::from), num(&a[2]), "permyriad {:?}", s);
+            prop_assert_eq!(parse_signal(s).map(|n| n as u64), num(&a[3]), "signal {:?}", s);
+            let kind = match UnitName::parse(s).map(|n| n.kind()) {
+                Ok(NameKind::Plain) => 1,
+                // systemd's UNIT_NAME_TEMPLATE is 1 << 1, UNIT_NAME_INSTANCE 1 << 2.
+                Ok(NameKind::Template) => 2,
+                Ok(NameKind::Instance) => 4,
+                Err(_) => 0,
+            };
+            prop_assert_eq!(Some(kind), num(&a[4]), "name {:?}", s);
+        }
+    }
 }

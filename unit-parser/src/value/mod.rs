@@ -60,6 +60,73 @@ impl std::fmt::Display for SettingWarning {
     }
 }
 
+/// A quoting or escaping error in a word list (systemd's `-EINVAL` from
+/// `extract_first_word()`): an unknown escape or an unterminated quote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("invalid quoting or escape sequence")]
+pub struct WordSyntaxError;
+
+/// Splits `s` into words as systemd's `extract_first_word()` with
+/// `EXTRACT_UNQUOTE|EXTRACT_CUNESCAPE` does (the splitter of `Environment=` and, with a
+/// relaxed retry, of Exec lines): whitespace separates, quotes group and are removed,
+/// C escapes are decoded. Words are bytes since `\xNN` may produce any byte.
+///
+/// # Errors
+/// [`WordSyntaxError`] at the first unknown escape or unterminated quote.
+pub fn split_quoted(s: &str) -> Result<Vec<Vec<u8>>, WordSyntaxError> {
+    let flags = word::Flags {
+        unquote: true,
+        cunescape: true,
+        ..word::Flags::default()
+    };
+    let mut p = s.as_bytes();
+    let mut out = Vec::new();
+    while let Some(w) = word::extract_first_word(&mut p, flags).map_err(|_| WordSyntaxError)? {
+        out.push(w);
+    }
+    Ok(out)
+}
+
+/// Splits `s` as `strv_split_full(..., EXTRACT_RELAX|EXTRACT_UNQUOTE)` does, the way a
+/// `$VAR` value is split into arguments at exec time: quotes group, a backslash escapes the
+/// next byte, an unterminated quote or trailing backslash just ends the word.
+pub fn split_relaxed(s: &str) -> Vec<Vec<u8>> {
+    let flags = word::Flags {
+        unquote: true,
+        relax: true,
+        ..word::Flags::default()
+    };
+    let mut p = s.as_bytes();
+    let mut out = Vec::new();
+    while let Ok(Some(w)) = word::extract_first_word(&mut p, flags) {
+        out.push(w);
+    }
+    out
+}
+
+/// systemd's `safe_atoi()`: C `strtol(s, &end, 0)` that must consume everything and fit an
+/// `int`: leading C white space, an optional sign, then `0x` hex, `0` octal or decimal.
+pub(crate) fn safe_atoi(s: &str) -> Option<i32> {
+    let t = s.trim_start_matches([' ', '\t', '\n', '\x0b', '\x0c', '\r']);
+    let (neg, t) = match t.as_bytes().first() {
+        Some(b'-') => (true, &t[1..]),
+        Some(b'+') => (false, &t[1..]),
+        _ => (false, t),
+    };
+    let (radix, digits) = if let Some(h) = t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
+        (16, h)
+    } else if t.len() > 1 && t.starts_with('0') {
+        (8, &t[1..])
+    } else {
+        (10, t)
+    };
+    if digits.is_empty() || !digits.chars().all(|c| c.is_digit(radix)) {
+        return None;
+    }
+    let v = i64::from_str_radix(digits, radix).ok()?;
+    i32::try_from(if neg { -v } else { v }).ok()
+}
+
 /// systemd's `unichar_is_valid()`: no surrogates (impossible in a `char`), nothing above
 /// U+10FFFF, and none of the Unicode noncharacters U+FDD0..U+FDEF and U+xxFFFE/U+xxFFFF.
 pub(crate) fn unichar_is_valid(c: char) -> bool {

@@ -43,21 +43,22 @@ pub enum ResourceError {
     MemoryLimit(String),
 }
 
-/// systemd's `parse_size(t, 1024)`: a sum of `<number>[.fraction]<suffix>` components with
-/// suffixes `E P T G M K B` (powers of 1024) or none, in decreasing order (`1G 512M`).
+/// systemd's `parse_size(t, 1024)`: a sum of `<number>[.fraction][ ]<suffix>` components
+/// with suffixes `E P T G M K B` (powers of 1024) or none, in decreasing order (`1G 512M`,
+/// `1K1B`). Fractions are computed in floating point and truncated, exactly as systemd does.
 ///
 /// # Errors
 /// [`ResourceError::Size`] for anything else, negative values and overflow.
 pub fn parse_size(t: &str) -> Result<u64, ResourceError> {
-    const TABLE: [(u8, u64); 8] = [
-        (b'E', 1 << 60),
-        (b'P', 1 << 50),
-        (b'T', 1 << 40),
-        (b'G', 1 << 30),
-        (b'M', 1 << 20),
-        (b'K', 1 << 10),
-        (b'B', 1),
-        (0, 1),
+    const TABLE: [(&str, u64); 8] = [
+        ("E", 1 << 60),
+        ("P", 1 << 50),
+        ("T", 1 << 40),
+        ("G", 1 << 30),
+        ("M", 1 << 20),
+        ("K", 1 << 10),
+        ("B", 1),
+        ("", 1),
     ];
     let err = || ResourceError::Size(t.to_owned());
     let s = t.as_bytes();
@@ -67,69 +68,55 @@ pub fn parse_size(t: &str) -> Result<u64, ResourceError> {
         }
         i
     };
-    let mut p = ws(0);
-    if p == s.len() {
-        return Err(err());
-    }
+    let digits = |mut i: usize| {
+        while i < s.len() && s[i].is_ascii_digit() {
+            i += 1;
+        }
+        i
+    };
     let mut total: u64 = 0;
     let mut start = 0;
+    let mut p = 0;
     loop {
         p = ws(p);
-        if s.get(p) == Some(&b'-') {
+        // strtoull(p, &e, 10): an optional sign, then digits.
+        let sign = matches!(s.get(p), Some(b'+' | b'-')) as usize;
+        let e = digits(p + sign);
+        if e == p + sign {
             return Err(err());
         }
-        let d0 = p;
-        let mut l: u64 = 0;
-        while p < s.len() && s[p].is_ascii_digit() {
-            l = l
-                .checked_mul(10)
-                .and_then(|v| v.checked_add(u64::from(s[p] - b'0')))
-                .ok_or_else(err)?;
-            p += 1;
-        }
-        if p == d0 {
+        if s[p] == b'-' {
             return Err(err());
         }
-        let mut frac: u64 = 0;
-        let mut frac_scale: u64 = 1;
-        if s.get(p) == Some(&b'.') {
-            p += 1;
-            let f0 = p;
-            while p < s.len() && s[p].is_ascii_digit() {
-                // systemd caps the fraction at what fits; 18 digits are plenty.
-                if frac_scale < 1_000_000_000_000_000_000 {
-                    frac = frac * 10 + u64::from(s[p] - b'0');
-                    frac_scale *= 10;
+        let l: u64 = t[p + sign..e].parse().map_err(|_| err())?;
+        let mut e = e;
+        let mut frac = 0f64;
+        if s.get(e) == Some(&b'.') {
+            e += 1;
+            if s.get(e).is_some_and(u8::is_ascii_digit) {
+                let e2 = digits(e);
+                let l2: u64 = t[e..e2].parse().map_err(|_| err())?;
+                frac = l2 as f64;
+                for _ in e..e2 {
+                    frac /= 10.0;
                 }
-                p += 1;
-            }
-            if p == f0 {
-                return Err(err());
+                e = e2;
             }
         }
-        p = ws(p);
-        let found = TABLE[start..]
-            .iter()
-            .position(|(c, _)| *c == 0 || s.get(p) == Some(c))
-            .map(|i| i + start)
+        e = ws(e);
+        let i = (start..TABLE.len())
+            .find(|&i| t[e..].starts_with(TABLE[i].0))
             .ok_or_else(err)?;
-        let (c, mult) = TABLE[found];
-        if c != 0 {
-            p += 1;
-        }
-        let whole = l.checked_mul(mult).ok_or_else(err)?;
-        let part = (u128::from(frac) * u128::from(mult) / u128::from(frac_scale)) as u64;
-        total = total
-            .checked_add(whole)
-            .and_then(|v| v.checked_add(part))
-            .ok_or_else(err)?;
-        start = found + 1;
-        p = ws(p);
-        if p == s.len() {
-            return Ok(total);
-        }
-        if c == 0 || start >= TABLE.len() {
+        let factor = TABLE[i].1;
+        if l + u64::from(frac > 0.0) > u64::MAX / factor {
             return Err(err());
+        }
+        let tmp = l * factor + (frac * factor as f64) as u64;
+        total = total.checked_add(tmp).ok_or_else(err)?;
+        p = e + TABLE[i].0.len();
+        start = i + 1;
+        if p >= s.len() {
+            return Ok(total);
         }
     }
 }
@@ -141,39 +128,39 @@ pub fn parse_size(t: &str) -> Result<u64, ResourceError> {
 /// [`ResourceError::Percent`] for anything else.
 pub fn parse_permyriad(t: &str, unbounded: bool) -> Result<u32, ResourceError> {
     let err = || ResourceError::Percent(t.to_owned());
-    let (num, scale_digits, per) = if let Some(n) = t.strip_suffix('%') {
-        (n, 2u32, 100u64)
+    let (num, scale_digits, per) = if let Some(n) = t.strip_suffix('\u{2031}') {
+        (n, 0usize, 1i64)
     } else if let Some(n) = t.strip_suffix('\u{2030}') {
         (n, 1, 10)
-    } else if let Some(n) = t.strip_suffix('\u{2031}') {
-        (n, 0, 1)
+    } else if let Some(n) = t.strip_suffix('%') {
+        (n, 2, 100)
     } else {
         return Err(err());
     };
+    // The whole part goes through safe_atoi() (sign, white space, 0x and octal accepted);
+    // the fraction must be 1..=scale plain digits.
     let (int, frac) = match num.split_once('.') {
-        Some((i, f)) => (i, f),
-        None => (num, ""),
+        Some(_) if scale_digits == 0 => return Err(err()),
+        Some((i, f)) => (i, Some(f)),
+        None => (num, None),
     };
-    if int.is_empty()
-        || !int.bytes().all(|b| b.is_ascii_digit())
-        || !frac.bytes().all(|b| b.is_ascii_digit())
-        || frac.len() > scale_digits as usize
-        || (num.contains('.') && frac.is_empty())
-        || int.len() > 9
-    {
+    let whole = i64::from(super::safe_atoi(int).ok_or_else(err)?);
+    let mut f: i64 = 0;
+    if let Some(frac) = frac {
+        if frac.is_empty() || frac.len() > scale_digits || !frac.bytes().all(|b| b.is_ascii_digit())
+        {
+            return Err(err());
+        }
+        f = frac.parse().map_err(|_| err())?;
+        for _ in frac.len()..scale_digits {
+            f *= 10;
+        }
+    }
+    if whole < 0 {
         return Err(err());
     }
-    let i: u64 = int.parse().map_err(|_| err())?;
-    let mut f: u64 = if frac.is_empty() {
-        0
-    } else {
-        frac.parse().map_err(|_| err())?
-    };
-    for _ in frac.len()..scale_digits as usize {
-        f *= 10;
-    }
-    let v = i * per + f;
-    if (!unbounded && v > 10_000) || v > u64::from(u32::MAX) {
+    let v = whole * per + f;
+    if (!unbounded && v > 10_000) || v > i64::from(i32::MAX) {
         return Err(err());
     }
     Ok(v as u32)
@@ -235,16 +222,20 @@ mod tests {
         assert_eq!(parse_size("1G 512M"), Ok((1 << 30) + (512 << 20)));
         assert_eq!(parse_size("2 M"), Ok(2 << 20));
         assert_eq!(parse_size("10B"), Ok(10));
+        // "10.M" is valid in systemd (an empty fraction is ignored); trailing space is not.
+        assert_eq!(parse_size("10.M"), Ok(10 << 20));
+        assert_eq!(parse_size("1K1B"), Ok(1025));
+        assert_eq!(parse_size("+5"), Ok(5));
         for bad in [
             "",
             "-1",
             "1k",
             "1M 1G",
-            "1.G",
             "x",
             "1 2",
             "1Q",
             "99999999999E",
+            "1K ",
         ] {
             assert!(parse_size(bad).is_err(), "{bad}");
         }

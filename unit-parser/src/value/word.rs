@@ -61,15 +61,20 @@ fn cunescape_one(s: &[u8]) -> Option<(Vec<u8>, usize)> {
             if v == 0 {
                 return None;
             }
-            // systemd checks \U for valid code points only; \u accepts surrogates, which
-            // it then encodes as (invalid) UTF-8. We cannot hold those in a `String` and
-            // refuse them here instead.
-            let c = char::from_u32(v)?;
-            if s[0] == b'U' && !crate::value::unichar_is_valid(c) {
+            // systemd checks only \U for valid code points; a \u surrogate is encoded as
+            // the (invalid) three-byte UTF-8 form, as its `utf8_encode_unichar()` does.
+            if s[0] == b'U' && !char::from_u32(v).is_some_and(crate::value::unichar_is_valid) {
                 return None;
             }
-            let mut buf = [0u8; 4];
-            Some((c.encode_utf8(&mut buf).as_bytes().to_vec(), n + 1))
+            let bytes = match char::from_u32(v) {
+                Some(c) => c.encode_utf8(&mut [0u8; 4]).as_bytes().to_vec(),
+                None => vec![
+                    0xE0 | (v >> 12) as u8,
+                    0x80 | ((v >> 6) & 0x3F) as u8,
+                    0x80 | (v & 0x3F) as u8,
+                ],
+            };
+            Some((bytes, n + 1))
         }
         b'0'..=b'7' => {
             let v = (oct(s.first())? << 6) | (oct(s.get(1))? << 3) | oct(s.get(2))?;
