@@ -57,6 +57,10 @@ struct Pending {
 /// Iterates over the logical lines of a unit file.
 pub(crate) struct Tokenizer<'a> {
     bytes: &'a [u8],
+    /// The whole input, when it is valid UTF-8 (noncharacters not yet checked).
+    text: Option<&'a str>,
+    /// The whole input is ASCII, so no line can hold a noncharacter.
+    ascii: bool,
     pos: usize,
     line: usize,
     bom_seen: bool,
@@ -68,8 +72,14 @@ pub(crate) struct Tokenizer<'a> {
 
 impl<'a> Tokenizer<'a> {
     pub(crate) fn new(bytes: &'a [u8]) -> Self {
+        // One UTF-8 check of the whole file is much cheaper than one per line; lines then
+        // borrow from it. Files with bad bytes (maybe only in comments, which is allowed)
+        // fall back to per-line validation.
+        let text = std::str::from_utf8(bytes).ok();
         Tokenizer {
             bytes,
+            text,
+            ascii: text.is_some_and(str::is_ascii),
             pos: 0,
             line: 0,
             bom_seen: false,
@@ -227,6 +237,22 @@ impl<'a> Tokenizer<'a> {
         r
     }
 
+    /// `b[lo..hi]` (`b` a slice of the input) as validated text, borrowed from the
+    /// pre-validated whole input when there is one.
+    fn borrow_str(
+        &self,
+        b: &'a [u8],
+        lo: usize,
+        hi: usize,
+    ) -> Result<&'a str, (usize, &'static str)> {
+        let start = (b.as_ptr() as usize).wrapping_sub(self.bytes.as_ptr() as usize);
+        match self.text.and_then(|t| t.get(start + lo..start + hi)) {
+            Some(s) if self.ascii => Ok(s),
+            Some(s) => check_noncharacters(s),
+            None => validate(&b[lo..hi]),
+        }
+    }
+
     /// `parse_line()`: trim, validate UTF-8, then header / assignment / warning.
     fn finish(
         &mut self,
@@ -256,7 +282,7 @@ impl<'a> Tokenizer<'a> {
             Location::new(l, c)
         };
         let text: Cow<'a, str> = match text {
-            Cow::Borrowed(b) => match validate(&b[lo..hi]) {
+            Cow::Borrowed(b) => match self.borrow_str(b, lo, hi) {
                 Ok(s) => Cow::Borrowed(s),
                 Err((off, reason)) => {
                     self.failed = true;
@@ -414,6 +440,10 @@ pub(crate) fn validate(b: &[u8]) -> Result<&str, (usize, &'static str)> {
         Ok(s) => s,
         Err(e) => return Err((e.valid_up_to(), "malformed, overlong or surrogate sequence")),
     };
+    check_noncharacters(s)
+}
+
+fn check_noncharacters(s: &str) -> Result<&str, (usize, &'static str)> {
     if !s.is_ascii()
         && let Some((i, _)) = s.char_indices().find(|&(_, c)| is_noncharacter(c))
     {
