@@ -1,3 +1,229 @@
-//! Store benchmarks (filled in below).
+//! Store throughput: get/set/CAS/delete on a large store, watch matching with many
+//! watchers, snapshot and restore bandwidth.
+//!
+//! Sizes: `KV_BENCH_KEYS` (default 1,000,000; 10,000 under `-- --test`) and
+//! `KV_BENCH_WATCHERS` (default 10,000). Keys look like fleet's registry keys (about 64
+//! bytes), values are 256 bytes.
 
-fn main() {}
+// `criterion_group!` generates an undocumented public function.
+#![allow(missing_docs)]
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use kv_core::{Command, Op, Store, WatchStart};
+
+const NOW: u64 = 1_800_000_000_000;
+
+fn env_or(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
+}
+
+fn test_mode() -> bool {
+    std::env::args().any(|a| a == "--test")
+}
+
+fn keys() -> usize {
+    env_or(
+        "KV_BENCH_KEYS",
+        if test_mode() { 10_000 } else { 1_000_000 },
+    )
+}
+
+fn key(i: usize) -> String {
+    format!(
+        "/_coreos.com/fleet/job/unit-{:04}/object-{i:016}-abcdefghij",
+        i % 1024
+    )
+}
+
+fn value(i: usize) -> String {
+    let mut v = format!("{i:016}");
+    v.extend(std::iter::repeat_n('v', 256 - v.len()));
+    v
+}
+
+fn set(key: String, value: String) -> Command {
+    Command::new(
+        NOW,
+        Op::Set {
+            key,
+            value,
+            dir: false,
+            ttl: None,
+            refresh: false,
+        },
+    )
+}
+
+fn populated(n: usize) -> Store {
+    let mut s = Store::new();
+    for i in 0..n {
+        s.apply(&set(key(i), value(i))).unwrap();
+    }
+    s
+}
+
+/// A cheap deterministic sequence of key numbers spread over the store.
+fn spread(i: usize, n: usize) -> usize {
+    (i.wrapping_mul(2_654_435_761)) % n
+}
+
+fn ops(c: &mut Criterion) {
+    let n = keys();
+    let names: Vec<String> = (0..n).map(key).collect();
+    let mut store = populated(n);
+    let mut g = c.benchmark_group(format!("ops_{n}_keys"));
+    g.throughput(Throughput::Elements(1));
+
+    let mut i = 0;
+    g.bench_function("get", |b| {
+        b.iter(|| {
+            i += 1;
+            black_box(store.get(&names[spread(i, n)], false, false, NOW).unwrap());
+        })
+    });
+
+    let v = value(7);
+    g.bench_function("set_existing", |b| {
+        b.iter(|| {
+            i += 1;
+            let cmd = Command::new(
+                NOW,
+                Op::Set {
+                    key: names[spread(i, n)].clone(),
+                    value: v.clone(),
+                    dir: false,
+                    ttl: None,
+                    refresh: false,
+                },
+            );
+            black_box(store.apply(&cmd).unwrap());
+        })
+    });
+
+    // Every value is now either value(i) or `v`; CAS on `prevIndex` read just before.
+    g.bench_function("compare_and_swap", |b| {
+        b.iter(|| {
+            i += 1;
+            let k = &names[spread(i, n)];
+            let cur = store.get(k, false, false, NOW).unwrap().node.modified_index;
+            let cmd = Command::new(
+                NOW,
+                Op::CompareAndSwap {
+                    key: k.clone(),
+                    value: v.clone(),
+                    prev_value: None,
+                    prev_index: Some(cur),
+                    ttl: None,
+                    refresh: false,
+                },
+            );
+            black_box(store.apply(&cmd).unwrap());
+        })
+    });
+
+    // Deletes are timed; putting the keys back is not.
+    g.bench_function("delete", |b| {
+        b.iter_custom(|iters| {
+            let iters = (iters as usize).min(n);
+            let start = Instant::now();
+            for name in names.iter().take(iters) {
+                let cmd = Command::new(
+                    NOW,
+                    Op::Delete {
+                        key: name.clone(),
+                        dir: false,
+                        recursive: false,
+                    },
+                );
+                black_box(store.apply(&cmd).unwrap());
+            }
+            let t = start.elapsed();
+            for (j, name) in names.iter().enumerate().take(iters) {
+                store.apply(&set(name.clone(), value(j))).unwrap();
+            }
+            t
+        })
+    });
+    g.finish();
+}
+
+fn watchers(c: &mut Criterion) {
+    let n = keys().min(100_000);
+    let w = env_or("KV_BENCH_WATCHERS", 10_000).min(n);
+    let names: Vec<String> = (0..n).map(key).collect();
+    let mut store = populated(n);
+    for name in names.iter().take(w) {
+        let start = store.watch(name, false, true, None).unwrap();
+        assert!(matches!(start, WatchStart::Pending(_)));
+    }
+    // And a few recursive watchers on directories, as fleet agents use.
+    for d in 0..16 {
+        store
+            .watch(
+                &format!("/_coreos.com/fleet/job/unit-{d:04}"),
+                true,
+                true,
+                None,
+            )
+            .unwrap();
+    }
+    let mut g = c.benchmark_group(format!("watch_{w}_watchers"));
+    g.throughput(Throughput::Elements(1));
+    let v = value(1);
+    let mut i = 0;
+    g.bench_function("set_and_notify", |b| {
+        b.iter(|| {
+            i += 1;
+            let k = names[spread(i, n)].clone();
+            store
+                .apply(&Command::new(
+                    NOW,
+                    Op::Set {
+                        key: k,
+                        value: v.clone(),
+                        dir: false,
+                        ttl: None,
+                        refresh: false,
+                    },
+                ))
+                .unwrap();
+            black_box(store.take_notifications());
+        })
+    });
+    g.finish();
+}
+
+fn snapshots(c: &mut Criterion) {
+    let n = keys();
+    let store = populated(n);
+    let mut buf = Vec::new();
+    let size = store.snapshot(&mut buf).unwrap();
+    let mut g = c.benchmark_group(format!("snapshot_{n}_keys"));
+    g.throughput(Throughput::Bytes(size));
+    g.sample_size(10)
+        .measurement_time(Duration::from_secs(if test_mode() { 1 } else { 10 }));
+    let mut out = Vec::with_capacity(buf.len());
+    g.bench_function("snapshot", |b| {
+        b.iter(|| {
+            out.clear();
+            black_box(store.snapshot(&mut out).unwrap());
+        })
+    });
+    g.bench_function("restore", |b| {
+        b.iter_batched(
+            || (),
+            |_| black_box(Store::restore(&mut buf.as_slice()).unwrap()),
+            BatchSize::PerIteration,
+        )
+    });
+    g.finish();
+}
+
+criterion_group!(benches, ops, watchers, snapshots);
+criterion_main!(benches);

@@ -1263,6 +1263,188 @@ mod tests {
         );
     }
 
+    #[test]
+    fn update_of_directory_ttl_keeps_stored_modified_index() {
+        let mut s = Store::new();
+        run(
+            &mut s,
+            Op::Set {
+                key: "/d".into(),
+                value: "".into(),
+                dir: true,
+                ttl: None,
+                refresh: false,
+            },
+        )
+        .unwrap();
+        let e = run(
+            &mut s,
+            Op::Update {
+                key: "/d".into(),
+                value: "".into(),
+                ttl: Some(30),
+                refresh: false,
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            (e.node.modified_index, e.node.dir, e.node.ttl),
+            (2, true, Some(30))
+        );
+        let stored = s.get("/d", false, false, NOW).unwrap().node;
+        assert_eq!((stored.modified_index, stored.ttl), (1, Some(30)));
+        let err = run(
+            &mut s,
+            Op::Update {
+                key: "/d".into(),
+                value: "v".into(),
+                ttl: None,
+                refresh: false,
+            },
+        )
+        .unwrap_err();
+        assert_eq!((err.code(), err.cause()), (102, "/d"));
+        // Refresh of a missing key is 100, and a set-refresh re-creates the node.
+        let err = run(
+            &mut s,
+            Op::Set {
+                key: "/m".into(),
+                value: "".into(),
+                dir: false,
+                ttl: Some(1),
+                refresh: true,
+            },
+        )
+        .unwrap_err();
+        assert_eq!(err.code(), 100);
+        run(&mut s, set("/f", "keep")).unwrap();
+        let e = run(
+            &mut s,
+            Op::Set {
+                key: "/f".into(),
+                value: "".into(),
+                dir: false,
+                ttl: Some(9),
+                refresh: true,
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            (e.action, e.node.created_index, e.node.value.as_deref()),
+            (Action::Set, 4, Some("keep"))
+        );
+    }
+
+    #[test]
+    fn in_order_keys_under_root_and_dirs() {
+        let mut s = Store::with_index(16);
+        let post = |k: &str, dir| Op::Create {
+            key: k.into(),
+            value: "j".into(),
+            dir,
+            ttl: None,
+            unique: true,
+        };
+        assert_eq!(
+            run(&mut s, post("/queue", false)).unwrap().node.key,
+            "/queue/00000000000000000017"
+        );
+        assert_eq!(
+            run(&mut s, post("/", true)).unwrap().node.key,
+            "/00000000000000000018"
+        );
+        run(&mut s, set("/file", "x")).unwrap();
+        let err = run(&mut s, post("/file", false)).unwrap_err();
+        assert_eq!((err.code(), err.cause()), (104, "/file"));
+        let q = s.get("/queue", false, true, NOW).unwrap().node;
+        assert_eq!(q.nodes.len(), 1);
+    }
+
+    #[test]
+    fn stream_watchers_stay_and_expiry_reaches_descendants() {
+        let mut s = Store::new();
+        run(
+            &mut s,
+            Op::Set {
+                key: "/dt".into(),
+                value: "".into(),
+                dir: true,
+                ttl: Some(1),
+                refresh: false,
+            },
+        )
+        .unwrap();
+        run(&mut s, set("/dt/leaf", "1")).unwrap();
+        let WatchStart::Pending(stream) = s.watch("/dt", true, true, None).unwrap() else {
+            panic!()
+        };
+        let WatchStart::Pending(leaf) = s.watch("/dt/leaf", false, false, None).unwrap() else {
+            panic!()
+        };
+        let WatchStart::Pending(hidden) = s.watch("/dt/_h", false, false, None).unwrap() else {
+            panic!()
+        };
+        run(&mut s, set("/dt/_h", "h")).unwrap();
+        run(&mut s, set("/dt/leaf", "2")).unwrap();
+        s.apply(&Command::new(NOW + 1000, Op::Expire)).unwrap();
+        let got: Vec<_> = s
+            .take_notifications()
+            .into_iter()
+            .map(|n| (n.watcher, n.event.action, n.event.index))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (hidden, Action::Set, 3),
+                (stream, Action::Set, 4),
+                (leaf, Action::Set, 4),
+                (stream, Action::Expire, 5)
+            ]
+        );
+        assert_eq!(s.watcher_count(), 1);
+        assert!(s.unwatch(stream));
+        assert!(!s.unwatch(stream));
+    }
+
+    #[test]
+    fn txn_else_branch_and_existence() {
+        let mut s = Store::new();
+        let txn = Op::Txn(Txn {
+            compare: vec![
+                Compare {
+                    key: "/lock".into(),
+                    target: CompareTarget::Exists(true),
+                },
+                Compare {
+                    key: "/lock".into(),
+                    target: CompareTarget::ModifiedIndex(1),
+                },
+            ],
+            success: vec![set("/won", "1")],
+            failure: vec![Op::Create {
+                key: "/lock".into(),
+                value: "me".into(),
+                dir: false,
+                ttl: Some(10),
+                unique: false,
+            }],
+        });
+        let e = run(&mut s, txn.clone()).unwrap();
+        let b = e.batch.unwrap();
+        assert!(!b.succeeded);
+        assert_eq!(
+            (b.events[0].action, b.events[0].node.ttl),
+            (Action::Create, Some(10))
+        );
+        let e = run(&mut s, txn).unwrap();
+        assert!(e.batch.unwrap().succeeded);
+        assert_eq!(
+            s.get("/won", false, false, NOW).unwrap().node.created_index,
+            2
+        );
+        assert_eq!(s.ttl_count(), 1);
+    }
+
     fn snapshot_bytes(s: &Store) -> Vec<u8> {
         let mut v = Vec::new();
         s.snapshot(&mut v).unwrap();
