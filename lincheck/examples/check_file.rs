@@ -4,7 +4,8 @@
 //! cargo run -p lincheck --example check_file -- lincheck/testdata/jepsen-etcd/etcd_000.log
 //! ```
 //!
-//! Files ending in `.log` are read as Jepsen etcd logs, others as Porcupine key/value EDN.
+//! Files starting with `# lincheck history v1` are read as `lincheck::text`, files ending
+//! in `.log` as Jepsen etcd logs, others as Porcupine key/value EDN.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -24,7 +25,9 @@ fn main() -> ExitCode {
                 return ExitCode::from(2);
             }
         };
-        let parsed = if path.ends_with(".log") {
+        let parsed = if text.starts_with(lincheck::text::HEADER) {
+            lincheck::text::parse_text(&text)
+        } else if path.ends_with(".log") {
             parse_etcd_log(&text)
         } else {
             parse_kv_edn(&text)

@@ -205,6 +205,13 @@ struct KOp<'a> {
     ret: Option<u64>,
 }
 
+impl KOp<'_> {
+    /// Whether the op, given its outcome, changed nothing: a read or a failed condition.
+    fn is_observer(&self) -> bool {
+        matches!(self.seen, Seen::Value(_) | Seen::Failed)
+    }
+}
+
 enum Search {
     Linearizable,
     Violation,
@@ -457,11 +464,18 @@ impl<'a> KeyHistory<'a> {
         let per_attempt = main_steps.saturating_mul(16).max(SHRINK_MIN_ATTEMPT_STEPS);
         let mut complete = true;
         if let Some(cut) = cut {
-            let trunc_skip: Vec<bool> = self.ops.iter().map(|o| o.call > cut).collect();
+            // Ops still running at the cut may or may not be in the linearized prefix:
+            // observers among them are dropped, mutations relaxed, as in the passes below.
+            let straddles = |o: &KOp<'_>| o.call <= cut && o.ret.is_some_and(|r| r > cut);
+            let trunc_skip: Vec<bool> = self
+                .ops
+                .iter()
+                .map(|o| o.call > cut || (straddles(o) && o.is_observer()))
+                .collect();
             let trunc_relax: Vec<bool> = self
                 .ops
                 .iter()
-                .map(|o| o.call <= cut && o.ret.is_some_and(|r| r > cut))
+                .map(|o| straddles(o) && !o.is_observer())
                 .collect();
             let (outcome, used) = self.decide(
                 Limits {
@@ -482,7 +496,7 @@ impl<'a> KeyHistory<'a> {
         for pass_observers in [true, false] {
             for i in (0..n).rev() {
                 let op = &self.ops[i];
-                let observer = matches!(op.seen, Seen::Value(_) | Seen::Failed);
+                let observer = op.is_observer();
                 if op.seen == Seen::Unknown || skip[i] || relax[i] || observer != pass_observers {
                     continue;
                 }

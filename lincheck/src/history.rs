@@ -390,6 +390,30 @@ impl History {
         Ok(())
     }
 
+    /// A history made of records obtained elsewhere (e.g. [`History::ops`] of another
+    /// history, or a harness's own log), treated as timestamped. Ids are reassigned in
+    /// order.
+    ///
+    /// # Errors
+    ///
+    /// The first record whose outcome does not fit its operation, or that returns before
+    /// it was invoked.
+    pub fn from_records(records: Vec<OpRecord>) -> Result<History, HistoryError> {
+        let h = History::new();
+        for rec in records {
+            let id = h.invoke_at(rec.client, rec.op, rec.invoked_at)?;
+            if let Some((t, outcome)) = rec.returned {
+                h.ret_at(id, outcome, t)?;
+            }
+        }
+        Ok(h)
+    }
+
+    /// The history in the plain-text form of [`crate::text`].
+    pub fn to_text(&self) -> String {
+        crate::text::to_text(&self.ops())
+    }
+
     /// Number of operations recorded.
     pub fn len(&self) -> usize {
         self.lock().ops.len()

@@ -49,6 +49,7 @@ mod error;
 mod history;
 pub mod jepsen;
 mod model;
+pub mod text;
 mod verdict;
 
 pub use check::{check, check_records, check_report};
