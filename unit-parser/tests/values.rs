@@ -554,3 +554,365 @@ proptest! {
         }
     }
 }
+
+/// A C program running systemd 252's own `config_parse_exec()`, `config_parse_environ()` and
+/// `config_parse_unit_env_file()` (from libsystemd-core) for a unit named `web@8080.service`,
+/// one `OP HEX` request per input line. Exec answers are `err` when systemd refuses the unit
+/// (`-ENOEXEC`), else `ok N` and per command ` :PATH/FLAGS/ARGC/ARG.ARG...` (hex strings);
+/// the others answer with the resulting string list (`ok N :HEX...`).
+const EXEC_ORACLE_C: &str = r#"
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct Manager Manager;
+typedef struct Unit Unit;
+int manager_new(int scope, int test_run_flags, Manager **m);
+Unit *unit_new(Manager *m, size_t size);
+int unit_add_name(Unit *u, const char *text);
+typedef int (*ConfigParser)(const char *unit, const char *filename, unsigned line,
+                            const char *section, unsigned section_line, const char *lvalue,
+                            int ltype, const char *rvalue, void *data, void *userdata);
+int config_parse_exec(const char *, const char *, unsigned, const char *, unsigned,
+                      const char *, int, const char *, void *, void *);
+int config_parse_environ(const char *, const char *, unsigned, const char *, unsigned,
+                         const char *, int, const char *, void *, void *);
+int config_parse_unit_env_file(const char *, const char *, unsigned, const char *, unsigned,
+                               const char *, int, const char *, void *, void *);
+void log_set_max_level(int level);
+
+/* systemd 252's ExecCommand: path, argv, ExecStatus (2 dual timestamps, pid, code,
+ * status), flags, list links. */
+struct ExecStatus { uint64_t t[4]; int pid, code, status; };
+struct ExecCommand {
+    char *path;
+    char **argv;
+    struct ExecStatus st;
+    int flags;
+    struct ExecCommand *next, *prev;
+};
+
+static void hex(const char *s) {
+    for (; *s; s++) printf("%02x", (unsigned char) *s);
+}
+
+int main(void) {
+    static char line[1 << 20], in[1 << 19];
+    Manager *m = NULL;
+    log_set_max_level(0);
+    /* MANAGER_TEST_RUN_MINIMAL: nothing is started or touched. System scope when
+     * possible, else a user manager under a private runtime directory. */
+    if (manager_new(0, 1, &m) < 0 && manager_new(2, 1, &m) < 0) {
+        fprintf(stderr, "manager_new failed\n");
+        return 2;
+    }
+    Unit *u = unit_new(m, 1 << 16);
+    if (!u || unit_add_name(u, "web@8080.service") < 0) {
+        fprintf(stderr, "unit_new failed\n");
+        return 2;
+    }
+    while (fgets(line, sizeof line, stdin)) {
+        size_t n = 0;
+        char *h = strchr(line, ' ');
+        if (!h) return 3;
+        *h++ = 0;
+        for (; h[0] && h[1] && h[0] != '\n'; h += 2) {
+            unsigned v;
+            sscanf(h, "%2x", &v);
+            in[n++] = (char) v;
+        }
+        in[n] = 0;
+        if (strcmp(line, "exec")) {
+            /* Environment= / EnvironmentFile=: a string list, printed like the lists above. */
+            ConfigParser p = strcmp(line, "environ") ? config_parse_unit_env_file : config_parse_environ;
+            char **l = NULL;
+            int r = p("web@8080.service", "oracle", 1, "Service", 1, line, 0, in, &l, u);
+            if (r < 0) { puts("err"); fflush(stdout); continue; }
+            int count = 0;
+            for (char **i = l; i && *i; i++) count++;
+            printf("ok %d", count);
+            for (char **i = l; i && *i; i++) { printf(" :"); hex(*i); }
+            putchar('\n');
+            fflush(stdout);
+            continue;
+        }
+        struct ExecCommand *list = NULL;
+        int r = config_parse_exec("web@8080.service", "oracle", 1, "Service", 1, "ExecStart", 0,
+                                  in, &list, u);
+        if (r < 0) {
+            puts("err");
+        } else {
+            int count = 0;
+            for (struct ExecCommand *c = list; c; c = c->next) count++;
+            printf("ok %d", count);
+            for (struct ExecCommand *c = list; c; c = c->next) {
+                int argc = 0;
+                for (char **a = c->argv; a && *a; a++) argc++;
+                printf(" :");
+                hex(c->path);
+                printf("/%d/%d/", c->flags, argc);
+                for (char **a = c->argv; a && *a; a++) {
+                    if (a != c->argv) putchar('.');
+                    hex(*a);
+                }
+            }
+            putchar('\n');
+        }
+        fflush(stdout);
+    }
+    return 0;
+}
+"#;
+
+/// Builds the Exec oracle once (see [`value_oracle`] for why it panics when it cannot).
+fn exec_oracle() -> &'static Path {
+    static ORACLE: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
+    &ORACLE
+        .get_or_init(|| {
+            let lib = find_libsystemd_shared()
+                .expect("libsystemd-shared-*.so (Debian package `systemd`) is required");
+            let libdir = lib.parent().unwrap();
+            let core = std::fs::read_dir(libdir)
+                .unwrap()
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .find(|n| n.starts_with("libsystemd-core-") && n.ends_with(".so"))
+                .expect("libsystemd-core-*.so (Debian package `systemd`) is required");
+            let dir = tempfile::tempdir().unwrap();
+            let src = dir.path().join("exec_oracle.c");
+            std::fs::write(&src, EXEC_ORACLE_C).unwrap();
+            let bin = dir.path().join("exec_oracle");
+            let out = Command::new("cc")
+                .arg("-o")
+                .arg(&bin)
+                .arg(&src)
+                .arg(format!("-L{}", libdir.display()))
+                .arg(format!("-l:{core}"))
+                .arg(format!("-l:{}", lib.file_name().unwrap().to_string_lossy()))
+                .arg(format!("-Wl,-rpath,{}", libdir.display()))
+                .output()
+                .expect("a C compiler (`cc`) is required");
+            assert!(
+                out.status.success(),
+                "exec oracle build failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            (dir, bin)
+        })
+        .1
+}
+
+fn unhex(h: &str) -> Vec<u8> {
+    (0..h.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&h[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+/// One parsed command as systemd reports it: path, flag bits, argv.
+type OracleCommand = (Vec<u8>, u32, Vec<Vec<u8>>);
+
+/// systemd's verdict on each Exec value: `None` if it refuses the unit.
+fn ask_systemd_exec(values: &[String]) -> Vec<Option<Vec<OracleCommand>>> {
+    let runtime = tempfile::tempdir().unwrap();
+    let mut child = Command::new(exec_oracle())
+        .env("XDG_RUNTIME_DIR", runtime.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = String::new();
+    for v in values {
+        input.push_str("exec ");
+        for b in v.bytes() {
+            input.push_str(&format!("{b:02x}"));
+        }
+        input.push('\n');
+    }
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "exec oracle failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let answers: Vec<_> = text
+        .lines()
+        .map(|l| {
+            let rest = l.strip_prefix("ok ")?;
+            let mut parts = rest.split(' ');
+            let n: usize = parts.next().unwrap().parse().unwrap();
+            let cmds: Vec<OracleCommand> = parts
+                .map(|p| {
+                    let mut f = p.strip_prefix(':').unwrap().splitn(4, '/');
+                    let path = unhex(f.next().unwrap());
+                    let flags = f.next().unwrap().parse().unwrap();
+                    let argc: usize = f.next().unwrap().parse().unwrap();
+                    let argv: Vec<Vec<u8>> = match argc {
+                        0 => Vec::new(),
+                        _ => f.next().unwrap().split('.').map(unhex).collect(),
+                    };
+                    assert_eq!(argv.len(), argc);
+                    (path, flags, argv)
+                })
+                .collect();
+            assert_eq!(cmds.len(), n);
+            Some(cmds)
+        })
+        .collect();
+    assert_eq!(answers.len(), values.len(), "exec oracle answered {text:?}");
+    answers
+}
+
+/// Exec values: prefixes, quoting, escapes, separators and unit-name specifiers.
+fn exec_value() -> impl Strategy<Value = String> {
+    let prefix = prop::sample::select(vec![
+        "", "", "", "-", "@", ":", "+", "!", "!!", "-@", "@-", "+!", "!+", "--", ":-!",
+    ]);
+    let path = prop::sample::select(vec![
+        "/bin/echo",
+        "/usr//bin/./x",
+        "/bin/",
+        "bin/x",
+        "true",
+        "/bin/%p",
+        "/bin/%z",
+        "\"/bin/q u\"",
+        "/bin/a\\tb",
+        "'/bin/x'",
+        "",
+        "/bin/e\\x41",
+    ]);
+    let word = prop_oneof![
+        3 => "[a-c]{1,3}",
+        2 => prop::sample::select(vec![
+            ";", "\\;", "\\\\;", "\";\"", "x;", "'a b'", "\"c d\"", "mid\"dle\"", "\\x41", "\\101", "\\q", "a\\ b",
+            "\\u00fc", "\\n", "%i", "%I", "%n", "%N", "%p", "%P", "%j", "%f", "%%", "%z", "100%", "$X", "${Y}", "\"unterminated", "\\",
+        ]).prop_map(str::to_owned),
+    ];
+    let command = (prefix, path, prop::collection::vec(word, 0..5))
+        .prop_map(|(pre, p, w)| format!("{pre}{p} {}", w.join(" ")));
+    prop::collection::vec(command, 1..3).prop_map(|c| c.join(" ; "))
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    #[test]
+    fn exec_lines_match_systemd(values in prop::collection::vec(exec_value(), 1..12)) {
+        let ctx = SpecifierContext::system(Some("web@8080.service".parse().unwrap()));
+        let answers = ask_systemd_exec(&values);
+        for (v, theirs) in values.iter().zip(answers) {
+            let ours = parse_exec(v, Some(&ctx)).ok().map(|line| {
+                line.commands
+                    .into_iter()
+                    .map(|c| {
+                        let f = c.flags;
+                        // systemd 252's ExecCommandFlags bits.
+                        let bits = u32::from(f.ignore_failure)
+                            | u32::from(f.full_privileges) << 1
+                            | u32::from(f.no_setuid) << 2
+                            | u32::from(f.ambient_magic) << 3
+                            | u32::from(f.no_env_expand) << 4;
+                        (c.path.into_bytes(), bits, c.argv.into_iter().map(String::into_bytes).collect::<Vec<_>>())
+                    })
+                    .collect::<Vec<_>>()
+            });
+            prop_assert_eq!(ours, theirs, "value {:?}", v);
+        }
+    }
+}
+
+/// systemd's resulting list for each `Environment=` (`op` = "environ") or `EnvironmentFile=`
+/// (`op` = "envfile") value, each applied to an empty list.
+fn ask_systemd_list(op: &str, values: &[String]) -> Vec<Vec<Vec<u8>>> {
+    let runtime = tempfile::tempdir().unwrap();
+    let mut child = Command::new(exec_oracle())
+        .env("XDG_RUNTIME_DIR", runtime.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = String::new();
+    for v in values {
+        input.push_str(op);
+        input.push(' ');
+        for b in v.bytes() {
+            input.push_str(&format!("{b:02x}"));
+        }
+        input.push('\n');
+    }
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    let answers: Vec<_> = text
+        .lines()
+        .map(|l| {
+            hex_list(
+                l.strip_prefix("ok ")
+                    .expect("these settings never fail the unit"),
+            )
+        })
+        .collect();
+    assert_eq!(answers.len(), values.len(), "oracle answered {text:?}");
+    answers
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    #[test]
+    fn environment_settings_match_systemd(values in prop::collection::vec(
+        prop::collection::vec(prop_oneof![
+            3 => "[A-C_][A-C0-9_]{0,2}=[a-c ]{0,3}",
+            2 => prop::sample::select(vec![
+                "\"A=x y\"", "'B=$z'", "C=\\x41", "D=\\q", "E=\"open", "1X=y", "A-B=c", "NOEQ", "=x",
+                "P=%i", "Q=%z", "R=%%", "S=\\t", "T=ü",
+            ]).prop_map(str::to_owned),
+        ], 1..5).prop_map(|w| w.join(" ")),
+        1..10,
+    )) {
+        let ctx = SpecifierContext::system(Some("web@8080.service".parse().unwrap()));
+        let answers = ask_systemd_list("environ", &values);
+        for (v, theirs) in values.iter().zip(answers) {
+            let ours: Vec<Vec<u8>> = parse_environment(v, Some(&ctx))
+                .vars
+                .into_iter()
+                .map(|(k, val)| format!("{k}={val}").into_bytes())
+                .collect();
+            prop_assert_eq!(ours, theirs, "Environment={}", v);
+        }
+    }
+
+    #[test]
+    fn environment_files_match_systemd(values in prop::collection::vec(
+        prop::sample::select(vec![
+            "/etc/x", "-/etc/x", "etc/x", "-etc/x", "/etc/%i.env", "-/etc/%p dir/f", "/etc/%z", "--/x", "-", "/a b",
+        ]).prop_map(str::to_owned),
+        1..10,
+    )) {
+        let ctx = SpecifierContext::system(Some("web@8080.service".parse().unwrap()));
+        let answers = ask_systemd_list("envfile", &values);
+        for (v, theirs) in values.iter().zip(answers) {
+            // systemd stores the path with its `-` prefix.
+            let ours: Vec<Vec<u8>> = parse_environment_file(v, Some(&ctx))
+                .ok()
+                .map(|f| format!("{}{}", if f.ignore_missing { "-" } else { "" }, f.path).into_bytes())
+                .into_iter()
+                .collect();
+            prop_assert_eq!(ours, theirs, "EnvironmentFile={}", v);
+        }
+    }
+}
