@@ -1,6 +1,7 @@
 //! Unit specifiers (`%n`, `%i`, `%H`, ...) expanded from a caller-provided context.
 //!
-//! systemd's unit specifier table (v252, `src/core/unit-printf.c`) is implemented in full.
+//! systemd's unit specifier table (v252, `src/core/unit-printf.c`) is implemented in full,
+//! including the deprecated control-group specifiers `%c %r %R`.
 //! Values that depend on the unit name are derived from [`SpecifierContext::unit`]; values
 //! that depend on the host (hostname, machine ID, boot ID, os-release, ...) are whatever the
 //! caller put in the context, because this crate never reads the system. A specifier whose
@@ -99,6 +100,12 @@ pub struct SpecifierContext {
     pub var_tmp_dir: Option<String>,
     /// `%d`: credentials directory.
     pub credentials_dir: Option<String>,
+    /// `%c` (deprecated): the unit's control group path.
+    pub cgroup_path: Option<String>,
+    /// `%r` (deprecated): the control group path of the unit's slice.
+    pub cgroup_slice: Option<String>,
+    /// `%R` (deprecated): the manager's root control group.
+    pub cgroup_root: Option<String>,
 }
 
 impl SpecifierContext {
@@ -183,7 +190,11 @@ impl SpecifierContext {
                 (None, Some(h)) => h.split('.').next().unwrap_or("").to_owned(),
                 (None, None) => return Err(unavailable("no hostname in the context")),
             },
-            'q' => field(&self.pretty_hostname, "pretty hostname")?,
+            // systemd falls back to the hostname when no pretty hostname is set.
+            'q' => match (&self.pretty_hostname, &self.hostname) {
+                (Some(p), _) | (None, Some(p)) => p.clone(),
+                (None, None) => return Err(unavailable("no pretty hostname in the context")),
+            },
             'm' => field(&self.machine_id, "machine ID")?,
             'b' => field(&self.boot_id, "boot ID")?,
             'v' => field(&self.kernel_release, "kernel release")?,
@@ -209,6 +220,9 @@ impl SpecifierContext {
             'T' => field(&self.tmp_dir, "temporary directory")?,
             'V' => field(&self.var_tmp_dir, "variable temporary directory")?,
             'd' => field(&self.credentials_dir, "credentials directory")?,
+            'c' => field(&self.cgroup_path, "control group path")?,
+            'r' => field(&self.cgroup_slice, "slice control group path")?,
+            'R' => field(&self.cgroup_root, "root control group")?,
             _ => return Err(SpecifierError::Unknown { spec, pos }),
         })
     }
@@ -336,8 +350,8 @@ mod tests {
             Err(SpecifierError::Unknown { spec: 'z', pos: 2 })
         );
         assert_eq!(
-            expand("x%q", &c).unwrap_err().to_string(),
-            "specifier '%q' at byte 1 is not available: no pretty hostname in the context"
+            expand("x%a", &c).unwrap_err().to_string(),
+            "specifier '%a' at byte 1 is not available: no architecture in the context"
         );
         let none = SpecifierContext::default();
         assert!(matches!(

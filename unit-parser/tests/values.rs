@@ -597,8 +597,11 @@ static void hex(const char *s) {
     for (; *s; s++) printf("%02x", (unsigned char) *s);
 }
 
-int main(void) {
+int unit_full_printf_full(const Unit *u, const char *text, size_t max_length, char **ret);
+
+int main(int argc, char **argv) {
     static char line[1 << 20], in[1 << 19];
+    const char *name = argc > 1 ? argv[1] : "web@8080.service";
     Manager *m = NULL;
     log_set_max_level(0);
     /* MANAGER_TEST_RUN_MINIMAL: nothing is started or touched. System scope when
@@ -608,7 +611,7 @@ int main(void) {
         return 2;
     }
     Unit *u = unit_new(m, 1 << 16);
-    if (!u || unit_add_name(u, "web@8080.service") < 0) {
+    if (!u || unit_add_name(u, name) < 0) {
         fprintf(stderr, "unit_new failed\n");
         return 2;
     }
@@ -623,11 +626,18 @@ int main(void) {
             in[n++] = (char) v;
         }
         in[n] = 0;
+        if (!strcmp(line, "printf")) {
+            char *r = NULL;
+            if (unit_full_printf_full(u, in, (size_t) -1, &r) < 0) puts("err");
+            else { printf("ok 1 :"); hex(r); putchar('\n'); }
+            fflush(stdout);
+            continue;
+        }
         if (strcmp(line, "exec")) {
             /* Environment= / EnvironmentFile=: a string list, printed like the lists above. */
             ConfigParser p = strcmp(line, "environ") ? config_parse_unit_env_file : config_parse_environ;
             char **l = NULL;
-            int r = p("web@8080.service", "oracle", 1, "Service", 1, line, 0, in, &l, u);
+            int r = p(name, "oracle", 1, "Service", 1, line, 0, in, &l, u);
             if (r < 0) { puts("err"); fflush(stdout); continue; }
             int count = 0;
             for (char **i = l; i && *i; i++) count++;
@@ -638,8 +648,7 @@ int main(void) {
             continue;
         }
         struct ExecCommand *list = NULL;
-        int r = config_parse_exec("web@8080.service", "oracle", 1, "Service", 1, "ExecStart", 0,
-                                  in, &list, u);
+        int r = config_parse_exec(name, "oracle", 1, "Service", 1, "ExecStart", 0, in, &list, u);
         if (r < 0) {
             puts("err");
         } else {
@@ -913,6 +922,129 @@ proptest! {
                 .into_iter()
                 .collect();
             prop_assert_eq!(ours, theirs, "EnvironmentFile={}", v);
+        }
+    }
+}
+
+/// systemd's expansion of each text for a unit named `unit` (`None` where it fails).
+fn ask_systemd_printf(unit: &str, texts: &[String]) -> Vec<Option<String>> {
+    let runtime = tempfile::tempdir().unwrap();
+    let mut child = Command::new(exec_oracle())
+        .arg(unit)
+        .env("XDG_RUNTIME_DIR", runtime.path())
+        .env_remove("TMPDIR")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = String::new();
+    for t in texts {
+        input.push_str("printf ");
+        for b in t.bytes() {
+            input.push_str(&format!("{b:02x}"));
+        }
+        input.push('\n');
+    }
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    let answers: Vec<_> = text
+        .lines()
+        .map(|l| {
+            let list = hex_list(l.strip_prefix("ok ")?);
+            Some(String::from_utf8(list.into_iter().next().unwrap()).unwrap())
+        })
+        .collect();
+    assert_eq!(answers.len(), texts.len(), "oracle answered {text:?}");
+    answers
+}
+
+fn read_trimmed(path: &str) -> Option<String> {
+    std::fs::read_to_string(path)
+        .ok()
+        .map(|s| s.trim().to_owned())
+}
+
+/// A specifier context filled from this machine the way systemd fills it, so that both
+/// sides expand host specifiers to the same values.
+fn this_machine(unit: &str) -> SpecifierContext {
+    let mut c = SpecifierContext::system(Some(unit.parse().unwrap()));
+    c.hostname = read_trimmed("/proc/sys/kernel/hostname");
+    c.pretty_hostname = std::fs::read("/etc/machine-info")
+        .ok()
+        .and_then(|b| parse_env_file(&b).ok())
+        .and_then(|vars| {
+            vars.into_iter()
+                .find(|(k, _)| k == "PRETTY_HOSTNAME")
+                .map(|(_, v)| v)
+        });
+    c.machine_id = read_trimmed("/etc/machine-id").filter(|m| !m.is_empty());
+    c.boot_id = read_trimmed("/proc/sys/kernel/random/boot_id").map(|b| b.replace('-', ""));
+    c.kernel_release = read_trimmed("/proc/sys/kernel/osrelease");
+    c.architecture = Some(
+        match std::env::consts::ARCH {
+            "x86_64" => "x86-64",
+            "aarch64" => "arm64",
+            other => other,
+        }
+        .to_owned(),
+    );
+    let os = std::fs::read("/etc/os-release")
+        .or_else(|_| std::fs::read("/usr/lib/os-release"))
+        .ok()
+        .and_then(|b| parse_env_file(&b).ok())
+        .unwrap_or_default();
+    let get = |k: &str| os.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+    c.os_id = get("ID");
+    c.os_version_id = get("VERSION_ID");
+    c.os_variant_id = get("VARIANT_ID");
+    c.os_build_id = get("BUILD_ID");
+    c.os_image_id = get("IMAGE_ID");
+    c.os_image_version = get("IMAGE_VERSION");
+    // root's login shell from the password database.
+    c.shell = std::fs::read_to_string("/etc/passwd").ok().and_then(|p| {
+        p.lines()
+            .find(|l| l.starts_with("root:"))
+            .and_then(|l| l.rsplit(':').next().map(str::to_owned))
+    });
+    // An unloaded unit sits directly under the root control group.
+    c.cgroup_path = Some(format!("/{unit}"));
+    c.cgroup_slice = Some(String::new());
+    c.cgroup_root = Some(String::new());
+    c
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
+
+    #[test]
+    fn specifiers_match_systemd(
+        unit in prop::sample::select(vec![
+            "web@8080.service", "foo-bar@dev-sda\\x2d1.service", "plain.service", "a-b-c.socket",
+            "x@a@b.service", "srv@-.service", "p@\\x2fx-y.service",
+        ]),
+        texts in prop::collection::vec(
+            prop::collection::vec(prop_oneof![
+                3 => prop::sample::select(vec![
+                    "n", "N", "p", "P", "i", "I", "j", "J", "f", "H", "l", "q", "b", "v", "a", "o",
+                    "w", "W", "B", "M", "A", "u", "U", "g", "G", "h", "s", "t", "S", "C", "L", "E",
+                    "T", "V", "d", "y", "Y", "c", "%", "z", "k", "-", " ", "",
+                ]).prop_map(|s| format!("%{s}")),
+                1 => "[a-z/]{0,3}".prop_map(|s: String| s),
+            ], 0..4).prop_map(|v| v.concat()),
+            1..12,
+        ),
+    ) {
+        // %m needs /etc/machine-id on both sides; without one systemd fails and so do we.
+        let ctx = this_machine(unit);
+        let answers = ask_systemd_printf(unit, &texts);
+        for (t, theirs) in texts.iter().zip(answers) {
+            prop_assert_eq!(expand(t, &ctx).ok(), theirs, "unit {} text {:?}", unit, t);
         }
     }
 }
