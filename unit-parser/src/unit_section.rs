@@ -264,7 +264,10 @@ impl UnitSection {
                     Err(m) => warn(m),
                 },
                 k if DEPENDENCIES.contains(&k) => {
-                    for name in resolved.split_ascii_whitespace() {
+                    for name in resolved
+                        .split([' ', '\t', '\n', '\r'])
+                        .filter(|w| !w.is_empty())
+                    {
                         if UnitName::parse(name).is_ok() {
                             u.dependency_list(k).push(name.to_owned());
                         } else {

@@ -247,7 +247,8 @@ fn collect(reqs: &[Req<'_>]) -> Collected {
     let mut conflicts_lines = Vec::new();
     for key in ["X-Conflicts", "Conflicts"] {
         for r in values(reqs, key) {
-            for w in r.value.split_ascii_whitespace() {
+            // Go's strings.Fields: Unicode white space, as Rust's split_whitespace.
+            for w in r.value.split_whitespace() {
                 x.conflicts.push(w.to_owned());
                 conflicts_lines.push(r.line);
             }
