@@ -11,6 +11,12 @@
 //! * `MachineID` takes the first value of `MachineID`, else `X-ConditionMachineID`, else
 //!   `X-ConditionMachineBootID`; `Global` takes the last value, truthy per fleet.
 //!
+//! Values come from this crate's systemd-exact tokenizer. fleet read them through go-systemd,
+//! which differs only on odd input (a value continued with a trailing `\` keeps the
+//! backslash and newline there; see `reference/systemd-syntax.md` section 15); on everything
+//! else the view equals fleet's, which `tests/typed.rs` checks against readings produced by
+//! fleet's own code.
+//!
 //! [`XFleet::from_unit`] also applies fleet's submit-time validation (`api.ValidateOptions`)
 //! to the raw values, with fleet's exact messages. Unknown keys and deprecated aliases give
 //! [`XFleetWarning`]s, available from [`XFleet::parse`] or [`warnings`].
