@@ -20,22 +20,20 @@
 //! to it agree.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
+use std::collections::{BTreeMap, BinaryHeap};
 
 use crate::cluster::{Capacity, ClusterState, Desired, Machine, Resources, Strategy, UnitSpec};
 use crate::decision::{Change, Constraint, Decision, FailureCount, Placement, Reason};
 use crate::error::{Error, Result};
 use crate::glob::Glob;
 use crate::hash::FxMap;
+use crate::order::LoadOrder;
 
 const NONE: u32 = u32::MAX;
 /// Gap between consecutive machine ranks, so a joining machine usually fits between two.
 const RANK_GAP: u64 = 1 << 32;
 /// Extra passes over units that failed while later displacements freed room.
 const MAX_RETRY_ROUNDS: usize = 4;
-
-/// Position of a machine in a class's load order: (load, rank by ID, machine index).
-type OrderKey = (u32, u64, u32);
 
 #[derive(Debug, Clone)]
 struct MachineRec {
@@ -52,8 +50,8 @@ struct MachineRec {
     units: Vec<u32>,
     /// Global units running here, in name order.
     globals: Vec<u32>,
-    /// Metadata classes this machine belongs to.
-    classes: Vec<u32>,
+    /// Metadata classes this machine belongs to, with its position in each.
+    classes: Vec<(u32, u32)>,
 }
 
 impl MachineRec {
@@ -71,7 +69,7 @@ type MetaReq = Box<[(u32, Box<[u32]>)]>;
 #[derive(Debug, Clone)]
 struct MetaClass {
     req: MetaReq,
-    order: BTreeSet<OrderKey>,
+    order: LoadOrder,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -243,7 +241,7 @@ impl Scheduler {
             key_values: FxMap::default(),
             classes: vec![MetaClass {
                 req: Box::new([]),
-                order: BTreeSet::new(),
+                order: LoadOrder::default(),
             }],
             class_by_req: FxMap::default(),
             units: Vec::new(),
@@ -867,13 +865,7 @@ impl Scheduler {
             self.machines_by_rank.insert(r, m);
             r += RANK_GAP;
         }
-        for c in &mut self.classes {
-            c.order = c
-                .order
-                .iter()
-                .map(|&(load, _, m)| (load, self.machines[m as usize].rank, m))
-                .collect();
-        }
+        // Positions in the load orders follow ID order, which renumbering keeps.
         new_rank.unwrap_or(r)
     }
 
@@ -884,25 +876,52 @@ impl Scheduler {
             self.kv_index.entry((k, v)).or_default().push(m);
             *self.key_values.entry(k).or_default().entry(v).or_default() += 1;
         }
-        let (load, rank) = (
-            self.machines[m as usize].load,
-            self.machines[m as usize].rank,
-        );
         let mut classes = Vec::new();
-        for (c, class) in self.classes.iter_mut().enumerate() {
-            if class_matches(&class.req, &meta).is_ok() {
-                class.order.insert((load, rank, m));
-                classes.push(c as u32);
+        for c in 0..self.classes.len() {
+            if class_matches(&self.classes[c].req, &meta).is_ok() {
+                let pos = self.join_class(c as u32, m);
+                classes.push((c as u32, pos));
             }
         }
         self.machines[m as usize].classes = classes;
     }
 
+    /// Makes machine `m` present in class `c`'s order; returns its position. The caller
+    /// records the position in the machine's class list.
+    fn join_class(&mut self, c: u32, m: u32) -> u32 {
+        let machines = &mut self.machines;
+        let order = &mut self.classes[c as usize].order;
+        let rank = machines[m as usize].rank;
+        let pos = order
+            .members()
+            .partition_point(|&x| machines[x as usize].rank < rank);
+        let load = machines[m as usize].load;
+        if order.members().get(pos) == Some(&m) {
+            order.insert(pos, load);
+        } else if pos == order.members().len() {
+            let pos = order.push_member(m);
+            order.insert(pos, load);
+        } else {
+            // A machine joining between two others renumbers the class.
+            order.add_member(pos, m);
+            for (p, &x) in order.members().to_vec().iter().enumerate() {
+                let rec = &mut machines[x as usize];
+                if let Some(e) = rec.classes.iter_mut().find(|e| e.0 == c) {
+                    e.1 = p as u32;
+                    order.insert(p, rec.load);
+                }
+            }
+            order.insert(pos, load);
+        }
+        pos as u32
+    }
+
     fn unindex_machine(&mut self, m: u32) {
         let rec = &self.machines[m as usize];
-        let key = (rec.load, rec.rank, m);
-        for &c in &rec.classes {
-            self.classes[c as usize].order.remove(&key);
+        for &(c, pos) in &rec.classes {
+            self.classes[c as usize]
+                .order
+                .remove(pos as usize, rec.load);
         }
         for &(k, v) in &rec.meta {
             if let Some(list) = self.kv_index.get_mut(&(k, v)) {
@@ -942,14 +961,14 @@ impl Scheduler {
 
     fn set_load(&mut self, m: u32, load: u32) {
         let rec = &self.machines[m as usize];
-        let (old, rank) = (rec.load, rec.rank);
+        let old = rec.load;
         if old == load {
             return;
         }
-        for &c in &rec.classes {
-            let order = &mut self.classes[c as usize].order;
-            order.remove(&(old, rank, m));
-            order.insert((load, rank, m));
+        for &(c, pos) in &rec.classes {
+            self.classes[c as usize]
+                .order
+                .relevel(pos as usize, old, load);
         }
         self.machines[m as usize].load = load;
     }
@@ -991,15 +1010,20 @@ impl Scheduler {
                 best = Some(cand);
             }
         }
-        let mut order = BTreeSet::new();
-        for m in best.unwrap_or_default() {
-            let rec = &self.machines[m as usize];
-            if rec.present && class_matches(&req, &rec.meta).is_ok() {
-                order.insert((rec.load, rec.rank, m));
-            }
-        }
-        for &(_, _, m) in &order {
-            self.machines[m as usize].classes.push(c);
+        let mut members: Vec<u32> = best
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|&m| {
+                let rec = &self.machines[m as usize];
+                rec.present && class_matches(&req, &rec.meta).is_ok()
+            })
+            .collect();
+        members.sort_unstable_by_key(|&m| self.machines[m as usize].rank);
+        members.dedup();
+        let mut order = LoadOrder::with_members(members.clone());
+        for (p, &m) in members.iter().enumerate() {
+            order.insert(p, self.machines[m as usize].load);
+            self.machines[m as usize].classes.push((c, p as u32));
         }
         self.classes.push(MetaClass {
             req: req.clone(),
@@ -1516,16 +1540,10 @@ impl Scheduler {
             Strat::LeastLoaded => self.first_fit(u, class),
             Strat::BinPack => {
                 let order = &self.classes[class as usize].order;
-                let mut top = order.last().map(|k| k.0);
-                while let Some(load) = top {
-                    for &(_, _, m) in order.range((load, 0, 0)..=(load, u64::MAX, u32::MAX)) {
-                        if self.check(u, m, true).is_ok() {
-                            return Some(m);
-                        }
-                    }
-                    top = order.range(..(load, 0, 0)).next_back().map(|k| k.0);
-                }
-                None
+                order
+                    .descending()
+                    .map(|(_, m)| m)
+                    .find(|&m| self.check(u, m, true).is_ok())
             }
             Strat::Spread(key) => {
                 let vals: Vec<u32> = self
@@ -1560,8 +1578,8 @@ impl Scheduler {
     fn first_fit(&self, u: u32, class: u32) -> Option<u32> {
         self.classes[class as usize]
             .order
-            .iter()
-            .map(|k| k.2)
+            .ascending()
+            .map(|(_, m)| m)
             .find(|&m| self.check(u, m, true).is_ok())
     }
 
@@ -2008,9 +2026,11 @@ impl Scheduler {
         // Hash maps: one control byte plus the entry per bucket, at 7/8 load.
         n += self.unit_by_name.capacity() * (size_of::<(Box<str>, u32)>() + 1) * 8 / 7;
         n += self.machine_by_id.capacity() * (size_of::<(Box<str>, u32)>() + 1) * 8 / 7;
-        // B-tree entries, with nodes about two-thirds full.
-        let entries: usize = self.classes.iter().map(|c| c.order.len()).sum();
-        n += entries * size_of::<OrderKey>() * 3 / 2;
+        n += self
+            .classes
+            .iter()
+            .map(|c| c.order.heap_bytes())
+            .sum::<usize>();
         for p in &self.pats {
             let e = p.conf_decl.capacity() + p.rep_decl.capacity() + p.matched_on.capacity();
             n += size_of::<PatRec>() + e * 9 * 8 / 7;

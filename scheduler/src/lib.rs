@@ -66,6 +66,7 @@ mod engine;
 mod error;
 pub mod glob;
 mod hash;
+mod order;
 pub mod synth;
 
 pub use cluster::{Capacity, ClusterState, Desired, Machine, Resources, Strategy, Unit, UnitSpec};
