@@ -382,15 +382,14 @@ impl Store {
         undo: Option<&mut Vec<Undo>>,
     ) -> Result<Applied> {
         let key = clean(key);
-        let value = match self.lookup(&key) {
-            Err(e @ Error::KeyNotFound { .. }) if refresh => return Err(e),
-            Err(Error::KeyNotFound { .. }) => value.to_owned(),
-            Err(e) => return Err(e),
-            Ok(n) if refresh => n.value().to_owned(),
-            Ok(_) => value.to_owned(),
-        };
+        if !refresh {
+            // etcd looks the key up first, but only to fail on a file in the path (104),
+            // which the parent walk in `create` reports identically.
+            return self.create(&key, value, dir, ttl, true, Action::Set, idx, now, undo);
+        }
+        let value = self.lookup(&key)?.value().to_owned();
         let mut a = self.create(&key, &value, dir, ttl, true, Action::Set, idx, now, undo)?;
-        a.refresh = refresh;
+        a.refresh = true;
         Ok(a)
     }
 
