@@ -11,7 +11,11 @@
 //!
 //! Unknown-outcome operations have no return entry: they may be linearized anywhere after
 //! their invocation or not at all, so success is "every operation with a known return is
-//! linearized".
+//! linearized". They sit in a second list and are tried after the definite candidates.
+//!
+//! Keys are searched in round-robin slices, so an easy violation on one key is found even
+//! when another key's search is long. Memory grows with the steps taken (one memo entry of
+//! about 30-50 bytes per successful step), so the per-key step budget also bounds memory.
 
 use std::collections::{BTreeMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};

@@ -14,7 +14,8 @@ use crate::history::OpRecord;
 #[non_exhaustive]
 pub struct Budget {
     /// Model transitions the search may try for each key (`None`: no limit). Deterministic,
-    /// so prefer it in tests.
+    /// so prefer it in tests. It also bounds memory: the search keeps up to one visited
+    /// configuration (30-50 bytes) per step.
     pub steps_per_key: Option<u64>,
     /// Wall-clock limit for the whole check (`None`: no limit).
     pub time: Option<Duration>,
