@@ -292,6 +292,15 @@ proptest! {
     }
 
     #[test]
+    fn glob_never_panics(pattern in "[a-c*?\\[\\]^\\\\/-]{0,12}", name in "[a-c/\\[\\]*?-]{0,12}") {
+        let _ = unit_parser::xfleet::glob_match(&pattern, &name);
+        // A pattern without metacharacters matches exactly itself.
+        if !pattern.contains(['*', '?', '[', '\\']) {
+            prop_assert_eq!(unit_parser::xfleet::glob_match(&pattern, &name), pattern == name);
+        }
+    }
+
+    #[test]
     fn go_lexer_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..300)) {
         let _ = fleet_hash_bytes(&bytes);
     }
