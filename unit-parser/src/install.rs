@@ -9,7 +9,8 @@
 use crate::UnitFile;
 use crate::name::UnitName;
 use crate::specifier::SpecifierContext;
-use crate::unit_section::{resolve, split_words, unknown_key_message};
+use crate::specifier::expand_install;
+use crate::unit_section::{split_words, unknown_key_message};
 use crate::value::SettingWarning;
 
 /// The section name.
@@ -42,8 +43,9 @@ impl Install {
         Self::from_unit_with(unit, None)
     }
 
-    /// Reads every `[Install]` section, resolving specifiers with `ctx` if given (whose unit
-    /// name, if set, is also used to check `Alias=` types and `DefaultInstance=`).
+    /// Reads every `[Install]` section, resolving specifiers with `ctx` if given, with the
+    /// reduced table `systemctl enable` uses ([`expand_install`]). The context's unit name,
+    /// if set, is also used to check `Alias=` types and `DefaultInstance=`.
     pub fn from_unit_with(unit: &UnitFile, ctx: Option<&SpecifierContext>) -> Install {
         let own = ctx.and_then(|c| c.unit.as_ref());
         let mut i = Install::default();
@@ -60,7 +62,16 @@ impl Install {
                     message,
                 })
             };
-            let value = match resolve(entry.value(), ctx) {
+            let resolved = match ctx {
+                Some(c) => expand_install(entry.value(), c).map_err(|e| {
+                    format!(
+                        "Failed to resolve specifiers in '{}', ignoring: {e}",
+                        entry.value()
+                    )
+                }),
+                None => Ok(entry.value().to_owned()),
+            };
+            let value = match resolved {
                 Ok(v) => v,
                 Err(m) => {
                     warn(m);

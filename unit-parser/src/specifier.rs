@@ -270,6 +270,31 @@ pub fn expand(s: &str, ctx: &SpecifierContext) -> Result<String, SpecifierError>
     Ok(out)
 }
 
+/// The reduced table `systemctl enable` resolves in `[Install]` (`install_name_printf()`,
+/// `src/shared/install-printf.c`; checked against systemd 252's library): unit name parts
+/// without unescaping, system and credential specifiers.
+const INSTALL_SPECIFIERS: &str = "abgijlmnopquvwABGHMNUW";
+
+/// Expands specifiers as `systemctl enable` does for `[Install]` values: like [`expand`]
+/// but only with the reduced table of `install_name_printf()`; any other letter is unknown.
+///
+/// # Errors
+/// As [`expand`].
+pub fn expand_install(s: &str, ctx: &SpecifierContext) -> Result<String, SpecifierError> {
+    let mut pos = 0;
+    while let Some(i) = s[pos..].find('%') {
+        let at = pos + i;
+        match s[at + 1..].chars().next() {
+            Some('%') => pos = at + 2,
+            Some(c) if c.is_ascii_alphabetic() && !INSTALL_SPECIFIERS.contains(c) => {
+                return Err(SpecifierError::Unknown { spec: c, pos: at });
+            }
+            _ => pos = at + 1,
+        }
+    }
+    expand(s, ctx)
+}
+
 /// fleet's `unitPrintf`: replaces `%n`, `%N`, `%p` and `%i` (in that order, as plain string
 /// replacements) with values from `unit_name`; nothing else, no unescaping, no `%%`.
 ///
@@ -366,6 +391,21 @@ mod tests {
             expand("%y %Y", &y).unwrap(),
             "/etc/systemd/system/a.service /etc/systemd/system"
         );
+    }
+
+    #[test]
+    fn install_specifiers() {
+        let c = ctx("web@8080.service");
+        assert_eq!(
+            expand_install("%p-%i.%N %%P", &c).unwrap(),
+            "web-8080.web@8080 %P"
+        );
+        assert_eq!(
+            expand_install("x%I", &c),
+            Err(SpecifierError::Unknown { spec: 'I', pos: 1 })
+        );
+        assert!(expand_install("%h", &c).is_err());
+        assert!(expand_install("%T", &c).is_err());
     }
 
     #[test]
