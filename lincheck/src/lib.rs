@@ -15,6 +15,11 @@
 //! saw: a value, ok, a failed condition, "not applied" or unknown (timed out, crashed: the
 //! operation may take effect at any time after its invocation, or never).
 //!
+//! The model compares values, not etcd's `modifiedIndex`. When every write stores a
+//! unique value (client id and counter, as Jepsen does), a key's values and modified
+//! indexes correspond one to one, so a compare-and-swap on `prevIndex` is recorded as a
+//! [`Op::Cas`] on the value that index holds, and a read's index need not be compared.
+//!
 //! # Algorithm
 //!
 //! The history is split per key (P-compositionality: a history is linearizable iff each
@@ -55,4 +60,6 @@ mod verdict;
 pub use check::{check, check_records, check_report};
 pub use error::{HistoryError, ParseError};
 pub use history::{ClientId, History, Op, OpId, OpRecord, Outcome};
-pub use verdict::{Attempt, Budget, KeyReport, KeyResult, Linearized, Report, Verdict, Violation};
+pub use verdict::{
+    Attempt, Budget, KeyReport, KeyResult, Linearized, Report, Verdict, Violation, timeline,
+};

@@ -210,8 +210,14 @@ impl fmt::Display for Violation {
                 ""
             }
         )?;
-        for op in &self.core {
-            writeln!(f, "    {op}")?;
+        if self.core.len() <= TIMELINE_MAX_OPS {
+            for line in timeline(&self.core).lines() {
+                writeln!(f, "    {line}")?;
+            }
+        } else {
+            for op in &self.core {
+                writeln!(f, "    {op}")?;
+            }
         }
         let skip = self.prefix.len().saturating_sub(PREFIX_SHOWN);
         writeln!(
@@ -242,6 +248,64 @@ impl fmt::Display for Violation {
         }
         Ok(())
     }
+}
+
+/// Up to how many core operations [`Violation`]'s `Display` draws as a timeline.
+const TIMELINE_MAX_OPS: usize = 40;
+
+/// Draws operations as a text timeline, one row per operation in invocation order: a bar
+/// from invocation to return (`>` running on for an operation that never returned), then
+/// the operation and its outcome. Times are compressed to their order, so the picture shows
+/// which operations overlap, not how long they took.
+///
+/// ```text
+/// |[---]        | op#0 client 1 set("k", "a") -> ok [0..1]
+/// |      [---]  | op#1 client 2 get("k") -> <absent> [2..3]
+/// ```
+pub fn timeline(ops: &[OpRecord]) -> String {
+    let mut times: Vec<u64> = ops
+        .iter()
+        .flat_map(|o| std::iter::once(o.invoked_at).chain(o.returned.as_ref().map(|r| r.0)))
+        .collect();
+    times.sort_unstable();
+    times.dedup();
+    // Each distinct time gets a few columns, so that ops touching at one instant still show
+    // as separate marks.
+    const STEP: usize = 3;
+    let width = times.len() * STEP + 2;
+    let col = |t: u64| times.binary_search(&t).unwrap_or(0) * STEP + 1;
+    let mut sorted: Vec<&OpRecord> = ops.iter().collect();
+    sorted.sort_by_key(|o| (o.invoked_at, o.id));
+    let mut out = String::new();
+    for o in sorted {
+        let mut row = vec![' '; width];
+        let start = col(o.invoked_at);
+        let end = match (&o.returned, o.outcome()) {
+            (Some((t, _)), out) if *out != crate::Outcome::Unknown => Some(col(*t)),
+            _ => None,
+        };
+        row[start] = '[';
+        match end {
+            Some(end) => {
+                for c in row.iter_mut().take(end).skip(start + 1) {
+                    *c = '-';
+                }
+                row[end.max(start + 1)] = ']';
+            }
+            None => {
+                for c in row.iter_mut().take(width - 1).skip(start + 1) {
+                    *c = '-';
+                }
+                row[width - 1] = '>';
+            }
+        }
+        out.push('|');
+        out.extend(row);
+        out.push_str("| ");
+        out.push_str(&o.to_string());
+        out.push('\n');
+    }
+    out
 }
 
 /// The result for one key.
@@ -282,4 +346,27 @@ pub struct Report {
     pub keys: Vec<KeyReport>,
     /// Wall-clock time the check took.
     pub elapsed: Duration,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{History, Op, Outcome};
+
+    #[test]
+    fn timeline_shows_overlap_and_open_ops() {
+        let h = History::new();
+        let a = h.invoke_at(1, Op::set("k", "a"), 0).unwrap();
+        let b = h.invoke_at(2, Op::get("k"), 5).unwrap();
+        let _c = h.invoke_at(3, Op::set("k", "c"), 6).unwrap();
+        h.ret_at(a, Outcome::Ok, 10).unwrap();
+        h.ret_at(b, Outcome::Value(None), 10).unwrap();
+        let t = timeline(&h.ops());
+        let rows: Vec<&str> = t.lines().collect();
+        assert_eq!(rows.len(), 3);
+        // Times 0, 5, 6, 10 -> columns 1, 4, 7, 10; width 14.
+        assert!(rows[0].starts_with("| [--------]   | op#0"), "{t}");
+        assert!(rows[1].starts_with("|    [-----]   | op#1"), "{t}");
+        assert!(rows[2].starts_with("|       [----->| op#2"), "{t}");
+    }
 }
