@@ -11,7 +11,8 @@
 //!   rely on (`Type=`, the `Exec*=` commands and prefixes, `Restart=`, start limits,
 //!   timeouts, `KillMode=`, environment, users, cgroup limits where the host allows) over
 //!   real processes, with bounded per-unit logs, surviving its own restart.
-//! * `SystemdDriver`: systemd itself over D-Bus, as fleet's agent does it.
+//! * [`SystemdDriver`]: systemd itself over D-Bus (system or user manager), as fleet's
+//!   agent drives it; logs come from the journal.
 //! * `FakeDriver` (feature `test-util`): in-memory, for other crates' tests.
 //!
 //! Every operation is cancel-safe: start and stop return once the request is queued (like
@@ -57,6 +58,7 @@ mod error;
 mod log;
 mod process;
 mod state;
+mod systemd;
 mod unitfile;
 
 #[cfg(feature = "test-util")]
@@ -70,6 +72,7 @@ pub use process::{CgroupSupport, ProcessDriver, ProcessDriverConfig};
 pub use state::{
     ActiveState, LoadState, RecvError, StateChange, Subscription, UnitState, UnitStatus,
 };
+pub use systemd::{Instance, SystemdDriver, SystemdDriverConfig};
 
 #[cfg(feature = "test-util")]
 pub use fake::FakeDriver;

@@ -6,3 +6,5 @@ mod util;
 mod suite;
 // The suite and supervisor-specific cases against ProcessDriver.
 mod process;
+// SystemdDriver against a real systemd --user.
+mod systemd;

@@ -103,6 +103,10 @@ struct Inner {
 impl Drop for Inner {
     fn drop(&mut self) {
         self.rotator.abort();
+        // Only succeeds once no unit cgroup is left below it.
+        if let Some(root) = &self.ctx.cgroups.root {
+            let _ = std::fs::remove_dir(root);
+        }
     }
 }
 

@@ -462,10 +462,14 @@ impl Runner {
             }
             self.cfg = self.shared.config.lock().expect("config lock").clone();
             if !self.start_allowed() {
-                self.set_result(
-                    "start-limit-hit",
-                    Some("start request repeated too quickly".into()),
-                );
+                // systemd 252 keeps the failing run's Result when an automatic restart hits
+                // the limit (a refused manual start reports start-limit-hit).
+                let text = Some("start request repeated too quickly".to_owned());
+                if self.current_result() == "success" {
+                    self.set_result("start-limit-hit", text);
+                } else {
+                    self.shared.status.lock().expect("status lock").status_text = text;
+                }
                 self.set(ActiveState::Failed, "failed");
                 return Flow::Ok;
             }
@@ -1208,7 +1212,12 @@ impl Runner {
         }
         self.main = None;
         self.cleanup_records();
-        if self.current_result() == "success" {
+        let result = self.current_result();
+        if !self.stop_requested && self.unload_ack.is_none() && should_restart(cfg.restart, result)
+        {
+            // As systemd: straight to auto-restart, never through failed/dead.
+            self.set(ActiveState::Activating, "auto-restart");
+        } else if result == "success" {
             self.set(ActiveState::Inactive, "dead");
         } else {
             self.set(ActiveState::Failed, "failed");
