@@ -41,6 +41,8 @@ fn walk(dir: &Path, out: &mut BTreeSet<PathBuf>) {
         } else if meta.is_file()
             && p.extension()
                 .is_some_and(|x| UNIT_SUFFIXES.iter().any(|s| x == *s))
+            // Unreadable files (permissions) are left out of the comparison.
+            && std::fs::File::open(&p).is_ok()
         {
             out.insert(std::fs::canonicalize(&p).unwrap_or(p));
         }
