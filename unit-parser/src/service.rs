@@ -529,7 +529,11 @@ impl Service {
                 line: last_exec_start_line,
             });
         }
-        if s.exec_start.is_empty() && s.exec_stop.is_empty() {
+        let success_action = unit
+            .get_list(crate::unit_section::SECTION, "SuccessAction")
+            .last()
+            .is_some_and(|a| !a.is_empty() && *a != "none");
+        if s.exec_start.is_empty() && s.exec_stop.is_empty() && !success_action {
             return Err(ServiceError::NothingToRun);
         }
         if s.exec_start.is_empty() && !oneshot {
@@ -858,6 +862,8 @@ mod tests {
         assert_eq!(Service::from_unit(&f), Err(ServiceError::NoExecStart));
         let f = crate::parse("[Service]\nUser=x\n").unwrap();
         assert_eq!(Service::from_unit(&f), Err(ServiceError::NothingToRun));
+        let f = crate::parse("[Unit]\nSuccessAction=exit\n[Service]\nType=oneshot\n").unwrap();
+        assert!(Service::from_unit(&f).is_ok());
         let f = crate::parse("[Service]\nExecStart=relative/x\n").unwrap();
         assert_eq!(
             Service::from_unit(&f).unwrap_err().to_string(),

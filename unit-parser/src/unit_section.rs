@@ -152,6 +152,17 @@ const DEPENDENCIES: &[&str] = &[
     "JoinsNamespaceOf",
 ];
 
+/// The non-dependency keys [`UnitSection`] interprets.
+const TYPED_KEYS: &[&str] = &[
+    "Description",
+    "Documentation",
+    "DefaultDependencies",
+    "StartLimitIntervalSec",
+    "StartLimitInterval",
+    "StartLimitBurst",
+    "SuccessAction",
+];
+
 /// The typed `[Unit]` section.
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -198,6 +209,9 @@ pub struct UnitSection {
     pub start_limit_interval: Option<Timespan>,
     /// `StartLimitBurst=`.
     pub start_limit_burst: Option<u32>,
+    /// `SuccessAction=` as written (`none`, `exit`, `reboot`, ...); a service needs no
+    /// `ExecStart=` when it is set to anything but `none`.
+    pub success_action: Option<String>,
     /// Ignored values and unknown keys.
     pub warnings: Vec<SettingWarning>,
 }
@@ -225,7 +239,14 @@ impl UnitSection {
                     message,
                 })
             };
-            let resolved = match resolve(value, ctx) {
+            // Only settings this view interprets get their specifiers resolved (and
+            // complain about them); the others are systemd's business.
+            let typed = TYPED_KEYS.contains(&key) || DEPENDENCIES.contains(&key);
+            let resolved = match if typed {
+                resolve(value, ctx)
+            } else {
+                Ok(String::new())
+            } {
                 Ok(v) => v,
                 Err(e) => {
                     warn(e);
@@ -258,6 +279,10 @@ impl UnitSection {
                         Ok(v) => u.start_limit_interval = v,
                         Err(m) => warn(m),
                     }
+                }
+                // Kept as written: only "set to something other than none" matters here.
+                "SuccessAction" => {
+                    u.success_action = (!resolved.is_empty()).then_some(resolved);
                 }
                 "StartLimitBurst" => match parse_burst(&resolved) {
                     Ok(v) => u.start_limit_burst = v,
