@@ -108,6 +108,11 @@ impl Install {
                 continue;
             }
             for w in split_words(&value) {
+                // Unresolved specifiers (no context given) make a name uncheckable: keep it.
+                if ctx.is_none() && w.contains('%') {
+                    list.push(w);
+                    continue;
+                }
                 match UnitName::parse(&w) {
                     Err(e) => warn(format!("Invalid unit name, ignoring: {e}")),
                     Ok(n)

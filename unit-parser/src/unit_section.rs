@@ -293,7 +293,8 @@ impl UnitSection {
                         .split([' ', '\t', '\n', '\r'])
                         .filter(|w| !w.is_empty())
                     {
-                        if UnitName::parse(name).is_ok() {
+                        // Unresolved specifiers (no context given) make a name uncheckable: keep it.
+                        if UnitName::parse(name).is_ok() || (ctx.is_none() && name.contains('%')) {
                             u.dependency_list(k).push(name.to_owned());
                         } else {
                             warn(format!(

@@ -385,3 +385,35 @@ fn xfleet_matches_fleets_own_code() {
     }
     assert!(checked >= 200, "only {checked} cases");
 }
+
+#[test]
+fn real_units_read_cleanly() {
+    // Units shipped by Debian's packages: every typed view reads them without a warning,
+    // and every service passes systemd's verification.
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/testdata/real");
+    let mut services = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_str().unwrap().to_owned();
+        let unit = unit_parser::UnitFile::from_path(&path).unwrap();
+        let ctx = UnitName::parse(&name)
+            .ok()
+            .filter(|n| !n.is_template())
+            .map(|n| SpecifierContext::system(Some(n)));
+        let u = UnitSection::from_unit_with(&unit, ctx.as_ref());
+        assert_eq!(u.warnings, [], "{name}");
+        assert!(u.description.is_some(), "{name}");
+        assert_eq!(
+            Install::from_unit_with(&unit, ctx.as_ref()).warnings,
+            [],
+            "{name}"
+        );
+        if name.ends_with(".service") {
+            let s = Service::from_unit_with(&unit, ctx.as_ref())
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(s.warnings, [], "{name}");
+            services += 1;
+        }
+    }
+    assert!(services >= 3);
+}
