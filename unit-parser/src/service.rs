@@ -364,6 +364,20 @@ impl Service {
                     message,
                 })
             };
+            // Settings whose systemd parser has no empty-value case: `Key=` is just an
+            // invalid value (warning, previous value kept).
+            macro_rules! strict_setting {
+                ($field:expr, $parse:expr, $what:literal) => {
+                    match resolve(value, ctx) {
+                        Err(m) => warn(m),
+                        Ok(v) => match $parse(v.as_str()) {
+                            Some(t) => $field = Some(t),
+                            None => warn(format!("Failed to parse {}, ignoring: {v}", $what)),
+                        },
+                    }
+                };
+            }
+            // Settings whose systemd parser resets to the default on `Key=`.
             macro_rules! enum_setting {
                 ($field:expr, $parse:expr, $what:literal) => {
                     match resolve(value, ctx) {
@@ -377,9 +391,11 @@ impl Service {
                 };
             }
             match key {
-                "Type" => enum_setting!(s.service_type, ServiceType::parse, "service type"),
-                "Restart" => enum_setting!(s.restart, Restart::parse, "service restart specifier"),
-                "KillMode" => enum_setting!(s.kill_mode, KillMode::parse, "kill mode"),
+                "Type" => strict_setting!(s.service_type, ServiceType::parse, "service type"),
+                "Restart" => {
+                    strict_setting!(s.restart, Restart::parse, "service restart specifier")
+                }
+                "KillMode" => strict_setting!(s.kill_mode, KillMode::parse, "kill mode"),
                 "KillSignal" => enum_setting!(s.kill_signal, parse_signal, "signal"),
                 "CPUWeight" => {
                     enum_setting!(s.cpu_weight, |v| parse_cpu_weight(v).ok(), "CPU weight")
@@ -396,7 +412,11 @@ impl Service {
                     enum_setting!(s.cpu_quota, |v| parse_cpu_quota(v).ok(), "CPU quota")
                 }
                 "BusName" => {
-                    enum_setting!(s.bus_name, |v: &str| Some(v.to_owned()), "bus name")
+                    strict_setting!(
+                        s.bus_name,
+                        |v: &str| (!v.is_empty()).then(|| v.to_owned()),
+                        "bus name"
+                    )
                 }
                 "User" | "Group" => {
                     let slot = if key == "User" {
@@ -411,16 +431,18 @@ impl Service {
                     )
                 }
                 "RestartSec" => {
-                    enum_setting!(s.restart_sec, |v| parse_sec(v).ok(), "RestartSec= value")
+                    strict_setting!(s.restart_sec, |v| parse_sec(v).ok(), "RestartSec= value")
                 }
                 "TimeoutStartSec" | "TimeoutStopSec" | "TimeoutSec" => {
                     let mut t = None;
-                    enum_setting!(t, |v| parse_sec_fix_0(v).ok(), "timeout value");
-                    if key != "TimeoutStopSec" {
-                        s.timeout_start_sec = t;
-                    }
-                    if key != "TimeoutStartSec" {
-                        s.timeout_stop_sec = t;
+                    strict_setting!(t, |v| parse_sec_fix_0(v).ok(), "timeout value");
+                    if let Some(t) = t {
+                        if key != "TimeoutStopSec" {
+                            s.timeout_start_sec = Some(t);
+                        }
+                        if key != "TimeoutStartSec" {
+                            s.timeout_stop_sec = Some(t);
+                        }
                     }
                 }
                 "RemainAfterExit" | "SendSIGKILL" => {
@@ -429,7 +451,7 @@ impl Service {
                     } else {
                         &mut s.send_sigkill
                     };
-                    enum_setting!(*slot, |v| parse_bool(v).ok(), "boolean")
+                    strict_setting!(*slot, |v| parse_bool(v).ok(), "boolean")
                 }
                 "StartLimitIntervalSec" | "StartLimitInterval" => {
                     match resolve(value, ctx).and_then(|v| parse_start_limit_interval(&v)) {
@@ -847,6 +869,28 @@ mod tests {
         ] {
             assert!(valid_user_group_name(bad).is_none(), "{bad}");
         }
+    }
+
+    #[test]
+    fn empty_and_invalid_values() {
+        let f = crate::parse(
+            "[Service]\nExecStart=/bin/a\nType=simple\nType=\nTimeoutSec=5\nTimeoutStopSec=bogus\n\
+             TimeoutStartSec=\nUser=a\nUser=\nKillSignal=KILL\nKillSignal=\nRestartSec=\n",
+        )
+        .unwrap();
+        let s = Service::from_unit(&f).unwrap();
+        // No empty-value case in systemd's parser: a warning, the previous value stays.
+        assert_eq!(s.service_type, Some(ServiceType::Simple));
+        assert_eq!(s.timeout_start_sec.unwrap().as_micros(), 5_000_000);
+        assert_eq!(s.timeout_stop_sec.unwrap().as_micros(), 5_000_000);
+        // These reset.
+        assert_eq!(s.user, None);
+        assert_eq!(s.kill_signal, None);
+        let keys: Vec<&str> = s.warnings.iter().map(|w| w.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            ["Type", "TimeoutStopSec", "TimeoutStartSec", "RestartSec"]
+        );
     }
 
     #[test]

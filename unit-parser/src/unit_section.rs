@@ -373,21 +373,16 @@ fn documentation_url_is_valid(url: &str) -> bool {
         || has_rest("man:")
 }
 
-/// `StartLimitIntervalSec=`: a time span; empty resets.
+/// `StartLimitIntervalSec=`: a time span (`config_parse_sec()`: an empty value is invalid).
 pub(crate) fn parse_start_limit_interval(v: &str) -> Result<Option<Timespan>, String> {
-    if v.is_empty() {
-        return Ok(None);
-    }
     parse_sec(v)
         .map(Some)
         .map_err(|e| format!("Failed to parse sec value, ignoring: {e}"))
 }
 
-/// `StartLimitBurst=`: an unsigned integer; empty resets.
+/// `StartLimitBurst=`: an unsigned integer (`config_parse_unsigned()`: an empty value is
+/// invalid).
 pub(crate) fn parse_burst(v: &str) -> Result<Option<u32>, String> {
-    if v.is_empty() {
-        return Ok(None);
-    }
     v.parse::<u32>()
         .ok()
         .filter(|_| v.bytes().all(|b| b.is_ascii_digit()))
