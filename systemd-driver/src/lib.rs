@@ -59,7 +59,6 @@ mod log;
 mod process;
 mod state;
 mod systemd;
-mod unitfile;
 
 #[cfg(feature = "test-util")]
 pub mod fake;

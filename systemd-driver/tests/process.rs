@@ -75,12 +75,12 @@ async fn bad_unit_is_refused_with_its_line() {
     let err = d
         .load(
             "b.service",
-            "[Service]\nExecStart=/bin/true\nRestart=maybe\n",
+            "[Service]\nExecStart=/bin/true\nExecStart=/bin/false\n",
         )
         .await
         .unwrap_err();
     assert!(
-        err.to_string().contains("line 3") && err.to_string().contains("Restart="),
+        err.to_string().contains("line 3") && err.to_string().contains("more than one ExecStart="),
         "{err}"
     );
     assert!(d.load("b.timer", "[Timer]\n").await.is_err());

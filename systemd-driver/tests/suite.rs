@@ -51,11 +51,14 @@ fn unit(prefix: &str, name: &str) -> String {
     format!("{prefix}-{name}.service")
 }
 
+// Commands whose output is read back sleep a moment before exiting: journald attributes a
+// stream to its unit by looking the writer up in /proc, which fails for a writer already gone.
+
 pub(crate) async fn oneshot_remain_after_exit<D: UnitDriver>(d: &D, s: &Scratch, prefix: &str) {
     let name = unit(prefix, "oneshot");
     let marker = s.path("oneshot-ran");
     let text = format!(
-        "[Service]\nType=oneshot\nRemainAfterExit=yes\nExecStart=/bin/sh -c 'echo done; touch {}'\n",
+        "[Service]\nType=oneshot\nRemainAfterExit=yes\nExecStart=/bin/sh -c 'echo done; touch {}; sleep 0.2'\n",
         marker.display()
     );
     d.load(&name, &text).await.unwrap();
@@ -251,7 +254,7 @@ pub(crate) async fn environment_files<D: UnitDriver>(d: &D, s: &Scratch, prefix:
     let env = s.path("unit.env");
     std::fs::write(&env, "# comment\nFROM_FILE=\"file value\"\nOVERRIDE=file\n").unwrap();
     let text = format!(
-        "[Service]\nType=oneshot\nEnvironment=OVERRIDE=unit \"SPACED=a b\"\nEnvironmentFile={}\nEnvironmentFile=-/nonexistent/flotilla.env\nWorkingDirectory={}\nExecStart=/bin/sh -c 'echo \"$$FROM_FILE|$$OVERRIDE|$$SPACED|$$(pwd)\"'\nExecStart=/bin/echo ${{SPACED}} $SPACED\n",
+        "[Service]\nType=oneshot\nEnvironment=OVERRIDE=unit \"SPACED=a b\"\nEnvironmentFile={}\nEnvironmentFile=-/nonexistent/flotilla.env\nWorkingDirectory={}\nExecStart=/bin/sh -c 'echo \"$$FROM_FILE|$$OVERRIDE|$$SPACED|$$(pwd)\"; sleep 0.2'\nExecStart=/bin/sh -c 'echo \"$$*\"; sleep 0.2' sh ${{SPACED}} $SPACED\n",
         env.display(),
         s.dir().display()
     );

@@ -135,14 +135,17 @@ impl UnitCgroup {
     pub(crate) fn set_limits(
         &self,
         memory_max: Option<u64>,
-        cpu_quota_percent: Option<u64>,
+        cpu_quota_percent: Option<f64>,
     ) -> std::io::Result<()> {
         if let Some(bytes) = memory_max {
             std::fs::write(self.path.join("memory.max"), bytes.to_string())?;
         }
         if let Some(pct) = cpu_quota_percent {
             // Quota per 100 ms period: 100% is one full CPU.
-            std::fs::write(self.path.join("cpu.max"), format!("{} 100000", pct * 1000))?;
+            std::fs::write(
+                self.path.join("cpu.max"),
+                format!("{} 100000", (pct * 1000.0).round() as u64),
+            )?;
         }
         Ok(())
     }

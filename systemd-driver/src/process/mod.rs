@@ -38,11 +38,6 @@ use crate::error::{Error, Result};
 use crate::log::{LogOptions, LogStream};
 use crate::state::{ActiveState, Broadcaster, LoadState, Subscription, UnitState, UnitStatus};
 
-/// Our effective user id (for the `%U` specifier).
-pub(crate) fn euid() -> u32 {
-    sys::euid()
-}
-
 /// Settings of a [`ProcessDriver`].
 #[derive(Debug, Clone)]
 pub struct ProcessDriverConfig {

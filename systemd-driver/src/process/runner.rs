@@ -631,9 +631,12 @@ impl Runner {
             put(&mut env, k, v.clone());
         }
         for (path, optional) in &self.cfg.environment_files {
-            match std::fs::read_to_string(path) {
-                Ok(text) => {
-                    for (k, v) in parse_env_file(&text) {
+            match std::fs::read(path) {
+                Ok(bytes) => {
+                    let vars = unit_parser::value::parse_env_file(&bytes).map_err(|e| {
+                        format!("Failed to load environment file {}: {e}", path.display())
+                    })?;
+                    for (k, v) in vars {
                         put(&mut env, &k, v);
                     }
                 }
@@ -1370,41 +1373,6 @@ fn expand_argv(argv: &[String], env: &[(String, String)]) -> Vec<String> {
     out
 }
 
-/// `KEY=VALUE` lines as `EnvironmentFile=` reads them.
-pub(crate) fn parse_env_file(text: &str) -> Vec<(String, String)> {
-    let mut out = Vec::new();
-    let mut logical = String::new();
-    for line in text.lines() {
-        if let Some(l) = line.strip_suffix('\\') {
-            logical.push_str(l);
-            continue;
-        }
-        logical.push_str(line);
-        let l = std::mem::take(&mut logical);
-        let l = l.trim();
-        if l.is_empty() || l.starts_with('#') || l.starts_with(';') {
-            continue;
-        }
-        let Some((k, v)) = l.split_once('=') else {
-            continue;
-        };
-        let k = k.trim();
-        let v = v.trim();
-        let v = if v.len() >= 2
-            && ((v.starts_with('"') && v.ends_with('"'))
-                || (v.starts_with('\'') && v.ends_with('\'')))
-        {
-            v[1..v.len() - 1].to_owned()
-        } else {
-            v.to_owned()
-        };
-        if !k.is_empty() && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-            out.push((k.to_owned(), v));
-        }
-    }
-    out
-}
-
 #[derive(Debug, Clone)]
 struct Passwd {
     name: String,
@@ -1472,19 +1440,6 @@ mod tests {
         assert_eq!(
             expand_argv(&argv, &env),
             ["/bin/echo", "x", "y", "x y", "pzq", "$"]
-        );
-    }
-
-    #[test]
-    fn env_files() {
-        let v = parse_env_file("# c\nA=1\nB=\"two words\"\n; x\nC=a\\\nb\nbad line\n");
-        assert_eq!(
-            v,
-            [
-                ("A".into(), "1".into()),
-                ("B".into(), "two words".into()),
-                ("C".into(), "ab".into())
-            ]
         );
     }
 }
