@@ -10,7 +10,8 @@
 //!
 //! separated by blank lines. Commands: `cluster [strategy]` (lines of `machine ...` and
 //! `unit ...`: a full snapshot; output is every unit's placement), `add-machine ...`,
-//! `remove-machine ID`, `set-metadata ID k=v ...`, `add-unit ...`, `remove-unit NAME`,
+//! `remove-machine ID`, `set-metadata ID k=v ...`, `add-unit ...`, `update-unit ...`,
+//! `remove-unit NAME`,
 //! `desired NAME STATE`, `preview-remove-machine ID`, `preview-add-unit ...` (output:
 //! the changes, then for steps the placements). After every step the incremental result
 //! must equal a full `decide` of the same snapshot. `SCHEDULER_REWRITE=1` rewrites the
@@ -179,6 +180,12 @@ fn run_block(
                 .unwrap()
                 .add_unit_at(u, at.as_deref())
                 .map_err(|e| e.to_string())?
+        }
+        "update-unit" => {
+            s(sched)?;
+            let (u, _) = parse_unit(rest)?;
+            model.units.insert(u.name.clone(), u.clone());
+            sched.as_mut().unwrap().update_unit(u).map_err(|e| e.to_string())?
         }
         "remove-unit" => {
             s(sched)?;
