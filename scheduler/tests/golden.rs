@@ -185,7 +185,11 @@ fn run_block(
             s(sched)?;
             let (u, _) = parse_unit(rest)?;
             model.units.insert(u.name.clone(), u.clone());
-            sched.as_mut().unwrap().update_unit(u).map_err(|e| e.to_string())?
+            sched
+                .as_mut()
+                .unwrap()
+                .update_unit(u)
+                .map_err(|e| e.to_string())?
         }
         "remove-unit" => {
             s(sched)?;
