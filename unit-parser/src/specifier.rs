@@ -50,7 +50,7 @@ pub struct SpecifierContext {
     pub hostname: Option<String>,
     /// `%l`: short hostname; derived from `hostname` (text before the first `.`) if unset.
     pub short_hostname: Option<String>,
-    /// `%q`: pretty hostname.
+    /// `%q`: pretty hostname; the short hostname if unset.
     pub pretty_hostname: Option<String>,
     /// `%m`: machine ID.
     pub machine_id: Option<String>,
@@ -190,9 +190,10 @@ impl SpecifierContext {
                 (None, Some(h)) => h.split('.').next().unwrap_or("").to_owned(),
                 (None, None) => return Err(unavailable("no hostname in the context")),
             },
-            // systemd falls back to the hostname when no pretty hostname is set.
+            // systemd falls back to the short hostname when no pretty hostname is set.
             'q' => match (&self.pretty_hostname, &self.hostname) {
-                (Some(p), _) | (None, Some(p)) => p.clone(),
+                (Some(p), _) => p.clone(),
+                (None, Some(h)) => h.split('.').next().unwrap_or("").to_owned(),
                 (None, None) => return Err(unavailable("no pretty hostname in the context")),
             },
             'm' => field(&self.machine_id, "machine ID")?,
