@@ -498,69 +498,40 @@ impl<'a> KeyHistory<'a> {
         // Latest ops first: violations tend to be late (a stale read after many writes),
         // and dropping the tail early makes the later searches shorter.
         for pass_observers in [true, false] {
-            // Delta debugging: try relaxing halves, then quarters, ... down to single ops,
-            // keeping every change after which the history still fails. Most ops of a
-            // violating history are irrelevant, so big chunks usually go at once; the last
-            // round, one op at a time, makes the result 1-minimal (relaxing more ops only
-            // makes a linearization easier to find, so an op that was needed stays needed).
-            let mut left: Vec<usize> = (0..n)
-                .rev()
-                .filter(|&i| {
-                    let op = &self.ops[i];
-                    op.seen != Seen::Unknown
-                        && !skip[i]
-                        && !relax[i]
-                        && op.is_observer() == pass_observers
-                })
-                .collect();
-            let mut chunk = left.len().div_ceil(2).max(1);
-            while !left.is_empty() {
-                let mut kept = Vec::new();
-                for part in left.chunks(chunk) {
-                    if allowance == 0 || past(limits.deadline) {
-                        complete = false;
-                        kept.extend_from_slice(part);
-                        continue;
-                    }
-                    let target = if pass_observers {
-                        &mut skip
-                    } else {
-                        &mut relax
-                    };
-                    for &i in part {
-                        target[i] = true;
-                    }
-                    let (outcome, used) = self.decide(
-                        Limits {
-                            steps: Some(per_attempt.min(allowance)),
-                            deadline: limits.deadline,
-                        },
-                        &skip,
-                        &relax,
-                    );
-                    allowance = allowance.saturating_sub(used);
-                    if !matches!(outcome, Search::Violation) {
-                        let target = if pass_observers {
-                            &mut skip
-                        } else {
-                            &mut relax
-                        };
-                        for &i in part {
-                            target[i] = false;
-                        }
-                        kept.extend_from_slice(part);
-                        // A chunk that ran out of steps may still split into parts that
-                        // can go; only a single op running out leaves minimality unknown.
-                        if matches!(outcome, Search::Exhausted) && part.len() == 1 {
-                            complete = false;
-                        }
-                    }
+            for i in (0..n).rev() {
+                let op = &self.ops[i];
+                let observer = op.is_observer();
+                if op.seen == Seen::Unknown || skip[i] || relax[i] || observer != pass_observers {
+                    continue;
                 }
-                left = kept;
-                if chunk == 1 {
+                if allowance == 0 {
+                    complete = false;
                     break;
                 }
-                chunk = chunk.div_ceil(2);
+                if observer {
+                    skip[i] = true;
+                } else {
+                    relax[i] = true;
+                }
+                let (outcome, used) = self.decide(
+                    Limits {
+                        steps: Some(per_attempt.min(allowance)),
+                        deadline: limits.deadline,
+                    },
+                    &skip,
+                    &relax,
+                );
+                allowance = allowance.saturating_sub(used);
+                if !matches!(outcome, Search::Violation) {
+                    skip[i] = false;
+                    relax[i] = false;
+                    if matches!(outcome, Search::Exhausted) {
+                        complete = false;
+                        if limits.deadline.is_some_and(|d| Instant::now() >= d) {
+                            break;
+                        }
+                    }
+                }
             }
         }
         let core = (0..n)

@@ -548,6 +548,14 @@ mod tests {
     }
 
     #[test]
+    fn types_cross_threads() {
+        fn send_sync<T: Send + Sync>() {}
+        send_sync::<History>();
+        send_sync::<OpRecord>();
+        send_sync::<crate::Verdict>();
+    }
+
+    #[test]
     fn history_is_shareable_across_threads() {
         let h = std::sync::Arc::new(History::new());
         let threads: Vec<_> = (0..4)
