@@ -713,6 +713,48 @@ mod tests {
     }
 
     #[test]
+    fn warnings_and_errors_carry_positions() {
+        let doc = UnitFile::parse("A=b\n[Unit]\n  noequals\n\t=x\nk=v\n").unwrap();
+        let w: Vec<_> = doc
+            .warnings()
+            .iter()
+            .map(|w| (w.kind, w.line(), w.at.column))
+            .collect();
+        use crate::WarningKind::*;
+        assert_eq!(
+            w,
+            [
+                (OutsideSection, 1, 1),
+                (MissingEquals, 3, 3),
+                (EmptyKey, 4, 2)
+            ]
+        );
+        assert_eq!(doc.warnings()[1].message(), "Missing '=', ignoring line.");
+        assert_eq!(doc.get("Unit", "k"), Some("v"));
+
+        let e = UnitFile::parse("[Unit]\nA=b\n  [Service\n").unwrap_err();
+        assert!(matches!(e, ParseError::InvalidSectionHeader { .. }));
+        assert_eq!((e.line(), e.column()), (3, 3));
+        assert_eq!(
+            e.to_string(),
+            "line 3, column 3: invalid section header \"[Service\""
+        );
+        let e = UnitFile::parse("[Unit]\nA=b \\\n c\u{E9}\u{FFFF}\n").unwrap_err();
+        assert!(matches!(e, ParseError::InvalidUtf8 { .. }));
+        assert_eq!((e.line(), e.column()), (3, 5));
+        let e = UnitFile::parse("[Unit]\n[Ser\"vice]\n").unwrap_err();
+        assert!(matches!(e, ParseError::BadSectionName { .. }));
+        assert_eq!(e.line(), 2);
+        assert_eq!(
+            e.clone().with_path("/x.service").to_string(),
+            format!(
+                "/x.service:2:1: {}",
+                e.to_string().split(": ").nth(1).unwrap()
+            )
+        );
+    }
+
+    #[test]
     fn append_after_open_continuation_at_eof() {
         let mut doc = UnitFile::parse("[A]\nk=v\\").unwrap();
         doc.append("A", "x", "y").unwrap();
