@@ -40,6 +40,10 @@ pub fn check_report(history: &History, budget: Budget) -> Report {
 }
 
 /// Checks recorded operations (as from [`History::ops`]).
+///
+/// The records are taken as they are: an outcome that does not fit its operation, or a
+/// return before the invocation, simply cannot be linearized. Build a [`History`] with
+/// [`History::from_records`] first to have such records rejected with an error.
 pub fn check_records(records: &[OpRecord], budget: Budget) -> Report {
     let start = Instant::now();
     let deadline = budget.time.map(|d| start + d);

@@ -308,3 +308,18 @@ fn records_round_trip_through_from_records() {
     bad[0].returned = Some((0, Outcome::Value(None)));
     assert!(History::from_records(bad).is_err());
 }
+
+#[test]
+fn malformed_records_give_a_verdict_not_a_panic() {
+    let h = timed(&[
+        (1, Op::set("k", "a"), 5, Some(6), Outcome::Ok),
+        (2, Op::get("k"), 7, Some(8), val("a")),
+    ]);
+    let mut records = h.ops();
+    // A return before its invocation, and a read completing with "ok".
+    records[0].returned = Some((1, Outcome::Ok));
+    records[1].returned = Some((8, Outcome::Ok));
+    let report = lincheck::check_records(&records, Budget::steps(1_000));
+    assert!(report.verdict.is_violation(), "{}", report.verdict);
+    assert!(History::from_records(records).is_err());
+}
