@@ -16,6 +16,30 @@
 //! The serde forms of [`NodeView`] and [`Error`] are etcd's v2 JSON, so an HTTP front end
 //! can send them as they are.
 //!
+//! # Design decisions
+//!
+//! * **Layout for speed and memory.** A directory keeps its children in a hash map (fixed
+//!   hasher keys) keyed by the last path component; nodes do not store their path, and a
+//!   file's value is one `Box<str>`. Listings are always sorted by key (etcd's
+//!   `sorted=true` order, also a valid order for unsorted listings), and snapshots write
+//!   children in name order, so equal stores give equal bytes. TTLs live in an ordered set of
+//!   `(expiry, key)`, so the expiry sweep pops due nodes in O(log n) and ties expire in
+//!   key order, deterministically.
+//! * **Indexes as etcd.** Every successful mutation takes the next index (each expired
+//!   node its own); failures and reads take none. [`Store::with_index`] starts elsewhere,
+//!   e.g. at a real etcd's index in the differential test.
+//! * **Watchers are local, not replicated.** [`Store::watch`] scans the history or
+//!   registers a watcher; matched events queue up as [`Notification`]s that the server
+//!   drains with [`Store::take_notifications`] after applying. Unlike etcd, a stream watch
+//!   served from the history stays registered for later events; flow control (etcd drops
+//!   a stream more than 100 events behind) is the server's job.
+//! * **Transactions** ([`Txn`]) are atomic: each operation records how to undo itself,
+//!   and a failing operation rolls the earlier ones back before its error is returned.
+//! * **Deliberate differences from etcd.** The history scan's "directory contains key"
+//!   test is component-wise (etcd's string-prefix test lets a delete of `/w` match a watch
+//!   on `/wx`); a stream watcher gets each event once even when etcd would send a
+//!   directory's delete twice; expiry times have millisecond, not nanosecond, precision.
+//!
 //! ```
 //! use kv_core::{Action, Command, Op, Store};
 //!

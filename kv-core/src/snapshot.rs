@@ -18,7 +18,7 @@ use std::collections::BTreeSet;
 use std::io::{self, Read, Write};
 
 use crate::event::{Action, Event};
-use crate::node::{Kind, Node, NodeView, PERMANENT};
+use crate::node::{Kind, Node, NodeView, PERMANENT, sorted};
 use crate::store::Store;
 use crate::watch::{EventHistory, HISTORY_CAPACITY};
 
@@ -148,7 +148,7 @@ impl<W: Write> Writer<'_, W> {
             Kind::File(v) => self.str(v),
             Kind::Dir(children) => {
                 self.varint(children.len() as u64)?;
-                for (name, child) in children {
+                for (name, child) in sorted(children) {
                     self.str(name)?;
                     self.node(child)?;
                 }
