@@ -304,7 +304,8 @@ pub struct Service {
     pub kill_signal: Option<i32>,
     /// `SendSIGKILL=`.
     pub send_sigkill: Option<bool>,
-    /// `StartLimitIntervalSec=` (accepted here as in old systemd; `[Unit]` is its home).
+    /// `StartLimitInterval=` (systemd's old `[Service]` spelling; `StartLimitIntervalSec=` is
+    /// read too, with a warning, since systemd 252 ignores it here).
     pub start_limit_interval: Option<Timespan>,
     /// `StartLimitBurst=` (accepted here as in old systemd; `[Unit]` is its home).
     pub start_limit_burst: Option<u32>,
@@ -454,6 +455,14 @@ impl Service {
                     strict_setting!(*slot, |v| parse_bool(v).ok(), "boolean")
                 }
                 "StartLimitIntervalSec" | "StartLimitInterval" => {
+                    if key == "StartLimitIntervalSec" {
+                        // Read anyway (the shared API promises it), but say what systemd does.
+                        warn(
+                            "systemd 252 ignores StartLimitIntervalSec= in [Service] (it belongs \
+                             in [Unit]; [Service] only knows the old StartLimitInterval=)"
+                                .to_owned(),
+                        );
+                    }
                     match resolve(value, ctx).and_then(|v| parse_start_limit_interval(&v)) {
                         Ok(v) => s.start_limit_interval = v,
                         Err(m) => warn(m),
@@ -566,7 +575,7 @@ impl Service {
 }
 
 /// Every `[Service]` key systemd 252 knows: service settings plus the exec, kill and cgroup
-/// contexts (typed here or not).
+/// contexts, typed here or not (checked against `systemd --dump-configuration-items`).
 pub const KNOWN_KEYS: &[&str] = &[
     // Service proper.
     "PIDFile",
@@ -588,7 +597,6 @@ pub const KNOWN_KEYS: &[&str] = &[
     "RuntimeRandomizedExtraSec",
     "WatchdogSec",
     "StartLimitInterval",
-    "StartLimitIntervalSec",
     "StartLimitBurst",
     "StartLimitAction",
     "FailureAction",
@@ -603,18 +611,14 @@ pub const KNOWN_KEYS: &[&str] = &[
     "RestartPreventExitStatus",
     "RestartForceExitStatus",
     "SuccessExitStatus",
-    "SysVStartPriority",
     "NonBlocking",
     "BusName",
     "FileDescriptorStoreMax",
     "NotifyAccess",
     "Sockets",
-    "BusPolicy",
     "USBFunctionDescriptors",
     "USBFunctionStrings",
     "OOMPolicy",
-    "OpenFile",
-    "ReloadSignal",
     // Exec context.
     "WorkingDirectory",
     "RootDirectory",
@@ -667,8 +671,6 @@ pub const KNOWN_KEYS: &[&str] = &[
     "LogRateLimitIntervalSec",
     "LogRateLimitBurst",
     "LogNamespace",
-    "LogFilterPatterns",
-    "Capabilities",
     "SecureBits",
     "CapabilityBoundingSet",
     "AmbientCapabilities",
@@ -759,12 +761,10 @@ pub const KNOWN_KEYS: &[&str] = &[
     "LoadCredentialEncrypted",
     "SetCredential",
     "SetCredentialEncrypted",
-    "ImportCredential",
     "BPFProgram",
     "SocketBindAllow",
     "SocketBindDeny",
     "RestrictNetworkInterfaces",
-    "ControlGroupAttribute",
     "CPUShares",
     "MemoryLimit",
     // Kill context.
@@ -795,7 +795,6 @@ pub const KNOWN_KEYS: &[&str] = &[
     "MemoryHigh",
     "MemoryMax",
     "MemorySwapMax",
-    "MemoryZSwapMax",
     "DeviceAllow",
     "DevicePolicy",
     "IOAccounting",
@@ -826,8 +825,6 @@ pub const KNOWN_KEYS: &[&str] = &[
     "ManagedOOMMemoryPressure",
     "ManagedOOMMemoryPressureLimit",
     "ManagedOOMPreference",
-    "NetClass",
-    "CoredumpReceive",
 ];
 
 #[cfg(test)]

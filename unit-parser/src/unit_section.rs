@@ -15,9 +15,14 @@ use crate::value::{SettingWarning, Timespan, parse_sec};
 /// The section name.
 pub const SECTION: &str = "Unit";
 
-/// Every `[Unit]` key systemd 252 knows (`load-fragment-gperf.gperf.in`), typed here or not.
+/// Every `[Unit]` key systemd 252 knows (`load-fragment-gperf.gperf.in`; checked against
+/// `systemd --dump-configuration-items`), typed here or not.
 pub const KNOWN_KEYS: &[&str] = &[
     "Description",
+    "BindTo",
+    "PropagateReloadTo",
+    "PropagateReloadFrom",
+    "OnSuccessJobMode",
     "Documentation",
     "Requires",
     "Requisite",
@@ -44,7 +49,6 @@ pub const KNOWN_KEYS: &[&str] = &[
     "OnFailureJobMode",
     "OnFailureIsolate",
     "IgnoreOnIsolate",
-    "IgnoreOnSnapshot",
     "JobTimeoutSec",
     "JobRunningTimeoutSec",
     "JobTimeoutAction",
@@ -95,7 +99,6 @@ pub const KNOWN_KEYS: &[&str] = &[
     "ConditionCPUPressure",
     "ConditionMemoryPressure",
     "ConditionIOPressure",
-    "ConditionNull",
     "AssertPathExists",
     "AssertPathExistsGlob",
     "AssertPathIsDirectory",
@@ -112,7 +115,6 @@ pub const KNOWN_KEYS: &[&str] = &[
     "AssertKernelVersion",
     "AssertCredential",
     "AssertArchitecture",
-    "AssertFirmware",
     "AssertVirtualization",
     "AssertSecurity",
     "AssertCapability",
@@ -129,11 +131,13 @@ pub const KNOWN_KEYS: &[&str] = &[
     "AssertCPUPressure",
     "AssertMemoryPressure",
     "AssertIOPressure",
-    "AssertNull",
 ];
 
 /// The dependency settings, as `(key, field accessor)` pairs.
 const DEPENDENCIES: &[&str] = &[
+    "BindTo",
+    "PropagateReloadTo",
+    "PropagateReloadFrom",
     "Requires",
     "Requisite",
     "Wants",
@@ -319,7 +323,8 @@ impl UnitSection {
             "Requires" => &mut self.requires,
             "Requisite" => &mut self.requisite,
             "Wants" => &mut self.wants,
-            "BindsTo" => &mut self.binds_to,
+            // Old spellings systemd 252 still accepts as aliases.
+            "BindsTo" | "BindTo" => &mut self.binds_to,
             "PartOf" => &mut self.part_of,
             "Upholds" => &mut self.upholds,
             "Conflicts" => &mut self.conflicts,
@@ -327,8 +332,8 @@ impl UnitSection {
             "After" => &mut self.after,
             "OnFailure" => &mut self.on_failure,
             "OnSuccess" => &mut self.on_success,
-            "PropagatesReloadTo" => &mut self.propagates_reload_to,
-            "ReloadPropagatedFrom" => &mut self.reload_propagated_from,
+            "PropagatesReloadTo" | "PropagateReloadTo" => &mut self.propagates_reload_to,
+            "ReloadPropagatedFrom" | "PropagateReloadFrom" => &mut self.reload_propagated_from,
             "PropagatesStopTo" => &mut self.propagates_stop_to,
             "StopPropagatedFrom" => &mut self.stop_propagated_from,
             _ => &mut self.joins_namespace_of,

@@ -417,3 +417,34 @@ fn real_units_read_cleanly() {
     }
     assert!(services >= 3);
 }
+
+#[test]
+fn known_keys_equal_systemds_own_list() {
+    // `systemd --dump-configuration-items` prints every setting the unit loader knows.
+    let bin = ["/lib/systemd/systemd", "/usr/lib/systemd/systemd"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .expect("systemd (Debian package `systemd`) is required");
+    let out = std::process::Command::new(bin)
+        .arg("--dump-configuration-items")
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    let mut section = String::new();
+    let mut theirs: std::collections::BTreeMap<String, std::collections::BTreeSet<String>> =
+        Default::default();
+    for line in text.lines() {
+        if let Some(s) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            section = s.to_owned();
+        } else if let Some((k, _)) = line.split_once('=') {
+            theirs
+                .entry(section.clone())
+                .or_default()
+                .insert(k.to_owned());
+        }
+    }
+    let set = |keys: &[&str]| keys.iter().map(|k| (*k).to_owned()).collect();
+    assert_eq!(theirs["Unit"], set(unit_parser::unit_section::KNOWN_KEYS));
+    assert_eq!(theirs["Service"], set(unit_parser::service::KNOWN_KEYS));
+    assert_eq!(theirs["Install"], set(unit_parser::install::KNOWN_KEYS));
+}
