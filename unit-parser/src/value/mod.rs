@@ -34,7 +34,9 @@ pub use resource::{
     CpuWeight, MemoryLimit, ResourceError, parse_cpu_quota, parse_cpu_weight, parse_memory_limit,
     parse_permyriad, parse_size,
 };
-pub use timespan::{Timespan, TimespanError, parse_sec, parse_sec_fix_0, parse_time};
+pub use timespan::{
+    Timespan, TimespanError, parse_sec, parse_sec_fix_0, parse_time, parse_timespan,
+};
 
 /// A setting systemd logs and ignores (bad value, unknown key), with where it is.
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]

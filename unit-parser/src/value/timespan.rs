@@ -253,6 +253,14 @@ pub fn parse_sec(t: &str) -> Result<Timespan, TimespanError> {
     parse_time(t, USEC_PER_SEC)
 }
 
+/// The contract's name for [`parse_sec`]: a time span with bare numbers in seconds.
+///
+/// # Errors
+/// As [`parse_time`].
+pub fn parse_timespan(t: &str) -> Result<Timespan, TimespanError> {
+    parse_sec(t)
+}
+
 /// `parse_sec_fix_0()`: like [`parse_sec`] but `0` means infinity (no timeout), as for
 /// `TimeoutStartSec=`/`TimeoutStopSec=`/`TimeoutSec=`.
 ///
