@@ -7,7 +7,7 @@
 //!   metrics) as an axum `Router` over any backend.
 //! * [`kvd`]: kvd's etcd-compatible configuration and its `run` function.
 //! * [`kvctl`]: etcdctl v2's commands and output formats over the v2 HTTP API.
-//! * [`bench`]: kvbench, a v2 HTTP load generator comparing kvd with etcd in one run.
+//! * [`mod@bench`]: kvbench, a v2 HTTP load generator comparing kvd with etcd in one run.
 //!
 //! Serving the v2 API on an ephemeral port and talking to it:
 //!

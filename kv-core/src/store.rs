@@ -9,7 +9,7 @@ use crate::node::{Children, Kind, Node, NodeView, PERMANENT, list};
 use crate::path::{clean, components, split};
 use crate::watch::{EventHistory, Notification, WatchStart, WatcherHub, WatcherId};
 
-/// The etcd v2 store: a deterministic state machine over a tree of [`Node`]s.
+/// The etcd v2 store: a deterministic state machine over a tree of nodes.
 ///
 /// Mutations go through [`Store::apply`] with a [`Command`] that carries the leader's
 /// clock; reads through [`Store::get`]. Nothing here reads a clock or does I/O.
