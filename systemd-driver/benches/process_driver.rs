@@ -3,7 +3,8 @@
 //! baseline measured in the same run.
 //!
 //! `cargo bench -p systemd-driver --bench process_driver` runs 1,000 units (override with
-//! `FLOTILLA_BENCH_UNITS`); with `-- --test` (what CI runs) it uses 20 units.
+//! `FLOTILLA_BENCH_UNITS`; `FLOTILLA_BENCH_NO_CGROUPS=1` for process groups only); with
+//! `-- --test` (what CI runs) it uses 20 units.
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
@@ -69,9 +70,10 @@ fn main() {
 
 async fn run(n: usize) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let driver = ProcessDriver::open(ProcessDriverConfig::new(dir.path()))
-        .await
-        .expect("open");
+    let mut cfg = ProcessDriverConfig::new(dir.path());
+    // FLOTILLA_BENCH_NO_CGROUPS=1 measures the process-group-only mode.
+    cfg.cgroups = std::env::var_os("FLOTILLA_BENCH_NO_CGROUPS").is_none();
+    let driver = ProcessDriver::open(cfg).await.expect("open");
     let cg = driver.cgroup_support();
     println!(
         "process driver bench: {n} units, cgroups: {}",

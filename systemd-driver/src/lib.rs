@@ -71,7 +71,7 @@ pub use process::{CgroupSupport, ProcessDriver, ProcessDriverConfig};
 pub use state::{
     ActiveState, LoadState, RecvError, StateChange, Subscription, UnitState, UnitStatus,
 };
-pub use systemd::{Instance, SystemdDriver, SystemdDriverConfig};
+pub use systemd::{Instance, SystemdDriver, SystemdDriverConfig, booted_with_systemd};
 
 #[cfg(feature = "test-util")]
 pub use fake::FakeDriver;

@@ -32,6 +32,13 @@ const MANAGER_PATH: &str = "/org/freedesktop/systemd1";
 const MANAGER: &str = "org.freedesktop.systemd1.Manager";
 const PROPERTIES: &str = "org.freedesktop.DBus.Properties";
 
+/// Whether this host was booted with systemd as its init (`sd_booted()`: the directory
+/// `/run/systemd/system` exists), i.e. whether [`SystemdDriver`] with the system manager
+/// is the driver to use rather than the native [`ProcessDriver`](crate::ProcessDriver).
+pub fn booted_with_systemd() -> bool {
+    std::path::Path::new("/run/systemd/system").is_dir()
+}
+
 /// Which systemd instance to drive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]

@@ -292,6 +292,7 @@ async fn reload_and_kill_modes() {
         .arg(child.to_string())
         .status()
         .unwrap();
+    wait_for("the left-over child to go", || !alive(child)).await;
 
     // KillSignal=SIGINT reaches the process.
     let got = s.path("int.got");

@@ -98,8 +98,17 @@ struct Inner {
 impl Drop for Inner {
     fn drop(&mut self) {
         self.rotator.abort();
-        // Only succeeds once no unit cgroup is left below it.
+        // Empty unit cgroups go; populated ones (units left running for the next driver to
+        // adopt) and so the root stay.
         if let Some(root) = &self.ctx.cgroups.root {
+            if let Ok(entries) = std::fs::read_dir(root) {
+                for e in entries.flatten() {
+                    let cg = cgroup::UnitCgroup { path: e.path() };
+                    if e.path().is_dir() && !cg.populated() {
+                        cg.remove();
+                    }
+                }
+            }
             let _ = std::fs::remove_dir(root);
         }
     }

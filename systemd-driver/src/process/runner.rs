@@ -343,6 +343,14 @@ impl Runner {
 
     fn finish_unload(&mut self) {
         self.cleanup_records();
+        if let Some(root) = &self.ctx.cgroups.root {
+            let cg = UnitCgroup {
+                path: root.join(&self.name),
+            };
+            if !cg.populated() {
+                cg.remove();
+            }
+        }
         self.ctx.logs.remove(&self.name);
         if let Some(ack) = self.unload_ack.take() {
             let _ = ack.send(Ok(()));
@@ -662,7 +670,7 @@ impl Runner {
     }
 
     /// Spawns one command in the unit's session/cgroup with its output in the unit's log.
-    fn spawn(
+    async fn spawn(
         &mut self,
         cmd: &ExecCommand,
         with_main_pid: bool,
@@ -729,8 +737,11 @@ impl Runner {
             &mut c,
             self.cgroup.as_ref().and_then(UnitCgroup::procs_cstring),
         );
-        let child = c
-            .spawn()
+        // Spawning blocks until the child has exec'd (or failed to); on the blocking pool many
+        // units start at once instead of one per runtime worker.
+        let child = tokio::task::spawn_blocking(move || c.spawn())
+            .await
+            .map_err(|e| format!("Failed to execute {}: {e}", cmd.path))?
             .map_err(|e| format!("Failed to execute {}: {e}", cmd.path))?;
         if let Some(pid) = child.id()
             && let Some(st) = sys::stat(pid)
@@ -759,7 +770,7 @@ impl Runner {
         timeout: Option<Duration>,
         stopping: bool,
     ) -> Flow {
-        let mut child = match self.spawn(cmd, true) {
+        let mut child = match self.spawn(cmd, true).await {
             Ok(c) => c,
             Err(message) => {
                 self.ctx.logs.note(&self.name, &message);
@@ -819,7 +830,7 @@ impl Runner {
     /// Starts the main process of a simple/exec/forking/notify service.
     async fn start_main(&mut self, cfg: &ServiceConfig) -> Flow {
         let cmd = &cfg.exec_start[0];
-        let child = match self.spawn(cmd, false) {
+        let child = match self.spawn(cmd, false).await {
             Ok(c) => c,
             Err(message) => {
                 // What systemd reports as status=203/EXEC.
@@ -1259,11 +1270,9 @@ impl Runner {
 
     fn cleanup_records(&mut self) {
         let _ = std::fs::remove_file(self.record_path());
-        if let Some(cg) = self.cgroup.take()
-            && !cg.populated()
-        {
-            cg.remove();
-        }
+        // The (empty) cgroup stays until unload: removing it costs more than the rest of a
+        // stop, and the next start reuses it.
+        self.cgroup = None;
         if let Some(sock) = self.notify.take()
             && let Ok(addr) = sock.local_addr()
             && let Some(p) = addr.as_pathname()
