@@ -89,6 +89,11 @@ impl<'a> Tokenizer<'a> {
         }
     }
 
+    /// The whole input as text, when it is valid UTF-8.
+    pub(crate) fn text(&self) -> Option<&'a str> {
+        self.text
+    }
+
     /// Reads one physical line at `self.pos`: (content start, content end, next line start).
     fn physical(&self) -> Result<(usize, usize, usize), ParseError> {
         let start = self.pos;

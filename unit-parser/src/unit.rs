@@ -62,22 +62,101 @@ struct Trivia {
 /// One `Key=value` assignment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
-    key: String,
-    value: String,
+    repr: Repr,
     line: usize,
-    raw: Vec<u8>,
+}
+
+/// How an entry keeps its text. Most entries are one physical line: one allocation holds
+/// the raw line and the key and value are ranges of it. Joined continuations (whose raw
+/// text may hold comment lines with arbitrary bytes) and edited entries own each part.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Repr {
+    Line {
+        raw: String,
+        key: std::ops::Range<usize>,
+        value: std::ops::Range<usize>,
+    },
+    Owned {
+        raw: Vec<u8>,
+        key: String,
+        value: String,
+    },
+}
+
+impl Entry {
+    fn owned(key: &str, value: &str, raw: Vec<u8>, line: usize) -> Entry {
+        Entry {
+            repr: Repr::Owned {
+                raw,
+                key: key.to_owned(),
+                value: value.to_owned(),
+            },
+            line,
+        }
+    }
+
+    /// Builds a [`Repr::Line`] when `key` and `value` are slices of `raw` (same memory),
+    /// otherwise an owned entry.
+    fn from_parts(
+        raw: Option<&str>,
+        raw_bytes: &[u8],
+        key: &str,
+        value: &str,
+        line: usize,
+    ) -> Entry {
+        let range_of = |raw: &str, part: &str| {
+            let start = (part.as_ptr() as usize).checked_sub(raw.as_ptr() as usize)?;
+            let r = start..start + part.len();
+            (raw.get(r.clone()) == Some(part)).then_some(r)
+        };
+        if let Some(raw) = raw
+            && let (Some(k), Some(v)) = (range_of(raw, key), range_of(raw, value))
+        {
+            return Entry {
+                repr: Repr::Line {
+                    raw: raw.to_owned(),
+                    key: k,
+                    value: v,
+                },
+                line,
+            };
+        }
+        Entry::owned(key, value, raw_bytes.to_vec(), line)
+    }
+
+    fn raw_mut(&mut self) -> &mut Vec<u8> {
+        if let Repr::Line { raw, key, value } = &self.repr {
+            let owned = Repr::Owned {
+                raw: raw.as_bytes().to_vec(),
+                key: raw[key.clone()].to_owned(),
+                value: raw[value.clone()].to_owned(),
+            };
+            self.repr = owned;
+        }
+        match &mut self.repr {
+            Repr::Owned { raw, .. } => raw,
+            // Converted just above.
+            Repr::Line { .. } => unreachable!("entry converted to owned form"),
+        }
+    }
 }
 
 impl Entry {
     /// The key, trimmed (case-sensitive; may contain spaces and any character but `=`).
     pub fn key(&self) -> &str {
-        &self.key
+        match &self.repr {
+            Repr::Line { raw, key, .. } => &raw[key.clone()],
+            Repr::Owned { key, .. } => key,
+        }
     }
 
     /// The value as systemd delivers it: continuations joined with one space, comment
     /// lines inside them dropped, surrounding whitespace trimmed, nothing unescaped.
     pub fn value(&self) -> &str {
-        &self.value
+        match &self.repr {
+            Repr::Line { raw, value, .. } => &raw[value.clone()],
+            Repr::Owned { value, .. } => value,
+        }
     }
 
     /// 1-based line where the assignment starts (0 for entries added by an edit).
@@ -88,7 +167,10 @@ impl Entry {
     /// The raw bytes of the assignment, including continuation lines, comment lines inside
     /// them and the line terminator.
     pub fn raw(&self) -> &[u8] {
-        &self.raw
+        match &self.repr {
+            Repr::Line { raw, .. } => raw.as_bytes(),
+            Repr::Owned { raw, .. } => raw,
+        }
     }
 }
 
@@ -114,7 +196,7 @@ impl Section {
     /// The last value assigned to `key` in this section.
     pub fn get(&self, key: &str) -> Option<&str> {
         self.entries()
-            .filter(|e| e.key == key)
+            .filter(|e| e.key() == key)
             .last()
             .map(|e| e.value())
     }
@@ -130,14 +212,14 @@ impl Section {
 impl Item {
     fn raw(&self) -> &[u8] {
         match self {
-            Item::Entry(e) => &e.raw,
+            Item::Entry(e) => e.raw(),
             Item::Trivia(t) => &t.raw,
         }
     }
 
     fn raw_mut(&mut self) -> &mut Vec<u8> {
         match self {
-            Item::Entry(e) => &mut e.raw,
+            Item::Entry(e) => e.raw_mut(),
             Item::Trivia(t) => &mut t.raw,
         }
     }
@@ -179,21 +261,20 @@ impl UnitFile {
         let mut tok = Tokenizer::new(bytes);
         while let Some(l) = tok.next_logical() {
             let l = l?;
-            let raw = bytes[l.start..l.end].to_vec();
+            let raw = &bytes[l.start..l.end];
             match l.kind {
                 Kind::Header(name) => doc.sections.push(Section {
                     name: name.into_owned(),
                     line: l.line,
-                    header_raw: raw,
+                    header_raw: raw.to_vec(),
                     items: Vec::new(),
                 }),
                 Kind::Assignment { key, value } => {
-                    let entry = Entry {
-                        key: key.into_owned(),
-                        value: value.into_owned(),
-                        line: l.line,
-                        raw,
+                    let raw_text = match tok.text() {
+                        Some(t) => t.get(l.start..l.end),
+                        None => std::str::from_utf8(raw).ok(),
                     };
+                    let entry = Entry::from_parts(raw_text, raw, &key, &value, l.line);
                     // The tokenizer only yields assignments inside a section.
                     if let Some(s) = doc.sections.last_mut() {
                         s.items.push(Item::Entry(entry));
@@ -207,10 +288,16 @@ impl UnitFile {
                             message: parse::warning_message(kind).to_owned(),
                         });
                     }
-                    let t = Trivia { raw };
+                    // Consecutive comment/blank lines share one buffer.
                     match doc.sections.last_mut() {
-                        Some(s) => s.items.push(Item::Trivia(t)),
-                        None => doc.preamble.push(t),
+                        Some(s) => match s.items.last_mut() {
+                            Some(Item::Trivia(t)) => t.raw.extend_from_slice(raw),
+                            _ => s.items.push(Item::Trivia(Trivia { raw: raw.to_vec() })),
+                        },
+                        None => match doc.preamble.last_mut() {
+                            Some(t) => t.raw.extend_from_slice(raw),
+                            None => doc.preamble.push(Trivia { raw: raw.to_vec() }),
+                        },
                     }
                 }
             }
@@ -254,7 +341,7 @@ impl UnitFile {
         self.sections
             .iter()
             .filter(move |s| s.name == section)
-            .flat_map(move |s| s.entries().filter(move |e| e.key == key))
+            .flat_map(move |s| s.entries().filter(move |e| e.key() == key))
     }
 
     /// The value of a single-valued setting: the last assignment wins (an empty assignment
@@ -268,7 +355,7 @@ impl UnitFile {
     pub fn get_list(&self, section: &str, key: &str) -> Vec<&str> {
         let mut out = Vec::new();
         for e in self.assignments(section, key) {
-            if e.value.is_empty() {
+            if e.value().is_empty() {
                 out.clear();
             } else {
                 out.push(e.value());
@@ -321,16 +408,15 @@ impl UnitFile {
             .filter(|s| s.name == section)
             .find_map(|s| {
                 s.items.iter_mut().rev().find_map(|i| match i {
-                    Item::Entry(e) if e.key == key => Some(e),
+                    Item::Entry(e) if e.key() == key => Some(e),
                     _ => None,
                 })
             });
         match found {
             Some(e) => {
-                let term = trailing_terminator(&e.raw).to_vec();
-                e.raw = format!("{key}={value}").into_bytes();
-                e.raw.extend_from_slice(&term);
-                e.value = value.to_owned();
+                let mut raw = format!("{key}={value}").into_bytes();
+                raw.extend_from_slice(trailing_terminator(e.raw()));
+                *e = Entry::owned(key, value, raw, e.line);
                 Ok(())
             }
             None => self.append(section, key, value),
@@ -370,12 +456,7 @@ impl UnitFile {
         };
         close_line(prev, nl, is_tail);
         let raw = format!("{key}={value}{nl}").into_bytes();
-        let entry = Entry {
-            key: key.to_owned(),
-            value: value.to_owned(),
-            line: 0,
-            raw,
-        };
+        let entry = Entry::owned(key, value, raw, 0);
         s.items.insert(pos, Item::Entry(entry));
         Ok(())
     }
@@ -385,7 +466,7 @@ impl UnitFile {
         let mut n = 0;
         for s in self.sections.iter_mut().filter(|s| s.name == section) {
             s.items.retain(|i| match i {
-                Item::Entry(e) if e.key == key => {
+                Item::Entry(e) if e.key() == key => {
                     n += 1;
                     false
                 }
@@ -633,12 +714,9 @@ impl From<&UnitView<'_>> for UnitFile {
                 });
             }
             if let Some(s) = doc.sections.last_mut() {
-                s.items.push(Item::Entry(Entry {
-                    key: e.key.clone().into_owned(),
-                    value: e.value.clone().into_owned(),
-                    line: e.line,
-                    raw: format!("{}={}\n", e.key, e.value).into_bytes(),
-                }));
+                let raw = format!("{}={}\n", e.key, e.value).into_bytes();
+                s.items
+                    .push(Item::Entry(Entry::owned(&e.key, &e.value, raw, e.line)));
             }
         }
         doc
