@@ -235,6 +235,22 @@ fn main() -> ExitCode {
             cpu.len()
         );
     }
+    // Incremental unit add with a pattern never seen before (scans unit names once), and
+    // a dry run of a machine loss (clones the whole scheduler).
+    let mut spec = scheduler::UnitSpec::new("brand-new@1.service");
+    spec.conflicts = vec!["brand-new@*.service".into()];
+    let c = thread_cpu();
+    let added = s.add_unit(spec).map(|ch| ch.len());
+    let add_ms = (thread_cpu() - c) * 1e3;
+    let c = thread_cpu();
+    let preview = s.preview_remove_machine(&victims[0].id).map(|ch| ch.len());
+    let preview_ms = (thread_cpu() - c) * 1e3;
+    match (added, preview) {
+        (Ok(_), Ok(n)) => println!(
+            "add one unit with a new Conflicts pattern: {add_ms:.3} ms CPU; dry run of a machine loss ({n} changes): {preview_ms:.1} ms CPU"
+        ),
+        (Err(e), _) | (_, Err(e)) => eprintln!("bench: {e}"),
+    }
     let fleet_rate = sample as f64 / fleet_secs;
     println!(
         "fleet's algorithm (sort all machines per unit), first {sample} units: {fleet_rate:.0} units/s CPU; this scheduler is {:.0}x faster",

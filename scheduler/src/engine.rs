@@ -601,37 +601,162 @@ impl Scheduler {
         Ok(merge_changes(changes))
     }
 
-    /// Dry run: what would change if machine `id` left. The scheduler is unchanged.
+    /// Dry run: what would change if machine `id` left. The scheduler ends unchanged: the
+    /// step is applied and then undone, which costs about as much as the step itself.
     ///
     /// # Errors
     /// As [`Scheduler::remove_machine`].
-    pub fn preview_remove_machine(&self, id: &str) -> Result<Vec<Change>> {
-        self.present_machine(id)?;
-        self.clone().remove_machine(id)
+    pub fn preview_remove_machine(&mut self, id: &str) -> Result<Vec<Change>> {
+        let m = self.present_machine(id)?;
+        let failed = self.failed.clone();
+        let changes = self.remove_machine(id)?;
+        let attach = self.undo_detach(&changes);
+        self.machines[m as usize].present = true;
+        self.present += 1;
+        self.index_machine(m);
+        self.undo_attach(attach, failed);
+        Ok(changes)
     }
 
-    /// Dry run: what would change if this unit were added. The scheduler is unchanged.
+    /// Dry run: what would change if this unit were added. The scheduler ends unchanged.
     ///
     /// # Errors
     /// As [`Scheduler::add_unit`].
-    pub fn preview_add_unit(&self, spec: UnitSpec) -> Result<Vec<Change>> {
-        self.clone().add_unit(spec)
+    pub fn preview_add_unit(&mut self, spec: UnitSpec) -> Result<Vec<Change>> {
+        let name = spec.name.clone();
+        // A name referenced by MachineOf= (or removed earlier) already has a record.
+        let prior = self
+            .unit_by_name
+            .get(name.as_str())
+            .map(|&u| self.units[u as usize].clone());
+        let failed = self.failed.clone();
+        let changes = self.add_unit(spec)?;
+        let attach = self.undo_detach(&changes);
+        if let Some(&u) = self.unit_by_name.get(name.as_str()) {
+            self.forget_unit(u, prior);
+        }
+        self.undo_attach(attach, failed);
+        Ok(changes)
     }
 
-    /// Dry run: what would change if machine `machine` joined.
+    /// Dry run: what would change if machine `machine` joined. The scheduler ends unchanged.
     ///
     /// # Errors
     /// As [`Scheduler::add_machine`].
-    pub fn preview_add_machine(&self, machine: Machine) -> Result<Vec<Change>> {
-        self.clone().add_machine(machine)
+    pub fn preview_add_machine(&mut self, machine: Machine) -> Result<Vec<Change>> {
+        let id = machine.id.clone();
+        let failed = self.failed.clone();
+        let changes = self.add_machine(machine)?;
+        let attach = self.undo_detach(&changes);
+        if let Some(&m) = self.machine_by_id.get(id.as_str()) {
+            self.unindex_machine(m);
+            self.machines[m as usize].present = false;
+            self.present -= 1;
+        }
+        self.undo_attach(attach, failed);
+        Ok(changes)
     }
 
-    /// Dry run: what would change if unit `name` were removed.
+    /// Dry run: what would change if unit `name` were removed. The scheduler ends unchanged.
     ///
     /// # Errors
     /// As [`Scheduler::remove_unit`].
-    pub fn preview_remove_unit(&self, name: &str) -> Result<Vec<Change>> {
-        self.clone().remove_unit(name)
+    pub fn preview_remove_unit(&mut self, name: &str) -> Result<Vec<Change>> {
+        let u = self.existing_unit(name)?;
+        let failed = self.failed.clone();
+        let changes = self.remove_unit(name)?;
+        let attach = self.undo_detach(&changes);
+        self.units[u as usize].exists = true;
+        let req = self.units[u as usize].req as usize;
+        if self.reqs[req].global {
+            let pos = self
+                .globals
+                .partition_point(|&g| self.units[g as usize].name < self.units[u as usize].name);
+            self.globals.insert(pos, u);
+        } else {
+            for p in self.reqs[req].machine_of.clone() {
+                let f = self.followers.entry(p).or_default();
+                if !f.contains(&u) {
+                    f.push(u);
+                }
+            }
+        }
+        self.undo_attach(attach, failed);
+        Ok(changes)
+    }
+
+    /// First half of undoing a step: takes every unit off the machine the step put it on.
+    /// Returns what to put back once machines are restored.
+    fn undo_detach(&mut self, changes: &[Change]) -> Vec<(u32, u32, bool)> {
+        let mut attach = Vec::new();
+        for c in changes {
+            let Some(&u) = self.unit_by_name.get(c.unit.as_str()) else {
+                continue;
+            };
+            let machine = |id: &Option<String>| {
+                id.as_deref()
+                    .and_then(|id| self.machine_by_id.get(id).copied())
+            };
+            let (from, to) = (machine(&c.from), machine(&c.to));
+            if c.global {
+                if let Some(m) = to {
+                    self.detach_global(u, m);
+                }
+                if let Some(m) = from {
+                    attach.push((u, m, true));
+                }
+            } else {
+                self.detach(u);
+                if let Some(m) = from {
+                    attach.push((u, m, false));
+                }
+            }
+        }
+        attach
+    }
+
+    /// Second half of undoing a step: puts units back and restores the waiting list.
+    fn undo_attach(&mut self, attach: Vec<(u32, u32, bool)>, failed: Vec<u32>) {
+        for (u, m, global) in attach {
+            if global {
+                self.attach_global(u, m);
+            } else {
+                self.attach(u, m);
+            }
+        }
+        for &u in &self.failed {
+            self.units[u as usize].failed = false;
+        }
+        for &u in &failed {
+            self.units[u as usize].failed = true;
+        }
+        self.failed = failed;
+    }
+
+    /// Makes a unit added by a dry run disappear again (its name stays interned).
+    fn forget_unit(&mut self, u: u32, prior: Option<UnitRec>) {
+        let req = self.units[u as usize].req as usize;
+        self.globals.retain(|&g| g != u);
+        for p in self.reqs[req].machine_of.clone() {
+            if let Some(f) = self.followers.get_mut(&p) {
+                f.retain(|&x| x != u);
+            }
+        }
+        let rec = &mut self.units[u as usize];
+        // Patterns interned meanwhile may match the name: keep the current list.
+        let matches = rec.matches;
+        *rec = prior.unwrap_or_else(|| UnitRec {
+            name: rec.name.clone(),
+            req: NONE,
+            machine: NONE,
+            claim: NONE,
+            matches,
+            group: NONE,
+            desired: Desired::Inactive,
+            exists: false,
+            failed: false,
+        });
+        rec.matches = matches;
     }
 
     // ---------------------------------------------------------------- bookkeeping
@@ -2028,37 +2153,6 @@ impl Scheduler {
             .glob
             .as_ref()
             .map_or("", |g| g.as_str())
-    }
-
-    /// Bytes of heap and inline memory held by the scheduler's own structures (an
-    /// estimate from capacities: allocator overhead is not counted).
-    pub fn approx_memory(&self) -> usize {
-        use std::mem::size_of;
-        let mut n = size_of::<Self>();
-        n += self.machines.capacity() * size_of::<MachineRec>();
-        for m in &self.machines {
-            n += m.id.len()
-                + m.meta.capacity() * 8
-                + (m.units.capacity() + m.globals.capacity() + m.classes.capacity()) * 4;
-        }
-        n += self.units.capacity() * size_of::<UnitRec>();
-        n += self.units.iter().map(|u| u.name.len() * 2).sum::<usize>();
-        // Hash maps: one control byte plus the entry per bucket, at 7/8 load.
-        n += self.unit_by_name.capacity() * (size_of::<(Box<str>, u32)>() + 1) * 8 / 7;
-        n += self.machine_by_id.capacity() * (size_of::<(Box<str>, u32)>() + 1) * 8 / 7;
-        n += self
-            .classes
-            .iter()
-            .map(|c| c.order.heap_bytes())
-            .sum::<usize>();
-        for p in &self.pats {
-            let e = p.conf_decl.capacity() + p.rep_decl.capacity() + p.matched_on.capacity();
-            n += size_of::<PatRec>() + e * 9 * 8 / 7;
-        }
-        n += self.reqs.capacity() * size_of::<Req>() * 2;
-        n += self.lists.iter().map(|l| l.len() * 8 + 32).sum::<usize>();
-        n += self.failed.capacity() * 4;
-        n
     }
 }
 

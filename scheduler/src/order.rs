@@ -161,14 +161,6 @@ impl LoadOrder {
             .filter(|&l| self.counts[l] > 0)
             .flat_map(move |l| self.level(l).map(move |m| (l as u32, m)))
     }
-
-    /// Bytes held (for memory accounting).
-    pub(crate) fn heap_bytes(&self) -> usize {
-        self.members.capacity() * 4
-            + self.bits.capacity() * 8
-            + self.counts.capacity() * 4
-            + self.first.capacity() * 4
-    }
 }
 
 #[cfg(test)]

@@ -216,24 +216,26 @@ fn run_block(
                 .set_desired(name, state)
                 .map_err(|e| e.to_string())?
         }
-        "preview-remove-machine" => {
+        "preview-remove-machine" | "preview-add-unit" => {
             s(sched)?;
-            let id = rest.first().ok_or("preview-remove-machine ID")?;
-            let c = sched
-                .as_ref()
-                .unwrap()
-                .preview_remove_machine(id)
-                .map_err(|e| e.to_string())?;
-            return Ok(render_changes(&c));
-        }
-        "preview-add-unit" => {
-            s(sched)?;
-            let (u, _) = parse_unit(rest)?;
-            let c = sched
-                .as_ref()
-                .unwrap()
-                .preview_add_unit(u)
-                .map_err(|e| e.to_string())?;
+            let sch = sched.as_mut().unwrap();
+            let before = sch.decision();
+            // The real step on a copy must report the same changes.
+            let mut copy = sch.clone();
+            let (c, real) = if *cmd == "preview-remove-machine" {
+                let id = rest.first().ok_or("preview-remove-machine ID")?;
+                (sch.preview_remove_machine(id), copy.remove_machine(id))
+            } else {
+                let (u, _) = parse_unit(rest)?;
+                (sch.preview_add_unit(u.clone()), copy.add_unit(u))
+            };
+            let c = c.map_err(|e| e.to_string())?;
+            if real.as_ref().ok() != Some(&c) {
+                return Err(format!("preview {c:?} differs from the step {real:?}"));
+            }
+            if sch.decision() != before {
+                return Err("the dry run changed the scheduler".into());
+            }
             return Ok(render_changes(&c));
         }
         other => return Err(format!("unknown command {other:?}")),

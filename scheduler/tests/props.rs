@@ -279,6 +279,49 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
 
     #[test]
+    fn dry_runs_change_nothing_and_match_the_step(
+        c in cluster_strategy(),
+        extra in machine_strategy(),
+        spec in unit_strategy(),
+        which in 0..4u8,
+        pick in any::<usize>(),
+        then in op_strategy(),
+    ) {
+        let mut s = Scheduler::from_cluster(&c).unwrap();
+        let mut twin = s.clone();
+        let before = s.decision();
+        let ids: Vec<String> = c.machines.iter().map(|m| m.id.clone()).collect();
+        let names: Vec<String> = c.units.iter().map(|u| u.spec.name.clone()).collect();
+        let (preview, real) = match which {
+            0 if !ids.is_empty() => {
+                let id = &ids[pick % ids.len()];
+                (s.preview_remove_machine(id), s.clone().remove_machine(id))
+            }
+            1 if !names.contains(&spec.name) => (s.preview_add_unit(spec.clone()), s.clone().add_unit(spec)),
+            2 if !ids.contains(&extra.id) => (s.preview_add_machine(extra.clone()), s.clone().add_machine(extra)),
+            3 if !names.is_empty() => {
+                let n = &names[pick % names.len()];
+                (s.preview_remove_unit(n), s.clone().remove_unit(n))
+            }
+            _ => return Ok(()),
+        };
+        prop_assert_eq!(preview.unwrap(), real.unwrap());
+        prop_assert_eq!(s.decision(), before);
+        // And the scheduler behaves afterwards exactly as one that never ran the dry run.
+        let apply = |x: &mut Scheduler| -> Result<Vec<scheduler::Change>, scheduler::Error> {
+            match then.clone() {
+                Op::AddMachine(m) => x.add_machine(m),
+                Op::RemoveMachine(i) if !ids.is_empty() => x.remove_machine(&ids[i % ids.len()]),
+                Op::AddUnit(u) => x.add_unit(u),
+                Op::RemoveUnit(i) if !names.is_empty() => x.remove_unit(&names[i % names.len()]),
+                _ => Ok(Vec::new()),
+            }
+        };
+        prop_assert_eq!(apply(&mut s), apply(&mut twin));
+        prop_assert_eq!(s.decision(), twin.decision());
+    }
+
+    #[test]
     fn decisions_respect_constraints_and_are_stable(c in cluster_strategy()) {
         let d = decide(&c).unwrap();
         check_valid(&c, &d).map_err(TestCaseError::fail)?;
