@@ -1012,10 +1012,8 @@ fn this_machine(unit: &str) -> SpecifierContext {
             .find(|l| l.starts_with("root:"))
             .and_then(|l| l.rsplit(':').next().map(str::to_owned))
     });
-    // An unloaded unit sits directly under the root control group.
-    c.cgroup_path = Some(format!("/{unit}"));
-    c.cgroup_slice = Some(String::new());
-    c.cgroup_root = Some(String::new());
+    // %c %r %R are left out of the comparison: they depend on the control group the test
+    // runs in.
     c
 }
 
@@ -1033,7 +1031,7 @@ proptest! {
                 3 => prop::sample::select(vec![
                     "n", "N", "p", "P", "i", "I", "j", "J", "f", "H", "l", "q", "b", "v", "a", "o",
                     "w", "W", "B", "M", "A", "u", "U", "g", "G", "h", "s", "t", "S", "C", "L", "E",
-                    "T", "V", "d", "y", "Y", "c", "%", "z", "k", "-", " ", "",
+                    "T", "V", "d", "y", "Y", "%", "z", "k", "-", " ", "",
                 ]).prop_map(|s| format!("%{s}")),
                 1 => "[a-z/]{0,3}".prop_map(|s: String| s),
             ], 0..4).prop_map(|v| v.concat()),
