@@ -414,22 +414,6 @@ impl Store {
         let index = self.index;
         let (parent, name) = split(&key);
         let (children, created_dir) = self.ensure_dir(parent, idx)?;
-        let mut prev = None;
-        if let Some(existing) = children.get(name) {
-            if !replace {
-                return Err(Error::NodeExists {
-                    cause: key.into_owned(),
-                    index,
-                });
-            }
-            if existing.is_dir() {
-                return Err(Error::NotFile {
-                    cause: key.into_owned(),
-                    index,
-                });
-            }
-            prev = Some(existing.view_shallow(key.to_string(), now));
-        }
         let expire_at = Store::expire_at(now, ttl);
         let node = if dir {
             Node::dir(idx, expire_at)
@@ -437,7 +421,29 @@ impl Store {
             Node::file(value, idx, expire_at)
         };
         let view = node.view_shallow(key.to_string(), now);
-        let old = children.insert(name.into(), node);
+        // One hash lookup, and a replaced file keeps its name allocation.
+        let (prev, old) = match children.get_mut(name) {
+            Some(_) if !replace => {
+                return Err(Error::NodeExists {
+                    cause: key.into_owned(),
+                    index,
+                });
+            }
+            Some(existing) if existing.is_dir() => {
+                return Err(Error::NotFile {
+                    cause: key.into_owned(),
+                    index,
+                });
+            }
+            Some(existing) => {
+                let prev = existing.view_shallow(key.to_string(), now);
+                (Some(prev), Some(std::mem::replace(existing, node)))
+            }
+            None => {
+                children.insert(name.into(), node);
+                (None, None)
+            }
+        };
         if let Some(old) = old.as_ref().filter(|o| o.expire_at != PERMANENT) {
             self.ttl.remove(&(old.expire_at, Box::from(&*key)));
         }
