@@ -16,6 +16,7 @@ use anyhow::{Context as _, bail};
 use clap::Args;
 
 use crate::http::{self, Limits};
+use crate::store::KvBackend;
 use crate::store::memory::{MemoryBackend, MemoryConfig};
 
 /// kvd's command line; every flag also reads etcd's `ETCD_*` environment variable.
@@ -311,12 +312,38 @@ pub async fn run(
         );
     }
     let backend = Arc::new(MemoryBackend::open(mem).await?);
-    let limits = Limits {
-        max_request_bytes: config.max_request_bytes,
-        max_watchers_per_conn: config.max_watchers_per_conn,
-        ..Limits::default()
+    let limits = config.limits();
+    let shutdown_backend = {
+        let b = Arc::clone(&backend);
+        async move { b.shutdown().await.context("saving the store") }
     };
-    let router = http::router(Arc::clone(&backend), limits);
+    serve_backend(backend, listeners, limits, shutdown, shutdown_backend).await
+}
+
+impl Config {
+    /// The HTTP limits from the flags.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            max_request_bytes: self.max_request_bytes,
+            max_watchers_per_conn: self.max_watchers_per_conn,
+            ..Limits::default()
+        }
+    }
+}
+
+/// Serves the v2 API over `backend` on every listener until `shutdown` completes, then runs
+/// `stop_backend` (which must end open watches) and waits for the servers to finish.
+///
+/// # Errors
+/// A listener failed, or stopping the backend failed.
+pub async fn serve_backend<B: KvBackend>(
+    backend: Arc<B>,
+    listeners: Vec<tokio::net::TcpListener>,
+    limits: Limits,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    stop_backend: impl std::future::Future<Output = anyhow::Result<()>>,
+) -> anyhow::Result<()> {
+    let router = http::router(backend, limits);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut servers = tokio::task::JoinSet::new();
     for l in listeners {
@@ -331,7 +358,7 @@ pub async fn run(
     tracing::info!("shutting down");
     // Ending the backend first closes every watch stream, so graceful HTTP shutdown does not
     // wait for long polls that would never end.
-    backend.shutdown().await.context("saving the store")?;
+    stop_backend.await?;
     let _ = stop_tx.send(true);
     while let Some(r) = servers.join_next().await {
         r.context("server task")?.context("serving")?;

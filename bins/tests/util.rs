@@ -180,7 +180,14 @@ fn kvd_with(dir: tempfile::TempDir, data: PathBuf) -> Server {
     start(env!("CARGO_BIN_EXE_kvd"), args, url, peer, dir, "kvd")
 }
 
-/// Where test helper files go.
+/// Starts the kvd binary with these arguments (the caller picks the ports).
+#[allow(dead_code)]
+pub(crate) fn kvd_process(args: Vec<String>, url: String, peer_url: String) -> Server {
+    let dir = tempfile::tempdir().expect("tempdir");
+    start(env!("CARGO_BIN_EXE_kvd"), args, url, peer_url, dir, "kvd")
+}
+
+/// The kvctl binary.
 #[allow(dead_code)]
 pub(crate) fn kvctl_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_kvctl"))

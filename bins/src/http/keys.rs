@@ -41,11 +41,20 @@ pub(crate) async fn handle<B: KvBackend>(
             Some(q) => format!("{clean}?{q}"),
             None => clean,
         };
-        return Response::builder()
+        // Go's http.Redirect: a small HTML body for GET (and HEAD's length), none otherwise.
+        let mut b = Response::builder()
             .status(StatusCode::MOVED_PERMANENTLY)
-            .header(header::LOCATION, loc)
-            .body(Body::empty())
-            .unwrap_or_default();
+            .header(header::LOCATION, loc.as_str());
+        let body = if is_get {
+            b = b.header(header::CONTENT_TYPE, "text/html; charset=utf-8");
+            Body::from(format!(
+                "<a href=\"{}\">Moved Permanently</a>.\n\n",
+                html_escape(&loc)
+            ))
+        } else {
+            Body::empty()
+        };
+        return b.body(body).unwrap_or_default();
     }
     let key = clean_key(&decoded[KEYS_PREFIX.len()..]);
     if key.len() > state.limits.max_key_bytes {
@@ -318,6 +327,15 @@ impl<B: KvBackend> AppState<B> {
         self.cluster_header(h);
         resp
     }
+}
+
+/// Go's `html.EscapeString`.
+fn html_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('\'', "&#39;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&#34;")
 }
 
 /// Percent-decodes a URL path (`+` stays a plus). `None` on a malformed escape.

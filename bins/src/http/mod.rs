@@ -70,6 +70,8 @@ impl StoreStats {
 /// Shared state of every handler.
 pub(crate) struct AppState<B> {
     backend: Arc<B>,
+    /// `X-Etcd-Cluster-Id`, fixed for the life of the server.
+    cluster_id: HeaderValue,
     limits: Limits,
     stats: StoreStats,
     watchers_total: AtomicUsize,
@@ -79,10 +81,7 @@ pub(crate) struct AppState<B> {
 
 impl<B: KvBackend> AppState<B> {
     fn cluster_header(&self, h: &mut HeaderMap) {
-        let id = format!("{:x}", self.backend.status().cluster_id);
-        if let Ok(v) = HeaderValue::from_str(&id) {
-            h.insert("X-Etcd-Cluster-Id", v);
-        }
+        h.insert("X-Etcd-Cluster-Id", self.cluster_id.clone());
     }
 }
 
@@ -137,8 +136,11 @@ impl Drop for ConnWatchGuard {
 /// (`into_make_service_with_connect_info::<SocketAddr>()`, as [`serve`] does) so the
 /// per-connection watch limit applies.
 pub fn router<B: KvBackend>(backend: Arc<B>, limits: Limits) -> Router {
+    let cluster_id = HeaderValue::from_str(&format!("{:x}", backend.status().cluster_id))
+        .unwrap_or(HeaderValue::from_static("0"));
     let state = Arc::new(AppState {
         backend,
+        cluster_id,
         limits,
         stats: StoreStats::default(),
         watchers_total: AtomicUsize::new(0),
