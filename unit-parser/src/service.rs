@@ -841,6 +841,8 @@ mod tests {
         assert_eq!(parse_signal(" 0x9"), Some(9));
         assert_eq!(parse_signal("010"), Some(8));
         assert_eq!(parse_signal("RTMIN+0x1"), Some(35));
+        assert_eq!(parse_signal("0b11"), Some(3));
+        assert_eq!(parse_signal("0o7"), Some(7));
         for bad in [
             "SIG9", "0", "65", "sigterm", "", "RTMIN+31", "9 ", "RTMIN+ 1", "RTMAX-+1", "-1",
         ] {

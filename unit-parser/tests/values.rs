@@ -523,7 +523,7 @@ proptest! {
     fn scalar_values_match_systemd(inputs in prop::collection::vec(prop_oneof![
         "[ ]?[+-]?[0-9]{0,3}(\\.[0-9]{0,3})?[ ]?[KMGTPEBk%\u{2030}\u{2031}]?[ ]?",
         "[0-9]{0,20}\\.[0-9]{0,25}[EPTGMKB]",
-        "(0x|0)?[0-9a-f]{0,3}[%]?",
+        "[ +-]?(0x|0X|0b|0B|0o|0O|0)?[ +-]?[0-9a-f]{0,3}[%]?",
         "[0-9]{1,3}[ ][0-9]{1,3}[KMG]",
         prop::sample::select(vec!["yes", "No", "TRUE", "t", "on", "oFf", "2", "", " 1", "y", "enable"]).prop_map(str::to_owned),
         "(SIG)?(TERM|KILL|HUP|RTMIN|RTMAX|RTMIN\\+[0-9]{1,2}|RTMAX-[0-9]{1,2}|POLL|IO|[0-9]{1,2}|term)",

@@ -106,27 +106,49 @@ pub fn split_relaxed(s: &str) -> Vec<Vec<u8>> {
     out
 }
 
-/// systemd's `safe_atoi()`: C `strtol(s, &end, 0)` that must consume everything and fit an
-/// `int`: leading C white space, an optional sign, then `0x` hex, `0` octal or decimal.
+/// systemd's `safe_atoi()`: after white space, a Python-style `0b`/`0o` prefix picks base 2
+/// or 8, then C
+/// `strtol(s, &end, base)` (base 0 without a prefix: leading white space, a sign, then `0x`
+/// hex, `0` octal or decimal) must consume everything and fit an `int`.
 pub(crate) fn safe_atoi(s: &str) -> Option<i32> {
+    // systemd skips its WHITESPACE before looking for the prefix; strtol() then skips C
+    // white space (which also has \v and \f) by itself.
+    let s = s.trim_start_matches([' ', '\t', '\n', '\r']);
+    let (rest, base) = if let Some(r) = s.strip_prefix("0b").or_else(|| s.strip_prefix("0B")) {
+        (r, 2)
+    } else if let Some(r) = s.strip_prefix("0o").or_else(|| s.strip_prefix("0O")) {
+        (r, 8)
+    } else {
+        (s, 0)
+    };
+    let v = c_strtol(rest, base)?;
+    i32::try_from(v).ok()
+}
+
+/// C's `strtol()` requiring the whole string to be consumed.
+fn c_strtol(s: &str, base: u32) -> Option<i64> {
     let t = s.trim_start_matches([' ', '\t', '\n', '\x0b', '\x0c', '\r']);
     let (neg, t) = match t.as_bytes().first() {
         Some(b'-') => (true, &t[1..]),
         Some(b'+') => (false, &t[1..]),
         _ => (false, t),
     };
-    let (radix, digits) = if let Some(h) = t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
-        (16, h)
-    } else if t.len() > 1 && t.starts_with('0') {
-        (8, &t[1..])
-    } else {
-        (10, t)
+    let hex_prefixed = |t: &str| {
+        (t.starts_with("0x") || t.starts_with("0X"))
+            && t[2..].chars().next().is_some_and(|c| c.is_ascii_hexdigit())
+    };
+    let (radix, digits) = match base {
+        0 if hex_prefixed(t) => (16, &t[2..]),
+        0 if t.len() > 1 && t.starts_with('0') => (8, &t[1..]),
+        0 => (10, t),
+        16 if hex_prefixed(t) => (16, &t[2..]),
+        b => (b, t),
     };
     if digits.is_empty() || !digits.chars().all(|c| c.is_digit(radix)) {
         return None;
     }
     let v = i64::from_str_radix(digits, radix).ok()?;
-    i32::try_from(if neg { -v } else { v }).ok()
+    Some(if neg { -v } else { v })
 }
 
 /// systemd's `unichar_is_valid()`: no surrogates (impossible in a `char`), nothing above
