@@ -11,6 +11,24 @@ use std::time::{Duration, Instant};
 
 use systemd_driver::{ActiveState, ProcessDriver, ProcessDriverConfig, UnitDriver};
 
+/// CPU time (user + system, all threads) this process has used: /proc/self/stat fields
+/// 14 and 15, in USER_HZ ticks, which procfs always reports at 100 per second.
+fn cpu_time() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let rest = stat.rfind(')').map_or("", |i| &stat[i + 2..]);
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    Duration::from_millis(f.iter().sum::<u64>() * 10)
+}
+
+fn per_unit_us(cpu: Duration, n: usize) -> f64 {
+    cpu.as_secs_f64() * 1e6 / n as f64
+}
+
 fn rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
@@ -84,6 +102,7 @@ async fn run(n: usize) {
     );
 
     // Baseline: the same processes spawned and killed directly, no supervision.
+    let c = cpu_time();
     let t = Instant::now();
     let mut children: Vec<std::process::Child> = (0..n)
         .map(|_| {
@@ -94,6 +113,8 @@ async fn run(n: usize) {
         })
         .collect();
     let raw_spawn = n as f64 / t.elapsed().as_secs_f64();
+    let raw_spawn_cpu = cpu_time() - c;
+    let c = cpu_time();
     let t = Instant::now();
     for c in &mut children {
         c.kill().expect("kill");
@@ -102,6 +123,7 @@ async fn run(n: usize) {
         c.wait().expect("wait");
     }
     let raw_kill = n as f64 / t.elapsed().as_secs_f64();
+    let raw_kill_cpu = cpu_time() - c;
 
     let names: HashSet<String> = (0..n).map(|i| format!("bench-{i}.service")).collect();
     let t = Instant::now();
@@ -115,12 +137,14 @@ async fn run(n: usize) {
 
     let rss_before = rss_kib();
     let mut sub = driver.subscribe().await.expect("subscribe");
+    let c = cpu_time();
     let t = Instant::now();
     for name in &names {
         driver.start(name).await.expect("start");
     }
     wait_all(&mut sub, &names, true).await;
     let start_rate = n as f64 / t.elapsed().as_secs_f64();
+    let start_cpu = cpu_time() - c;
     let rss_after = rss_kib();
     let per_unit_kib = rss_after.saturating_sub(rss_before) as f64 / n as f64;
 
@@ -160,12 +184,14 @@ async fn run(n: usize) {
     fanout.sort();
 
     let running: HashSet<String> = names.difference(&killed).cloned().collect();
+    let c = cpu_time();
     let t = Instant::now();
     for name in &running {
         driver.stop(name).await.expect("stop");
     }
     wait_all(&mut sub, &running, false).await;
     let stop_rate = running.len() as f64 / t.elapsed().as_secs_f64();
+    let stop_cpu = cpu_time() - c;
     driver.stop_all().await;
 
     println!("load:  {load_rate:>9.0} units/s");
@@ -176,6 +202,18 @@ async fn run(n: usize) {
     println!(
         "stop:  {stop_rate:>9.0} units/s (to inactive/dead)      raw kill+reap:                {raw_kill:.0}/s   ratio {:.2}",
         stop_rate / raw_kill
+    );
+    println!(
+        "CPU of this process per unit (10 ms ticks): start {:.0} us (raw spawn {:.0} us), stop {:.0} us (raw kill+reap {:.0} us)",
+        per_unit_us(start_cpu, n),
+        per_unit_us(raw_spawn_cpu, n),
+        per_unit_us(stop_cpu, running.len()),
+        per_unit_us(raw_kill_cpu, n)
+    );
+    println!(
+        "  => on one core of supervisor CPU: start {:.0} units/s, stop {:.0} units/s",
+        1e6 / per_unit_us(start_cpu, n).max(1.0),
+        1e6 / per_unit_us(stop_cpu, running.len()).max(1.0)
     );
     println!(
         "memory: {per_unit_kib:.1} KiB supervisor RSS per running unit ({rss_before} -> {rss_after} KiB)"
