@@ -304,3 +304,30 @@ fn sigterm_saves_the_store_and_a_snapshot_restores_into_a_new_data_dir() {
         .expect("GET");
     assert_eq!(r.status(), 404);
 }
+
+#[test]
+fn kvctl_fails_over_between_endpoints_and_exits_2_when_none_answers() {
+    let kvd = util::kvd();
+    let dead = format!("http://127.0.0.1:{}", util::free_port());
+    let run = |endpoints: &str, args: &[&str]| {
+        std::process::Command::new(util::kvctl_bin())
+            .args(["--endpoints", endpoints])
+            .args(args)
+            .output()
+            .expect("kvctl")
+    };
+    let out = run(&format!("{dead},{}", kvd.url), &["set", "/f", "over"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "over\n");
+    let out = run(&dead, &["get", "/f"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.starts_with("Error:  client: etcd cluster is unavailable or misconfigured"),
+        "{err}"
+    );
+}
