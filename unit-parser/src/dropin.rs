@@ -5,8 +5,9 @@
 //! this order: `foo-bar@baz.service.d`, the template's `foo-bar@.service.d`, the
 //! template's dash prefixes (`foo-.service.d`), the instance's dash prefixes
 //! (`foo-@baz.service.d`, `foo-@.service.d`); after all of them, the type-wide
-//! `service.d` in every search directory. That is `unit_file_find_dirs()` in
-//! `src/shared/dropin.c`. Of the `*.conf` files found, a basename seen in an earlier
+//! `service.d` in every search directory (alias names, if the caller passes them to the
+//! `*_with_aliases` functions, are searched between the two). That is
+//! `unit_file_find_dirs()` / `unit_file_find_dropin_paths()` in `src/shared/dropin.c`. Of the `*.conf` files found, a basename seen in an earlier
 //! directory hides the same basename in later ones (so `/etc` overrides `/usr/lib`, and a
 //! more specific directory overrides a more generic one); a drop-in that is empty or a
 //! symlink to `/dev/null` therefore masks the ones it hides. The winners are applied in
@@ -95,15 +96,28 @@ fn dir_names(name: &str, out: &mut Vec<String>) {
 /// an earlier directory hides the same basename in later ones). Directories that do not
 /// exist are included; `search_path` is highest priority first.
 pub fn dropin_dirs(unit_name: &str, search_path: &[impl AsRef<Path>]) -> Vec<PathBuf> {
-    let mut names = Vec::new();
-    dir_names(unit_name, &mut names);
+    dropin_dirs_with_aliases(unit_name, &[], search_path)
+}
+
+/// Like [`dropin_dirs`] for a unit that also has alias names (symlinks to its fragment):
+/// the aliases' directories come after all of the unit's own and before the type-wide
+/// ones, as in `unit_file_find_dropin_paths()`.
+pub fn dropin_dirs_with_aliases(
+    unit_name: &str,
+    aliases: &[&str],
+    search_path: &[impl AsRef<Path>],
+) -> Vec<PathBuf> {
     let mut seen = HashSet::new();
     let mut dirs = Vec::new();
-    for base in search_path {
-        for n in &names {
-            let d = base.as_ref().join(n);
-            if seen.insert(d.clone()) {
-                dirs.push(d);
+    for name in std::iter::once(unit_name).chain(aliases.iter().copied()) {
+        let mut names = Vec::new();
+        dir_names(name, &mut names);
+        for base in search_path {
+            for n in &names {
+                let d = base.as_ref().join(n);
+                if seen.insert(d.clone()) {
+                    dirs.push(d);
+                }
             }
         }
     }
@@ -128,9 +142,23 @@ pub fn find_dropins(
     unit_name: &str,
     search_path: &[impl AsRef<Path>],
 ) -> Result<Vec<PathBuf>, ParseError> {
+    find_dropins_with_aliases(unit_name, &[], search_path)
+}
+
+/// Like [`find_dropins`] for a unit that also has alias names; see
+/// [`dropin_dirs_with_aliases`].
+///
+/// # Errors
+///
+/// [`ParseError::Io`] if an existing directory cannot be read.
+pub fn find_dropins_with_aliases(
+    unit_name: &str,
+    aliases: &[&str],
+    search_path: &[impl AsRef<Path>],
+) -> Result<Vec<PathBuf>, ParseError> {
     let mut winners: Vec<(OsString, PathBuf)> = Vec::new();
     let mut seen = HashSet::new();
-    for dir in dropin_dirs(unit_name, search_path) {
+    for dir in dropin_dirs_with_aliases(unit_name, aliases, search_path) {
         let rd = match std::fs::read_dir(&dir) {
             Ok(rd) => rd,
             Err(e)
@@ -284,6 +312,25 @@ mod tests {
             ["a--b.service.d", "a--.service.d", "a-.service.d"]
         );
         assert_eq!(names("foo@.service"), ["foo@.service.d"]);
+    }
+
+    #[test]
+    fn alias_directories_follow_the_unit_and_precede_the_type() {
+        let d = dropin_dirs_with_aliases("a.service", &["b-c.service"], &["/etc/x", "/usr/x"]);
+        let d: Vec<_> = d.iter().map(|p| p.to_string_lossy().into_owned()).collect();
+        assert_eq!(
+            d,
+            [
+                "/etc/x/a.service.d",
+                "/usr/x/a.service.d",
+                "/etc/x/b-c.service.d",
+                "/etc/x/b-.service.d",
+                "/usr/x/b-c.service.d",
+                "/usr/x/b-.service.d",
+                "/etc/x/service.d",
+                "/usr/x/service.d"
+            ]
+        );
     }
 
     #[test]
