@@ -716,6 +716,8 @@ impl Runner {
                 c.current_dir(dir);
             }
         }
+        // Switched inside the child, after it joined its cgroup (which needs root).
+        let mut creds = None;
         if switch_user {
             let user = self.cfg.user.as_deref().unwrap_or_default();
             let pw = pw.ok_or_else(|| {
@@ -728,7 +730,7 @@ impl Runner {
                 None => pw.gid,
             };
             if sys::euid() == 0 {
-                c.uid(pw.uid).gid(gid);
+                creds = Some((pw.uid, gid));
             } else if pw.uid != sys::euid() {
                 return Err(format!("User={user} needs the supervisor to run as root"));
             }
@@ -736,6 +738,7 @@ impl Runner {
         sys::isolate(
             &mut c,
             self.cgroup.as_ref().and_then(UnitCgroup::procs_cstring),
+            creds,
         );
         // On the runtime's own thread, not the blocking pool: fork() copies every mapping of
         // this process, and the stacks of hundreds of pool threads made each spawn about ten

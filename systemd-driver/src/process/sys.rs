@@ -118,12 +118,17 @@ pub(crate) fn watch_pid(pid: u32) -> io::Result<tokio::io::unix::AsyncFd<OwnedFd
     unsafe { tokio::io::unix::AsyncFd::register(fd) }.map_err(Into::into)
 }
 
-/// Makes the spawned process start a new session (and so its own process group), and
-/// join the cgroup whose `cgroup.procs` file is `cgroup_procs`, before it executes.
-pub(crate) fn isolate(cmd: &mut tokio::process::Command, cgroup_procs: Option<CString>) {
+/// Makes the spawned process start a new session (and so its own process group), join the
+/// cgroup whose `cgroup.procs` file is `cgroup_procs`, then switch to `creds` (uid, gid),
+/// before it executes. The order matters: only root may move itself into the cgroup.
+pub(crate) fn isolate(
+    cmd: &mut tokio::process::Command,
+    cgroup_procs: Option<CString>,
+    creds: Option<(u32, u32)>,
+) {
     // SAFETY: the closure runs in the forked child before exec; it only makes
-    // async-signal-safe system calls (setsid, open, write, close) on data prepared before
-    // the fork, and allocates nothing.
+    // async-signal-safe system calls (setsid, open, write, close, setgroups, setgid, setuid)
+    // on data prepared before the fork, and allocates nothing.
     unsafe {
         cmd.as_std_mut().pre_exec(move || {
             if libc::setsid() < 0 {
@@ -138,6 +143,12 @@ pub(crate) fn isolate(cmd: &mut tokio::process::Command, cgroup_procs: Option<CS
                 let rc = libc::write(fd, b"0".as_ptr().cast(), 1);
                 libc::close(fd);
                 if rc < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+            if let Some((uid, gid)) = creds {
+                // Supplementary groups first (root's must not leak), then gid, then uid.
+                if libc::setgroups(1, &gid) < 0 || libc::setgid(gid) < 0 || libc::setuid(uid) < 0 {
                     return Err(io::Error::last_os_error());
                 }
             }
