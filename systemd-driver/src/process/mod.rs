@@ -98,18 +98,31 @@ struct Inner {
 impl Drop for Inner {
     fn drop(&mut self) {
         self.rotator.abort();
-        // Empty unit cgroups go; populated ones (units left running for the next driver to
-        // adopt) and so the root stay.
-        if let Some(root) = &self.ctx.cgroups.root {
-            if let Ok(entries) = std::fs::read_dir(root) {
-                for e in entries.flatten() {
-                    let cg = cgroup::UnitCgroup { path: e.path() };
-                    if e.path().is_dir() && !cg.populated() {
-                        cg.remove();
+        // Empty unit cgroups go, and then the root. A unit killed a moment ago may still be
+        // a zombie waiting to be reaped, so retry for a little while off this thread;
+        // populated cgroups (units left running for the next driver to adopt) stay.
+        if let Some(root) = self.ctx.cgroups.root.clone() {
+            let sweep = move || {
+                if let Ok(entries) = std::fs::read_dir(&root) {
+                    for e in entries.flatten() {
+                        let cg = cgroup::UnitCgroup { path: e.path() };
+                        if e.path().is_dir() && !cg.populated() {
+                            cg.remove();
+                        }
                     }
                 }
+                std::fs::remove_dir(&root).is_ok() || !root.exists()
+            };
+            if !sweep() {
+                std::thread::spawn(move || {
+                    for _ in 0..40 {
+                        std::thread::sleep(Duration::from_millis(50));
+                        if sweep() {
+                            return;
+                        }
+                    }
+                });
             }
-            let _ = std::fs::remove_dir(root);
         }
     }
 }
