@@ -130,6 +130,19 @@ pub trait UnitDriver: Send + Sync + 'static {
     /// I/O and D-Bus errors.
     fn unload(&self, name: &str) -> impl Future<Output = Result<()>> + Send;
 
+    /// Unloads several units at once (systemd: one `daemon-reload` for the batch).
+    ///
+    /// # Errors
+    /// As [`unload`](Self::unload); stops at the first failure.
+    fn unload_all(&self, names: &[String]) -> impl Future<Output = Result<()>> + Send {
+        async move {
+            for name in names {
+                self.unload(name).await?;
+            }
+            Ok(())
+        }
+    }
+
     /// The states of all units loaded through this driver, sorted by name.
     ///
     /// # Errors

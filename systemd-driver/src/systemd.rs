@@ -366,6 +366,31 @@ impl SystemdDriver {
         Ok(())
     }
 
+    /// Stops, disables, resets and removes one unit, without reloading. `false` when there
+    /// was nothing to remove.
+    async fn uninstall(&self, name: &str) -> Result<bool> {
+        if self.is_known(name).is_err() && !self.unit_path(name).exists() {
+            return Ok(false);
+        }
+        // As fleet (issue #1216): only a unit that could be stopped is disabled and removed.
+        let _: OwnedObjectPath = self.manager("StopUnit", &(name, "replace")).await?;
+        let disabled: Result<Changes> = self.manager("DisableUnitFiles", &(vec![name], true)).await;
+        if let Err(e) = disabled {
+            tracing::debug!(unit = name, "DisableUnitFiles: {e}");
+        }
+        let reset: Result<()> = self.manager("ResetFailedUnit", &(name,)).await;
+        if let Err(e) = reset {
+            tracing::debug!(unit = name, "ResetFailedUnit: {e}");
+        }
+        let path = self.unit_path(name);
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io("remove unit file", path, e)),
+        }
+        Ok(true)
+    }
+
     /// After a reload: a unit systemd could not load is rolled back and reported.
     async fn check_loaded(&self, names: &[String]) -> Result<()> {
         let rows = self.refresh(names).await?;
@@ -562,37 +587,39 @@ impl UnitDriver for SystemdDriver {
     }
 
     async fn unload(&self, name: &str) -> Result<()> {
-        if self.is_known(name).is_err() && !self.unit_path(name).exists() {
-            return Ok(());
+        self.unload_all(&[name.to_owned()]).await
+    }
+
+    async fn unload_all(&self, names: &[String]) -> Result<()> {
+        let mut removed = Vec::new();
+        let mut result = Ok(());
+        for name in names {
+            match self.uninstall(name).await {
+                Ok(true) => removed.push(name.as_str()),
+                Ok(false) => {}
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            }
         }
-        // As fleet (issue #1216): only a unit that could be stopped is disabled and removed.
-        let _: OwnedObjectPath = self.manager("StopUnit", &(name, "replace")).await?;
-        let disabled: Result<Changes> = self.manager("DisableUnitFiles", &(vec![name], true)).await;
-        if let Err(e) = disabled {
-            tracing::debug!(unit = name, "DisableUnitFiles: {e}");
+        if !removed.is_empty() {
+            // One daemon-reload for the whole batch.
+            let () = self.manager("Reload", &()).await?;
+            for name in removed {
+                if self
+                    .inner
+                    .known
+                    .lock()
+                    .expect("known lock")
+                    .remove(name)
+                    .is_some()
+                {
+                    self.inner.events.send(name, None);
+                }
+            }
         }
-        let reset: Result<()> = self.manager("ResetFailedUnit", &(name,)).await;
-        if let Err(e) = reset {
-            tracing::debug!(unit = name, "ResetFailedUnit: {e}");
-        }
-        let path = self.unit_path(name);
-        match std::fs::remove_file(&path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(Error::io("remove unit file", path, e)),
-        }
-        let () = self.manager("Reload", &()).await?;
-        if self
-            .inner
-            .known
-            .lock()
-            .expect("known lock")
-            .remove(name)
-            .is_some()
-        {
-            self.inner.events.send(name, None);
-        }
-        Ok(())
+        result
     }
 
     async fn list(&self) -> Result<Vec<UnitStatus>> {

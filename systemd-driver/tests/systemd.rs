@@ -222,6 +222,33 @@ async fn behavioural_suite_against_real_systemd() {
         "file removed on unload"
     );
 
+    // Batches: one daemon-reload for several loads, and for several unloads.
+    let batch: Vec<(String, String)> = (0..3)
+        .map(|i| {
+            (
+                format!("sd-batch{i}.service"),
+                "[Service]\nExecStart=/bin/sleep 30\n".to_owned(),
+            )
+        })
+        .collect();
+    d.load_all(&batch).await.unwrap();
+    for (name, _) in &batch {
+        d.start(name).await.unwrap();
+        wait_state(&d, name, "loaded/active/running").await;
+    }
+    let names: Vec<String> = batch.iter().map(|(n, _)| n.clone()).collect();
+    d.unload_all(&names).await.unwrap();
+    assert!(
+        d.list()
+            .await
+            .unwrap()
+            .iter()
+            .all(|u| !u.name.starts_with("sd-batch"))
+    );
+    for name in &names {
+        assert!(!mgr.path(&format!("units/{name}")).exists());
+    }
+
     // A unit systemd refuses is reported and not left behind.
     let err = d
         .load("sd-bad.service", "[Service]\nType=simple\n")
