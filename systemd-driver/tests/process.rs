@@ -441,3 +441,35 @@ async fn send_sigkill_no_leaves_the_process() {
         .unwrap();
     wait_for("cleanup", || !alive(pid)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notify_mainpid_hands_over() {
+    let s = Scratch::new();
+    let d = driver(&s).await;
+    // The started process forks the real daemon, reports it as MAINPID=, and exits.
+    let py = "import os,socket,subprocess; p=subprocess.Popen(['/bin/sleep','300']); s=socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM); s.sendto(('MAINPID=%%d\\\\nREADY=1' %% p.pid).encode(), os.environ['NOTIFY_SOCKET'])";
+    d.load(
+        "handover.service",
+        &format!("[Service]\nType=notify\nExecStart=/usr/bin/python3 -c \"{py}\"\n"),
+    )
+    .await
+    .unwrap();
+    d.start("handover.service").await.unwrap();
+    let st = wait_state(&d, "handover.service", "loaded/active/running").await;
+    let main = st.main_pid.unwrap();
+    let comm = std::fs::read_to_string(format!("/proc/{main}/comm")).unwrap_or_default();
+    assert_eq!(comm.trim(), "sleep", "MAINPID= names the daemon");
+    // The launcher's exit does not end the service; the daemon's does.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        d.status("handover.service")
+            .await
+            .unwrap()
+            .state
+            .to_string(),
+        "loaded/active/running"
+    );
+    d.stop("handover.service").await.unwrap();
+    wait_state(&d, "handover.service", "loaded/inactive/dead").await;
+    wait_for("daemon gone", || !alive(main)).await;
+}
