@@ -1,0 +1,397 @@
+//! The gRPC peer [`Transport`] (`raft.v1` in the `proto` crate).
+//!
+//! Each peer gets a sender task holding one long-lived client stream of [`MessageBatch`]es:
+//! messages queued while a batch is in flight go out together in the next one. A broken
+//! stream is reopened with exponential backoff (50 ms doubling to 2 s) and the member is told
+//! the peer is unreachable, so raft slows down probing it. Snapshots travel on their own
+//! streaming call in 1 MiB chunks so a large one never blocks heartbeats.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use proto::raft_v1::raft_client::RaftClient;
+use proto::raft_v1::raft_server::{Raft, RaftServer};
+use proto::raft_v1::{MessageBatch, SendAck, SnapshotAck, SnapshotChunk};
+use protobuf::Message as _;
+use raft::eraftpb::{Message, MessageType};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::transport::{Inbox, Transport};
+
+const SNAPSHOT_CHUNK: usize = 1 << 20;
+/// Messages per batch on the wire (raft's own batching keeps most batches small).
+const MAX_BATCH: usize = 512;
+/// Largest snapshot accepted (a corrupt length must not make us allocate without bound).
+const MAX_SNAPSHOT: u64 = 4 << 30;
+
+/// The gRPC transport of one member. Serve [`GrpcTransport::service`] on the member's peer
+/// URL; peers' URLs come from the member list ([`Transport::set_peer`]).
+#[derive(Clone)]
+pub struct GrpcTransport {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    cluster_id: u64,
+    me: Mutex<Option<(u64, Inbox)>>,
+    peers: Mutex<HashMap<u64, Peer>>,
+}
+
+struct Peer {
+    url: String,
+    queue: mpsc::UnboundedSender<Message>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl std::fmt::Debug for GrpcTransport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GrpcTransport")
+            .field("cluster_id", &self.inner.cluster_id)
+            .finish()
+    }
+}
+
+impl GrpcTransport {
+    /// A transport for members of cluster `cluster_id` (batches from other clusters are
+    /// refused).
+    pub fn new(cluster_id: u64) -> Self {
+        GrpcTransport {
+            inner: Arc::new(Inner {
+                cluster_id,
+                me: Mutex::new(None),
+                peers: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    /// The `raft.v1.Raft` service receiving this member's messages, to mount on a tonic
+    /// server (alongside other services if wanted).
+    pub fn service(&self) -> RaftServer<RaftService> {
+        RaftServer::new(RaftService {
+            inner: self.inner.clone(),
+        })
+        .max_decoding_message_size(16 << 20)
+    }
+
+    /// Serves the peer service on `listener` until `shutdown` completes.
+    ///
+    /// # Errors
+    ///
+    /// The server's transport error.
+    pub async fn serve(
+        &self,
+        listener: tokio::net::TcpListener,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> Result<(), tonic::transport::Error> {
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        tonic::transport::Server::builder()
+            .add_service(self.service())
+            .serve_with_incoming_shutdown(incoming, shutdown)
+            .await
+    }
+
+    fn inbox(&self) -> Option<Inbox> {
+        self.inner.me.lock().as_ref().map(|(_, i)| i.clone())
+    }
+}
+
+impl Transport for GrpcTransport {
+    fn attach(&self, id: u64, inbox: Inbox) {
+        *self.inner.me.lock() = Some((id, inbox));
+    }
+
+    fn detach(&self, _id: u64) {
+        *self.inner.me.lock() = None;
+        self.inner.peers.lock().clear();
+    }
+
+    fn send(&self, messages: Vec<Message>) {
+        let peers = self.inner.peers.lock();
+        for m in messages {
+            let to = m.to;
+            let sent = peers.get(&to).is_some_and(|p| p.queue.send(m).is_ok());
+            if !sent && let Some(inbox) = self.inbox() {
+                inbox.report_unreachable(to);
+            }
+        }
+    }
+
+    fn set_peer(&self, id: u64, peer_urls: &[String]) {
+        let Some(url) = peer_urls.first().cloned() else {
+            return;
+        };
+        let me = self.inner.me.lock().as_ref().map(|(i, _)| *i);
+        if me == Some(id) {
+            return;
+        }
+        let mut peers = self.inner.peers.lock();
+        if peers.get(&id).is_some_and(|p| p.url == url) {
+            return;
+        }
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let (tx, rx) = mpsc::unbounded_channel();
+        let task = handle.spawn(peer_loop(
+            self.clone(),
+            me.unwrap_or(0),
+            id,
+            url.clone(),
+            rx,
+        ));
+        peers.insert(
+            id,
+            Peer {
+                url,
+                queue: tx,
+                task,
+            },
+        );
+    }
+
+    fn remove_peer(&self, id: u64) {
+        self.inner.peers.lock().remove(&id);
+    }
+}
+
+/// Encodes a raft message with raft's own codec; messages are small protobufs without
+/// required fields, so this does not fail.
+fn encode(m: &Message) -> Bytes {
+    Bytes::from(m.write_to_bytes().unwrap_or_default())
+}
+
+async fn peer_loop(
+    t: GrpcTransport,
+    me: u64,
+    to: u64,
+    url: String,
+    mut queue: mpsc::UnboundedReceiver<Message>,
+) {
+    let mut backoff = Duration::from_millis(50);
+    let mut carry: Option<Message> = None;
+    loop {
+        let client = match RaftClient::connect(url.clone()).await {
+            Ok(c) => c.max_decoding_message_size(16 << 20),
+            Err(e) => {
+                tracing::debug!(to, %url, error = %e, "peer connect failed");
+                if let Some(inbox) = t.inbox() {
+                    inbox.report_unreachable(to);
+                }
+                // Drop what queued up meanwhile: raft resends what matters.
+                while queue.try_recv().is_ok() {}
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+                continue;
+            }
+        };
+        let (btx, brx) = mpsc::channel::<MessageBatch>(16);
+        let mut call_client = client.clone();
+        let mut call =
+            tokio::spawn(async move { call_client.send(ReceiverStream::new(brx)).await });
+        let broken = loop {
+            let first = match carry.take() {
+                Some(m) => m,
+                None => tokio::select! {
+                    m = queue.recv() => match m { Some(m) => m, None => { call.abort(); return } },
+                    r = &mut call => break format!("stream ended: {r:?}"),
+                },
+            };
+            let mut batch = Vec::new();
+            let mut pending = Some(first);
+            while let Some(m) = pending.take() {
+                if m.get_msg_type() == MessageType::MsgSnapshot {
+                    tokio::spawn(send_snapshot(t.clone(), client.clone(), me, m));
+                } else {
+                    batch.push(encode(&m));
+                }
+                if batch.len() < MAX_BATCH {
+                    pending = queue.try_recv().ok();
+                }
+            }
+            if batch.is_empty() {
+                continue;
+            }
+            let mb = MessageBatch {
+                cluster_id: t.inner.cluster_id,
+                from: me,
+                to,
+                messages: batch,
+            };
+            if btx.send(mb).await.is_err() {
+                break "stream closed".to_string();
+            }
+            backoff = Duration::from_millis(50);
+        };
+        tracing::debug!(to, %url, reason = %broken, "peer stream broken; reconnecting");
+        if let Some(inbox) = t.inbox() {
+            inbox.report_unreachable(to);
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(2));
+    }
+}
+
+async fn send_snapshot(
+    t: GrpcTransport,
+    mut client: RaftClient<tonic::transport::Channel>,
+    me: u64,
+    mut m: Message,
+) {
+    let to = m.to;
+    let data = std::mem::take(&mut m.mut_snapshot().data);
+    let total = data.len() as u64;
+    let mut chunks = Vec::new();
+    chunks.push(SnapshotChunk {
+        cluster_id: t.inner.cluster_id,
+        from: me,
+        to,
+        message: encode(&m),
+        data: Bytes::new(),
+        total_len: total,
+    });
+    let mut off = 0;
+    while off < data.len() {
+        let end = (off + SNAPSHOT_CHUNK).min(data.len());
+        chunks.push(SnapshotChunk {
+            data: data.slice(off..end),
+            ..Default::default()
+        });
+        off = end;
+    }
+    let ok = match client.snapshot(futures::stream::iter(chunks)).await {
+        Ok(ack) => ack.get_ref().received == total,
+        Err(e) => {
+            tracing::warn!(to, error = %e, "sending snapshot failed");
+            false
+        }
+    };
+    if let Some(inbox) = t.inbox() {
+        inbox.report_snapshot(to, ok);
+    }
+}
+
+/// The server side of [`GrpcTransport`]: delivers incoming messages to the member.
+pub struct RaftService {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for RaftService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RaftService").finish_non_exhaustive()
+    }
+}
+
+impl RaftService {
+    fn me(&self) -> Result<(u64, Inbox), Status> {
+        self.inner
+            .me
+            .lock()
+            .clone()
+            .ok_or_else(|| Status::unavailable("member is not running"))
+    }
+}
+
+fn decode(bytes: &[u8]) -> Result<Message, Status> {
+    Message::parse_from_bytes(bytes)
+        .map_err(|e| Status::invalid_argument(format!("undecodable raft message: {e}")))
+}
+
+#[tonic::async_trait]
+impl Raft for RaftService {
+    async fn send(
+        &self,
+        request: Request<Streaming<MessageBatch>>,
+    ) -> Result<Response<SendAck>, Status> {
+        let mut stream = request.into_inner();
+        let mut batches = 0;
+        while let Some(batch) = stream.message().await? {
+            let (me, inbox) = self.me()?;
+            proto::convert::check_envelope(&batch, self.inner.cluster_id, me)?;
+            for raw in &batch.messages {
+                let m = decode(raw)?;
+                if m.to != me || m.from != batch.from {
+                    return Err(Status::invalid_argument(format!(
+                        "raft message {}->{} inside a batch {}->{}",
+                        m.from, m.to, batch.from, me
+                    )));
+                }
+                inbox.deliver(m);
+            }
+            batches += 1;
+        }
+        Ok(Response::new(SendAck { batches }))
+    }
+
+    async fn snapshot(
+        &self,
+        request: Request<Streaming<SnapshotChunk>>,
+    ) -> Result<Response<SnapshotAck>, Status> {
+        let mut stream = request.into_inner();
+        let first = stream
+            .message()
+            .await?
+            .ok_or_else(|| Status::invalid_argument("empty snapshot stream"))?;
+        let (me, inbox) = self.me()?;
+        let envelope = MessageBatch {
+            cluster_id: first.cluster_id,
+            from: first.from,
+            to: first.to,
+            messages: Vec::new(),
+        };
+        proto::convert::check_envelope(&envelope, self.inner.cluster_id, me)?;
+        if first.total_len > MAX_SNAPSHOT {
+            return Err(Status::resource_exhausted(format!(
+                "snapshot of {} bytes exceeds the {MAX_SNAPSHOT} byte limit",
+                first.total_len
+            )));
+        }
+        let mut m = decode(&first.message)?;
+        if m.get_msg_type() != MessageType::MsgSnapshot || m.to != me {
+            return Err(Status::invalid_argument(
+                "first chunk is not a snapshot message for this member",
+            ));
+        }
+        let mut data = Vec::with_capacity(first.total_len as usize);
+        data.extend_from_slice(&first.data);
+        while let Some(c) = stream.message().await? {
+            data.extend_from_slice(&c.data);
+            if data.len() as u64 > first.total_len {
+                return Err(Status::invalid_argument("snapshot longer than announced"));
+            }
+        }
+        let received = data.len() as u64;
+        if received != first.total_len {
+            return Err(Status::invalid_argument(format!(
+                "snapshot truncated: {received} of {} bytes",
+                first.total_len
+            )));
+        }
+        m.mut_snapshot().data = Bytes::from(data);
+        inbox.deliver(m);
+        Ok(Response::new(SnapshotAck { received }))
+    }
+}
+
+/// Binds `addr` and returns the listener and its URL (`http://ip:port`), for members and
+/// tests that listen on port 0.
+///
+/// # Errors
+///
+/// The bind error.
+pub async fn bind(addr: SocketAddr) -> std::io::Result<(tokio::net::TcpListener, String)> {
+    let l = tokio::net::TcpListener::bind(addr).await?;
+    let url = format!("http://{}", l.local_addr()?);
+    Ok((l, url))
+}

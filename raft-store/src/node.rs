@@ -1,0 +1,1137 @@
+//! The [`Node`]: a raft member driving `RawNode` on tokio over a [`RocksLogStore`].
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use parking_lot::{Mutex, RwLock};
+use protobuf::Message as _;
+use raft::eraftpb::{
+    ConfChange, ConfChangeSingle, ConfChangeType, ConfChangeV2, ConfState, Entry, EntryType,
+    Message, Snapshot, SnapshotMetadata,
+};
+use raft::{RawNode, ReadOnlyOption, SnapshotStatus, StateRole, Storage};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+
+use crate::config::{Config, Member};
+use crate::error::{Error, Result, StorageError};
+use crate::state_machine::StateMachine;
+use crate::storage::{DataDir, LogStore, RocksLogStore};
+use crate::transport::{Inbox, NetEvent, Transport};
+
+/// How a read is served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ReadConsistency {
+    /// Linearizable: confirmed with a quorum through raft's ReadIndex, then served once this
+    /// member has applied up to the confirmed index. Reads waiting together share one round.
+    Linearizable,
+    /// Serializable: served from this member's applied state at once; may be stale.
+    Serializable,
+}
+
+/// A member's role in raft.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Role {
+    /// Following a leader (or waiting for one).
+    Follower,
+    /// Campaigning.
+    Candidate,
+    /// Checking whether it could win before campaigning (pre-vote).
+    PreCandidate,
+    /// The leader.
+    Leader,
+}
+
+/// A snapshot of a member's raft state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Status {
+    /// This member's id.
+    pub id: u64,
+    /// The leader this member knows of.
+    pub leader: Option<u64>,
+    /// The current term.
+    pub term: u64,
+    /// This member's role.
+    pub role: Role,
+    /// The highest index known committed.
+    pub commit: u64,
+    /// The highest index applied to the state machine.
+    pub applied: u64,
+    /// The index of the newest snapshot (0 if none).
+    pub snapshot_index: u64,
+    /// The first index still in the log.
+    pub first_index: u64,
+    /// The last index in the log.
+    pub last_index: u64,
+    /// Whether the member has stopped (shut down, removed, or failed).
+    pub stopped: bool,
+}
+
+/// What flows from the API into the raft loop.
+enum Request<S: StateMachine> {
+    Propose {
+        data: Vec<u8>,
+        tx: oneshot::Sender<Result<(u64, Arc<S::Output>)>>,
+    },
+    ReadIndex {
+        tx: oneshot::Sender<Result<u64>>,
+    },
+    ConfChange {
+        cc: ConfChangeV2,
+        tx: oneshot::Sender<Result<u64>>,
+    },
+    TransferLeader {
+        to: u64,
+    },
+    Shutdown,
+}
+
+/// State shared between the raft loop and API callers.
+struct Shared<S: StateMachine> {
+    id: u64,
+    sm: RwLock<S>,
+    members: RwLock<BTreeMap<u64, Member>>,
+    status: Mutex<Status>,
+    // Watchers wait on this rather than polling the status.
+    applied: watch::Sender<u64>,
+    // Sent while holding the state machine's write lock, so a watch that reads history under
+    // the read lock and then subscribes sees every event exactly once.
+    events: broadcast::Sender<Arc<S::Output>>,
+    failure: Mutex<Option<String>>,
+}
+
+/// A raft member replicating a [`StateMachine`], durable in a RocksDB data directory.
+///
+/// Cloning gives another handle on the same member.
+pub struct Node<S: StateMachine> {
+    shared: Arc<Shared<S>>,
+    requests: mpsc::UnboundedSender<Request<S>>,
+    task: Arc<Mutex<Option<tokio::task::JoinHandle<()>>>>,
+    timeout: Duration,
+    conf_lock: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl<S: StateMachine> Clone for Node<S> {
+    fn clone(&self) -> Self {
+        Node {
+            shared: self.shared.clone(),
+            requests: self.requests.clone(),
+            task: self.task.clone(),
+            timeout: self.timeout,
+            conf_lock: self.conf_lock.clone(),
+        }
+    }
+}
+
+impl<S: StateMachine> std::fmt::Debug for Node<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("status", &self.status())
+            .finish()
+    }
+}
+
+/// A stream of state-machine outputs, from [`Node::watch`].
+pub struct Watch<S: StateMachine> {
+    backlog: VecDeque<Arc<S::Output>>,
+    rx: broadcast::Receiver<Arc<S::Output>>,
+}
+
+impl<S: StateMachine> std::fmt::Debug for Watch<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Watch")
+            .field("backlog", &self.backlog.len())
+            .finish()
+    }
+}
+
+impl<S: StateMachine> Watch<S> {
+    /// The next output, in apply order. `None` once the node has stopped.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::HistoryCleared`] if this watcher fell so far behind that outputs were
+    /// dropped (it should re-watch from its last seen index).
+    pub async fn next(&mut self) -> Option<Result<Arc<S::Output>>> {
+        if let Some(o) = self.backlog.pop_front() {
+            return Some(Ok(o));
+        }
+        match self.rx.recv().await {
+            Ok(o) => Some(Ok(o)),
+            Err(broadcast::error::RecvError::Closed) => None,
+            Err(broadcast::error::RecvError::Lagged(n)) => Some(Err(Error::HistoryCleared {
+                requested: 0,
+                oldest: n,
+            })),
+        }
+    }
+}
+
+static BOOT_NONCE: AtomicU64 = AtomicU64::new(0);
+
+/// A request id that no earlier run of this member used: replayed log entries from a previous
+/// run must never be taken as the answer to a new request (the class of etcd #20418).
+fn fresh_nonce() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default(),
+    );
+    h.write_u64(BOOT_NONCE.fetch_add(1, Ordering::Relaxed));
+    h.write_u32(std::process::id());
+    h.finish() & !0xffff_ffff
+}
+
+fn encode_ctx(origin: u64, req: u64) -> Vec<u8> {
+    let mut v = Vec::with_capacity(16);
+    v.extend_from_slice(&origin.to_be_bytes());
+    v.extend_from_slice(&req.to_be_bytes());
+    v
+}
+
+fn decode_ctx(ctx: &[u8]) -> Option<(u64, u64)> {
+    if ctx.len() != 16 {
+        return None;
+    }
+    let a = u64::from_be_bytes(ctx[..8].try_into().ok()?);
+    let b = u64::from_be_bytes(ctx[8..].try_into().ok()?);
+    Some((a, b))
+}
+
+const SNAP_MAGIC: &[u8; 4] = b"FRSS";
+const SNAP_VERSION: u8 = 1;
+
+/// Snapshot data: magic, version, the member list (JSON, length-prefixed), the state
+/// machine's bytes, and a CRC32 of everything before it.
+fn encode_snapshot<S: StateMachine>(members: &BTreeMap<u64, Member>, sm: &S) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    out.extend_from_slice(SNAP_MAGIC);
+    out.push(SNAP_VERSION);
+    let m = serde_json::to_vec(&members.values().collect::<Vec<_>>())
+        .map_err(|e| Error::Codec(e.to_string()))?;
+    out.extend_from_slice(&(m.len() as u32).to_le_bytes());
+    out.extend_from_slice(&m);
+    sm.snapshot(&mut out)
+        .map_err(|e| Error::Snapshot(e.to_string()))?;
+    let crc = crc32fast::hash(&out);
+    out.extend_from_slice(&crc.to_le_bytes());
+    Ok(out)
+}
+
+fn decode_snapshot(data: &[u8]) -> Result<(BTreeMap<u64, Member>, &[u8]), StorageError> {
+    let bad = |d: &str| StorageError::Corrupt {
+        what: "snapshot data".into(),
+        detail: d.into(),
+    };
+    if data.len() < 13 {
+        return Err(bad("too short"));
+    }
+    let (body, crc) = data.split_at(data.len() - 4);
+    if crc32fast::hash(body).to_le_bytes() != crc {
+        return Err(bad("checksum mismatch"));
+    }
+    if &body[..4] != SNAP_MAGIC {
+        return Err(bad("bad magic"));
+    }
+    if body[4] != SNAP_VERSION {
+        return Err(bad(&format!("unknown snapshot version {}", body[4])));
+    }
+    let n = u32::from_le_bytes([body[5], body[6], body[7], body[8]]) as usize;
+    let rest = &body[9..];
+    if n > rest.len() {
+        return Err(bad("member list length out of range"));
+    }
+    let members: Vec<Member> =
+        serde_json::from_slice(&rest[..n]).map_err(|e| bad(&format!("member list: {e}")))?;
+    Ok((members.into_iter().map(|m| (m.id, m)).collect(), &rest[n..]))
+}
+
+fn single(id: u64, ty: ConfChangeType) -> ConfChangeSingle {
+    let mut s = ConfChangeSingle::default();
+    s.node_id = id;
+    s.set_change_type(ty);
+    s
+}
+
+fn conf_change(change: ConfChangeSingle, member: Option<&Member>) -> Result<ConfChangeV2> {
+    let mut cc = ConfChangeV2::default();
+    cc.mut_changes().push(change);
+    if let Some(m) = member {
+        cc.context = serde_json::to_vec(m)
+            .map_err(|e| Error::Codec(e.to_string()))?
+            .into();
+    }
+    Ok(cc)
+}
+
+impl<S: StateMachine> Node<S> {
+    /// Opens the member described by `config` in its data directory, bootstrapping a new
+    /// cluster if the directory is fresh and `config.initial_members` is set, restoring the
+    /// state machine from the newest snapshot and replaying the log otherwise. `machine` is
+    /// the empty state machine (replaced by the snapshot's state if there is one).
+    ///
+    /// Must be called inside a tokio runtime: the raft loop runs as a task on it.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] for an invalid configuration; [`Error::Storage`] for a locked,
+    /// foreign, newer or corrupt data directory; [`Error::Snapshot`] if the stored snapshot
+    /// does not restore.
+    pub async fn open(config: Config, machine: S, transport: impl Transport) -> Result<Self> {
+        config.validate()?;
+        let dir_path = config.data_dir.clone();
+        let (dir, store) = tokio::task::spawn_blocking(move || -> Result<_> {
+            let dir = DataDir::open(&dir_path)?;
+            let store = RocksLogStore::open(&dir)?;
+            Ok((dir, store))
+        })
+        .await
+        .map_err(|e| Error::Config(format!("opening the data directory: {e}")))??;
+        Self::start(config, dir, store, machine, Arc::new(transport))
+    }
+
+    fn start(
+        config: Config,
+        dir: DataDir,
+        store: RocksLogStore,
+        mut machine: S,
+        transport: Arc<dyn Transport>,
+    ) -> Result<Self> {
+        let id = config.id;
+        let mut members = BTreeMap::new();
+        let mut applied = 0;
+        let fresh = store.last_index()? == 0 && store.latest_snapshot().is_none();
+        if fresh && !config.initial_members.is_empty() {
+            bootstrap(&store, &config.initial_members)?;
+        }
+        if let Some(snap) = store.latest_snapshot() {
+            let (m, sm_bytes) = decode_snapshot(&snap.data)?;
+            machine
+                .restore(&mut &sm_bytes[..])
+                .map_err(Error::Snapshot)?;
+            members = m;
+            applied = snap.get_metadata().index;
+        }
+        let raft_config = raft::Config {
+            id,
+            election_tick: config.election_ticks,
+            heartbeat_tick: config.heartbeat_ticks,
+            applied,
+            check_quorum: true,
+            pre_vote: true,
+            read_only_option: ReadOnlyOption::Safe,
+            max_size_per_msg: 1 << 20,
+            max_inflight_msgs: 256,
+            ..Default::default()
+        };
+        raft_config.validate()?;
+        let logger = slog::Logger::root(slog::Discard, slog::o!());
+        let raw = RawNode::new(&raft_config, store.clone(), &logger)?;
+        let conf_state = store.initial_state()?.conf_state;
+        for m in members.values() {
+            transport.set_peer(m.id, &m.peer_urls);
+        }
+        let (applied_tx, _) = watch::channel(applied);
+        let (events, _) = broadcast::channel(4096);
+        let shared = Arc::new(Shared {
+            id,
+            sm: RwLock::new(machine),
+            members: RwLock::new(members),
+            status: Mutex::new(Status {
+                id,
+                leader: None,
+                term: raw.raft.term,
+                role: Role::Follower,
+                commit: raw.raft.raft_log.committed,
+                applied,
+                snapshot_index: applied,
+                first_index: store.first_index()?,
+                last_index: store.last_index()?,
+                stopped: false,
+            }),
+            applied: applied_tx,
+            events,
+            failure: Mutex::new(None),
+        });
+        let (req_tx, req_rx) = mpsc::unbounded_channel();
+        let (net_tx, net_rx) = mpsc::unbounded_channel();
+        transport.attach(id, Inbox { tx: net_tx });
+        let mut lp = Loop {
+            shared: shared.clone(),
+            raw,
+            store,
+            _dir: dir,
+            transport,
+            config: config.clone(),
+            conf_state,
+            applied,
+            snapshot_index: applied,
+            nonce: fresh_nonce(),
+            next_req: 0,
+            pending: HashMap::new(),
+            pending_conf: HashMap::new(),
+            read_queue: Vec::new(),
+            reads: HashMap::new(),
+            removed: false,
+        };
+        let task = tokio::spawn(async move {
+            let result = lp.run(req_rx, net_rx).await;
+            if let Err(e) = &result {
+                tracing::error!(member = lp.shared.id, error = %e, "raft loop failed");
+                *lp.shared.failure.lock() = Some(e.to_string());
+            }
+            lp.stop();
+        });
+        Ok(Node {
+            shared,
+            requests: req_tx,
+            task: Arc::new(Mutex::new(Some(task))),
+            timeout: config.request_timeout,
+            conf_lock: Arc::new(tokio::sync::Mutex::new(())),
+        })
+    }
+
+    /// This member's id.
+    pub fn id(&self) -> u64 {
+        self.shared.id
+    }
+
+    /// The member's raft status.
+    pub fn status(&self) -> Status {
+        self.shared.status.lock().clone()
+    }
+
+    /// Why the raft loop stopped, if it failed.
+    pub fn failure(&self) -> Option<String> {
+        self.shared.failure.lock().clone()
+    }
+
+    /// The cluster's members as this member last applied them.
+    pub fn members(&self) -> Vec<Member> {
+        self.shared.members.read().values().cloned().collect()
+    }
+
+    async fn call<T>(&self, req: Request<S>, rx: oneshot::Receiver<Result<T>>) -> Result<T> {
+        self.requests.send(req).map_err(|_| Error::Stopped)?;
+        match tokio::time::timeout(self.timeout, rx).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => Err(Error::Stopped),
+            Err(_) => Err(Error::Timeout(self.timeout)),
+        }
+    }
+
+    /// Replicates `command` and applies it; returns the raft index it was applied at and the
+    /// state machine's output. Any member accepts writes: followers forward the proposal to
+    /// the leader. Returns once the command is durable on a quorum and applied here.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NoLeader`] if no leader is known (retry), [`Error::Timeout`] if it did not
+    /// complete in time (its outcome is then unknown), [`Error::Stopped`] after shutdown.
+    pub async fn write(&self, command: &S::Command) -> Result<(u64, Arc<S::Output>)> {
+        let data = serde_json::to_vec(command).map_err(|e| Error::Codec(e.to_string()))?;
+        let (tx, rx) = oneshot::channel();
+        self.call(Request::Propose { data, tx }, rx).await
+    }
+
+    /// Runs `f` on the state machine with the given consistency.
+    ///
+    /// # Errors
+    ///
+    /// For linearizable reads, as [`Node::write`]; serializable reads fail only once the
+    /// node has stopped.
+    pub async fn read<R>(
+        &self,
+        consistency: ReadConsistency,
+        f: impl FnOnce(&S) -> R,
+    ) -> Result<R> {
+        if consistency == ReadConsistency::Linearizable {
+            let (tx, rx) = oneshot::channel();
+            let index = self.call(Request::ReadIndex { tx }, rx).await?;
+            self.wait_applied(index).await?;
+        } else if self.shared.status.lock().stopped {
+            return Err(Error::Stopped);
+        }
+        let sm = self.shared.sm.read();
+        Ok(f(&sm))
+    }
+
+    /// Waits until this member has applied `index`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Timeout`] after the request timeout, [`Error::Stopped`] if the node stops.
+    pub async fn wait_applied(&self, index: u64) -> Result<()> {
+        let mut rx = self.shared.applied.subscribe();
+        let wait = rx.wait_for(|&a| a >= index);
+        match tokio::time::timeout(self.timeout, wait).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(_)) => Err(Error::Stopped),
+            Err(_) => Err(Error::Timeout(self.timeout)),
+        }
+    }
+
+    /// Streams the state machine's outputs: those from its history at or after `from`
+    /// (its own event index, see [`StateMachine::history`]) and then every new one as it
+    /// is applied on this member. `None` starts at the next applied command.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::HistoryCleared`] if `from` is older than the machine's history.
+    pub fn watch(&self, from: Option<u64>) -> Result<Watch<S>> {
+        let sm = self.shared.sm.read();
+        let backlog = match from {
+            None => VecDeque::new(),
+            Some(i) => sm
+                .history(i)
+                .ok_or(Error::HistoryCleared {
+                    requested: i,
+                    oldest: 0,
+                })?
+                .into_iter()
+                .map(Arc::new)
+                .collect(),
+        };
+        let rx = self.shared.events.subscribe();
+        drop(sm);
+        Ok(Watch { backlog, rx })
+    }
+
+    async fn conf(&self, cc: ConfChangeV2) -> Result<u64> {
+        // Raft refuses a second change while one is pending; queue them here instead.
+        let _one_at_a_time = self.conf_lock.lock().await;
+        let (tx, rx) = oneshot::channel();
+        self.call(Request::ConfChange { cc, tx }, rx).await
+    }
+
+    /// Adds `member` to the cluster, as a learner if `member.is_learner`, else as a voter.
+    /// Returns the raft index of the change once applied here. Start the new member with an
+    /// empty `initial_members`; it catches up from the log or a snapshot.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Membership`] if the id is in use; otherwise as [`Node::write`].
+    pub async fn add_member(&self, member: Member) -> Result<u64> {
+        if member.id == 0 || self.shared.members.read().contains_key(&member.id) {
+            return Err(Error::Membership(format!(
+                "member id {:#x} is zero or in use",
+                member.id
+            )));
+        }
+        let ty = if member.is_learner {
+            ConfChangeType::AddLearnerNode
+        } else {
+            ConfChangeType::AddNode
+        };
+        self.conf(conf_change(single(member.id, ty), Some(&member))?)
+            .await
+    }
+
+    /// Promotes learner `id` to a voter.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Membership`] if `id` is not a learner; otherwise as [`Node::write`].
+    pub async fn promote_member(&self, id: u64) -> Result<u64> {
+        let mut m = match self.shared.members.read().get(&id) {
+            Some(m) if m.is_learner => m.clone(),
+            _ => {
+                return Err(Error::Membership(format!(
+                    "member {id:#x} is not a learner"
+                )));
+            }
+        };
+        m.is_learner = false;
+        self.conf(conf_change(single(id, ConfChangeType::AddNode), Some(&m))?)
+            .await
+    }
+
+    /// Removes member `id` from the cluster. A removed member stops its raft loop.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Membership`] if `id` is not a member; otherwise as [`Node::write`].
+    pub async fn remove_member(&self, id: u64) -> Result<u64> {
+        if !self.shared.members.read().contains_key(&id) {
+            return Err(Error::Membership(format!(
+                "member {id:#x} is not in the cluster"
+            )));
+        }
+        self.conf(conf_change(single(id, ConfChangeType::RemoveNode), None)?)
+            .await
+    }
+
+    /// Asks the leader to hand leadership to voter `to`, and waits until this member sees
+    /// `to` lead.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Timeout`] if leadership did not move in time.
+    pub async fn transfer_leader(&self, to: u64) -> Result<()> {
+        let deadline = Instant::now() + self.timeout;
+        let mut rx = self.shared.applied.subscribe();
+        loop {
+            if self.status().leader == Some(to) {
+                return Ok(());
+            }
+            self.requests
+                .send(Request::TransferLeader { to })
+                .map_err(|_| Error::Stopped)?;
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(Error::Timeout(self.timeout));
+            }
+            // Re-ask every election timeout or so; a transfer is dropped if it times out.
+            let _ = tokio::time::timeout(left.min(Duration::from_millis(200)), rx.changed()).await;
+        }
+    }
+
+    /// Stops the raft loop and closes the data directory, waiting for both.
+    pub async fn shutdown(&self) {
+        let _ = self.requests.send(Request::Shutdown);
+        let task = self.task.lock().take();
+        if let Some(t) = task {
+            let _ = t.await;
+        }
+    }
+
+    /// Stops the member abruptly, as a crash would: the raft loop is aborted wherever it
+    /// is waiting, nothing is flushed beyond what was already synced.
+    #[cfg(any(test, feature = "test-util"))]
+    pub async fn crash(&self) {
+        let task = self.task.lock().take();
+        if let Some(t) = task {
+            t.abort();
+            let _ = t.await;
+        }
+        self.shared.status.lock().stopped = true;
+    }
+}
+
+/// Writes the bootstrap log of a new cluster: one committed conf change per initial member,
+/// identical on every initial member (as etcd does), so members that join later learn the
+/// initial configuration from the log like any other change.
+fn bootstrap(store: &RocksLogStore, members: &[Member]) -> Result<()> {
+    let mut sorted = members.to_vec();
+    sorted.sort_by_key(|m| m.id);
+    let mut entries = Vec::new();
+    for (i, m) in sorted.iter().enumerate() {
+        let ty = if m.is_learner {
+            ConfChangeType::AddLearnerNode
+        } else {
+            ConfChangeType::AddNode
+        };
+        let cc = conf_change(single(m.id, ty), Some(m))?;
+        let mut e = Entry::default();
+        e.set_entry_type(EntryType::EntryConfChangeV2);
+        e.term = 1;
+        e.index = i as u64 + 1;
+        e.data = cc.write_to_bytes().map_err(raft::Error::from)?.into();
+        entries.push(e);
+    }
+    let mut hs = raft::eraftpb::HardState::default();
+    hs.term = 1;
+    hs.commit = entries.len() as u64;
+    store.append(&entries, Some(&hs), true)?;
+    Ok(())
+}
+
+type ProposeTx<S> = oneshot::Sender<Result<(u64, Arc<<S as StateMachine>::Output>)>>;
+
+/// The raft loop's state. Only the loop task touches it.
+struct Loop<S: StateMachine> {
+    shared: Arc<Shared<S>>,
+    raw: RawNode<RocksLogStore>,
+    store: RocksLogStore,
+    // Held for the directory lock; released when the loop ends.
+    _dir: DataDir,
+    transport: Arc<dyn Transport>,
+    config: Config,
+    /// The configuration as of `applied` (what a snapshot taken now must record).
+    conf_state: ConfState,
+    applied: u64,
+    snapshot_index: u64,
+    nonce: u64,
+    next_req: u64,
+    pending: HashMap<u64, ProposeTx<S>>,
+    pending_conf: HashMap<u64, oneshot::Sender<Result<u64>>>,
+    read_queue: Vec<oneshot::Sender<Result<u64>>>,
+    reads: HashMap<Vec<u8>, (Vec<oneshot::Sender<Result<u64>>>, Instant)>,
+    removed: bool,
+}
+
+/// Runs `f`, which blocks on disk I/O, without stalling other tasks of a multi-threaded
+/// runtime.
+fn blocking<R>(f: impl FnOnce() -> R) -> R {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
+    }
+}
+
+impl<S: StateMachine> Loop<S> {
+    async fn run(
+        &mut self,
+        mut requests: mpsc::UnboundedReceiver<Request<S>>,
+        mut net: mpsc::UnboundedReceiver<NetEvent>,
+    ) -> Result<()> {
+        let mut ticker = tokio::time::interval(self.config.tick_interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {
+                    self.raw.tick();
+                    self.expire();
+                }
+                r = requests.recv() => {
+                    let Some(r) = r else { return Ok(()) };
+                    if self.handle_request(r)? {
+                        return Ok(());
+                    }
+                    // Group commit: take whatever else is queued so it shares this fsync.
+                    for _ in 1..self.config.max_batch {
+                        match requests.try_recv() {
+                            Ok(r) => if self.handle_request(r)? { return Ok(()) },
+                            Err(_) => break,
+                        }
+                    }
+                }
+                Some(e) = net.recv() => {
+                    self.handle_net(e);
+                    for _ in 1..self.config.max_batch {
+                        match net.try_recv() {
+                            Ok(e) => self.handle_net(e),
+                            Err(_) => break,
+                        }
+                    }
+                }
+            }
+            self.start_reads();
+            if self.raw.has_ready() {
+                self.on_ready()?;
+            }
+            self.publish_status();
+            if self.removed {
+                tracing::info!(
+                    member = self.shared.id,
+                    "removed from the cluster; stopping"
+                );
+                return Ok(());
+            }
+        }
+    }
+
+    /// A crash point for the `failpoints` feature: configure `raft_store::<name>` with
+    /// `return` (every member) or `return(<id>)` (one member) to make the member stop right
+    /// there, as if the process died, with nothing after it written.
+    fn failpoint(&self, name: &'static str) -> Result<()> {
+        #[cfg(feature = "failpoints")]
+        {
+            let id = self.shared.id.to_string();
+            let hit = fail::eval(&format!("raft_store::{name}"), |arg| {
+                arg.is_none_or(|a| a == id)
+            });
+            if hit == Some(true) {
+                return Err(Error::Injected(name));
+            }
+        }
+        let _ = name;
+        Ok(())
+    }
+
+    fn stop(&mut self) {
+        self.transport.detach(self.shared.id);
+        for (_, tx) in self.pending.drain() {
+            let _ = tx.send(Err(Error::Stopped));
+        }
+        for (_, tx) in self.pending_conf.drain() {
+            let _ = tx.send(Err(Error::Stopped));
+        }
+        for tx in self.read_queue.drain(..) {
+            let _ = tx.send(Err(Error::Stopped));
+        }
+        for (_, (txs, _)) in self.reads.drain() {
+            for tx in txs {
+                let _ = tx.send(Err(Error::Stopped));
+            }
+        }
+        self.shared.status.lock().stopped = true;
+    }
+
+    fn leader(&self) -> Option<u64> {
+        Some(self.raw.raft.leader_id).filter(|&l| l != raft::INVALID_ID)
+    }
+
+    fn handle_request(&mut self, r: Request<S>) -> Result<bool> {
+        match r {
+            Request::Propose { data, tx } => {
+                if self.leader().is_none() {
+                    let _ = tx.send(Err(Error::NoLeader));
+                    return Ok(false);
+                }
+                self.next_req += 1;
+                let req = self.nonce | self.next_req;
+                match self.raw.propose(encode_ctx(self.shared.id, req), data) {
+                    Ok(()) => {
+                        self.pending.insert(req, tx);
+                    }
+                    Err(raft::Error::ProposalDropped) => {
+                        let _ = tx.send(Err(Error::NoLeader));
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(e.into()));
+                    }
+                }
+            }
+            Request::ReadIndex { tx } => {
+                if self.leader().is_none() {
+                    let _ = tx.send(Err(Error::NoLeader));
+                } else {
+                    self.read_queue.push(tx);
+                }
+            }
+            Request::ConfChange { cc, tx } => {
+                if self.leader().is_none() {
+                    let _ = tx.send(Err(Error::NoLeader));
+                    return Ok(false);
+                }
+                if self.raw.raft.state == StateRole::Leader && self.raw.raft.has_pending_conf() {
+                    let _ = tx.send(Err(Error::Membership(
+                        "another membership change is still being applied".into(),
+                    )));
+                    return Ok(false);
+                }
+                self.next_req += 1;
+                let req = self.nonce | self.next_req;
+                match self
+                    .raw
+                    .propose_conf_change(encode_ctx(self.shared.id, req), cc)
+                {
+                    Ok(()) => {
+                        self.pending_conf.insert(req, tx);
+                    }
+                    Err(raft::Error::ProposalDropped) => {
+                        let _ = tx.send(Err(Error::NoLeader));
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(e.into()));
+                    }
+                }
+            }
+            Request::TransferLeader { to } => self.raw.transfer_leader(to),
+            Request::Shutdown => return Ok(true),
+        }
+        Ok(false)
+    }
+
+    fn handle_net(&mut self, e: NetEvent) {
+        match e {
+            NetEvent::Message(m) => {
+                // Messages from unknown or removed peers, or stale ones, are refused by raft;
+                // a bad message must never stop the member.
+                if let Err(err) = self.raw.step(m) {
+                    tracing::debug!(member = self.shared.id, error = %err, "dropped raft message");
+                }
+            }
+            NetEvent::Unreachable(id) => self.raw.report_unreachable(id),
+            NetEvent::Snapshot { to, ok } => {
+                let status = if ok {
+                    SnapshotStatus::Finish
+                } else {
+                    SnapshotStatus::Failure
+                };
+                self.raw.report_snapshot(to, status);
+            }
+        }
+    }
+
+    /// Issues one ReadIndex round for every read queued since the last one.
+    fn start_reads(&mut self) {
+        if self.read_queue.is_empty() {
+            return;
+        }
+        self.next_req += 1;
+        let ctx = encode_ctx(self.shared.id, self.nonce | self.next_req);
+        self.raw.read_index(ctx.clone());
+        let batch = std::mem::take(&mut self.read_queue);
+        self.reads.insert(ctx, (batch, Instant::now()));
+    }
+
+    /// Fails reads whose round got no answer within an election timeout (the leader changed
+    /// or the message was lost), and forgets proposals whose callers gave up.
+    fn expire(&mut self) {
+        let limit = self.config.tick_interval * self.config.election_ticks as u32 * 2;
+        let now = Instant::now();
+        self.reads.retain(|_, (txs, at)| {
+            if now.duration_since(*at) < limit {
+                return true;
+            }
+            for tx in txs.drain(..) {
+                let _ = tx.send(Err(Error::Timeout(limit)));
+            }
+            false
+        });
+        self.pending.retain(|_, tx| !tx.is_closed());
+        self.pending_conf.retain(|_, tx| !tx.is_closed());
+    }
+
+    fn send(&self, msgs: Vec<Message>) {
+        if !msgs.is_empty() {
+            self.transport.send(msgs);
+        }
+    }
+
+    fn on_ready(&mut self) -> Result<()> {
+        let mut rd = self.raw.ready();
+        self.send(rd.take_messages());
+        if !rd.snapshot().is_empty() {
+            let snap = rd.snapshot().clone();
+            self.install_snapshot(&snap)?;
+        }
+        self.apply(rd.take_committed_entries())?;
+        if !rd.entries().is_empty() || rd.hs().is_some() {
+            self.failpoint("before_persist")?;
+            let (store, entries, hs, sync) = (&self.store, rd.entries(), rd.hs(), rd.must_sync());
+            blocking(|| store.append(entries, hs, sync))?;
+            self.failpoint("after_persist")?;
+        }
+        self.send(rd.take_persisted_messages());
+        for rs in rd.take_read_states() {
+            if let Some((txs, _)) = self.reads.remove(&rs.request_ctx[..]) {
+                for tx in txs {
+                    let _ = tx.send(Ok(rs.index));
+                }
+            }
+        }
+        let mut light = self.raw.advance(rd);
+        if let Some(commit) = light.commit_index() {
+            let mut hs = self.store.hard_state();
+            hs.commit = commit;
+            // The commit index can be relearned from the leader: no fsync needed.
+            self.store.append(&[], Some(&hs), false)?;
+        }
+        self.send(light.take_messages());
+        self.apply(light.take_committed_entries())?;
+        self.raw.advance_apply();
+        self.maybe_snapshot()?;
+        Ok(())
+    }
+
+    fn install_snapshot(&mut self, snap: &Snapshot) -> Result<()> {
+        let (members, sm_bytes) = decode_snapshot(&snap.data)?;
+        {
+            let mut sm = self.shared.sm.write();
+            sm.restore(&mut &sm_bytes[..]).map_err(Error::Snapshot)?;
+        }
+        self.failpoint("snapshot_restored")?;
+        blocking(|| self.store.apply_snapshot(snap))?;
+        let md = snap.get_metadata();
+        self.conf_state = md.get_conf_state().clone();
+        self.applied = md.index;
+        self.snapshot_index = md.index;
+        for m in members.values() {
+            self.transport.set_peer(m.id, &m.peer_urls);
+        }
+        *self.shared.members.write() = members;
+        let _ = self.shared.applied.send_replace(md.index);
+        Ok(())
+    }
+
+    fn apply(&mut self, entries: Vec<Entry>) -> Result<()> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let shared = self.shared.clone();
+        let mut sm = shared.sm.write();
+        for e in entries {
+            self.failpoint("before_apply")?;
+            self.applied = e.index;
+            let origin = decode_ctx(&e.context).filter(|(o, _)| *o == self.shared.id);
+            match e.get_entry_type() {
+                EntryType::EntryNormal => {
+                    if e.data.is_empty() {
+                        continue;
+                    }
+                    let out = match serde_json::from_slice::<S::Command>(&e.data) {
+                        Ok(cmd) => {
+                            let out = Arc::new(sm.apply(e.index, cmd));
+                            let _ = self.shared.events.send(out.clone());
+                            Ok((e.index, out))
+                        }
+                        Err(err) => Err(Error::Codec(format!("entry {}: {err}", e.index))),
+                    };
+                    if let Some((_, req)) = origin
+                        && let Some(tx) = self.pending.remove(&req)
+                    {
+                        let _ = tx.send(out);
+                    }
+                }
+                EntryType::EntryConfChange | EntryType::EntryConfChangeV2 => {
+                    let cc = if e.get_entry_type() == EntryType::EntryConfChange {
+                        ConfChange::parse_from_bytes(&e.data).map(|v1| {
+                            let mut cc = ConfChangeV2::default();
+                            cc.mut_changes()
+                                .push(single(v1.node_id, v1.get_change_type()));
+                            cc.context = v1.context;
+                            cc
+                        })
+                    } else {
+                        ConfChangeV2::parse_from_bytes(&e.data)
+                    };
+                    let result = match cc {
+                        Ok(cc) => self.apply_conf_change(&cc),
+                        Err(err) => Err(Error::Codec(format!("conf change {}: {err}", e.index))),
+                    };
+                    if let Err(err) = &result {
+                        tracing::warn!(member = self.shared.id, index = e.index, error = %err, "conf change not applied");
+                    }
+                    if let Some((_, req)) = origin
+                        && let Some(tx) = self.pending_conf.remove(&req)
+                    {
+                        let _ = tx.send(result.map(|()| e.index));
+                    }
+                }
+            }
+        }
+        drop(sm);
+        self.failpoint("after_apply")?;
+        let _ = self.shared.applied.send_replace(self.applied);
+        Ok(())
+    }
+
+    fn apply_conf_change(&mut self, cc: &ConfChangeV2) -> Result<()> {
+        let cs = self.raw.apply_conf_change(cc)?;
+        let member: Option<Member> = if cc.context.is_empty() {
+            None
+        } else {
+            Some(serde_json::from_slice(&cc.context).map_err(|e| Error::Codec(e.to_string()))?)
+        };
+        let mut members = self.shared.members.write();
+        for ch in cc.get_changes() {
+            match ch.get_change_type() {
+                ConfChangeType::AddNode | ConfChangeType::AddLearnerNode => {
+                    let mut m = member
+                        .clone()
+                        .filter(|m| m.id == ch.node_id)
+                        .unwrap_or_else(|| Member::new(ch.node_id, ""));
+                    m.is_learner = ch.get_change_type() == ConfChangeType::AddLearnerNode;
+                    self.transport.set_peer(m.id, &m.peer_urls);
+                    members.insert(m.id, m);
+                }
+                ConfChangeType::RemoveNode => {
+                    members.remove(&ch.node_id);
+                    if ch.node_id == self.shared.id {
+                        self.removed = true;
+                    } else {
+                        self.transport.remove_peer(ch.node_id);
+                    }
+                }
+            }
+        }
+        self.conf_state = cs;
+        Ok(())
+    }
+
+    /// Takes a snapshot and compacts the log once enough entries were applied since the last.
+    fn maybe_snapshot(&mut self) -> Result<()> {
+        if self.applied < self.snapshot_index + self.config.snapshot_entries {
+            return Ok(());
+        }
+        let data = {
+            let sm = self.shared.sm.read();
+            let members = self.shared.members.read();
+            encode_snapshot(&members, &*sm)?
+        };
+        let mut md = SnapshotMetadata::default();
+        md.index = self.applied;
+        md.term = self.raw.raft.raft_log.term(self.applied)?;
+        md.set_conf_state(self.conf_state.clone());
+        self.failpoint("before_snapshot")?;
+        let store = &self.store;
+        blocking(|| store.save_snapshot(&md, Bytes::from(data)))?;
+        self.failpoint("after_snapshot")?;
+        self.snapshot_index = self.applied;
+        let compact_to = self.applied.saturating_sub(self.config.catchup_entries) + 1;
+        blocking(|| store.compact(compact_to))?;
+        tracing::debug!(
+            member = self.shared.id,
+            index = md.index,
+            compact_to,
+            "snapshot taken"
+        );
+        Ok(())
+    }
+
+    fn publish_status(&self) {
+        let r = &self.raw.raft;
+        let mut s = self.shared.status.lock();
+        s.leader = self.leader();
+        s.term = r.term;
+        s.role = match r.state {
+            StateRole::Leader => Role::Leader,
+            StateRole::Candidate => Role::Candidate,
+            StateRole::PreCandidate => Role::PreCandidate,
+            StateRole::Follower => Role::Follower,
+        };
+        s.commit = r.raft_log.committed;
+        s.applied = self.applied;
+        s.snapshot_index = self.snapshot_index;
+        let (t, _) = self.store.truncated();
+        s.first_index = t + 1;
+        s.last_index = r.raft_log.last_index();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snapshot_data_round_trips_and_rejects_damage() {
+        struct Bytesm(Vec<u8>);
+        impl StateMachine for Bytesm {
+            type Command = ();
+            type Output = ();
+            fn apply(&mut self, _: u64, (): ()) {}
+            fn snapshot(&self, w: &mut dyn std::io::Write) -> std::io::Result<()> {
+                w.write_all(&self.0)
+            }
+            fn restore(&mut self, r: &mut dyn std::io::Read) -> Result<(), String> {
+                self.0.clear();
+                r.read_to_end(&mut self.0)
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            }
+        }
+        let mut members = BTreeMap::new();
+        members.insert(3, Member::new(3, "c"));
+        let data = encode_snapshot(&members, &Bytesm(b"state".to_vec())).unwrap();
+        let (m, sm) = decode_snapshot(&data).unwrap();
+        assert_eq!(m, members);
+        assert_eq!(sm, b"state");
+        for i in 0..data.len() {
+            let mut bad = data.clone();
+            bad[i] ^= 0x40;
+            assert!(decode_snapshot(&bad).is_err(), "flip at {i}");
+        }
+        for n in 0..data.len() {
+            assert!(decode_snapshot(&data[..n]).is_err());
+        }
+    }
+
+    #[test]
+    fn request_contexts_round_trip() {
+        assert_eq!(decode_ctx(&encode_ctx(7, 9)), Some((7, 9)));
+        assert_eq!(decode_ctx(b"short"), None);
+        assert_ne!(fresh_nonce(), fresh_nonce());
+    }
+}

@@ -1,0 +1,465 @@
+//! Conformance suite: every scenario runs against [`MemLogStore`] and [`RocksLogStore`], and a
+//! property test replays random operation sequences on both (and on raft's `MemStorage` for the
+//! read side) and compares every observable answer.
+
+use super::*;
+use proptest::prelude::*;
+use raft::storage::MemStorage;
+
+fn entry(index: u64, term: u64) -> Entry {
+    let mut e = Entry::default();
+    e.index = index;
+    e.term = term;
+    e.data = Bytes::from(format!("data-{index}-{term}"));
+    e
+}
+
+fn ents(range: std::ops::RangeInclusive<u64>, term: u64) -> Vec<Entry> {
+    range.map(|i| entry(i, term)).collect()
+}
+
+fn ctx() -> GetEntriesContext {
+    GetEntriesContext::empty(false)
+}
+
+fn snapshot(index: u64, term: u64, voters: Vec<u64>) -> Snapshot {
+    let mut s = Snapshot::default();
+    s.mut_metadata().index = index;
+    s.mut_metadata().term = term;
+    s.mut_metadata().mut_conf_state().voters = voters;
+    s.data = Bytes::from_static(b"state machine bytes");
+    s
+}
+
+struct Rocks {
+    _tmp: tempfile::TempDir,
+    _dir: DataDir,
+    store: RocksLogStore,
+}
+
+fn rocks() -> Rocks {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = DataDir::open(tmp.path()).unwrap();
+    let store = RocksLogStore::open(&dir).unwrap();
+    Rocks {
+        _tmp: tmp,
+        _dir: dir,
+        store,
+    }
+}
+
+/// Runs `scenario` against both implementations.
+fn both(scenario: impl Fn(&dyn Fn() -> Box<dyn Check>)) {
+    scenario(&|| Box::new(MemLogStore::new()));
+    scenario(&|| Box::new(rocks()));
+}
+
+/// Object-safe view of a log store for the scenarios.
+trait Check {
+    fn s(&self) -> &dyn DynStore;
+}
+
+trait DynStore {
+    fn append(&self, e: &[Entry], hs: Option<&HardState>) -> Result<(), StorageError>;
+    fn apply_snapshot(&self, s: &Snapshot) -> Result<(), StorageError>;
+    fn save_snapshot(&self, m: &SnapshotMetadata, d: Bytes) -> Result<(), StorageError>;
+    fn compact(&self, i: u64) -> Result<(), StorageError>;
+    fn first(&self) -> u64;
+    fn last(&self) -> u64;
+    fn term_of(&self, i: u64) -> raft::Result<u64>;
+    fn range(&self, lo: u64, hi: u64, max: Option<u64>) -> raft::Result<Vec<Entry>>;
+    fn state(&self) -> RaftState;
+    fn snap(&self, req: u64) -> raft::Result<Snapshot>;
+    fn trunc(&self) -> (u64, u64);
+}
+
+impl<T: LogStore> DynStore for T {
+    fn append(&self, e: &[Entry], hs: Option<&HardState>) -> Result<(), StorageError> {
+        LogStore::append(self, e, hs, true)
+    }
+    fn apply_snapshot(&self, s: &Snapshot) -> Result<(), StorageError> {
+        LogStore::apply_snapshot(self, s)
+    }
+    fn save_snapshot(&self, m: &SnapshotMetadata, d: Bytes) -> Result<(), StorageError> {
+        LogStore::save_snapshot(self, m, d)
+    }
+    fn compact(&self, i: u64) -> Result<(), StorageError> {
+        LogStore::compact(self, i)
+    }
+    fn first(&self) -> u64 {
+        Storage::first_index(self).unwrap()
+    }
+    fn last(&self) -> u64 {
+        Storage::last_index(self).unwrap()
+    }
+    fn term_of(&self, i: u64) -> raft::Result<u64> {
+        Storage::term(self, i)
+    }
+    fn range(&self, lo: u64, hi: u64, max: Option<u64>) -> raft::Result<Vec<Entry>> {
+        Storage::entries(self, lo, hi, max, ctx())
+    }
+    fn state(&self) -> RaftState {
+        Storage::initial_state(self).unwrap()
+    }
+    fn snap(&self, req: u64) -> raft::Result<Snapshot> {
+        Storage::snapshot(self, req, 0)
+    }
+    fn trunc(&self) -> (u64, u64) {
+        LogStore::truncated(self)
+    }
+}
+
+impl Check for MemLogStore {
+    fn s(&self) -> &dyn DynStore {
+        self
+    }
+}
+
+impl Check for Rocks {
+    fn s(&self) -> &dyn DynStore {
+        &self.store
+    }
+}
+
+#[test]
+fn empty_store_is_truncated_at_zero() {
+    both(|make| {
+        let c = make();
+        let s = c.s();
+        assert_eq!((s.first(), s.last()), (1, 0));
+        assert_eq!(s.term_of(0).unwrap(), 0);
+        assert!(s.term_of(1).is_err());
+        assert!(!s.state().initialized());
+        assert!(
+            s.snap(0).is_err(),
+            "no snapshot yet: temporarily unavailable"
+        );
+    });
+}
+
+#[test]
+fn append_read_and_overwrite_suffix() {
+    both(|make| {
+        let c = make();
+        let s = c.s();
+        s.append(&ents(1..=5, 1), None).unwrap();
+        assert_eq!((s.first(), s.last()), (1, 5));
+        assert_eq!(s.range(2, 5, None).unwrap(), ents(2..=4, 1));
+        // A conflicting append from a new leader replaces the suffix, and shortens the log.
+        s.append(&ents(3..=3, 2), None).unwrap();
+        assert_eq!(s.last(), 3);
+        assert_eq!(s.term_of(3).unwrap(), 2);
+        assert!(matches!(
+            s.term_of(4),
+            Err(raft::Error::Store(raft::StorageError::Unavailable))
+        ));
+        // Gaps are refused.
+        assert!(matches!(
+            s.append(&ents(5..=6, 2), None),
+            Err(StorageError::BadAppend { .. })
+        ));
+        let mut hs = HardState::default();
+        hs.term = 2;
+        hs.vote = 3;
+        hs.commit = 2;
+        s.append(&[], Some(&hs)).unwrap();
+        assert_eq!(s.state().hard_state, hs);
+    });
+}
+
+#[test]
+fn entries_respect_max_size_but_return_at_least_one() {
+    both(|make| {
+        let c = make();
+        let s = c.s();
+        s.append(&ents(1..=10, 1), None).unwrap();
+        let one = u64::from(entry(1, 1).compute_size());
+        assert_eq!(s.range(1, 11, Some(0)).unwrap().len(), 1);
+        assert_eq!(s.range(1, 11, Some(one * 3)).unwrap().len(), 3);
+        assert_eq!(s.range(1, 11, None).unwrap().len(), 10);
+    });
+}
+
+#[test]
+fn compaction_keeps_the_boundary_term() {
+    both(|make| {
+        let c = make();
+        let s = c.s();
+        s.append(&ents(1..=3, 1), None).unwrap();
+        s.append(&ents(4..=6, 2), None).unwrap();
+        s.compact(5).unwrap();
+        assert_eq!((s.first(), s.last()), (5, 6));
+        assert_eq!(
+            s.term_of(4).unwrap(),
+            2,
+            "term of first_index - 1 stays answerable"
+        );
+        assert_eq!(s.trunc(), (4, 2));
+        assert!(matches!(
+            s.term_of(3),
+            Err(raft::Error::Store(raft::StorageError::Compacted))
+        ));
+        assert!(matches!(
+            s.range(3, 6, None),
+            Err(raft::Error::Store(raft::StorageError::Compacted))
+        ));
+        s.compact(2).unwrap(); // Below the first index: nothing to do.
+        assert_eq!(s.first(), 5);
+        assert!(s.compact(8).is_err());
+        // Appending after compaction continues the log.
+        s.append(&ents(7..=7, 2), None).unwrap();
+        assert_eq!(s.range(5, 8, None).unwrap().len(), 3);
+        assert!(matches!(
+            s.append(&ents(3..=3, 3), None),
+            Err(StorageError::BadAppend { .. })
+        ));
+    });
+}
+
+#[test]
+fn applying_a_snapshot_replaces_the_log() {
+    both(|make| {
+        let c = make();
+        let s = c.s();
+        s.append(&ents(1..=5, 1), None).unwrap();
+        s.apply_snapshot(&snapshot(10, 3, vec![1, 2, 3])).unwrap();
+        assert_eq!((s.first(), s.last()), (11, 10));
+        assert_eq!(s.term_of(10).unwrap(), 3);
+        let st = s.state();
+        assert_eq!(st.conf_state.voters, vec![1, 2, 3]);
+        assert_eq!((st.hard_state.commit, st.hard_state.term), (10, 3));
+        assert_eq!(s.snap(0).unwrap().get_metadata().index, 10);
+        assert!(s.snap(11).is_err(), "a newer snapshot is not available yet");
+        s.append(&ents(11..=12, 3), None).unwrap();
+        assert_eq!(s.last(), 12);
+        // Older than the log's start.
+        assert!(matches!(
+            s.apply_snapshot(&snapshot(5, 1, vec![1])),
+            Err(StorageError::SnapshotOutOfDate { .. })
+        ));
+    });
+}
+
+#[test]
+fn saved_snapshot_is_served_and_log_untouched() {
+    both(|make| {
+        let c = make();
+        let s = c.s();
+        s.append(&ents(1..=5, 1), None).unwrap();
+        let mut md = SnapshotMetadata::default();
+        md.index = 4;
+        md.term = 1;
+        md.mut_conf_state().voters = vec![1];
+        s.save_snapshot(&md, Bytes::from_static(b"sm")).unwrap();
+        assert_eq!((s.first(), s.last()), (1, 5));
+        let snap = s.snap(3).unwrap();
+        assert_eq!(snap.get_metadata().index, 4);
+        assert_eq!(&snap.data[..], b"sm");
+        md.index = 9;
+        assert!(s.save_snapshot(&md, Bytes::new()).is_err());
+    });
+}
+
+#[test]
+fn rocks_state_survives_reopen() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut hs = HardState::default();
+    hs.term = 4;
+    hs.vote = 2;
+    hs.commit = 6;
+    {
+        let dir = DataDir::open(tmp.path()).unwrap();
+        let s = RocksLogStore::open(&dir).unwrap();
+        LogStore::append(&s, &ents(1..=8, 4), Some(&hs), true).unwrap();
+        let mut md = SnapshotMetadata::default();
+        md.index = 5;
+        md.term = 4;
+        md.mut_conf_state().voters = vec![1, 2];
+        LogStore::save_snapshot(&s, &md, Bytes::from_static(b"x")).unwrap();
+        LogStore::compact(&s, 4).unwrap();
+    }
+    let dir = DataDir::open(tmp.path()).unwrap();
+    assert!(!dir.is_fresh());
+    let s = RocksLogStore::open(&dir).unwrap();
+    let st = Storage::initial_state(&s).unwrap();
+    assert_eq!(st.hard_state, hs);
+    assert_eq!(st.conf_state.voters, vec![1, 2]);
+    assert_eq!(
+        (
+            Storage::first_index(&s).unwrap(),
+            Storage::last_index(&s).unwrap()
+        ),
+        (4, 8)
+    );
+    assert_eq!(Storage::term(&s, 3).unwrap(), 4);
+    assert_eq!(
+        Storage::entries(&s, 4, 9, None, ctx()).unwrap(),
+        ents(4..=8, 4)
+    );
+    assert_eq!(Storage::snapshot(&s, 0, 0).unwrap().get_metadata().index, 5);
+}
+
+#[test]
+fn directory_is_locked_while_open() {
+    let tmp = tempfile::tempdir().unwrap();
+    let first = DataDir::open(tmp.path()).unwrap();
+    let err = DataDir::open(tmp.path()).unwrap_err();
+    assert!(matches!(err, StorageError::Locked { .. }), "{err}");
+    assert!(err.to_string().contains("locked"));
+    drop(first);
+    DataDir::open(tmp.path()).unwrap();
+}
+
+#[test]
+fn foreign_newer_and_corrupt_directories_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(tmp.path().join("member"), b"etcd was here").unwrap();
+    let err = DataDir::open(tmp.path()).unwrap_err();
+    assert!(matches!(err, StorageError::Foreign { .. }), "{err}");
+
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(tmp.path().join(VERSION_FILE), "something-else\nformat 1\n").unwrap();
+    assert!(matches!(
+        DataDir::open(tmp.path()),
+        Err(StorageError::Foreign { .. })
+    ));
+
+    std::fs::write(
+        tmp.path().join(VERSION_FILE),
+        "flotilla-raft-store\nformat 99\n",
+    )
+    .unwrap();
+    let err = DataDir::open(tmp.path()).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StorageError::NewerVersion {
+                found: 99,
+                supported: 1,
+                ..
+            }
+        ),
+        "{err}"
+    );
+
+    for bad in [
+        "flotilla-raft-store\nformat x\n",
+        "flotilla-raft-store\n",
+        "flotilla-raft-store\nformat 0\n",
+    ] {
+        std::fs::write(tmp.path().join(VERSION_FILE), bad).unwrap();
+        assert!(
+            matches!(DataDir::open(tmp.path()), Err(StorageError::Corrupt { .. })),
+            "{bad:?}"
+        );
+    }
+    std::fs::write(tmp.path().join(VERSION_FILE), [0xff, 0xfe]).unwrap();
+    assert!(matches!(
+        DataDir::open(tmp.path()),
+        Err(StorageError::Corrupt { .. })
+    ));
+
+    // A version file but no database: the log was lost, which must not pass silently.
+    std::fs::write(
+        tmp.path().join(VERSION_FILE),
+        "flotilla-raft-store\nformat 1\n",
+    )
+    .unwrap();
+    let dir = DataDir::open(tmp.path()).unwrap();
+    assert!(matches!(
+        RocksLogStore::open(&dir),
+        Err(StorageError::Corrupt { .. })
+    ));
+}
+
+#[test]
+fn corrupt_records_are_reported_not_panicked_on() {
+    let tmp = tempfile::tempdir().unwrap();
+    {
+        let dir = DataDir::open(tmp.path()).unwrap();
+        let s = RocksLogStore::open(&dir).unwrap();
+        LogStore::append(&s, &ents(1..=3, 1), Some(&HardState::default()), true).unwrap();
+        // Damage records behind the store's back.
+        s.db.put(entry_key(2), b"\x00\x01\x02\x03garbage").unwrap();
+        s.db.put(entry_key(3), seal(b"\xff\xff\xff not protobuf"))
+            .unwrap();
+        let err = Storage::entries(&s, 1, 4, None, ctx()).unwrap_err();
+        assert!(err.to_string().contains("log entry 2"), "{err}");
+        assert!(
+            Storage::term(&s, 3)
+                .unwrap_err()
+                .to_string()
+                .contains("log entry 3")
+        );
+        s.db.put(KEY_HARD_STATE, b"xy").unwrap();
+    }
+    let dir = DataDir::open(tmp.path()).unwrap();
+    let err = RocksLogStore::open(&dir).unwrap_err();
+    assert!(
+        matches!(err, StorageError::Corrupt { ref what, .. } if what.contains("hard_state")),
+        "{err}"
+    );
+}
+
+/// An operation of the differential property test.
+#[derive(Debug, Clone)]
+enum Op {
+    /// Append `n` entries of `term` starting `back` entries before the end (overwrite).
+    Append { back: u64, n: u64, term: u64 },
+    /// Compact up to `frac` percent of the way into the log.
+    Compact { frac: u64 },
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        3 => (0u64..4, 1u64..6, 0u64..3).prop_map(|(back, n, term)| Op::Append { back, n, term }),
+        1 => (0u64..=100).prop_map(|frac| Op::Compact { frac }),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    /// Random appends and compactions leave MemLogStore, RocksLogStore and raft's own
+    /// MemStorage answering every read the same way.
+    #[test]
+    fn implementations_agree(ops in proptest::collection::vec(op(), 1..24)) {
+        let mem = MemLogStore::new();
+        let r = rocks();
+        let reference = MemStorage::new();
+        let mut term = 1;
+        for op in ops {
+            let (first, last) = (mem.first(), mem.last());
+            match op {
+                Op::Append { back, n, term: bump } => {
+                    let start = (last + 1).saturating_sub(back).max(first);
+                    term += bump;
+                    let new: Vec<Entry> = (start..start + n).map(|i| entry(i, term)).collect();
+                    LogStore::append(&mem, &new, None, false).unwrap();
+                    LogStore::append(&r.store, &new, None, false).unwrap();
+                    reference.wl().append(&new).unwrap();
+                }
+                Op::Compact { frac } => {
+                    // Keep at least one entry: raft's MemStorage forgets its first index once empty.
+                    let to = first + last.saturating_sub(first) * frac / 100;
+                    LogStore::compact(&mem, to).unwrap();
+                    LogStore::compact(&r.store, to).unwrap();
+                    reference.wl().compact(to).unwrap();
+                }
+            }
+            prop_assert_eq!(mem.first(), r.store.first());
+            prop_assert_eq!(mem.last(), r.store.last());
+            prop_assert_eq!(mem.first(), Storage::first_index(&reference).unwrap());
+            prop_assert_eq!(mem.last(), Storage::last_index(&reference).unwrap());
+            prop_assert_eq!(LogStore::truncated(&mem), LogStore::truncated(&r.store));
+            let (first, last) = (mem.first(), mem.last());
+            for lo in first..=last {
+                prop_assert_eq!(mem.term_of(lo).unwrap(), r.store.term_of(lo).unwrap());
+                prop_assert_eq!(mem.term_of(lo).unwrap(), Storage::term(&reference, lo).unwrap());
+                let a = mem.range(lo, last + 1, Some(60)).unwrap();
+                prop_assert_eq!(&a, &r.store.range(lo, last + 1, Some(60)).unwrap());
+                prop_assert_eq!(&a, &Storage::entries(&reference, lo, last + 1, Some(60), ctx()).unwrap());
+            }
+        }
+    }
+}

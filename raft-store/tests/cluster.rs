@@ -1,0 +1,274 @@
+//! Elections, replication and faults on in-process clusters.
+
+use std::time::Duration;
+
+use raft_store::{Error, ReadConsistency, Role};
+
+use crate::util::{Cluster, Cmd, WAIT, eventually};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_members_elect_one_leader_and_replicate() {
+    let c = Cluster::new(3).await;
+    let leader = c.leader().await;
+    let follower = (1..=3).find(|&i| i != leader).unwrap();
+    let a = c.set(leader, "a", "1").await;
+    assert!(a.ok && a.prev.is_none());
+    // A follower forwards the write to the leader.
+    let b = c.set(follower, "b", "2").await;
+    assert!(b.ok && b.index > a.index);
+    for id in 1..=3 {
+        assert_eq!(c.get(id, "a").await.as_deref(), Some("1"), "member {id}");
+        assert_eq!(c.get(id, "b").await.as_deref(), Some("2"), "member {id}");
+    }
+    c.converged().await;
+    let st = c.node(leader).status();
+    assert_eq!(st.role, Role::Leader);
+    assert!(st.term >= 2 && st.applied >= 5, "{st:?}");
+    assert_eq!(c.node(follower).members().len(), 3);
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_streams_new_and_past_events_on_any_member() {
+    let c = Cluster::new(3).await;
+    let leader = c.leader().await;
+    let follower = (1..=3).find(|&i| i != leader).unwrap();
+    c.set(leader, "k", "0").await;
+    c.converged().await;
+    let mut live = c.node(follower).watch(None).unwrap();
+    for i in 1..=3 {
+        c.set(leader, "k", &i.to_string()).await;
+    }
+    for i in 1..=3u64 {
+        let o = tokio::time::timeout(WAIT, live.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_eq!(o.index, i + 1);
+    }
+    // From the past: every event from index 2 on, then live ones.
+    c.converged().await;
+    let mut past = c.node(follower).watch(Some(2)).unwrap();
+    let got: Vec<u64> = futures_take(&mut past, 3).await;
+    assert_eq!(got, vec![2, 3, 4]);
+    c.shutdown().await;
+}
+
+async fn futures_take(w: &mut raft_store::Watch<crate::util::KvMachine>, n: usize) -> Vec<u64> {
+    let mut v = Vec::new();
+    for _ in 0..n {
+        v.push(
+            tokio::time::timeout(WAIT, w.next())
+                .await
+                .unwrap()
+                .unwrap()
+                .unwrap()
+                .index,
+        );
+    }
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn minority_partition_keeps_majority_available_then_catches_up() {
+    let c = Cluster::new(5).await;
+    let leader = c.leader().await;
+    let minority: Vec<u64> = (1..=5).filter(|&i| i != leader).take(2).collect();
+    let majority: Vec<u64> = (1..=5).filter(|i| !minority.contains(i)).collect();
+    c.net.partition(&[&minority, &majority]);
+    for i in 0..10 {
+        c.set(majority[i % 3], &format!("k{i}"), "v").await;
+    }
+    // The cut-off side cannot serve a linearizable read.
+    let r = c
+        .node(minority[0])
+        .read(ReadConsistency::Linearizable, |m| m.map.len())
+        .await;
+    assert!(r.is_err(), "minority served a linearizable read: {r:?}");
+    c.net.heal();
+    c.converged().await;
+    assert_eq!(c.map(minority[0]).await.len(), 10);
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn majority_partition_stops_writes_everywhere_without_divergence() {
+    let c = Cluster::new(5).await;
+    c.leader().await;
+    c.set(1, "before", "1").await;
+    // Every side is a minority: 2 + 2 + 1.
+    c.net.partition(&[&[1, 2], &[3, 4], &[5]]);
+    // Wait for check_quorum to depose the leader, then every write must fail.
+    eventually(WAIT, "no member leads", || async {
+        (1..=5).all(|i| c.node(i).status().role != Role::Leader)
+    })
+    .await;
+    for id in 1..=5 {
+        let r = c
+            .node(id)
+            .write(&Cmd::Set("during".into(), id.to_string()))
+            .await;
+        assert!(
+            matches!(r, Err(Error::NoLeader | Error::Timeout(_))),
+            "member {id}: {r:?}"
+        );
+    }
+    c.net.heal();
+    c.leader().await;
+    c.set(3, "after", "1").await;
+    c.converged().await;
+    let m = c.map(5).await;
+    assert!(m.contains_key("before") && m.contains_key("after"));
+    assert!(
+        !m.contains_key("during"),
+        "a write made without a quorum was applied: {m:?}"
+    );
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn isolated_leader_steps_down_and_serves_no_stale_reads() {
+    let c = Cluster::new(3).await;
+    let old = c.leader().await;
+    c.set(old, "x", "old").await;
+    let rest: Vec<u64> = (1..=3).filter(|&i| i != old).collect();
+    c.net.isolate(old, &[]);
+    let new = c.leader_among(&rest).await;
+    assert_ne!(new, old);
+    c.set(new, "x", "new").await;
+    // The old leader must not answer a linearizable read with "old".
+    match c
+        .node(old)
+        .read(ReadConsistency::Linearizable, |m| m.map.get("x").cloned())
+        .await
+    {
+        Ok(v) => assert_eq!(
+            v.as_deref(),
+            Some("new"),
+            "stale read from the deposed leader"
+        ),
+        Err(e) => assert!(matches!(e, Error::NoLeader | Error::Timeout(_)), "{e}"),
+    }
+    eventually(
+        WAIT,
+        "the isolated leader steps down (check_quorum)",
+        || async { c.node(old).status().role != Role::Leader },
+    )
+    .await;
+    c.net.heal();
+    c.converged().await;
+    assert_eq!(c.get(old, "x").await.as_deref(), Some("new"));
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rejoining_follower_does_not_disrupt_the_leader() {
+    let c = Cluster::new(3).await;
+    let leader = c.leader().await;
+    let f = (1..=3).find(|&i| i != leader).unwrap();
+    let term = c.node(leader).status().term;
+    c.net.isolate(f, &[]);
+    // Long enough for the follower to time out several times (pre-vote keeps its term).
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    c.net.heal();
+    c.set(leader, "k", "v").await;
+    c.converged().await;
+    assert_eq!(
+        c.node(leader).status().term,
+        term,
+        "pre-vote should prevent a new term"
+    );
+    assert_eq!(c.leader().await, leader);
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_survive_message_loss() {
+    let c = Cluster::new(3).await;
+    c.leader().await;
+    c.net.set_drop_rate(0.2, 42);
+    let mut acked = Vec::new();
+    for i in 0..30 {
+        let via = 1 + (i % 3);
+        let out = c.set(via, &format!("k{i}"), &i.to_string()).await;
+        acked.push((format!("k{i}"), out));
+    }
+    c.net.heal();
+    c.converged().await;
+    let m = c.map(2).await;
+    for (k, _) in &acked {
+        assert!(m.contains_key(k), "acknowledged write {k} lost");
+    }
+    let (_, dropped) = c.net.counters();
+    assert!(dropped > 0);
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crashed_members_restart_from_their_data_directory() {
+    let mut c = Cluster::new(3).await;
+    let leader = c.leader().await;
+    for i in 0..5 {
+        c.set(leader, &format!("a{i}"), "1").await;
+    }
+    let f = (1..=3).find(|&i| i != leader).unwrap();
+    c.crash(f).await;
+    for i in 0..5 {
+        c.set(leader, &format!("b{i}"), "1").await;
+    }
+    c.start(f, true).await;
+    c.converged().await;
+    assert_eq!(c.map(f).await.len(), 10);
+    // Now every member crashes at once, and the cluster comes back with all acked writes.
+    for id in 1..=3 {
+        c.crash(id).await;
+    }
+    for id in 1..=3 {
+        c.start(id, true).await;
+    }
+    c.leader().await;
+    c.set(1, "c", "1").await;
+    c.converged().await;
+    assert_eq!(c.map(3).await.len(), 11);
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn second_open_of_a_data_directory_is_refused() {
+    let c = Cluster::new(1).await;
+    c.leader().await;
+    let err = raft_store::Node::open(
+        c.config(1, true),
+        crate::util::KvMachine::default(),
+        c.net.transport(),
+    )
+    .await
+    .unwrap_err();
+    assert!(err.to_string().contains("locked"), "{err}");
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn single_member_commits_and_restarts() {
+    let mut c = Cluster::new(1).await;
+    c.leader().await;
+    for i in 0..20 {
+        c.set(1, &format!("k{i}"), "v").await;
+    }
+    let cas = c
+        .write(1, Cmd::Cas("k1".into(), Some("v".into()), "w".into()))
+        .await;
+    assert!(cas.ok);
+    let cas = c
+        .write(1, Cmd::Cas("k1".into(), Some("v".into()), "x".into()))
+        .await;
+    assert!(!cas.ok);
+    c.node(1).shutdown().await;
+    c.nodes.remove(&1);
+    c.start(1, true).await;
+    c.leader().await;
+    assert_eq!(c.get(1, "k1").await.as_deref(), Some("w"));
+    assert_eq!(c.map(1).await.len(), 20);
+    c.shutdown().await;
+}

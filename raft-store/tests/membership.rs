@@ -1,0 +1,148 @@
+//! Membership changes, leader transfer and catch-up by snapshot.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use raft_store::Member;
+
+use crate::util::{Cluster, WAIT, eventually};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn learner_added_promoted_and_old_member_removed_under_load() {
+    let mut c = Cluster::new(3).await;
+    let leader = c.leader().await;
+    // Background writers keep proposing through the whole change.
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked = Arc::new(AtomicU64::new(0));
+    let mut writers = Vec::new();
+    for w in 0..3u64 {
+        let node = c.node(1 + w).clone();
+        let (stop, acked) = (stop.clone(), acked.clone());
+        writers.push(tokio::spawn(async move {
+            let mut keys = Vec::new();
+            let mut i = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let k = format!("w{w}-{i}");
+                if node
+                    .write(&crate::util::Cmd::Set(k.clone(), "v".into()))
+                    .await
+                    .is_ok()
+                {
+                    keys.push(k);
+                    acked.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                }
+                i += 1;
+            }
+            keys
+        }));
+    }
+    let mut m4 = Member::new(4, "m4");
+    m4.is_learner = true;
+    m4.peer_urls = vec!["mem://4".into()];
+    c.node(leader).add_member(m4).await.unwrap();
+    c.start(4, false).await;
+    eventually(WAIT, "the learner catches up", || async {
+        c.node(4).status().applied >= c.node(leader).status().commit.saturating_sub(5)
+            && c.node(4).members().len() == 4
+    })
+    .await;
+    assert!(
+        c.node(4)
+            .members()
+            .iter()
+            .any(|m| m.id == 4 && m.is_learner)
+    );
+    c.node(2).promote_member(4).await.unwrap();
+    eventually(WAIT, "member 4 is a voter everywhere", || async {
+        (1..=4).all(|i| {
+            c.node(i)
+                .members()
+                .iter()
+                .any(|m| m.id == 4 && !m.is_learner)
+        })
+    })
+    .await;
+    // Remove a member that is not the one we talk to.
+    let victim = (1..=3).find(|&i| i != leader).unwrap();
+    c.node(leader).remove_member(victim).await.unwrap();
+    eventually(WAIT, "the removed member stops", || async {
+        c.node(victim).status().stopped
+    })
+    .await;
+    c.nodes.remove(&victim);
+    stop.store(true, Ordering::Relaxed);
+    let mut keys = Vec::new();
+    for w in writers {
+        keys.extend(w.await.unwrap());
+    }
+    assert!(acked.load(Ordering::Relaxed) > 0);
+    c.converged().await;
+    let remaining: Vec<u64> = c.nodes.keys().copied().collect();
+    for id in &remaining {
+        let members: Vec<u64> = c.node(*id).members().iter().map(|m| m.id).collect();
+        assert!(
+            !members.contains(&victim) && members.contains(&4),
+            "{id}: {members:?}"
+        );
+    }
+    let map = c.map(4).await;
+    for k in &keys {
+        assert!(map.contains_key(k), "acknowledged {k} lost");
+    }
+    c.set(4, "after", "1").await;
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leadership_transfers_on_request() {
+    let c = Cluster::new(3).await;
+    let leader = c.leader().await;
+    let target = (1..=3).find(|&i| i != leader).unwrap();
+    c.node(leader).transfer_leader(target).await.unwrap();
+    assert_eq!(c.leader().await, target);
+    c.set(leader, "k", "v").await;
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lagging_member_catches_up_by_snapshot() {
+    let mut c = Cluster::with_snapshots(3, 20).await;
+    let leader = c.leader().await;
+    let lagger = (1..=3).find(|&i| i != leader).unwrap();
+    c.crash(lagger).await;
+    for i in 0..60 {
+        c.set(leader, &format!("k{i}"), "v").await;
+    }
+    let st = c.node(leader).status();
+    assert!(
+        st.snapshot_index >= 40 && st.first_index > 1,
+        "leader compacted: {st:?}"
+    );
+    c.start(lagger, true).await;
+    c.converged().await;
+    let st = c.node(lagger).status();
+    assert!(st.snapshot_index > 0, "caught up by snapshot: {st:?}");
+    assert_eq!(c.map(lagger).await.len(), 60);
+    // And it restarts from its own snapshot.
+    c.restart(lagger).await;
+    c.converged().await;
+    assert_eq!(c.map(lagger).await.len(), 60);
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn membership_errors_are_reported() {
+    let c = Cluster::new(3).await;
+    c.leader().await;
+    let err = c
+        .node(1)
+        .add_member(Member::new(2, "dup"))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("in use"), "{err}");
+    assert!(c.node(1).promote_member(2).await.is_err());
+    assert!(c.node(1).remove_member(9).await.is_err());
+    c.shutdown().await;
+}
