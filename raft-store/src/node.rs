@@ -254,8 +254,10 @@ fn decode_snapshot(data: &[u8]) -> Result<(BTreeMap<u64, Member>, &[u8]), Storag
 }
 
 fn single(id: u64, ty: ConfChangeType) -> ConfChangeSingle {
-    let mut s = ConfChangeSingle::default();
-    s.node_id = id;
+    let mut s = ConfChangeSingle {
+        node_id: id,
+        ..Default::default()
+    };
     s.set_change_type(ty);
     s
 }
@@ -636,9 +638,11 @@ fn bootstrap(store: &RocksLogStore, members: &[Member]) -> Result<()> {
         e.data = cc.write_to_bytes().map_err(raft::Error::from)?.into();
         entries.push(e);
     }
-    let mut hs = raft::eraftpb::HardState::default();
-    hs.term = 1;
-    hs.commit = entries.len() as u64;
+    let hs = raft::eraftpb::HardState {
+        term: 1,
+        commit: entries.len() as u64,
+        ..Default::default()
+    };
     store.append(&entries, Some(&hs), true)?;
     Ok(())
 }
@@ -663,9 +667,12 @@ struct Loop<S: StateMachine> {
     pending: HashMap<u64, ProposeTx<S>>,
     pending_conf: HashMap<u64, oneshot::Sender<Result<u64>>>,
     read_queue: Vec<oneshot::Sender<Result<u64>>>,
-    reads: HashMap<Vec<u8>, (Vec<oneshot::Sender<Result<u64>>>, Instant)>,
+    reads: HashMap<Vec<u8>, (ReadWaiters, Instant)>,
     removed: bool,
 }
+
+/// Callers waiting on one ReadIndex request.
+type ReadWaiters = Vec<oneshot::Sender<Result<u64>>>;
 
 /// Runs `f`, which blocks on disk I/O, without stalling other tasks of a multi-threaded
 /// runtime.
@@ -1051,9 +1058,11 @@ impl<S: StateMachine> Loop<S> {
             let members = self.shared.members.read();
             encode_snapshot(&members, &*sm)?
         };
-        let mut md = SnapshotMetadata::default();
-        md.index = self.applied;
-        md.term = self.raw.raft.raft_log.term(self.applied)?;
+        let mut md = SnapshotMetadata {
+            index: self.applied,
+            term: self.raw.raft.raft_log.term(self.applied)?,
+            ..Default::default()
+        };
         md.set_conf_state(self.conf_state.clone());
         self.failpoint("before_snapshot")?;
         let store = &self.store;

@@ -7,11 +7,12 @@ use proptest::prelude::*;
 use raft::storage::MemStorage;
 
 fn entry(index: u64, term: u64) -> Entry {
-    let mut e = Entry::default();
-    e.index = index;
-    e.term = term;
-    e.data = Bytes::from(format!("data-{index}-{term}"));
-    e
+    Entry {
+        index,
+        term,
+        data: Bytes::from(format!("data-{index}-{term}")),
+        ..Default::default()
+    }
 }
 
 fn ents(range: std::ops::RangeInclusive<u64>, term: u64) -> Vec<Entry> {
@@ -158,10 +159,12 @@ fn append_read_and_overwrite_suffix() {
             s.append(&ents(5..=6, 2), None),
             Err(StorageError::BadAppend { .. })
         ));
-        let mut hs = HardState::default();
-        hs.term = 2;
-        hs.vote = 3;
-        hs.commit = 2;
+        let hs = HardState {
+            term: 2,
+            vote: 3,
+            commit: 2,
+            ..Default::default()
+        };
         s.append(&[], Some(&hs)).unwrap();
         assert_eq!(s.state().hard_state, hs);
     });
@@ -246,9 +249,11 @@ fn saved_snapshot_is_served_and_log_untouched() {
         let c = make();
         let s = c.s();
         s.append(&ents(1..=5, 1), None).unwrap();
-        let mut md = SnapshotMetadata::default();
-        md.index = 4;
-        md.term = 1;
+        let mut md = SnapshotMetadata {
+            index: 4,
+            term: 1,
+            ..Default::default()
+        };
         md.mut_conf_state().voters = vec![1];
         s.save_snapshot(&md, Bytes::from_static(b"sm")).unwrap();
         assert_eq!((s.first(), s.last()), (1, 5));
@@ -263,17 +268,21 @@ fn saved_snapshot_is_served_and_log_untouched() {
 #[test]
 fn rocks_state_survives_reopen() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut hs = HardState::default();
-    hs.term = 4;
-    hs.vote = 2;
-    hs.commit = 6;
+    let hs = HardState {
+        term: 4,
+        vote: 2,
+        commit: 6,
+        ..Default::default()
+    };
     {
         let dir = DataDir::open(tmp.path()).unwrap();
         let s = RocksLogStore::open(&dir).unwrap();
         LogStore::append(&s, &ents(1..=8, 4), Some(&hs), true).unwrap();
-        let mut md = SnapshotMetadata::default();
-        md.index = 5;
-        md.term = 4;
+        let mut md = SnapshotMetadata {
+            index: 5,
+            term: 4,
+            ..Default::default()
+        };
         md.mut_conf_state().voters = vec![1, 2];
         LogStore::save_snapshot(&s, &md, Bytes::from_static(b"x")).unwrap();
         LogStore::compact(&s, 4).unwrap();
