@@ -102,6 +102,10 @@ where
                     errors += 1;
                 }
                 i += 1;
+                // An op that never awaits a tokio resource (a serializable read) would
+                // otherwise never yield: the workers would spin without parking, the timer
+                // would never fire, and the measurement would never end.
+                tokio::task::consume_budget().await;
             }
             (lat, errors)
         }));

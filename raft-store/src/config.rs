@@ -47,6 +47,12 @@ pub struct Config {
     /// member that joins an existing cluster (after being added with
     /// [`Node::add_member`](crate::Node::add_member)).
     pub initial_members: Vec<Member>,
+    /// When bootstrapping a new cluster, start from the state already in the machine given
+    /// to [`Node::open`](crate::Node::open) (a restored backup, say) rather than from an
+    /// empty one. The bootstrap is then written as a snapshot holding that state instead of
+    /// as log entries, so members added later receive the state with the snapshot. Every
+    /// initial member must be opened with the same state (as with etcd's snapshot restore).
+    pub bootstrap_from_machine: bool,
     /// Raft's logical clock.
     pub tick_interval: Duration,
     /// Ticks without a heartbeat before a follower campaigns (randomized up to twice this).
@@ -72,6 +78,7 @@ impl Config {
             id,
             data_dir: data_dir.into(),
             initial_members: Vec::new(),
+            bootstrap_from_machine: false,
             tick_interval: Duration::from_millis(100),
             election_ticks: 10,
             heartbeat_ticks: 1,

@@ -208,6 +208,9 @@ async fn peer_loop(
                     r = &mut call => break format!("stream ended: {r:?}"),
                 },
             };
+            // Peers may be learned before the member attaches (a joining member is seeded
+            // with the cluster's peers), so the sender id is read when sending.
+            let me = t.inner.me.lock().as_ref().map_or(me, |(i, _)| *i);
             let mut batch = Vec::new();
             let mut pending = Some(first);
             while let Some(m) = pending.take() {

@@ -311,7 +311,11 @@ impl<S: StateMachine> Node<S> {
         let mut applied = 0;
         let fresh = store.last_index()? == 0 && store.latest_snapshot().is_none();
         if fresh && !config.initial_members.is_empty() {
-            bootstrap(&store, &config.initial_members)?;
+            if config.bootstrap_from_machine {
+                bootstrap_from_machine(&store, &config.initial_members, &machine)?;
+            } else {
+                bootstrap(&store, &config.initial_members)?;
+            }
         }
         if let Some(snap) = store.latest_snapshot() {
             let (m, sm_bytes) = decode_snapshot(&snap.data)?;
@@ -644,6 +648,37 @@ fn bootstrap(store: &RocksLogStore, members: &[Member]) -> Result<()> {
         ..Default::default()
     };
     store.append(&entries, Some(&hs), true)?;
+    Ok(())
+}
+
+/// Writes the bootstrap of a new cluster that starts from `machine`'s current state: a
+/// snapshot at the index the bootstrap log would end at, holding the initial members and the
+/// machine's bytes, with the log empty behind it (what etcd's snapshot restore writes).
+fn bootstrap_from_machine<S: StateMachine>(
+    store: &RocksLogStore,
+    members: &[Member],
+    machine: &S,
+) -> Result<()> {
+    let map: BTreeMap<u64, Member> = members.iter().map(|m| (m.id, m.clone())).collect();
+    let data = encode_snapshot(&map, machine)?;
+    let mut cs = ConfState::default();
+    for m in map.values() {
+        if m.is_learner {
+            cs.learners.push(m.id);
+        } else {
+            cs.voters.push(m.id);
+        }
+    }
+    let mut md = SnapshotMetadata {
+        index: map.len() as u64,
+        term: 1,
+        ..Default::default()
+    };
+    md.set_conf_state(cs);
+    let mut snap = Snapshot::default();
+    snap.set_metadata(md);
+    snap.data = data.into();
+    store.apply_snapshot(&snap)?;
     Ok(())
 }
 
@@ -1050,7 +1085,10 @@ impl<S: StateMachine> Loop<S> {
 
     /// Takes a snapshot and compacts the log once enough entries were applied since the last.
     fn maybe_snapshot(&mut self) -> Result<()> {
-        if self.applied < self.snapshot_index + self.config.snapshot_entries {
+        // Raft may need a newer snapshot than the threshold would give (for a member added
+        // after the newest one): take one now if anything was applied since.
+        let wanted = self.store.take_snapshot_request() && self.applied > self.snapshot_index;
+        if !wanted && self.applied < self.snapshot_index + self.config.snapshot_entries {
             return Ok(());
         }
         let data = {

@@ -84,6 +84,10 @@ pub trait LogStore: Storage + Clone + Send + Sync + 'static {
 
     /// Index and term of the last entry removed from the front of the log (0, 0 if none).
     fn truncated(&self) -> (u64, u64);
+
+    /// Whether raft asked for a snapshot the store could not serve since the last call
+    /// (none yet, or none that includes the member it is for); clears the request.
+    fn take_snapshot_request(&self) -> bool;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -98,6 +102,9 @@ struct Meta {
     truncated_term: u64,
     last_index: u64,
     snapshot: Option<Snapshot>,
+    /// Raft asked for a snapshot for a member the newest one does not know (it was added
+    /// after that snapshot); the node takes a fresh one and raft asks again.
+    snapshot_wanted: bool,
 }
 
 impl Meta {
@@ -215,19 +222,40 @@ impl Storage for MemLogStore {
         Ok(self.inner.lock().meta.last_index)
     }
 
-    fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
-        snapshot_for(self.inner.lock().meta.snapshot.as_ref(), request_index)
+    fn snapshot(&self, request_index: u64, to: u64) -> raft::Result<Snapshot> {
+        snapshot_for(&mut self.inner.lock().meta, request_index, to)
     }
 }
 
-fn snapshot_for(snap: Option<&Snapshot>, request_index: u64) -> raft::Result<Snapshot> {
-    match snap {
-        Some(s) if s.get_metadata().index >= request_index => Ok(s.clone()),
+fn snapshot_for(meta: &mut Meta, request_index: u64, to: u64) -> raft::Result<Snapshot> {
+    match &meta.snapshot {
+        // A member refuses a snapshot whose configuration does not include it; one added
+        // after the newest snapshot needs a newer one.
+        Some(s) if s.get_metadata().index >= request_index && in_conf(s.get_metadata(), to) => {
+            Ok(s.clone())
+        }
+        Some(_) => {
+            meta.snapshot_wanted = true;
+            Err(raft::Error::Store(
+                raft::StorageError::SnapshotTemporarilyUnavailable,
+            ))
+        }
         // The node takes snapshots by threshold; until then, raft retries later.
-        _ => Err(raft::Error::Store(
-            raft::StorageError::SnapshotTemporarilyUnavailable,
-        )),
+        None => {
+            meta.snapshot_wanted = true;
+            Err(raft::Error::Store(
+                raft::StorageError::SnapshotTemporarilyUnavailable,
+            ))
+        }
     }
+}
+
+fn in_conf(md: &SnapshotMetadata, id: u64) -> bool {
+    let cs = md.get_conf_state();
+    cs.voters.contains(&id)
+        || cs.learners.contains(&id)
+        || cs.voters_outgoing.contains(&id)
+        || cs.learners_next.contains(&id)
 }
 
 impl LogStore for MemLogStore {
@@ -317,6 +345,10 @@ impl LogStore for MemLogStore {
     fn truncated(&self) -> (u64, u64) {
         let g = self.inner.lock();
         (g.meta.truncated_index, g.meta.truncated_term)
+    }
+
+    fn take_snapshot_request(&self) -> bool {
+        std::mem::take(&mut self.inner.lock().meta.snapshot_wanted)
     }
 }
 
@@ -699,8 +731,8 @@ impl Storage for RocksLogStore {
         Ok(self.meta.lock().last_index)
     }
 
-    fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
-        snapshot_for(self.meta.lock().snapshot.as_ref(), request_index)
+    fn snapshot(&self, request_index: u64, to: u64) -> raft::Result<Snapshot> {
+        snapshot_for(&mut self.meta.lock(), request_index, to)
     }
 }
 
@@ -826,6 +858,10 @@ impl LogStore for RocksLogStore {
     fn truncated(&self) -> (u64, u64) {
         let m = self.meta.lock();
         (m.truncated_index, m.truncated_term)
+    }
+
+    fn take_snapshot_request(&self) -> bool {
+        std::mem::take(&mut self.meta.lock().snapshot_wanted)
     }
 }
 

@@ -146,3 +146,52 @@ async fn membership_errors_are_reported() {
     assert!(c.node(1).remove_member(9).await.is_err());
     c.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_bootstrapped_from_a_restored_state_hands_it_to_later_members() {
+    use raft_store::{Node, StateMachine};
+
+    use crate::util::{Cmd, KvMachine};
+
+    // An empty cluster definition: members are opened by hand with a pre-filled machine.
+    let mut c = Cluster::with_ids(&[], 10_000).await;
+    c.initial = (1..=2).map(|i| Member::new(i, format!("m{i}"))).collect();
+    for id in 1..=2u64 {
+        c.dirs.insert(id, tempfile::tempdir().unwrap());
+        let mut machine = KvMachine::default();
+        machine.apply(1, Cmd::Set("restored".into(), "yes".into()));
+        let mut cfg = c.config(id, true);
+        cfg.bootstrap_from_machine = true;
+        let node = Node::open(cfg, machine, c.net.transport()).await.unwrap();
+        c.nodes.insert(id, node);
+    }
+    let leader = c.leader().await;
+    assert_eq!(c.get(leader, "restored").await.as_deref(), Some("yes"));
+    c.set(leader, "after", "1").await;
+    // The log starts after the restored state, so a new member must receive a snapshot.
+    assert!(c.node(leader).status().first_index > 1);
+    let mut m3 = Member::new(3, "m3");
+    m3.peer_urls = vec!["mem://3".into()];
+    c.node(leader).add_member(m3).await.unwrap();
+    c.start(3, false).await;
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let m = c.map(3).await;
+        if m.get("restored").map(String::as_str) == Some("yes")
+            && m.get("after").map(String::as_str) == Some("1")
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the new member never got the restored state: {m:?}; new member {:?}; leader {:?}",
+            c.node(3).status(),
+            c.node(leader).status()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // Restarting a seeded member does not seed it again (its directory is not fresh).
+    c.restart(1).await;
+    c.converged().await;
+    c.shutdown().await;
+}
