@@ -1,12 +1,14 @@
 //! The kvd server: etcd 3.4-compatible configuration (flags and `ETCD_*` variables) and
 //! [`run`], which serves the v2 HTTP API until a shutdown future completes.
 //!
-//! Backend: until the raft-store backend is wired in, kvd runs the single-member
-//! [`MemoryBackend`]: one `kv_core::Store` owned by one task. It is saved to
-//! `<data-dir>/member/snap/db` on graceful shutdown and loaded on start, so a SIGTERM'd kvd
-//! keeps its data, but a crash loses everything written since the last start: it is **not
-//! durable** and **not replicated**. Cluster flags (`--initial-cluster` with several members,
-//! peer URLs) are accepted and validated, and a cluster of more than one member is refused.
+//! Backends (`--backend`):
+//! * `raft` (the default): [`RaftBackend`], kv-core replicated by raft-store, with its raft
+//!   log in RocksDB under `<data-dir>/member/raft` and gRPC between members on the peer URLs. A
+//!   write is acknowledged once it is fsynced on a quorum. `--initial-cluster` bootstraps a
+//!   cluster of any size; `--initial-cluster-state existing` joins one after `member add`.
+//! * `memory`: the single-member [`MemoryBackend`], one `kv_core::Store` owned by one task,
+//!   saved to `<data-dir>/member/snap/db` on graceful shutdown only: **not durable** against
+//!   a crash and **not replicated**. Useful as a fast scratch store in tests.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -18,6 +20,7 @@ use clap::Args;
 use crate::http::{self, Limits};
 use crate::store::KvBackend;
 use crate::store::memory::{MemoryBackend, MemoryConfig};
+use crate::store::raft::{RaftBackend, RaftIdentity, fnv64, member_id};
 
 /// kvd's command line; every flag also reads etcd's `ETCD_*` environment variable.
 #[derive(Debug, Clone, Args)]
@@ -126,6 +129,10 @@ pub struct Config {
     /// Log level (`debug`, `info`, `warn`, `error`).
     #[arg(long, env = "ETCD_LOG_LEVEL", default_value = "info")]
     pub log_level: String,
+    /// Storage backend: `raft` (replicated, durable) or `memory` (one member, saved only on
+    /// graceful shutdown).
+    #[arg(long, env = "KVD_BACKEND", default_value = "raft")]
+    pub backend: String,
 }
 
 /// A parsed `--initial-cluster` entry.
@@ -186,19 +193,6 @@ pub fn parse_initial_cluster(s: &str) -> anyhow::Result<Vec<InitialMember>> {
         .collect()
 }
 
-/// FNV-1a, a stable hash for member and cluster ids (etcd derives them from the peer URLs and
-/// the cluster token too).
-fn fnv64(parts: &[&str]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for p in parts {
-        for b in p.bytes().chain(std::iter::once(0)) {
-            h ^= u64::from(b);
-            h = h.wrapping_mul(0x0000_0100_0000_01b3);
-        }
-    }
-    h
-}
-
 impl Config {
     /// The data directory, defaulting to `<name>.kvd`.
     pub fn data_dir(&self) -> PathBuf {
@@ -257,13 +251,6 @@ impl Config {
                 self.name
             );
         }
-        let others: Vec<_> = cluster.iter().filter(|m| m.name != self.name).collect();
-        if !others.is_empty() {
-            bail!(
-                "--initial-cluster names {} other member(s): multi-member clusters need the raft-store backend, which this kvd build does not have yet",
-                others.len()
-            );
-        }
         let mut addrs = Vec::new();
         for u in &listen {
             let hp = u.trim_start_matches("http://").trim_end_matches('/');
@@ -302,7 +289,44 @@ pub async fn run(
     config: Config,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    match config.backend.as_str() {
+        "raft" => run_raft(config, shutdown).await,
+        "memory" => run_memory(config, shutdown).await,
+        other => bail!("--backend: {other:?} is neither \"raft\" nor \"memory\""),
+    }
+}
+
+async fn bind_all(addrs: &[SocketAddr]) -> anyhow::Result<Vec<tokio::net::TcpListener>> {
+    let mut listeners = Vec::new();
+    for a in addrs {
+        listeners.push(
+            tokio::net::TcpListener::bind(a)
+                .await
+                .with_context(|| format!("binding client URL {a}"))?,
+        );
+    }
+    Ok(listeners)
+}
+
+async fn run_memory(
+    config: Config,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     let (mem, addrs) = config.validate()?;
+    let others = config
+        .initial_cluster
+        .as_deref()
+        .map(parse_initial_cluster)
+        .transpose()?
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|m| m.name != config.name)
+        .count();
+    if others > 0 {
+        bail!(
+            "--initial-cluster names {others} other member(s): the memory backend runs one member; use --backend raft"
+        );
+    }
     let mut listeners = Vec::new();
     for a in &addrs {
         listeners.push(
@@ -318,6 +342,214 @@ pub async fn run(
         async move { b.shutdown().await.context("saving the store") }
     };
     serve_backend(backend, listeners, limits, shutdown, shutdown_backend).await
+}
+
+/// The address a `http://host:port` URL names (`localhost` is 127.0.0.1).
+fn socket_addr(flag: &str, url: &str) -> anyhow::Result<SocketAddr> {
+    let hp = url.trim_start_matches("http://").trim_end_matches('/');
+    let hp = match hp.strip_prefix("localhost:") {
+        Some(port) => format!("127.0.0.1:{port}"),
+        None => hp.to_owned(),
+    };
+    hp.parse()
+        .with_context(|| format!("--{flag}: {url}: expected an IP address and port"))
+}
+
+/// What `<data-dir>/member/identity.json` records.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SavedIdentity {
+    id: u64,
+    cluster_id: u64,
+}
+
+/// Member ids, the cluster id and the initial member list from the flags.
+fn raft_members(config: &Config) -> anyhow::Result<(u64, u64, Vec<raft_store::Member>)> {
+    let peers = parse_urls(
+        "initial-advertise-peer-urls",
+        &config.initial_advertise_peer_urls,
+    )?;
+    let token = &config.initial_cluster_token;
+    let cluster = match &config.initial_cluster {
+        Some(c) => parse_initial_cluster(c)?,
+        None => peers
+            .iter()
+            .map(|u| InitialMember {
+                name: config.name.clone(),
+                peer_url: u.clone(),
+            })
+            .collect(),
+    };
+    let mut members: Vec<raft_store::Member> = Vec::new();
+    for m in &cluster {
+        if members.iter().any(|x| x.name == m.name) {
+            continue;
+        }
+        let urls: Vec<String> = cluster
+            .iter()
+            .filter(|o| o.name == m.name)
+            .map(|o| o.peer_url.clone())
+            .collect();
+        parse_urls("initial-cluster", &urls.join(","))?;
+        let id = member_id(&urls, token);
+        if members.iter().any(|x| x.id == id) {
+            bail!(
+                "--initial-cluster: member {:?} has the same peer URLs as another member",
+                m.name
+            );
+        }
+        // Client URLs are published through the log once each member runs; the bootstrap
+        // entries must be identical on every member, so they carry none.
+        let mut rm = raft_store::Member::new(id, m.name.clone());
+        rm.peer_urls = urls;
+        members.push(rm);
+    }
+    let my_id = member_id(&peers, token);
+    match members.iter().find(|m| m.name == config.name) {
+        Some(m) if m.id == my_id => {}
+        Some(m) => bail!(
+            "--initial-cluster: the peer URLs given for {:?} ({}) differ from --initial-advertise-peer-urls ({})",
+            config.name,
+            m.peer_urls.join(","),
+            peers.join(",")
+        ),
+        None => bail!(
+            "--initial-cluster has no member named {:?} (--name)",
+            config.name
+        ),
+    }
+    // The cluster id comes from the token alone: a member joining with
+    // `--initial-cluster-state existing` lists today's members, not the bootstrap set, yet
+    // must compute the same id (peers refuse messages carrying another cluster's id). As
+    // with etcd, give every cluster its own token.
+    let cluster_id = fnv64(&["cluster", token]);
+    Ok((my_id, cluster_id, members))
+}
+
+async fn run_raft(
+    config: Config,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let (_, addrs) = config.validate()?;
+    let new_cluster = config.initial_cluster_state == "new";
+    let advertise = parse_urls("advertise-client-urls", &config.advertise_client_urls)?;
+    let listen_peer = parse_urls("listen-peer-urls", &config.listen_peer_urls)?;
+    if listen_peer.len() > 1 {
+        bail!("--listen-peer-urls: this kvd build listens on one peer URL");
+    }
+    let (mut my_id, mut cluster_id, members) = raft_members(&config)?;
+    // A member keeps the identity it was created with, whatever the flags say now (etcd reads
+    // it back from its WAL): restarting with other peer URLs must not make it a stranger to
+    // its own log.
+    let identity_file = config.data_dir().join("member").join("identity.json");
+    match std::fs::read(&identity_file) {
+        Ok(bytes) => {
+            let saved: SavedIdentity = serde_json::from_slice(&bytes).with_context(|| {
+                format!("{}: not a kvd member identity", identity_file.display())
+            })?;
+            if saved.id != my_id {
+                tracing::warn!(
+                    saved = %format!("{:x}", saved.id),
+                    flags = %format!("{my_id:x}"),
+                    "the data directory belongs to another member id than the flags give; keeping the stored one"
+                );
+            }
+            my_id = saved.id;
+            cluster_id = saved.cluster_id;
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("reading {}", identity_file.display())),
+    }
+
+    let listeners = bind_all(&addrs).await?;
+    let peer_addr = socket_addr("listen-peer-urls", &listen_peer[0])?;
+    let (peer_listener, _) = raft_store::grpc::bind(peer_addr)
+        .await
+        .with_context(|| format!("binding peer URL {}", listen_peer[0]))?;
+
+    let data_dir = config.data_dir();
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("creating the data directory {}", data_dir.display()))?;
+    let transport = raft_store::GrpcTransport::new(cluster_id);
+    // A member joining an existing cluster knows nobody until it has applied the membership
+    // entries the leader sends it, yet it must answer the leader to receive them: seed the
+    // transport with the peers named in --initial-cluster (the log's entries update them).
+    for m in members.iter().filter(|m| m.id != my_id) {
+        raft_store::Transport::set_peer(&transport, m.id, &m.peer_urls);
+    }
+    // `member/raft` holds raft-store's directory; `member/snap/db` is where a restored (or
+    // memory-backend) store waits to seed a new cluster.
+    let raft_dir = data_dir.join("member").join("raft");
+    let mut rc = raft_store::Config::new(my_id, &raft_dir);
+    let initialised = raft_dir.join(raft_store::storage::VERSION_FILE).exists();
+    if new_cluster && !initialised {
+        rc.initial_members = members;
+    }
+    // A store left by `kvctl snapshot restore` (or by the memory backend) in a data
+    // directory raft-store has not initialised yet becomes the new cluster's initial state.
+    let seed = data_dir.join("member").join("snap").join("db");
+    let (mut machine, handle) = RaftBackend::machine();
+    let seeded = new_cluster && !initialised && seed.exists();
+    if seeded {
+        let f = std::fs::File::open(&seed)
+            .with_context(|| format!("reading the restored store {}", seed.display()))?;
+        machine = RaftBackend::machine_from(&mut std::io::BufReader::new(f), &handle)
+            .with_context(|| format!("loading the restored store {}", seed.display()))?;
+        rc.bootstrap_from_machine = true;
+        tracing::info!(path = %seed.display(), "starting the new cluster from a restored store");
+    }
+    rc.tick_interval = std::time::Duration::from_millis(config.heartbeat_interval.max(1));
+    rc.heartbeat_ticks = 1;
+    rc.election_ticks = usize::try_from(config.election_timeout / config.heartbeat_interval.max(1))
+        .unwrap_or(usize::MAX);
+    rc.snapshot_entries = config.snapshot_count.max(1);
+    rc.validate().context("raft configuration")?;
+    let node = raft_store::Node::open(rc, machine, transport.clone())
+        .await
+        .with_context(|| format!("opening the data directory {}", data_dir.display()))?;
+    if !identity_file.exists() {
+        let saved = SavedIdentity {
+            id: my_id,
+            cluster_id,
+        };
+        let tmp = identity_file.with_extension("tmp");
+        std::fs::write(&tmp, serde_json::to_vec(&saved)?)
+            .and_then(|()| std::fs::rename(&tmp, &identity_file))
+            .with_context(|| format!("writing {}", identity_file.display()))?;
+    }
+    if seeded {
+        // The bootstrap snapshot now holds the restored state; the file must not seed again.
+        let done = seed.with_extension("restored");
+        std::fs::rename(&seed, &done)
+            .with_context(|| format!("renaming {} to {}", seed.display(), done.display()))?;
+    }
+    let (stop_peer, peer_stopped) = tokio::sync::watch::channel(false);
+    let peer_server = tokio::spawn(async move {
+        let mut rx = peer_stopped;
+        transport
+            .serve(peer_listener, async move {
+                let _ = rx.wait_for(|s| *s).await;
+            })
+            .await
+    });
+    let identity = RaftIdentity {
+        cluster_id,
+        token: config.initial_cluster_token.clone(),
+        name: config.name.clone(),
+        client_urls: advertise,
+    };
+    tracing::info!(id = %format!("{my_id:x}"), cluster = %format!("{cluster_id:x}"), "raft member started");
+    let backend = Arc::new(RaftBackend::new(node, handle, identity));
+    let stop = {
+        let b = Arc::clone(&backend);
+        async move {
+            b.shutdown().await;
+            Ok(())
+        }
+    };
+    let res = serve_backend(backend, listeners, config.limits(), shutdown, stop).await;
+    let _ = stop_peer.send(true);
+    let _ = peer_server.await;
+    res
 }
 
 impl Config {

@@ -1,8 +1,8 @@
 //! Flotilla's servers and command-line tools as libraries, with thin mains in `src/bin/`.
 //!
-//! * [`store`]: the [`store::KvBackend`] seam between kvd's front ends and the store, and
-//!   [`store::memory::MemoryBackend`], the single-member in-memory backend kvd runs until the
-//!   raft-store backend is wired in.
+//! * [`store`]: the [`store::KvBackend`] seam between kvd's front ends and the store, with
+//!   [`store::raft::RaftBackend`] (replicated and durable, kvd's default) and
+//!   [`store::memory::MemoryBackend`] (one in-memory member).
 //! * [`http`]: the etcd v2 HTTP API (keys, members, stats, machines, version, health,
 //!   metrics) as an axum `Router` over any backend.
 //! * [`kvd`]: kvd's etcd-compatible configuration and its `run` function.

@@ -3,7 +3,9 @@
 //! The compatibility tests run the real etcd (Debian packages etcd-server and etcd-client,
 //! installed by scripts/install-deps) next to kvd and fail, saying so, when it is missing.
 
+mod cluster;
 mod compat;
 mod differential;
+mod docker;
 mod http_api;
 mod util;

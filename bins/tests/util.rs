@@ -11,7 +11,14 @@ pub(crate) fn free_port() -> u16 {
 }
 
 /// Polls `GET <url>/health` until it answers 200 or the deadline passes.
+#[allow(dead_code)]
 pub(crate) fn wait_healthy(url: &str, child: &mut Child, what: &str) {
+    if let Err(e) = try_wait_healthy(url, child, what) {
+        panic!("{e}");
+    }
+}
+
+fn try_wait_healthy(url: &str, child: &mut Child, what: &str) -> Result<(), String> {
     let deadline = Instant::now() + Duration::from_secs(20);
     let http = reqwest::blocking::Client::builder()
         .timeout(Duration::from_secs(1))
@@ -19,19 +26,18 @@ pub(crate) fn wait_healthy(url: &str, child: &mut Child, what: &str) {
         .expect("http client");
     loop {
         if let Ok(Some(status)) = child.try_wait() {
-            panic!("{what} exited during start-up with {status}");
+            return Err(format!("{what} exited during start-up with {status}"));
         }
         let ok = http
             .get(format!("{url}/health"))
             .send()
             .is_ok_and(|r| r.status().is_success());
         if ok {
-            return;
+            return Ok(());
         }
-        assert!(
-            Instant::now() < deadline,
-            "{what} at {url} not healthy within 20 s"
-        );
+        if Instant::now() >= deadline {
+            return Err(format!("{what} at {url} not healthy within 20 s"));
+        }
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -43,7 +49,7 @@ pub(crate) struct Server {
     pub(crate) url: String,
     /// Peer URL.
     pub(crate) peer_url: String,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl Drop for Server {
@@ -91,6 +97,20 @@ fn start(
     dir: tempfile::TempDir,
     what: &str,
 ) -> Server {
+    let mut server = spawn(program, args, url, peer_url, dir);
+    server.wait_healthy(what);
+    server
+}
+
+/// Starts a server process without waiting for it to become healthy (members of a cluster
+/// are healthy only once a quorum runs).
+fn spawn(
+    program: &str,
+    args: Vec<String>,
+    url: String,
+    peer_url: String,
+    dir: tempfile::TempDir,
+) -> Server {
     let child = Command::new(program)
         .args(&args)
         .env_remove("ETCD_NAME")
@@ -101,19 +121,35 @@ fn start(
             std::fs::File::create(dir.path().join("server.log")).expect("log file"),
         ))
         .spawn();
-    let mut child = match child {
+    let child = match child {
         Ok(c) => c,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => panic!(
             "{program} is not installed: the compatibility tests need it (Debian package etcd-server for etcd, etcd-client for etcdctl; see scripts/install-deps)"
         ),
         Err(e) => panic!("cannot start {program}: {e}"),
     };
-    wait_healthy(&url, &mut child, what);
     Server {
         child,
         url,
         peer_url,
-        _dir: dir,
+        dir,
+    }
+}
+
+impl Server {
+    /// Polls `/health` until it answers 200 (see [`wait_healthy`]); panics with the server's
+    /// log when it does not.
+    pub(crate) fn wait_healthy(&mut self, what: &str) {
+        let url = self.url.clone();
+        if let Err(e) = try_wait_healthy(&url, &mut self.child, what) {
+            panic!("{e}; its log:\n{}", self.log());
+        }
+    }
+
+    /// The server's log so far (its stderr).
+    #[allow(dead_code)]
+    pub(crate) fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
     }
 }
 
@@ -180,11 +216,19 @@ fn kvd_with(dir: tempfile::TempDir, data: PathBuf) -> Server {
     start(env!("CARGO_BIN_EXE_kvd"), args, url, peer, dir, "kvd")
 }
 
-/// Starts the kvd binary with these arguments (the caller picks the ports).
+/// Starts the kvd binary with these arguments (the caller picks the ports) and waits until
+/// it is healthy.
 #[allow(dead_code)]
 pub(crate) fn kvd_process(args: Vec<String>, url: String, peer_url: String) -> Server {
     let dir = tempfile::tempdir().expect("tempdir");
     start(env!("CARGO_BIN_EXE_kvd"), args, url, peer_url, dir, "kvd")
+}
+
+/// Starts the kvd binary with these arguments without waiting for it to become healthy.
+#[allow(dead_code)]
+pub(crate) fn kvd_spawn(args: Vec<String>, url: String, peer_url: String) -> Server {
+    let dir = tempfile::tempdir().expect("tempdir");
+    spawn(env!("CARGO_BIN_EXE_kvd"), args, url, peer_url, dir)
 }
 
 /// The kvctl binary.

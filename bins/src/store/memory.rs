@@ -214,7 +214,7 @@ impl MemoryBackend {
     }
 }
 
-fn write_to_op(op: WriteOp) -> Op {
+pub(crate) fn write_to_op(op: WriteOp) -> Op {
     let some = |s: String| (!s.is_empty()).then_some(s);
     let idx = |i: u64| (i > 0).then_some(i);
     match op {

@@ -7,12 +7,14 @@
 //! is written and tested once for every backend.
 //!
 //! Backends:
+//! * [`raft::RaftBackend`]: kv-core replicated by raft-store, durable in RocksDB; kvd's
+//!   default.
 //! * [`memory::MemoryBackend`]: a single-member, **in-memory, non-durable** store: one
 //!   `kv_core::Store` owned by one task, commands through a channel, expiry driven by a timer
-//!   that issues expire commands. It stands in until the raft-store backend (replicated,
-//!   durable) is wired in.
+//!   that issues expire commands. A scratch store for tests and embedding.
 
 pub mod memory;
+pub mod raft;
 
 use std::future::Future;
 
