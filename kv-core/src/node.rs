@@ -1,7 +1,7 @@
 //! The tree's nodes ([`Node`], internal) and their external form ([`NodeView`]).
 
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, DefaultHasher};
+use std::hash::{BuildHasherDefault, Hasher};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -16,9 +16,68 @@ pub(crate) const PERMANENT: u64 = u64::MAX;
 /// A hash map, not a sorted one: a lookup costs one hash and about two cache misses per
 /// level, where a B-tree of boxed names chases a pointer for every comparison (measured
 /// 3x slower on a million keys). Order is imposed where it matters: listings and
-/// snapshots sort by name. The hasher has fixed keys, so the map's behaviour is the same
-/// on every replica; nothing replicated depends on iteration order anyway.
-pub(crate) type Children = HashMap<Box<str>, Node, BuildHasherDefault<DefaultHasher>>;
+/// snapshots sort by name. The hasher ([`NameHasher`]) is fixed, so the map's behaviour
+/// is the same on every replica; nothing replicated depends on iteration order anyway.
+pub(crate) type Children = HashMap<Box<str>, Node, BuildHasherDefault<NameHasher>>;
+
+/// A fast, fixed hasher for path components (FxHash's word-at-a-time multiply-rotate,
+/// with a final avalanche so that the low bits the table indexes by depend on every
+/// input byte).
+///
+/// std's default SipHash costs about as much as the rest of a lookup on these short
+/// names. Like the fixed-key SipHash it replaces, it offers no protection against keys
+/// chosen to collide; the keys come from the cluster's own clients.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct NameHasher {
+    hash: u64,
+}
+
+const SEED: u64 = 0x51_7c_c1_b7_27_22_0a_95;
+
+impl NameHasher {
+    #[inline]
+    fn add(&mut self, word: u64) {
+        self.hash = (self.hash.rotate_left(5) ^ word).wrapping_mul(SEED);
+    }
+}
+
+impl Hasher for NameHasher {
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            self.add(u64::from_le_bytes(c.try_into().expect("8 bytes")));
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut buf = [0u8; 8];
+            buf[..rest.len()].copy_from_slice(rest);
+            // The length keeps "a" and "a\0" apart.
+            self.add(u64::from_le_bytes(buf) ^ ((rest.len() as u64) << 59));
+        }
+    }
+
+    #[inline]
+    fn write_u8(&mut self, i: u8) {
+        self.add(u64::from(i));
+    }
+
+    #[inline]
+    fn write_usize(&mut self, i: usize) {
+        self.add(i as u64);
+    }
+
+    #[inline]
+    fn finish(&self) -> u64 {
+        // murmur3's fmix64.
+        let mut h = self.hash;
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+        h ^ (h >> 33)
+    }
+}
 
 /// A file or a directory. Nodes do not store their path: it is the walk that found
 /// them, which saves a heap allocation and the key bytes per node.
@@ -34,7 +93,9 @@ pub(crate) struct Node {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Kind {
     File(Box<str>),
-    Dir(Children),
+    /// Boxed: a hash map is 32 bytes and directories are few, so keeping it out of line
+    /// shrinks every node, and every hash-table slot of a file, from 56 to 40 bytes.
+    Dir(Box<Children>),
 }
 
 impl Node {
@@ -52,7 +113,7 @@ impl Node {
             created_index: index,
             modified_index: index,
             expire_at,
-            kind: Kind::Dir(Children::default()),
+            kind: Kind::Dir(Box::default()),
         }
     }
 
@@ -97,14 +158,31 @@ impl Node {
 
     /// The external form without children.
     pub(crate) fn view_shallow(&self, key: String, now: u64) -> NodeView {
+        let value = match &self.kind {
+            Kind::File(v) => Some(v.to_string()),
+            Kind::Dir(_) => None,
+        };
+        self.view_with_value(key, value, now)
+    }
+
+    /// [`Node::view_shallow`] of a node being dropped: a file's value moves into the
+    /// view instead of being copied.
+    pub(crate) fn into_view_shallow(self, key: String, now: u64) -> NodeView {
+        let mut v = self.view_with_value(key, None, now);
+        if let Kind::File(value) = self.kind {
+            v.value = Some(value.into_string());
+        }
+        v
+    }
+
+    /// The external form without children, with the given `value` (which the caller
+    /// takes from this node or its replacement).
+    pub(crate) fn view_with_value(&self, key: String, value: Option<String>, now: u64) -> NodeView {
         let expiration = self.expiration();
         let ttl = expiration.map(|e| ttl_seconds(e, now)).filter(|t| *t != 0);
         NodeView {
             key,
-            value: match &self.kind {
-                Kind::File(v) => Some(v.to_string()),
-                Kind::Dir(_) => None,
-            },
+            value,
             dir: self.is_dir(),
             expiration,
             ttl,
@@ -184,6 +262,21 @@ pub struct NodeView {
     pub created_index: u64,
 }
 
+impl NodeView {
+    /// Makes `self` equal to `src`, reusing `self`'s string buffers (the event history
+    /// recycles its oldest entry this way instead of allocating a copy of every event).
+    pub(crate) fn copy_from(&mut self, src: &NodeView) {
+        self.key.clone_from(&src.key);
+        self.value.clone_from(&src.value);
+        self.dir = src.dir;
+        self.expiration = src.expiration;
+        self.ttl = src.ttl;
+        self.nodes.clone_from(&src.nodes);
+        self.modified_index = src.modified_index;
+        self.created_index = src.created_index;
+    }
+}
+
 fn root_key() -> String {
     "/".to_owned()
 }
@@ -244,6 +337,22 @@ mod tests {
             let back: NodeView = serde_json::from_str(&serde_json::to_string(&v).unwrap()).unwrap();
             assert_eq!(back, v);
         }
+    }
+
+    #[test]
+    #[cfg(target_pointer_width = "64")]
+    fn nodes_stay_small() {
+        // Three indexes and a boxed string or map: memory per key depends on it.
+        assert_eq!(std::mem::size_of::<Node>(), 40);
+    }
+
+    #[test]
+    fn name_hasher_separates_names() {
+        use std::hash::BuildHasher;
+        let b = BuildHasherDefault::<NameHasher>::default();
+        let names = ["", "a", "a\0", "ab", "object-0000000000000001-abcdefghij"];
+        let hashes: std::collections::HashSet<u64> = names.iter().map(|n| b.hash_one(n)).collect();
+        assert_eq!(hashes.len(), names.len());
     }
 
     #[test]

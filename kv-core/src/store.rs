@@ -117,9 +117,8 @@ impl Store {
                 let idx = self.index + 1;
                 let applied = self.apply_one(op, idx, now, None)?;
                 self.index = applied.event.index;
-                let event = applied.event.clone();
-                self.publish(applied);
-                Ok(event)
+                self.publish(&applied);
+                Ok(applied.event)
             }
         }
     }
@@ -234,6 +233,8 @@ impl Store {
             let children = n
                 .children_mut()
                 .expect("walk only descends into directories");
+            // Two lookups (the borrow checker does not accept a `get_mut` whose `None`
+            // arm inserts), but directories are few and cache-resident.
             if !children.contains_key(c) {
                 if created.is_none() {
                     created = Some(dir[..end].to_owned());
@@ -422,7 +423,7 @@ impl Store {
         };
         let view = node.view_shallow(key.to_string(), now);
         // One hash lookup, and a replaced file keeps its name allocation.
-        let (prev, old) = match children.get_mut(name) {
+        let (prev, old): (Option<NodeView>, Option<Node>) = match children.get_mut(name) {
             Some(_) if !replace => {
                 return Err(Error::NodeExists {
                     cause: key.into_owned(),
@@ -436,8 +437,14 @@ impl Store {
                 });
             }
             Some(existing) => {
-                let prev = existing.view_shallow(key.to_string(), now);
-                (Some(prev), Some(std::mem::replace(existing, node)))
+                let old = std::mem::replace(existing, node);
+                if undo.is_some() || old.expire_at != PERMANENT {
+                    // Kept for the undo log and the TTL index.
+                    (Some(old.view_shallow(key.to_string(), now)), Some(old))
+                } else {
+                    // The old value moves into prevNode instead of being copied.
+                    (Some(old.into_view_shallow(key.to_string(), now)), None)
+                }
             }
             None => {
                 children.insert(name.into(), node);
@@ -585,14 +592,25 @@ impl Store {
     ) -> Result<Applied> {
         let expire_at = Store::expire_at(now, ttl);
         let node = self.lookup_mut(key).expect("checked by the caller");
-        let prev = node.view_shallow(key.to_owned(), now);
+        // prevNode without its value yet: a replaced value moves into it below.
+        let mut prev = node.view_with_value(key.to_owned(), None, now);
         let (old_expire, old_modified) = (node.expire_at, node.modified_index);
         let mut old_value = None;
         if let Kind::File(v) = &mut node.kind {
-            if let Some(new) = value {
-                old_value = Some(std::mem::replace(v, new.into()));
-            } else {
-                old_value = Some(v.clone());
+            match value {
+                Some(new) => {
+                    let old = std::mem::replace(v, new.into());
+                    if undo.is_some() {
+                        prev.value = Some(old.to_string());
+                        old_value = Some(old);
+                    } else {
+                        prev.value = Some(old.into_string());
+                    }
+                }
+                None => {
+                    prev.value = Some(v.to_string());
+                    old_value = Some(v.clone());
+                }
             }
             node.modified_index = idx;
         }
@@ -686,8 +704,7 @@ impl Store {
         now: u64,
         undo: Option<&mut Vec<Undo>>,
     ) -> Applied {
-        let node = self.detach(key).expect("checked by the caller");
-        let prev = node.view_shallow(key.to_owned(), now);
+        let mut node = self.detach(key).expect("checked by the caller");
         let view = NodeView {
             key: key.to_owned(),
             dir: node.is_dir(),
@@ -701,6 +718,15 @@ impl Store {
                 old: Some(node.clone()),
             });
         }
+        // A removed file is not needed after this (watchers look only at removed
+        // directories), so its value moves into prevNode.
+        let prev = match &mut node.kind {
+            Kind::File(v) => {
+                let value = std::mem::take(v).into_string();
+                node.view_with_value(key.to_owned(), Some(value), now)
+            }
+            Kind::Dir(_) => node.view_shallow(key.to_owned(), now),
+        };
         Applied {
             event: Event::new(action, view, Some(prev), idx),
             refresh: false,
@@ -709,11 +735,11 @@ impl Store {
     }
 
     /// Records an applied event in the history and matches it against watchers.
-    fn publish(&mut self, a: Applied) {
+    fn publish(&mut self, a: &Applied) {
         if !a.refresh {
             self.hub.notify(&a.event, a.removed.as_ref());
         }
-        self.history.push(a.event, a.refresh);
+        self.history.push_copy(&a.event, a.refresh);
     }
 
     // ---- batches ----
@@ -728,8 +754,8 @@ impl Store {
             let idx = self.index + 1;
             let a = self.remove(&key, Action::Expire, idx, now, None);
             self.index = idx;
-            events.push(a.event.clone());
-            self.publish(a);
+            self.publish(&a);
+            events.push(a.event);
         }
         Event {
             action: Action::Expire,
@@ -802,9 +828,10 @@ impl Store {
             }
         }
         self.index = idx;
-        let events: Vec<Event> = applied.iter().map(|a| a.event.clone()).collect();
+        let mut events = Vec::with_capacity(applied.len());
         for a in applied {
-            self.publish(a);
+            self.publish(&a);
+            events.push(a.event);
         }
         Ok(Event {
             action: Action::Txn,
