@@ -105,6 +105,18 @@ fn ops(c: &mut Criterion) {
     g.throughput(Throughput::Elements(1));
 
     let mut i = 0;
+    // The harness's own share of the figures below: fetching a random key of `names`
+    // (1M of them: two cache and TLB misses) without touching the store.
+    g.bench_function("harness_key_only", |b| {
+        b.iter_custom(|iters| {
+            cpu_time(iters, || {
+                i += 1;
+                let k = &names[spread(i, n)];
+                black_box(k.as_bytes()[k.len() - 1]);
+            })
+        })
+    });
+
     g.bench_function("get", |b| {
         b.iter_custom(|iters| {
             cpu_time(iters, || {

@@ -1,7 +1,8 @@
 //! A small driver for instruction-count profiling (`valgrind --tool=callgrind`), where
 //! criterion's timing loop would be far too slow.
 //!
-//! `cargo run --release -p kv-core --example profile -- <get|set|setbuild|none> [ops]
+//! `cargo run --release -p kv-core --example profile -- <get|set|setbuild|snapshot|none>
+//! [ops]
 //! [keys]`
 //! builds a store of `keys` (default 100,000) fleet-shaped keys with 256-byte values,
 //! then runs `ops` (default 200,000) gets or sets over existing keys, spread over the
@@ -73,6 +74,20 @@ fn main() {
                 .map(|i| set(names[spread(i)].clone(), v.clone()))
                 .collect();
             black_box(cmds);
+        }
+        // A fingerprint of the snapshot after some writes, to check that a change
+        // leaves the format byte for byte as it was.
+        "snapshot" => {
+            for i in 0..ops {
+                let c = set(names[spread(i)].clone(), value(i ^ 0x5a5a));
+                store.apply(&c).unwrap();
+            }
+            let mut buf = Vec::new();
+            store.snapshot(&mut buf).unwrap();
+            let fnv = buf.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+                (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+            });
+            println!("snapshot: {} bytes, FNV-1a {fnv:016x}", buf.len());
         }
         "none" => {}
         other => panic!("unknown mode {other:?}: get, set or none"),
