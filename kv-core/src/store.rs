@@ -402,12 +402,13 @@ impl Store {
         now: u64,
         undo: Option<&mut Vec<Undo>>,
     ) -> Result<Applied> {
-        let key = clean(key);
         if !refresh {
             // etcd looks the key up first, but only to fail on a file in the path (104),
-            // which the parent walk in `create` reports identically.
-            return self.create(&key, value, dir, ttl, true, Action::Set, idx, now, undo);
+            // which the parent walk in `create` reports identically. `create` cleans the
+            // key.
+            return self.create(key, value, dir, ttl, true, Action::Set, idx, now, undo);
         }
+        let key = clean(key);
         let value = self.lookup(&key)?.1.to_owned();
         let mut a = self.create(&key, &value, dir, ttl, true, Action::Set, idx, now, undo)?;
         a.refresh = true;
@@ -434,7 +435,12 @@ impl Store {
         }
         let index = self.index;
         let (parent, name) = split(&key);
-        let (children, created_dir) = self.ensure_dir(parent, idx)?;
+        // Usually the parent exists: one `get_mut` per level instead of `ensure_dir`'s
+        // check-then-get (which also reports a file in the path).
+        let (children, created_dir) = match self.lookup_mut(parent).and_then(Node::children_mut) {
+            Some(children) => (children, None),
+            None => self.ensure_dir(parent, idx)?,
+        };
         let expire_at = Store::expire_at(now, ttl);
         // Check the existing entry, then swap it: three hash lookups, but the last two
         // hit the lines the first one loaded.
