@@ -118,6 +118,18 @@ impl Event {
         }
     }
 
+    /// Makes `self` equal to `src`, reusing `self`'s buffers where it can.
+    pub(crate) fn copy_from(&mut self, src: &Event) {
+        self.action = src.action;
+        self.node.copy_from(&src.node);
+        match (&mut self.prev_node, &src.prev_node) {
+            (Some(d), Some(s)) => d.copy_from(s),
+            (d, s) => *d = s.clone(),
+        }
+        self.index = src.index;
+        self.batch.clone_from(&src.batch);
+    }
+
     /// Whether this event is a removal of a directory (which also notifies watchers of
     /// everything below it).
     pub(crate) fn removes_dir(&self) -> bool {

@@ -18,9 +18,10 @@
 //!
 //! # Design decisions
 //!
-//! * **Layout for speed and memory.** A directory keeps its children in a hash map (fixed
-//!   hasher keys) keyed by the last path component; nodes do not store their path, and a
-//!   file's value is one `Box<str>`. Listings are always sorted by key (etcd's
+//! * **Layout for speed and memory.** A directory keeps its children in a hash map (a
+//!   fixed FxHash-style hasher) keyed by the last path component; nodes do not store their
+//!   path, and a file's name and value share one heap block, the key of its parent's map,
+//!   so a read touches one block after the hash-table slot. Listings are always sorted by key (etcd's
 //!   `sorted=true` order, also a valid order for unsorted listings), and snapshots write
 //!   children in name order, so equal stores give equal bytes. TTLs live in an ordered set of
 //!   `(expiry, key)`, so the expiry sweep pops due nodes in O(log n) and ties expire in

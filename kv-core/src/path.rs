@@ -29,19 +29,83 @@ pub fn clean(key: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
+/// Index of the first `/` in `b` at or after `from`. Eight bytes at a time: keys are
+/// long runs of name bytes between a few slashes, and this runs on every request.
+#[inline]
+fn next_slash(b: &[u8], from: usize) -> Option<usize> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    const SLASHES: u64 = ONES * b'/' as u64;
+    let mut i = from;
+    while i + 8 <= b.len() {
+        let w = u64::from_le_bytes(b[i..i + 8].try_into().expect("8 bytes")) ^ SLASHES;
+        // The classic "has a zero byte" test: exact for the lowest zero byte, which is
+        // the one we want (bytes above it may be false positives, never below).
+        let zero = w.wrapping_sub(ONES) & !w & HIGHS;
+        if zero != 0 {
+            return Some(i + (zero.trailing_zeros() / 8) as usize);
+        }
+        i += 8;
+    }
+    b[i..].iter().position(|&c| c == b'/').map(|p| i + p)
+}
+
+/// `/`, or `/` followed by components separated by single slashes, none of them `.`
+/// or `..`.
 fn is_clean(key: &str) -> bool {
-    if key == "/" {
+    let b = key.as_bytes();
+    if b.first() != Some(&b'/') {
+        return false;
+    }
+    if b.len() == 1 {
         return true;
     }
-    let Some(rest) = key.strip_prefix('/') else {
-        return false;
-    };
-    rest.split('/').all(|s| !matches!(s, "" | "." | ".."))
+    // Start of the current component (just after its slash).
+    let mut start = 1;
+    loop {
+        let end = next_slash(b, start).unwrap_or(b.len());
+        if matches!(&b[start..end], b"" | b"." | b"..") {
+            return false;
+        }
+        if end == b.len() {
+            return true;
+        }
+        start = end + 1;
+    }
 }
 
 /// The components of a clean key (none for the root).
-pub(crate) fn components(clean_key: &str) -> impl Iterator<Item = &str> {
-    clean_key[1..].split('/').filter(|s| !s.is_empty())
+pub(crate) fn components(clean_key: &str) -> Components<'_> {
+    Components {
+        rest: clean_key.get(1..).unwrap_or(""),
+    }
+}
+
+/// Iterator over the components of a clean key; cheaper than `str::split`, whose
+/// `memchr` does not pay off on components of a few bytes.
+pub(crate) struct Components<'a> {
+    rest: &'a str,
+}
+
+impl<'a> Iterator for Components<'a> {
+    type Item = &'a str;
+
+    #[inline]
+    fn next(&mut self) -> Option<&'a str> {
+        loop {
+            if self.rest.is_empty() {
+                return None;
+            }
+            let (c, rest) = match next_slash(self.rest.as_bytes(), 0) {
+                Some(i) => (&self.rest[..i], &self.rest[i + 1..]),
+                None => (self.rest, ""),
+            };
+            self.rest = rest;
+            if !c.is_empty() {
+                return Some(c);
+            }
+        }
+    }
 }
 
 /// Splits a clean, non-root key into its parent directory and last component.
@@ -90,6 +154,30 @@ mod tests {
             assert_eq!(clean(i), o, "{i:?}");
         }
         assert!(matches!(clean("/a/b"), Cow::Borrowed(_)));
+        for k in ["/", "/a", "/a/b", "/.a/..b/c.", "/a b/ü"] {
+            assert!(is_clean(k), "{k:?}");
+        }
+        for k in [
+            "", "a", "//", "/a/", "/a//b", "/.", "/..", "/a/./b", "/a/../b", "/a/..",
+        ] {
+            assert!(!is_clean(k), "{k:?}");
+        }
+    }
+
+    #[test]
+    fn finds_slashes_like_a_plain_scan() {
+        let key =
+            b"/_coreos.com/fleet/job/unit-0001/object-0000000000000001-abcdefghij//x/\xc3\xa9/";
+        for from in 0..=key.len() {
+            let want = key[from..]
+                .iter()
+                .position(|&c| c == b'/')
+                .map(|p| from + p);
+            assert_eq!(next_slash(key, from), want, "from {from}");
+        }
+        // A byte just above '/' ('0') right below a slash must not hide it.
+        assert_eq!(next_slash(b"000000/0", 0), Some(6));
+        assert_eq!(next_slash(b"\x2e\x30/aaaaaaaaa", 0), Some(2));
     }
 
     #[test]
@@ -98,6 +186,10 @@ mod tests {
         assert_eq!(split("/a/b/c"), ("/a/b", "c"));
         assert_eq!(components("/").count(), 0);
         assert_eq!(components("/a/b").collect::<Vec<_>>(), ["a", "b"]);
+        assert_eq!(
+            components("/ab/c/déf").collect::<Vec<_>>(),
+            ["ab", "c", "déf"]
+        );
         assert!(is_under("/a/b", "/a") && is_under("/a", "/a") && !is_under("/ab", "/a"));
         assert!(is_under("/x", "/"));
     }

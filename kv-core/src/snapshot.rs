@@ -18,7 +18,7 @@ use std::collections::BTreeSet;
 use std::io::{self, Read, Write};
 
 use crate::event::{Action, Event};
-use crate::node::{Kind, Node, NodeView, PERMANENT, sorted};
+use crate::node::{Kind, Name, Node, NodeView, PERMANENT, sorted};
 use crate::store::Store;
 use crate::watch::{EventHistory, HISTORY_CAPACITY};
 
@@ -137,7 +137,8 @@ impl<W: Write> Writer<'_, W> {
         self.bytes(s.as_bytes())
     }
 
-    fn node(&mut self, n: &Node) -> io::Result<()> {
+    /// A node; `value` is a file's value (from its entry's [`Name`](crate::node::Name)).
+    fn node(&mut self, n: &Node, value: &str) -> io::Result<()> {
         let mut head = [0u8; 25];
         head[0] = u8::from(n.is_dir());
         head[1..9].copy_from_slice(&n.created_index.to_le_bytes());
@@ -145,12 +146,12 @@ impl<W: Write> Writer<'_, W> {
         head[17..25].copy_from_slice(&n.expire_at.to_le_bytes());
         self.bytes(&head)?;
         match &n.kind {
-            Kind::File(v) => self.str(v),
+            Kind::File => self.str(value),
             Kind::Dir(children) => {
                 self.varint(children.len() as u64)?;
                 for (name, child) in sorted(children) {
-                    self.str(name)?;
-                    self.node(child)?;
+                    self.str(name.name())?;
+                    self.node(child, name.value())?;
                 }
                 Ok(())
             }
@@ -248,7 +249,7 @@ impl Store {
         wr.bytes(MAGIC)?;
         wr.bytes(&SNAPSHOT_VERSION.to_le_bytes())?;
         wr.u64(self.index)?;
-        wr.node(&self.root)?;
+        wr.node(&self.root, "")?;
         wr.varint(self.history.entries.len() as u64)?;
         for h in &self.history.entries {
             wr.bytes(&[u8::from(h.refresh)])?;
@@ -499,7 +500,7 @@ impl<R: Read> Reader<'_, R> {
     fn tree(&mut self, ttl: &mut BTreeSet<(u64, Box<str>)>) -> Result<Node, SnapshotError> {
         struct Frame {
             node: Node,
-            name: Box<str>,
+            name: Name,
             left: u64,
             path_len: usize,
         }
@@ -516,7 +517,7 @@ impl<R: Read> Reader<'_, R> {
                 expire_at: e,
                 kind: Kind::Dir(Default::default()),
             },
-            name: "".into(),
+            name: Name::dir(""),
             left,
             path_len: 0,
         }];
@@ -558,7 +559,7 @@ impl<R: Read> Reader<'_, R> {
                 };
                 stack.push(Frame {
                     node,
-                    name: name.into(),
+                    name: Name::dir(&name),
                     left,
                     path_len,
                 });
@@ -568,7 +569,7 @@ impl<R: Read> Reader<'_, R> {
                     created_index: c,
                     modified_index: m,
                     expire_at: e,
-                    kind: Kind::File(value.into()),
+                    kind: Kind::File,
                 };
                 path.truncate(path_len);
                 let parent = stack
@@ -577,7 +578,7 @@ impl<R: Read> Reader<'_, R> {
                     .node
                     .children_mut()
                     .expect("directory");
-                if parent.insert(name.into(), node).is_some() {
+                if parent.insert(Name::file(&name, &value), node).is_some() {
                     return Err(self.corrupt("duplicate child name"));
                 }
             }

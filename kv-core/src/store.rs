@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use crate::command::{Command, Compare, CompareTarget, Op, Txn};
 use crate::error::{Error, Result};
 use crate::event::{Action, Batch, Event};
-use crate::node::{Children, Kind, Node, NodeView, PERMANENT, list};
+use crate::node::{Children, Name, Node, NodeView, PERMANENT, list};
 use crate::path::{clean, components, split};
 use crate::watch::{EventHistory, Notification, WatchStart, WatcherHub, WatcherId};
 
@@ -41,7 +41,10 @@ struct Applied {
 /// How to revert one operation of a transaction that must be rolled back.
 enum Undo {
     /// Make the node at `path` be `old` again (`None`: remove it).
-    Node { path: String, old: Option<Node> },
+    Node {
+        path: String,
+        old: Option<(Name, Node)>,
+    },
     /// Restore a node's fields changed in place by an update.
     Meta {
         path: String,
@@ -117,9 +120,8 @@ impl Store {
                 let idx = self.index + 1;
                 let applied = self.apply_one(op, idx, now, None)?;
                 self.index = applied.event.index;
-                let event = applied.event.clone();
-                self.publish(applied);
-                Ok(event)
+                self.publish(&applied);
+                Ok(applied.event)
             }
         }
     }
@@ -134,8 +136,8 @@ impl Store {
     pub fn get(&self, key: &str, recursive: bool, sorted: bool, now: u64) -> Result<Event> {
         let _ = sorted;
         let key = clean(key);
-        let node = self.lookup(&key)?;
-        let mut view = node.view_shallow(key.into_owned(), now);
+        let (node, value) = self.lookup(&key)?;
+        let mut view = node.view_shallow(key.into_owned(), value, now);
         if let Some(children) = node.children() {
             view.nodes = list(&view.key, children, recursive, now);
         }
@@ -189,9 +191,10 @@ impl Store {
 
     // ---- lookups ----
 
-    /// etcd's `internalGet`.
-    pub(crate) fn lookup(&self, key: &str) -> Result<&Node> {
+    /// etcd's `internalGet`: the node and its value ("" for directories).
+    pub(crate) fn lookup(&self, key: &str) -> Result<(&Node, &str)> {
         let mut n = &self.root;
+        let mut value = "";
         let mut end = 0;
         for c in components(key) {
             let Some(children) = n.children() else {
@@ -201,8 +204,8 @@ impl Store {
                 });
             };
             end += 1 + c.len();
-            match children.get(c) {
-                Some(child) => n = child,
+            match children.get_key_value(c) {
+                Some((name, child)) => (n, value) = (child, name.value()),
                 None => {
                     return Err(Error::KeyNotFound {
                         cause: key[..end].to_owned(),
@@ -211,7 +214,7 @@ impl Store {
                 }
             }
         }
-        Ok(n)
+        Ok((n, value))
     }
 
     fn lookup_mut(&mut self, key: &str) -> Option<&mut Node> {
@@ -234,11 +237,13 @@ impl Store {
             let children = n
                 .children_mut()
                 .expect("walk only descends into directories");
+            // Two lookups (the borrow checker does not accept a `get_mut` whose `None`
+            // arm inserts), but directories are few and cache-resident.
             if !children.contains_key(c) {
                 if created.is_none() {
                     created = Some(dir[..end].to_owned());
                 }
-                children.insert(c.into(), Node::dir(idx, PERMANENT));
+                children.insert(Name::dir(c), Node::dir(idx, PERMANENT));
             }
             n = children.get_mut(c).expect("present");
             if !n.is_dir() {
@@ -252,11 +257,27 @@ impl Store {
     }
 
     /// Detaches the node at a clean, non-root `key` and drops its TTL entries.
-    fn detach(&mut self, key: &str) -> Option<Node> {
+    fn detach(&mut self, key: &str) -> Option<(Name, Node)> {
         let (parent, name) = split(key);
-        let node = self.lookup_mut(parent)?.children_mut()?.remove(name)?;
-        self.untrack(key, &node);
-        Some(node)
+        let entry = self
+            .lookup_mut(parent)?
+            .children_mut()?
+            .remove_entry(name)?;
+        self.untrack(key, &entry.1);
+        Some(entry)
+    }
+
+    /// Replaces the value of the file at a clean, non-root `key` (which exists),
+    /// returning its old entry.
+    fn replace_value(&mut self, key: &str, value: &str) -> Name {
+        let (parent, name) = split(key);
+        let children = self
+            .lookup_mut(parent)
+            .and_then(Node::children_mut)
+            .expect("checked by the caller");
+        let (old, node) = children.remove_entry(name).expect("checked by the caller");
+        children.insert(Name::file(name, value), node);
+        old
     }
 
     /// Removes the TTL entries of `node` (at `key`) and its descendants.
@@ -381,13 +402,14 @@ impl Store {
         now: u64,
         undo: Option<&mut Vec<Undo>>,
     ) -> Result<Applied> {
-        let key = clean(key);
         if !refresh {
             // etcd looks the key up first, but only to fail on a file in the path (104),
-            // which the parent walk in `create` reports identically.
-            return self.create(&key, value, dir, ttl, true, Action::Set, idx, now, undo);
+            // which the parent walk in `create` reports identically. `create` cleans the
+            // key.
+            return self.create(key, value, dir, ttl, true, Action::Set, idx, now, undo);
         }
-        let value = self.lookup(&key)?.value().to_owned();
+        let key = clean(key);
+        let value = self.lookup(&key)?.1.to_owned();
         let mut a = self.create(&key, &value, dir, ttl, true, Action::Set, idx, now, undo)?;
         a.refresh = true;
         Ok(a)
@@ -413,16 +435,16 @@ impl Store {
         }
         let index = self.index;
         let (parent, name) = split(&key);
-        let (children, created_dir) = self.ensure_dir(parent, idx)?;
-        let expire_at = Store::expire_at(now, ttl);
-        let node = if dir {
-            Node::dir(idx, expire_at)
-        } else {
-            Node::file(value, idx, expire_at)
+        // Usually the parent exists: one `get_mut` per level instead of `ensure_dir`'s
+        // check-then-get (which also reports a file in the path).
+        let (children, created_dir) = match self.lookup_mut(parent).and_then(Node::children_mut) {
+            Some(children) => (children, None),
+            None => self.ensure_dir(parent, idx)?,
         };
-        let view = node.view_shallow(key.to_string(), now);
-        // One hash lookup, and a replaced file keeps its name allocation.
-        let (prev, old) = match children.get_mut(name) {
+        let expire_at = Store::expire_at(now, ttl);
+        // Check the existing entry, then swap it: three hash lookups, but the last two
+        // hit the lines the first one loaded.
+        match children.get(name) {
             Some(_) if !replace => {
                 return Err(Error::NodeExists {
                     cause: key.into_owned(),
@@ -435,17 +457,32 @@ impl Store {
                     index,
                 });
             }
-            Some(existing) => {
-                let prev = existing.view_shallow(key.to_string(), now);
-                (Some(prev), Some(std::mem::replace(existing, node)))
-            }
-            None => {
-                children.insert(name.into(), node);
-                (None, None)
-            }
+            _ => {}
+        }
+        let (node, entry) = if dir {
+            (Node::dir(idx, expire_at), Name::dir(name))
+        } else {
+            (Node::file(idx, expire_at), Name::file(name, value))
         };
-        if let Some(old) = old.as_ref().filter(|o| o.expire_at != PERMANENT) {
-            self.ttl.remove(&(old.expire_at, Box::from(&*key)));
+        let view = node.view_shallow(key.to_string(), value, now);
+        let old = children.remove_entry(name);
+        children.insert(entry, node);
+        let old_expire = old.as_ref().map_or(PERMANENT, |(_, n)| n.expire_at);
+        let (prev, old) = match old {
+            None => (None, None),
+            // Kept for the undo log.
+            Some((name, node)) if undo.is_some() => (
+                Some(node.view_shallow(key.to_string(), name.value(), now)),
+                Some((name, node)),
+            ),
+            // The old value moves into prevNode instead of being copied.
+            Some((name, node)) => (
+                Some(node.view_with_value(key.to_string(), Some(name.into_value()), now)),
+                None,
+            ),
+        };
+        if old_expire != PERMANENT {
+            self.ttl.remove(&(old_expire, Box::from(&*key)));
         }
         if expire_at != PERMANENT {
             self.ttl.insert((expire_at, Box::from(&*key)));
@@ -482,7 +519,7 @@ impl Store {
             return Err(root_ro(self.index));
         }
         let index = self.index;
-        let node = self.lookup(&key)?;
+        let (node, _) = self.lookup(&key)?;
         if node.is_dir() && !value.is_empty() {
             return Err(Error::NotFile {
                 cause: key.into_owned(),
@@ -518,8 +555,8 @@ impl Store {
         if key == "/" {
             return Err(root_ro(self.index));
         }
-        let node = self.lookup(&key)?;
-        self.check_file_compare(&key, node, prev_value, prev_index)?;
+        let (node, cur) = self.lookup(&key)?;
+        self.check_file_compare(&key, node, cur, prev_value, prev_index)?;
         self.modify(
             &key,
             if refresh { None } else { Some(value) },
@@ -537,6 +574,7 @@ impl Store {
         &self,
         key: &str,
         node: &Node,
+        value: &str,
         prev_value: Option<&str>,
         prev_index: Option<u64>,
     ) -> Result<()> {
@@ -546,7 +584,7 @@ impl Store {
                 index: self.index,
             });
         }
-        let value_ok = prev_value.is_none_or(|v| v == node.value());
+        let value_ok = prev_value.is_none_or(|v| v == value);
         let index_ok = prev_index.is_none_or(|i| i == node.modified_index);
         if value_ok && index_ok {
             return Ok(());
@@ -555,12 +593,8 @@ impl Store {
         let pi = prev_index.unwrap_or(0);
         let cause = match (value_ok, index_ok) {
             (true, false) => format!("[{pi} != {}]", node.modified_index),
-            (false, true) => format!("[{pv} != {}]", node.value()),
-            _ => format!(
-                "[{pv} != {}] [{pi} != {}]",
-                node.value(),
-                node.modified_index
-            ),
+            (false, true) => format!("[{pv} != {value}]"),
+            _ => format!("[{pv} != {value}] [{pi} != {}]", node.modified_index),
         };
         Err(Error::CompareFailed {
             cause,
@@ -584,21 +618,45 @@ impl Store {
         undo: Option<&mut Vec<Undo>>,
     ) -> Result<Applied> {
         let expire_at = Store::expire_at(now, ttl);
-        let node = self.lookup_mut(key).expect("checked by the caller");
-        let prev = node.view_shallow(key.to_owned(), now);
+        let (parent, name) = split(key);
+        let children = self
+            .lookup_mut(parent)
+            .and_then(Node::children_mut)
+            .expect("checked by the caller");
+        let node = children.get_mut(name).expect("checked by the caller");
+        // The views get their values below: a replaced value moves into prevNode.
+        let mut prev = node.view_with_value(key.to_owned(), None, now);
         let (old_expire, old_modified) = (node.expire_at, node.modified_index);
-        let mut old_value = None;
-        if let Kind::File(v) = &mut node.kind {
-            if let Some(new) = value {
-                old_value = Some(std::mem::replace(v, new.into()));
-            } else {
-                old_value = Some(v.clone());
-            }
+        let is_file = !node.is_dir();
+        if is_file {
             node.modified_index = idx;
         }
         node.expire_at = expire_at;
-        let mut view = node.view_shallow(key.to_owned(), now);
+        let mut view = node.view_with_value(key.to_owned(), None, now);
         view.modified_index = idx;
+        let mut old_value = None;
+        if is_file {
+            match value {
+                Some(new) => {
+                    let (old, node) = children.remove_entry(name).expect("present");
+                    children.insert(Name::file(name, new), node);
+                    view.value = Some(new.to_owned());
+                    let old = old.into_value();
+                    if undo.is_some() {
+                        prev.value = Some(old.clone());
+                        old_value = Some(old.into_boxed_str());
+                    } else {
+                        prev.value = Some(old);
+                    }
+                }
+                None => {
+                    let (cur, _) = children.get_key_value(name).expect("present");
+                    prev.value = Some(cur.value().to_owned());
+                    view.value = Some(cur.value().to_owned());
+                    old_value = Some(cur.value().into());
+                }
+            }
+        }
         if old_expire != expire_at {
             if old_expire != PERMANENT {
                 self.ttl.remove(&(old_expire, Box::from(key)));
@@ -636,7 +694,7 @@ impl Store {
             return Err(root_ro(self.index));
         }
         let dir = dir || recursive;
-        let node = self.lookup(&key)?;
+        let (node, _) = self.lookup(&key)?;
         if let Some(children) = node.children() {
             if !dir {
                 return Err(Error::NotFile {
@@ -672,8 +730,8 @@ impl Store {
                 index: self.index,
             });
         }
-        let node = self.lookup(&key)?;
-        self.check_file_compare(&key, node, prev_value, prev_index)?;
+        let (node, cur) = self.lookup(&key)?;
+        self.check_file_compare(&key, node, cur, prev_value, prev_index)?;
         Ok(self.remove(&key, Action::CompareAndDelete, idx, now, undo))
     }
 
@@ -686,8 +744,7 @@ impl Store {
         now: u64,
         undo: Option<&mut Vec<Undo>>,
     ) -> Applied {
-        let node = self.detach(key).expect("checked by the caller");
-        let prev = node.view_shallow(key.to_owned(), now);
+        let (name, node) = self.detach(key).expect("checked by the caller");
         let view = NodeView {
             key: key.to_owned(),
             dir: node.is_dir(),
@@ -698,9 +755,13 @@ impl Store {
         if let Some(u) = undo {
             u.push(Undo::Node {
                 path: key.to_owned(),
-                old: Some(node.clone()),
+                old: Some((name.clone(), node.clone())),
             });
         }
+        // The removed entry is not needed after this, so a file's value moves into
+        // prevNode (watchers look only at removed directories).
+        let value = (!node.is_dir()).then(|| name.into_value());
+        let prev = node.view_with_value(key.to_owned(), value, now);
         Applied {
             event: Event::new(action, view, Some(prev), idx),
             refresh: false,
@@ -709,11 +770,11 @@ impl Store {
     }
 
     /// Records an applied event in the history and matches it against watchers.
-    fn publish(&mut self, a: Applied) {
+    fn publish(&mut self, a: &Applied) {
         if !a.refresh {
             self.hub.notify(&a.event, a.removed.as_ref());
         }
-        self.history.push(a.event, a.refresh);
+        self.history.push_copy(&a.event, a.refresh);
     }
 
     // ---- batches ----
@@ -728,8 +789,8 @@ impl Store {
             let idx = self.index + 1;
             let a = self.remove(&key, Action::Expire, idx, now, None);
             self.index = idx;
-            events.push(a.event.clone());
-            self.publish(a);
+            self.publish(&a);
+            events.push(a.event);
         }
         Event {
             action: Action::Expire,
@@ -747,9 +808,9 @@ impl Store {
         let node = self.lookup(&clean(&c.key)).ok();
         match (&c.target, node) {
             (CompareTarget::Exists(want), n) => n.is_some() == *want,
-            (CompareTarget::Value(v), Some(n)) => !n.is_dir() && n.value() == v,
-            (CompareTarget::ModifiedIndex(i), Some(n)) => n.modified_index == *i,
-            (CompareTarget::CreatedIndex(i), Some(n)) => n.created_index == *i,
+            (CompareTarget::Value(v), Some((n, value))) => !n.is_dir() && value == v,
+            (CompareTarget::ModifiedIndex(i), Some((n, _))) => n.modified_index == *i,
+            (CompareTarget::CreatedIndex(i), Some((n, _))) => n.created_index == *i,
             (_, None) => false,
         }
     }
@@ -802,9 +863,10 @@ impl Store {
             }
         }
         self.index = idx;
-        let events: Vec<Event> = applied.iter().map(|a| a.event.clone()).collect();
+        let mut events = Vec::with_capacity(applied.len());
         for a in applied {
-            self.publish(a);
+            self.publish(&a);
+            events.push(a.event);
         }
         Ok(Event {
             action: Action::Txn,
@@ -820,14 +882,14 @@ impl Store {
             match u {
                 Undo::Node { path, old } => {
                     self.detach(&path);
-                    if let Some(old) = old {
+                    if let Some((name, old)) = old {
                         self.track(&path, &old);
-                        let (parent, name) = split(&path);
+                        let (parent, _) = split(&path);
                         let children = self
                             .lookup_mut(parent)
                             .and_then(Node::children_mut)
                             .expect("undo runs in reverse, so the parent exists again");
-                        children.insert(name.into(), old);
+                        children.insert(name, old);
                     }
                 }
                 Undo::Meta {
@@ -840,8 +902,9 @@ impl Store {
                     let cur = node.expire_at;
                     node.modified_index = modified_index;
                     node.expire_at = expire_at;
-                    if let (Kind::File(v), Some(old)) = (&mut node.kind, value) {
-                        *v = old;
+                    let is_file = !node.is_dir();
+                    if let (true, Some(old)) = (is_file, value) {
+                        self.replace_value(&path, &old);
                     }
                     if cur != expire_at {
                         if cur != PERMANENT {
@@ -866,7 +929,7 @@ fn walk_ttl(buf: &mut String, node: &Node, f: &mut impl FnMut(u64, &str)) {
         for (name, child) in children {
             let len = buf.len();
             buf.push('/');
-            buf.push_str(name);
+            buf.push_str(name.name());
             walk_ttl(buf, child, f);
             buf.truncate(len);
         }
@@ -1448,6 +1511,91 @@ mod tests {
             2
         );
         assert_eq!(s.ttl_count(), 1);
+    }
+
+    #[test]
+    fn txn_rollback_restores_values_changed_in_place() {
+        let mut s = Store::new();
+        run(&mut s, set("/a", "old")).unwrap();
+        run(&mut s, set("/b", "keep")).unwrap();
+        let before = snapshot_bytes(&s);
+        let err = run(
+            &mut s,
+            Op::Txn(Txn {
+                compare: vec![],
+                success: vec![
+                    Op::Update {
+                        key: "/a".into(),
+                        value: "new".into(),
+                        ttl: Some(5),
+                        refresh: false,
+                    },
+                    Op::CompareAndSwap {
+                        key: "/a".into(),
+                        value: "newer".into(),
+                        prev_value: Some("new".into()),
+                        prev_index: None,
+                        ttl: None,
+                        refresh: false,
+                    },
+                    Op::Update {
+                        key: "/b".into(),
+                        value: String::new(),
+                        ttl: Some(9),
+                        refresh: true,
+                    },
+                    Op::CompareAndDelete {
+                        key: "/b".into(),
+                        prev_value: Some("keep".into()),
+                        prev_index: None,
+                    },
+                    Op::Delete {
+                        key: "/missing".into(),
+                        dir: false,
+                        recursive: false,
+                    },
+                ],
+                failure: vec![],
+            }),
+        )
+        .unwrap_err();
+        assert_eq!(err.code(), 100);
+        assert_eq!(snapshot_bytes(&s), before);
+        assert_eq!(s.ttl_count(), 0);
+        let e = s.get("/a", false, false, NOW).unwrap();
+        assert_eq!(e.node.value.as_deref(), Some("old"));
+        // The same operations outside a transaction: values move into prevNode.
+        let e = run(
+            &mut s,
+            Op::CompareAndSwap {
+                key: "/a".into(),
+                value: "x".into(),
+                prev_value: Some("old".into()),
+                prev_index: None,
+                ttl: None,
+                refresh: false,
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            (e.prev_node.unwrap().value, e.node.value),
+            (Some("old".into()), Some("x".into()))
+        );
+        let e = run(&mut s, set("/a", "y")).unwrap();
+        assert_eq!(e.prev_node.unwrap().value.as_deref(), Some("x"));
+        let e = run(
+            &mut s,
+            Op::Delete {
+                key: "/a".into(),
+                dir: false,
+                recursive: false,
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            (e.prev_node.unwrap().value.as_deref(), e.node.value),
+            (Some("y"), None)
+        );
     }
 
     fn snapshot_bytes(s: &Store) -> Vec<u8> {

@@ -39,6 +39,20 @@ impl EventHistory {
         self.entries.push_back(HistoryEntry { event, refresh });
     }
 
+    /// Appends a copy of `event`. Once the history is full, the evicted oldest entry's
+    /// buffers are reused for the copy, so a steady stream of writes of similar sizes
+    /// allocates nothing here.
+    pub(crate) fn push_copy(&mut self, event: &Event, refresh: bool) {
+        if self.entries.len() == HISTORY_CAPACITY {
+            let mut slot = self.entries.pop_front().expect("full");
+            slot.event.copy_from(event);
+            slot.refresh = refresh;
+            self.entries.push_back(slot);
+        } else {
+            self.push(event.clone(), refresh);
+        }
+    }
+
     /// Index of the oldest kept event (0 when empty).
     pub fn start_index(&self) -> u64 {
         self.entries.front().map_or(0, |e| e.event.index)
