@@ -226,7 +226,13 @@ fn three_members_replicate_survive_leader_kill_and_change_membership() {
             })
         })
         .collect();
-    std::thread::sleep(Duration::from_millis(200));
+    // Kill while the writers are mid-stream: once a few of their writes were acknowledged.
+    let before = acked.lock().expect("lock").len();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while acked.lock().expect("lock").len() < before + 5 {
+        assert!(Instant::now() < deadline, "the writers made no progress");
+        std::thread::sleep(Duration::from_millis(5));
+    }
     let victim_pid = servers[leader].as_ref().expect("running").pid();
     let status = std::process::Command::new("kill")
         .args(["-KILL", &victim_pid.to_string()])
@@ -280,14 +286,36 @@ fn three_members_replicate_survive_leader_kill_and_change_membership() {
         .expect("remove member");
     assert_eq!(r.status().as_u16(), 204);
     servers[gone] = None;
+    // The removed member may have been the leader: wait for the two left to agree on one.
+    let left: Vec<&str> = (0..3).filter(|i| *i != gone).map(|i| urls[i]).collect();
+    leader_of(&http, &left);
     let n4 = spec("n4");
-    let r = http
-        .post(format!("{}/v2/members", urls[leader]))
-        .header("Content-Type", "application/json")
-        .body(format!("{{\"peerURLs\":[\"{}\"]}}", n4.peer))
-        .send()
-        .expect("add member");
-    assert_eq!(r.status().as_u16(), 201, "{:?}", r.text());
+    // A change proposed during an election times out with its outcome unknown (as etcd's
+    // does); like a client, retry until the member is listed.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let listed = members(&http, urls[leader])
+            .iter()
+            .any(|m| m["peerURLs"][0] == n4.peer.as_str());
+        if listed {
+            break;
+        }
+        let r = http
+            .post(format!("{}/v2/members", urls[leader]))
+            .header("Content-Type", "application/json")
+            .body(format!("{{\"peerURLs\":[\"{}\"]}}", n4.peer))
+            .send()
+            .expect("add member");
+        let status = r.status().as_u16();
+        if status == 201 {
+            break;
+        }
+        assert!(
+            status >= 500 && Instant::now() < deadline,
+            "member add: {status} {:?}",
+            r.text()
+        );
+    }
     let mut cluster4: Vec<String> = (0..3)
         .filter(|i| *i != gone)
         .map(|i| format!("{}={}", specs[i].name, specs[i].peer))
