@@ -231,7 +231,11 @@ fn snapshot_for(meta: &mut Meta, request_index: u64, to: u64) -> raft::Result<Sn
     match &meta.snapshot {
         // A member refuses a snapshot whose configuration does not include it; one added
         // after the newest snapshot needs a newer one.
-        Some(s) if s.get_metadata().index >= request_index && in_conf(s.get_metadata(), to) => {
+        // `to == 0` (raft's invalid id) asks for the snapshot regardless of its reader.
+        Some(s)
+            if s.get_metadata().index >= request_index
+                && (to == 0 || in_conf(s.get_metadata(), to)) =>
+        {
             Ok(s.clone())
         }
         Some(_) => {
