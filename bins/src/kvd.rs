@@ -548,7 +548,9 @@ async fn run_raft(
     };
     let res = serve_backend(backend, listeners, config.limits(), shutdown, stop).await;
     let _ = stop_peer.send(true);
-    let _ = peer_server.await;
+    // A graceful stop waits for peers' streams to close; a peer that keeps its stream open
+    // must not keep this process from exiting.
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), peer_server).await;
     res
 }
 

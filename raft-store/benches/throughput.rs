@@ -262,7 +262,9 @@ async fn cluster(p: &Params) -> Result<(), Box<dyn std::error::Error>> {
     .await;
     node.shutdown().await;
     let _ = stop.send(());
-    let _ = server.await;
+    // Graceful shutdown waits for peers' streams to close; do not let a peer that is still
+    // up hold the benchmark forever.
+    let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
     for mut c in children {
         drop(c.stdin.take());
         let _ = c.wait();
@@ -311,7 +313,9 @@ async fn member(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
     .await?;
     node.shutdown().await;
     let _ = stop.send(());
-    let _ = server.await;
+    // Graceful shutdown waits for peers' streams to close; do not let a peer that is still
+    // up hold the benchmark forever.
+    let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
     Ok(())
 }
 

@@ -166,6 +166,15 @@ impl Transport for GrpcTransport {
     }
 }
 
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// Encodes a raft message with raft's own codec; messages are small protobufs without
 /// required fields, so this does not fail.
 fn encode(m: &Message) -> Bytes {
@@ -200,6 +209,10 @@ async fn peer_loop(
         let mut call_client = client.clone();
         let mut call =
             tokio::spawn(async move { call_client.send(ReceiverStream::new(brx)).await });
+        // When this loop is aborted (the peer was removed or the member stopped), the call
+        // must end too: its open stream would otherwise keep the peer's server from
+        // finishing a graceful shutdown.
+        let _end_call = AbortOnDrop(call.abort_handle());
         let broken = loop {
             let first = match carry.take() {
                 Some(m) => m,
