@@ -296,15 +296,20 @@ async fn reload_and_kill_modes() {
 
     // KillSignal=SIGINT reaches the process.
     let got = s.path("int.got");
+    let ready = s.path("int.ready");
     d.load(
         "ks.service",
-        &format!("[Service]\nKillSignal=SIGINT\nExecStart=/bin/sh -c 'trap \"echo INT > {}; exit 0\" INT; while :; do sleep 0.05; done'\n", got.display()),
+        &format!("[Service]\nKillSignal=SIGINT\nExecStart=/bin/sh -c 'trap \"echo INT > {}; exit 0\" INT; echo ready > {}; while :; do sleep 0.05; done'\n", got.display(), ready.display()),
     )
     .await
     .unwrap();
     d.start("ks.service").await.unwrap();
     wait_state(&d, "ks.service", "loaded/active/running").await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Stop only once the trap is installed (the script says so), not after a guessed delay.
+    wait_for("the SIGINT trap to be installed", || {
+        lines(&ready).len() == 1
+    })
+    .await;
     d.stop("ks.service").await.unwrap();
     wait_state(&d, "ks.service", "loaded/inactive/dead").await;
     assert_eq!(lines(&got), ["INT"]);

@@ -190,11 +190,14 @@ async fn select_ev<F: std::future::Future>(
             None => std::future::pending().await,
         }
     };
+    // A notification is handled before the process's exit, as systemd does: a service that
+    // sends READY=1 (or MAINPID=) and exits right away has its message queued before the
+    // exit is seen, and must not be failed for "exiting before READY=1".
     tokio::select! {
         biased;
         cmd = rx.recv() => match cmd { Some(c) => Ev::Cmd(c), None => Ev::Detached },
-        out = fut => Ev::Done(out),
         msg = note => Ev::Notify(msg),
+        out = fut => Ev::Done(out),
         () = sleep => Ev::Timeout,
     }
 }
