@@ -283,15 +283,25 @@ pub fn replace_env<'a>(s: &str, env: &dyn Fn(&str) -> Option<&'a str>) -> String
             out.push('$');
             rest = tail;
         } else if let Some(tail) = after.strip_prefix('{') {
+            // systemd's VARIABLE state consumes everything up to the first `}` or `:`
+            // without interpreting it (a `$$` inside stays `$$`).
             match tail.find(['}', ':']) {
                 Some(j) if tail.as_bytes()[j] == b'}' => {
                     out.push_str(env(&tail[..j]).unwrap_or(""));
                     rest = &tail[j + 1..];
                 }
-                _ => {
-                    // `${A:...}` or unterminated: systemd leaves the text alone.
+                Some(j) => {
+                    // `${A:...}`: unsupported syntax; the text up to the `:` stays as it is
+                    // and what follows is read as ordinary text again.
                     out.push_str("${");
-                    rest = tail;
+                    out.push_str(&tail[..=j]);
+                    rest = &tail[j + 1..];
+                }
+                None => {
+                    // Unterminated: the rest of the string stays as it is.
+                    out.push_str("${");
+                    out.push_str(tail);
+                    rest = "";
                 }
             }
         } else {
