@@ -235,37 +235,18 @@ impl Config {
             "initial-advertise-peer-urls",
             &self.initial_advertise_peer_urls,
         )?;
-        let cluster = match &self.initial_cluster {
-            Some(c) => parse_initial_cluster(c)?,
-            None => peers
-                .iter()
-                .map(|u| InitialMember {
-                    name: self.name.clone(),
-                    peer_url: u.clone(),
-                })
-                .collect(),
-        };
+        let cluster = self.initial_members(&peers)?;
         if !cluster.iter().any(|m| m.name == self.name) {
             bail!(
                 "--initial-cluster has no member named {:?} (--name)",
                 self.name
             );
         }
-        let mut addrs = Vec::new();
-        for u in &listen {
-            let hp = u.trim_start_matches("http://").trim_end_matches('/');
-            let hp = if let Some(port) = hp.strip_prefix("localhost:") {
-                format!("127.0.0.1:{port}")
-            } else {
-                hp.to_owned()
-            };
-            addrs.push(hp.parse::<SocketAddr>().with_context(|| {
-                format!("--listen-client-urls: {u}: expected an IP address and port")
-            })?);
-        }
-        let mut peer_sorted = peers.clone();
-        peer_sorted.sort();
-        let id = fnv64(&[&peer_sorted.join(","), &self.initial_cluster_token]);
+        let addrs = listen
+            .iter()
+            .map(|u| socket_addr("listen-client-urls", u))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let id = member_id(&peers, &self.initial_cluster_token);
         let cluster_id = fnv64(&[&format!("{id:x}"), &self.initial_cluster_token]);
         let mem = MemoryConfig {
             id,
@@ -314,11 +295,7 @@ async fn run_memory(
 ) -> anyhow::Result<()> {
     let (mem, addrs) = config.validate()?;
     let others = config
-        .initial_cluster
-        .as_deref()
-        .map(parse_initial_cluster)
-        .transpose()?
-        .unwrap_or_default()
+        .initial_members(&mem.peer_urls)?
         .into_iter()
         .filter(|m| m.name != config.name)
         .count();
@@ -369,16 +346,7 @@ fn raft_members(config: &Config) -> anyhow::Result<(u64, u64, Vec<raft_store::Me
         &config.initial_advertise_peer_urls,
     )?;
     let token = &config.initial_cluster_token;
-    let cluster = match &config.initial_cluster {
-        Some(c) => parse_initial_cluster(c)?,
-        None => peers
-            .iter()
-            .map(|u| InitialMember {
-                name: config.name.clone(),
-                peer_url: u.clone(),
-            })
-            .collect(),
-    };
+    let cluster = config.initial_members(&peers)?;
     let mut members: Vec<raft_store::Member> = Vec::new();
     for m in &cluster {
         if members.iter().any(|x| x.name == m.name) {
@@ -555,6 +523,23 @@ async fn run_raft(
 }
 
 impl Config {
+    /// `--initial-cluster`, or this member alone on `peers` when it is not given.
+    ///
+    /// # Errors
+    /// An entry without `=`.
+    fn initial_members(&self, peers: &[String]) -> anyhow::Result<Vec<InitialMember>> {
+        match &self.initial_cluster {
+            Some(c) => parse_initial_cluster(c),
+            None => Ok(peers
+                .iter()
+                .map(|u| InitialMember {
+                    name: self.name.clone(),
+                    peer_url: u.clone(),
+                })
+                .collect()),
+        }
+    }
+
     /// The HTTP limits from the flags.
     pub fn limits(&self) -> Limits {
         Limits {

@@ -26,7 +26,7 @@ use super::{
 };
 
 /// Events a watcher may fall behind before its stream is ended (etcd's channel size).
-const WATCH_BUFFER: usize = 100;
+pub(crate) const WATCH_BUFFER: usize = 100;
 /// How often expired keys are swept (etcd's leader SYNC interval).
 const EXPIRY_TICK: Duration = Duration::from_millis(500);
 
@@ -141,7 +141,7 @@ impl MemoryBackend {
         let task = StoreTask {
             store,
             shared: Arc::clone(&shared),
-            watchers: HashMap::new(),
+            watchers: Watchers::default(),
             raft_index: 0,
             data_dir: config.data_dir.clone(),
         };
@@ -326,11 +326,95 @@ pub(crate) fn error_from(e: &kv_core::Error) -> StoreError {
     StoreError::new(e.code(), e.cause(), e.index())
 }
 
+/// The channels of the watchers registered in a kv-core store, by watcher id, with whether
+/// each one streams. Both backends keep one next to their store.
+#[derive(Debug, Default)]
+pub(crate) struct Watchers(HashMap<WatcherId, (mpsc::Sender<Event>, bool)>);
+
+impl Watchers {
+    /// Registered watchers.
+    pub(crate) fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Drops every channel, which ends every watch.
+    pub(crate) fn clear(&mut self) {
+        self.0.clear();
+    }
+
+    /// Registers `req` on `store`; a match already in the history is queued at once.
+    pub(crate) fn register(
+        &mut self,
+        store: &mut Store,
+        req: &WatchRequest,
+    ) -> Result<mpsc::Receiver<Event>, KeysError> {
+        let (tx, rx) = mpsc::channel(WATCH_BUFFER);
+        let start = store
+            .watch(&req.key, req.recursive, req.stream, req.since)
+            .map_err(|e| KeysError::Store(error_from(&e)))?;
+        match start {
+            WatchStart::Ready(ev, id) => {
+                let _ = tx.try_send(event_from(ev));
+                if let Some(id) = id {
+                    self.0.insert(id, (tx, true));
+                }
+            }
+            WatchStart::Pending(id) => {
+                self.0.insert(id, (tx, req.stream));
+            }
+            _ => {}
+        }
+        Ok(rx)
+    }
+
+    /// Hands `store`'s queued notifications to their watchers; a watcher whose buffer is
+    /// full or whose client went away is removed (etcd ends a stream that falls 100 events
+    /// behind). Returns whether there was anything to deliver.
+    pub(crate) fn deliver(&mut self, store: &mut Store) -> bool {
+        let notes = store.take_notifications();
+        if notes.is_empty() {
+            return false;
+        }
+        for n in notes {
+            let Some((tx, stream)) = self.0.get(&n.watcher) else {
+                continue;
+            };
+            let stream = *stream;
+            let ok = tx.try_send(event_from(n.event)).is_ok();
+            if !stream || !ok {
+                self.0.remove(&n.watcher);
+                if stream {
+                    store.unwatch(n.watcher);
+                }
+            }
+        }
+        true
+    }
+
+    /// Unregisters the watchers whose clients went away.
+    pub(crate) fn prune(&mut self, store: &mut Store) {
+        self.0.retain(|id, (tx, _)| {
+            let open = !tx.is_closed();
+            if !open {
+                store.unwatch(*id);
+            }
+            open
+        });
+    }
+
+    /// Unregisters every watcher from `store` and ends its watch.
+    pub(crate) fn unwatch_all(&mut self, store: &mut Store) {
+        for id in self.0.keys() {
+            store.unwatch(*id);
+        }
+        self.0.clear();
+    }
+}
+
 struct StoreTask {
     store: Store,
     shared: Arc<Shared>,
-    /// Senders of registered watchers, by kv-core watcher id, with whether they stream.
-    watchers: HashMap<WatcherId, (mpsc::Sender<Event>, bool)>,
+    watchers: Watchers,
     raft_index: u64,
     data_dir: PathBuf,
 }
@@ -435,67 +519,23 @@ impl StoreTask {
     }
 
     fn watch(&mut self, req: WatchRequest) -> Result<Watch, KeysError> {
-        let current = self.store.index();
-        let (tx, rx) = mpsc::channel(WATCH_BUFFER);
-        let start = self
-            .store
-            .watch(&req.key, req.recursive, req.stream, req.since)
-            .map_err(|e| KeysError::Store(error_from(&e)))?;
-        let start_index = match start {
-            WatchStart::Ready(ev, id) => {
-                let _ = tx.try_send(event_from(ev));
-                if let Some(id) = id {
-                    self.watchers.insert(id, (tx, true));
-                }
-                current
-            }
-            WatchStart::Pending(id) => {
-                self.watchers.insert(id, (tx, req.stream));
-                current
-            }
-            _ => current,
-        };
+        let start_index = self.store.index();
+        let events = self.watchers.register(&mut self.store, &req)?;
         Ok(Watch {
             start_index,
             raft: self.position(),
-            events: rx,
+            events,
         })
     }
 
-    /// Hands queued notifications to their watchers; a watcher whose buffer is full or
-    /// whose client went away is removed (etcd ends a stream that falls 100 events behind).
     fn deliver(&mut self) {
-        let notes = self.store.take_notifications();
-        if notes.is_empty() {
-            return;
+        if self.watchers.deliver(&mut self.store) {
+            self.publish();
         }
-        for n in notes {
-            let Some((tx, stream)) = self.watchers.get(&n.watcher) else {
-                continue;
-            };
-            let stream = *stream;
-            let ok = tx.try_send(event_from(n.event)).is_ok();
-            if !stream || !ok {
-                self.watchers.remove(&n.watcher);
-                if stream {
-                    self.store.unwatch(n.watcher);
-                }
-            }
-        }
-        self.publish();
     }
 
     fn prune_watchers(&mut self) {
-        let closed: Vec<WatcherId> = self
-            .watchers
-            .iter()
-            .filter(|(_, (tx, _))| tx.is_closed())
-            .map(|(id, _)| *id)
-            .collect();
-        for id in closed {
-            self.watchers.remove(&id);
-            self.store.unwatch(id);
-        }
+        self.watchers.prune(&mut self.store);
         self.publish();
     }
 

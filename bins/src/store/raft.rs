@@ -15,26 +15,23 @@
 //! * Members publish their name and client URLs through the log once they start (etcd's
 //!   `publish`), so `/v2/members` and `cluster-health` see every member's client URLs.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use kv_core::{Command, Op, Store, WatchStart, WatcherId};
+use kv_core::{Command, Op, Store};
 use parking_lot::{Mutex, RwLock};
 use raft_store::{Node as RaftNode, ReadConsistency, StateMachine};
 use serde::{Deserialize, Serialize};
-use tokio::sync::mpsc;
 
-use super::memory::{error_from, event_from, write_to_op};
+use super::memory::{Watchers, error_from, event_from, write_to_op};
 use super::{
-    Applied, Event, KeysError, KvBackend, Member, MemberError, RaftPosition, ReadRequest, Status,
-    Watch, WatchRequest, WriteOp, now_ms,
+    Applied, KeysError, KvBackend, Member, MemberError, RaftPosition, ReadRequest, Status, Watch,
+    WatchRequest, WriteOp, now_ms,
 };
 
-/// Events a watcher may fall behind before its stream is ended (etcd's channel size).
-const WATCH_BUFFER: usize = 100;
 /// How often the leader looks for expired keys (etcd's leader SYNC interval).
 const EXPIRY_TICK: Duration = Duration::from_millis(500);
 /// Magic and version at the start of the state machine's snapshot.
@@ -85,40 +82,18 @@ struct Shared {
 #[derive(Debug, Default)]
 struct Inner {
     store: Store,
-    /// Senders of registered watchers, by kv-core watcher id, with whether they stream.
-    watchers: HashMap<WatcherId, (mpsc::Sender<Event>, bool)>,
+    watchers: Watchers,
 }
 
 impl Inner {
-    /// Hands queued notifications to their watchers; a watcher whose buffer is full or whose
-    /// client went away is removed (etcd ends a stream that falls 100 events behind).
-    fn deliver(&mut self) {
-        for n in self.store.take_notifications() {
-            let Some((tx, stream)) = self.watchers.get(&n.watcher) else {
-                continue;
-            };
-            let stream = *stream;
-            let ok = tx.try_send(event_from(n.event)).is_ok();
-            if !stream || !ok {
-                self.watchers.remove(&n.watcher);
-                if stream {
-                    self.store.unwatch(n.watcher);
-                }
-            }
-        }
-    }
-
-    fn prune(&mut self) {
-        let closed: Vec<WatcherId> = self
+    /// Mirrors the store index and the watcher count for answers without a round trip.
+    fn publish_counters(&self, shared: &Shared) {
+        shared
+            .etcd_index
+            .store(self.store.index(), Ordering::Relaxed);
+        shared
             .watchers
-            .iter()
-            .filter(|(_, (tx, _))| tx.is_closed())
-            .map(|(id, _)| *id)
-            .collect();
-        for id in closed {
-            self.watchers.remove(&id);
-            self.store.unwatch(id);
-        }
+            .store(self.watchers.len() as u64, Ordering::Relaxed);
     }
 }
 
@@ -131,17 +106,6 @@ impl Inner {
 pub struct KvMachine {
     inner: Mutex<Inner>,
     shared: Arc<Shared>,
-}
-
-impl KvMachine {
-    fn publish_counters(&self, inner: &Inner) {
-        self.shared
-            .etcd_index
-            .store(inner.store.index(), Ordering::Relaxed);
-        self.shared
-            .watchers
-            .store(inner.watchers.len() as u64, Ordering::Relaxed);
-    }
 }
 
 fn read_exact(r: &mut dyn Read, buf: &mut [u8], what: &str) -> Result<(), String> {
@@ -162,14 +126,8 @@ impl StateMachine for KvMachine {
                     let n = ev.batch.as_ref().map_or(0, |b| b.events.len() as u64);
                     self.shared.expire_count.fetch_add(n, Ordering::Relaxed);
                 }
-                inner.deliver();
-                let inner = self.inner.get_mut();
-                self.shared
-                    .etcd_index
-                    .store(inner.store.index(), Ordering::Relaxed);
-                self.shared
-                    .watchers
-                    .store(inner.watchers.len() as u64, Ordering::Relaxed);
+                inner.watchers.deliver(&mut inner.store);
+                inner.publish_counters(&self.shared);
                 KvOutput::Kv(res)
             }
             KvCommand::Publish(a) => {
@@ -222,12 +180,8 @@ impl StateMachine for KvMachine {
         inner.store = store;
         // Dropping the senders ends every watch, as etcd's recovery does.
         inner.watchers.clear();
+        inner.publish_counters(&self.shared);
         *self.shared.attributes.write() = attributes;
-        let inner = self.inner.get_mut();
-        self.shared
-            .etcd_index
-            .store(inner.store.index(), Ordering::Relaxed);
-        self.shared.watchers.store(0, Ordering::Relaxed);
         Ok(())
     }
 }
@@ -319,7 +273,7 @@ impl RaftBackend {
         Ok(KvMachine {
             inner: Mutex::new(Inner {
                 store,
-                watchers: HashMap::new(),
+                watchers: Watchers::default(),
             }),
             shared: Arc::clone(&handle.0),
         })
@@ -358,12 +312,8 @@ impl RaftBackend {
         let _ = self
             .node
             .read(ReadConsistency::Serializable, |m| {
-                let mut inner = m.inner.lock();
-                let ids: Vec<WatcherId> = inner.watchers.keys().copied().collect();
-                for id in ids {
-                    inner.store.unwatch(id);
-                }
-                inner.watchers.clear();
+                let inner = &mut *m.inner.lock();
+                inner.watchers.unwatch_all(&mut inner.store);
             })
             .await;
         self.node.shutdown().await;
@@ -479,38 +429,22 @@ impl KvBackend for RaftBackend {
     }
 
     async fn watch(&self, req: WatchRequest) -> Result<Watch, KeysError> {
-        let (tx, rx) = mpsc::channel(WATCH_BUFFER);
-        let start_index = self
+        let (start_index, events) = self
             .node
             .read(ReadConsistency::Serializable, |m| {
-                let mut inner = m.inner.lock();
-                inner.prune();
+                let inner = &mut *m.inner.lock();
+                inner.watchers.prune(&mut inner.store);
                 let current = inner.store.index();
-                let start = inner
-                    .store
-                    .watch(&req.key, req.recursive, req.stream, req.since)
-                    .map_err(|e| KeysError::Store(error_from(&e)))?;
-                match start {
-                    WatchStart::Ready(ev, id) => {
-                        let _ = tx.try_send(event_from(ev));
-                        if let Some(id) = id {
-                            inner.watchers.insert(id, (tx, true));
-                        }
-                    }
-                    WatchStart::Pending(id) => {
-                        inner.watchers.insert(id, (tx, req.stream));
-                    }
-                    _ => {}
-                }
-                m.publish_counters(&inner);
-                Ok::<u64, KeysError>(current)
+                let events = inner.watchers.register(&mut inner.store, &req)?;
+                inner.publish_counters(&m.shared);
+                Ok::<_, KeysError>((current, events))
             })
             .await
             .map_err(internal)??;
         Ok(Watch {
             start_index,
             raft: self.position(),
-            events: rx,
+            events,
         })
     }
 
@@ -699,14 +633,16 @@ mod tests {
     #[test]
     fn watchers_registered_through_the_lock_see_applied_events() {
         let mut m = KvMachine::default();
-        let (tx, mut rx) = mpsc::channel(4);
-        {
-            let mut inner = m.inner.lock();
-            let Ok(WatchStart::Pending(id)) = inner.store.watch("/a", false, false, None) else {
-                panic!("expected a pending watch");
+        let mut rx = {
+            let inner = &mut *m.inner.lock();
+            let req = WatchRequest {
+                key: "/a".into(),
+                recursive: false,
+                stream: false,
+                since: None,
             };
-            inner.watchers.insert(id, (tx, false));
-        }
+            inner.watchers.register(&mut inner.store, &req).unwrap()
+        };
         m.apply(1, set("/b", "x"));
         assert!(rx.try_recv().is_err());
         m.apply(2, set("/a", "y"));
