@@ -1,9 +1,10 @@
 //! raft-store figures: committed writes/s through the embedding API (64 writers, 256-byte
 //! values) on 1 member and on 3 members in 3 processes over loopback gRPC, linearizable
-//! reads/s on 3 members, and failover time (leader killed -> next successful write).
+//! reads/s on 3 members, and failover time (the leader's process killed with SIGKILL -> next
+//! successful write), with the disk's own fsync rate measured in the same run beside them.
 //!
 //! ```text
-//! cargo bench -p raft-store --bench throughput -- [single] [cluster] [failover]
+//! cargo bench --workspace --bench throughput -- [disk] [single] [cluster] [failover]
 //! ```
 //! Environment: `BENCH_SECS` (per measurement, default 5), `BENCH_WRITERS` (64),
 //! `BENCH_VALUE` (256 bytes), `BENCH_FAILOVERS` (20). With `--test` (as `cargo bench --
@@ -157,10 +158,9 @@ async fn single(p: &Params) -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-/// Three members: this process runs member 1 and the clients; members 2 and 3 run in child
-/// processes of this binary (`member` mode) and exit when their stdin closes.
-async fn cluster(p: &Params) -> Result<(), Box<dyn std::error::Error>> {
-    let dir = tempfile::tempdir()?;
+/// The peer listeners and member list of a 3-member cluster on loopback.
+async fn three_members()
+-> Result<(Vec<tokio::net::TcpListener>, Vec<Member>), Box<dyn std::error::Error>> {
     let mut listeners = Vec::new();
     let mut members = Vec::new();
     for id in 1..=3u64 {
@@ -170,49 +170,104 @@ async fn cluster(p: &Params) -> Result<(), Box<dyn std::error::Error>> {
         members.push(m);
         listeners.push(l);
     }
-    let urls: Vec<String> = members.iter().map(|m| m.peer_urls[0].clone()).collect();
+    Ok((listeners, members))
+}
+
+/// Starts member `id` in a child process of this binary (`member` mode); it runs until its
+/// stdin closes or it is killed.
+fn spawn_member(
+    id: u64,
+    root: &std::path::Path,
+    members: &[Member],
+) -> Result<std::process::Child, Box<dyn std::error::Error>> {
+    let urls: Vec<&str> = members.iter().map(|m| m.peer_urls[0].as_str()).collect();
+    Ok(std::process::Command::new(std::env::current_exe()?)
+        .arg("member")
+        .arg(id.to_string())
+        .arg(root.join(format!("m{id}")))
+        .arg(urls.join(","))
+        .stdin(std::process::Stdio::piped())
+        .spawn()?)
+}
+
+/// Member 1 of a 3-member cluster, in this process, serving its peer port.
+struct Local {
+    node: Node<Map>,
+    stop: tokio::sync::oneshot::Sender<()>,
+    server: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+}
+
+impl Local {
+    async fn open(
+        root: &std::path::Path,
+        members: &[Member],
+        listener: tokio::net::TcpListener,
+    ) -> Result<Local, Box<dyn std::error::Error>> {
+        let transport = GrpcTransport::new(7);
+        let node = Node::open(
+            config(1, &root.join("m1"), members),
+            Map::default(),
+            transport.clone(),
+        )
+        .await?;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(async move {
+            transport
+                .serve(listener, async move {
+                    let _ = stopped.await;
+                })
+                .await
+        });
+        // Wait until the cluster commits.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while node.write(&("warmup".into(), "x".into())).await.is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "3-member cluster never committed"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(Local { node, stop, server })
+    }
+
+    /// Makes `to` the leader (raft hands over once `to` is caught up).
+    async fn lead(&self, to: u64) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.node.status().leader != Some(to) {
+            let _ = self.node.transfer_leader(to).await;
+            assert!(
+                Instant::now() < deadline,
+                "leadership never moved to member {to}"
+            );
+        }
+    }
+
+    async fn close(self) {
+        self.node.shutdown().await;
+        let _ = self.stop.send(());
+        // Graceful shutdown waits for peers' streams to close; do not let a peer that is
+        // still up hold the benchmark forever.
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.server).await;
+    }
+}
+
+/// Three members in three processes: member 1 runs here with the clients, members 2 and 3
+/// in child processes of this binary. Member 1 leads while the clients run.
+async fn cluster(p: &Params) -> Result<(), Box<dyn std::error::Error>> {
+    let dir = tempfile::tempdir()?;
+    let (mut listeners, members) = three_members().await?;
     // Members 2 and 3 bind their ports again in the children once ours are closed.
     let listener = listeners.remove(0);
     drop(listeners);
     let mut children = Vec::new();
     for id in 2..=3u64 {
-        let child = std::process::Command::new(std::env::current_exe()?)
-            .arg("member")
-            .arg(id.to_string())
-            .arg(dir.path().join(format!("m{id}")))
-            .arg(urls.join(","))
-            .stdin(std::process::Stdio::piped())
-            .spawn()?;
-        children.push(child);
+        children.push(spawn_member(id, dir.path(), &members)?);
     }
-    let transport = GrpcTransport::new(7);
-    let node = Node::open(
-        config(1, &dir.path().join("m1"), &members),
-        Map::default(),
-        transport.clone(),
-    )
-    .await?;
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(async move {
-        transport
-            .serve(listener, async move {
-                let _ = stopped.await;
-            })
-            .await
-    });
-    // Wait until the cluster commits.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while node.write(&("warmup".into(), "x".into())).await.is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "3-member cluster never committed"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let leader = node.status().leader;
-    println!("3 members in 3 processes, leader {leader:?}, writing via member 1");
+    let local = Local::open(dir.path(), &members, listener).await?;
+    local.lead(1).await;
+    println!("3 members in 3 processes, member 1 leads, clients on member 1");
     let value = "v".repeat(p.value);
-    let n = node.clone();
+    let n = local.node.clone();
     drive(
         &format!("3 members, put, {} writers", p.writers),
         p.writers,
@@ -224,7 +279,7 @@ async fn cluster(p: &Params) -> Result<(), Box<dyn std::error::Error>> {
         },
     )
     .await;
-    let n = node.clone();
+    let n = local.node.clone();
     drive(
         &format!("3 members, linearizable get, {} readers", p.writers),
         p.writers,
@@ -242,7 +297,7 @@ async fn cluster(p: &Params) -> Result<(), Box<dyn std::error::Error>> {
         },
     )
     .await;
-    let n = node.clone();
+    let n = local.node.clone();
     drive(
         &format!("3 members, serializable get, {} readers", p.writers),
         p.writers,
@@ -260,11 +315,7 @@ async fn cluster(p: &Params) -> Result<(), Box<dyn std::error::Error>> {
         },
     )
     .await;
-    node.shutdown().await;
-    let _ = stop.send(());
-    // Graceful shutdown waits for peers' streams to close; do not let a peer that is still
-    // up hold the benchmark forever.
-    let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
+    local.close().await;
     for mut c in children {
         drop(c.stdin.take());
         let _ = c.wait();
@@ -272,7 +323,7 @@ async fn cluster(p: &Params) -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-/// Child-process mode for [`cluster`]: runs one member until stdin closes.
+/// Child-process mode for [`cluster`] and [`failover`]: runs one member until stdin closes.
 async fn member(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
     let id: u64 = args.first().ok_or("member: id")?.parse()?;
     let dir = args.get(1).ok_or("member: dir")?;
@@ -289,7 +340,17 @@ async fn member(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
     let addr: std::net::SocketAddr = urls[id as usize - 1]
         .trim_start_matches("http://")
         .parse()?;
-    let listener = tokio::net::TcpListener::bind(addr).await?;
+    // A killed predecessor's port may still be held for a moment.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let listener = loop {
+        match tokio::net::TcpListener::bind(addr).await {
+            Ok(l) => break l,
+            Err(_) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    };
     let transport = GrpcTransport::new(7);
     let node = Node::open(
         config(id, std::path::Path::new(dir), &members),
@@ -319,117 +380,97 @@ async fn member(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-struct Running {
-    node: Node<Map>,
-    stop: tokio::sync::oneshot::Sender<()>,
-}
-
-async fn start_member(
-    id: u64,
-    dir: &std::path::Path,
-    members: &[Member],
-) -> Result<Running, Box<dyn std::error::Error>> {
-    let addr: std::net::SocketAddr = members[id as usize - 1].peer_urls[0]
-        .trim_start_matches("http://")
-        .parse()?;
-    // The previous incarnation's socket may linger briefly.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let listener = loop {
-        match tokio::net::TcpListener::bind(addr).await {
-            Ok(l) => break l,
-            Err(e) if Instant::now() < deadline => {
-                let _ = e;
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            Err(e) => return Err(e.into()),
-        }
-    };
-    let transport = GrpcTransport::new(9);
-    let node = Node::open(config(id, dir, members), Map::default(), transport.clone()).await?;
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(async move {
-        transport
-            .serve(listener, async move {
-                let _ = stopped.await;
-            })
-            .await
-    });
-    Ok(Running { node, stop })
-}
-
-/// Kills the leader (its raft loop is aborted and its peer port closed, as a SIGKILL would)
-/// and times the next successful write through another member; restarts it; repeats.
+/// Failover as a crash really happens: three members in three processes (member 1 here,
+/// 2 and 3 in children). Each round hands leadership to a child, kills that child with
+/// SIGKILL, and times from the kill to the next write that succeeds through member 1
+/// (retrying at once on every error); then restarts the child from its data directory.
 async fn failover(p: &Params) -> Result<(), Box<dyn std::error::Error>> {
     let dir = tempfile::tempdir()?;
-    let mut members = Vec::new();
-    for id in 1..=3u64 {
-        let (l, url) = raft_store::grpc::bind("127.0.0.1:0".parse()?).await?;
-        drop(l);
-        let mut m = Member::new(id, format!("m{id}"));
-        m.peer_urls.push(url);
-        members.push(m);
+    let (mut listeners, members) = three_members().await?;
+    let listener = listeners.remove(0);
+    drop(listeners);
+    let mut children = BTreeMap::new();
+    for id in 2..=3u64 {
+        children.insert(id, spawn_member(id, dir.path(), &members)?);
     }
-    let mut running: BTreeMap<u64, Running> = BTreeMap::new();
-    for id in 1..=3u64 {
-        running.insert(
-            id,
-            start_member(id, &dir.path().join(format!("m{id}")), &members).await?,
-        );
-    }
+    let local = Local::open(dir.path(), &members, listener).await?;
     let mut times = Vec::new();
     for round in 0..p.failovers {
-        let nodes: Vec<&Node<Map>> = running.values().map(|r| &r.node).collect();
-        let leader = wait_leader(&nodes).await;
-        // Make sure every member is caught up before the kill.
-        let any = running[&leader].node.clone();
-        while any
+        let victim = 2 + round as u64 % 2;
+        local.lead(victim).await;
+        // The new leader commits an entry of its own term before it is killed.
+        while local
+            .node
             .write(&("before".into(), round.to_string()))
             .await
             .is_err()
         {}
-        let victim = running.remove(&leader).ok_or("leader vanished")?;
+        let mut child = children.remove(&victim).ok_or("victim not running")?;
         let t0 = Instant::now();
-        victim.node.crash().await;
-        let _ = victim.stop.send(());
-        let survivor = running.values().next().ok_or("no survivor")?.node.clone();
+        child.kill()?;
+        let _ = child.wait();
         let deadline = t0 + Duration::from_secs(30);
-        loop {
-            if survivor
-                .write(&("after".into(), round.to_string()))
-                .await
-                .is_ok()
-            {
-                break;
-            }
+        let mut failed = 0;
+        while local
+            .node
+            .write(&("after".into(), round.to_string()))
+            .await
+            .is_err()
+        {
+            failed += 1;
+            tokio::time::sleep(Duration::from_millis(2)).await;
             assert!(
                 Instant::now() < deadline,
                 "no write succeeded after killing the leader"
             );
-            tokio::time::sleep(Duration::from_millis(5)).await;
         }
         let took = t0.elapsed();
         times.push(took);
         println!(
-            "failover {round}: killed {leader}, next write after {:.0} ms",
-            took.as_secs_f64() * 1e3
+            "failover {round}: killed member {victim} (leader), next write after {:.0} ms ({failed} failed attempts), new leader {:?}",
+            took.as_secs_f64() * 1e3,
+            local.node.status().leader,
         );
-        running.insert(
-            leader,
-            start_member(leader, &dir.path().join(format!("m{leader}")), &members).await?,
-        );
+        children.insert(victim, spawn_member(victim, dir.path(), &members)?);
     }
     times.sort_unstable();
+    let c = Config::new(1, "");
     println!(
         "failover over {} kills: median {:.0} ms, worst {:.0} ms (election timeout {} ms, randomized up to 2x)",
         times.len(),
         percentile(&times, 0.5).as_secs_f64() * 1e3,
         times.last().copied().unwrap_or_default().as_secs_f64() * 1e3,
-        Config::new(1, "").tick_interval.as_millis() * Config::new(1, "").election_ticks as u128,
+        c.tick_interval.as_millis() * c.election_ticks as u128,
     );
-    for r in running.into_values() {
-        r.node.shutdown().await;
-        let _ = r.stop.send(());
+    local.close().await;
+    for mut c in children.into_values() {
+        drop(c.stdin.take());
+        let _ = c.wait();
     }
+    Ok(())
+}
+
+/// The disk's own pace, measured in the same run: 256-byte records appended to a file and
+/// made durable one at a time (`fdatasync` after each), by one writer. Committed writes
+/// above this rate come from batching many writes into one sync (group commit).
+fn disk_baseline(p: &Params) -> Result<(), Box<dyn std::error::Error>> {
+    use std::io::Write;
+    let dir = tempfile::tempdir()?;
+    let mut f = std::fs::File::create(dir.path().join("log"))?;
+    let record = vec![b'r'; p.value];
+    let start = Instant::now();
+    let mut n = 0u64;
+    while start.elapsed().as_secs_f64() < p.secs.min(3.0) {
+        f.write_all(&record)?;
+        f.sync_data()?;
+        n += 1;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    println!(
+        "disk baseline: {:.0} fdatasync'd {}-byte appends/s, one writer ({n} in {secs:.1} s)",
+        n as f64 / secs,
+        p.value
+    );
     Ok(())
 }
 
@@ -443,10 +484,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut modes: Vec<&str> = args
         .iter()
         .map(String::as_str)
-        .filter(|a| matches!(*a, "single" | "cluster" | "failover"))
+        .filter(|a| matches!(*a, "disk" | "single" | "cluster" | "failover"))
         .collect();
     if modes.is_empty() {
-        modes = vec!["single", "cluster", "failover"];
+        modes = vec!["disk", "single", "cluster", "failover"];
     }
     let p = if quick {
         Params {
@@ -465,6 +506,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     for m in modes {
         match m {
+            "disk" => disk_baseline(&p)?,
             "single" => single(&p).await?,
             "cluster" => cluster(&p).await?,
             _ => failover(&p).await?,

@@ -125,6 +125,15 @@ pub enum Error {
     /// The request did not complete in time; a write may or may not have been applied.
     #[error("request timed out after {0:?}; its outcome is unknown")]
     Timeout(std::time::Duration),
+    /// A new term began (the leader changed) while the request was in flight; a write may
+    /// or may not have been applied, as after a timeout, but the caller learns it at once.
+    #[error(
+        "the leader changed (now term {term}) while the request was in flight; its outcome is unknown"
+    )]
+    LeaderChanged {
+        /// The term the member moved to.
+        term: u64,
+    },
     /// The node has shut down (or was removed from the cluster).
     #[error("the node has stopped")]
     Stopped,

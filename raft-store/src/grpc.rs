@@ -3,8 +3,10 @@
 //! Each peer gets a sender task holding one long-lived client stream of [`MessageBatch`]es:
 //! messages queued while a batch is in flight go out together in the next one. A broken
 //! stream is reopened with exponential backoff (50 ms doubling to 2 s) and the member is told
-//! the peer is unreachable, so raft slows down probing it. Snapshots travel on their own
-//! streaming call in 1 MiB chunks so a large one never blocks heartbeats.
+//! the peer is disconnected: raft slows down probing it, and a follower that loses its
+//! leader's connection (the leader's process died) campaigns without waiting out a whole
+//! election timeout. Snapshots travel on their own streaming call in 1 MiB chunks so a
+//! large one never blocks heartbeats.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -196,7 +198,7 @@ async fn peer_loop(
             Err(e) => {
                 tracing::debug!(to, %url, error = %e, "peer connect failed");
                 if let Some(inbox) = t.inbox() {
-                    inbox.report_unreachable(to);
+                    inbox.report_disconnected(to);
                 }
                 // Drop what queued up meanwhile: raft resends what matters.
                 while queue.try_recv().is_ok() {}
@@ -252,7 +254,7 @@ async fn peer_loop(
         };
         tracing::debug!(to, %url, reason = %broken, "peer stream broken; reconnecting");
         if let Some(inbox) = t.inbox() {
-            inbox.report_unreachable(to);
+            inbox.report_disconnected(to);
         }
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(2));

@@ -145,7 +145,19 @@ impl Transport for MemTransport {
                 p > 0.0 && s.next_random() < p
             };
             let sender = s.inboxes.get(&from).cloned();
+            // A member that stopped or crashed refuses connections, which its peers notice
+            // at once; a cut link or a lost message goes unnoticed (but for raft's resends).
+            let gone = target.as_ref().is_none_or(Inbox::is_closed);
             match target {
+                _ if gone && !lost => {
+                    s.dropped += 1;
+                    if let Some(sender) = sender {
+                        if snapshot {
+                            sender.report_snapshot(to, false);
+                        }
+                        sender.report_disconnected(to);
+                    }
+                }
                 Some(inbox) if !lost => {
                     s.delivered += 1;
                     match (s.delay, tokio::runtime::Handle::try_current()) {

@@ -53,6 +53,9 @@ pub struct Status {
     pub id: u64,
     /// The leader this member knows of.
     pub leader: Option<u64>,
+    /// When this member first saw the current leader lead (wall clock; etcd's
+    /// `leaderInfo.startTime`). None while no leader is known.
+    pub leader_since: Option<std::time::SystemTime>,
     /// The current term.
     pub term: u64,
     /// This member's role.
@@ -353,6 +356,7 @@ impl<S: StateMachine> Node<S> {
             status: Mutex::new(Status {
                 id,
                 leader: None,
+                leader_since: None,
                 term: raw.raft.term,
                 role: Role::Follower,
                 commit: raw.raft.raft_log.committed,
@@ -383,6 +387,8 @@ impl<S: StateMachine> Node<S> {
             next_req: 0,
             pending: HashMap::new(),
             pending_conf: HashMap::new(),
+            placed: BTreeMap::new(),
+            term_seen: 0,
             read_queue: Vec::new(),
             reads: HashMap::new(),
             removed: false,
@@ -540,6 +546,31 @@ impl<S: StateMachine> Node<S> {
             .await
     }
 
+    /// Changes the peer URLs of member `id` (etcd's member update), keeping its name,
+    /// client URLs and role. Every member learns the new URLs through the log and reconnects.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Membership`] if `id` is not a member; otherwise as [`Node::write`].
+    pub async fn update_member(&self, id: u64, peer_urls: Vec<String>) -> Result<u64> {
+        let mut m = self
+            .shared
+            .members
+            .read()
+            .get(&id)
+            .cloned()
+            .ok_or_else(|| Error::Membership(format!("member {id:#x} is not in the cluster")))?;
+        m.peer_urls = peer_urls;
+        // Re-adding a member in its current role changes no configuration; raft commits it
+        // like any other change and every member applies the new URLs from its context.
+        let ty = if m.is_learner {
+            ConfChangeType::AddLearnerNode
+        } else {
+            ConfChangeType::AddNode
+        };
+        self.conf(conf_change(single(id, ty), Some(&m))?).await
+    }
+
     /// Promotes learner `id` to a voter.
     ///
     /// # Errors
@@ -682,7 +713,26 @@ fn bootstrap_from_machine<S: StateMachine>(
     Ok(())
 }
 
-type ProposeTx<S> = oneshot::Sender<Result<(u64, Arc<<S as StateMachine>::Output>)>>;
+/// A caller waiting for the outcome of one of this member's proposals.
+struct Pending<T> {
+    tx: oneshot::Sender<Result<T>>,
+    /// The term it was proposed in.
+    term: u64,
+    /// Its index in this member's log, once it got there.
+    at: Option<u64>,
+}
+
+impl<T> Pending<T> {
+    fn new(tx: oneshot::Sender<Result<T>>, term: u64) -> Self {
+        Pending { tx, term, at: None }
+    }
+
+    fn fail(self, e: Error) {
+        let _ = self.tx.send(Err(e));
+    }
+}
+
+type ProposeOutcome<S> = (u64, Arc<<S as StateMachine>::Output>);
 
 /// The raft loop's state. Only the loop task touches it.
 struct Loop<S: StateMachine> {
@@ -699,8 +749,13 @@ struct Loop<S: StateMachine> {
     snapshot_index: u64,
     nonce: u64,
     next_req: u64,
-    pending: HashMap<u64, ProposeTx<S>>,
-    pending_conf: HashMap<u64, oneshot::Sender<Result<u64>>>,
+    /// Proposals of this member awaiting their outcome, by request id.
+    pending: HashMap<u64, Pending<ProposeOutcome<S>>>,
+    pending_conf: HashMap<u64, Pending<u64>>,
+    /// Log index -> request id of the pending proposals that reached this member's log.
+    placed: BTreeMap<u64, u64>,
+    /// The term the pending proposals were last checked against.
+    term_seen: u64,
     read_queue: Vec<oneshot::Sender<Result<u64>>>,
     reads: HashMap<Vec<u8>, (ReadWaiters, Instant)>,
     removed: bool,
@@ -761,6 +816,7 @@ impl<S: StateMachine> Loop<S> {
             if self.raw.has_ready() {
                 self.on_ready()?;
             }
+            self.fail_stale_proposals();
             self.publish_status();
             if self.removed {
                 tracing::info!(
@@ -778,10 +834,8 @@ impl<S: StateMachine> Loop<S> {
     fn failpoint(&self, name: &'static str) -> Result<()> {
         #[cfg(feature = "failpoints")]
         {
-            let id = self.shared.id.to_string();
-            let hit = fail::eval(&format!("raft_store::{name}"), |arg| {
-                arg.is_none_or(|a| a == id)
-            });
+            let id = self.shared.id;
+            let hit = fail::eval(name, |arg| arg.is_none_or(|a| a == id.to_string()));
             if hit == Some(true) {
                 return Err(Error::Injected(name));
             }
@@ -792,11 +846,11 @@ impl<S: StateMachine> Loop<S> {
 
     fn stop(&mut self) {
         self.transport.detach(self.shared.id);
-        for (_, tx) in self.pending.drain() {
-            let _ = tx.send(Err(Error::Stopped));
+        for (_, p) in self.pending.drain() {
+            p.fail(Error::Stopped);
         }
-        for (_, tx) in self.pending_conf.drain() {
-            let _ = tx.send(Err(Error::Stopped));
+        for (_, p) in self.pending_conf.drain() {
+            p.fail(Error::Stopped);
         }
         for tx in self.read_queue.drain(..) {
             let _ = tx.send(Err(Error::Stopped));
@@ -824,7 +878,8 @@ impl<S: StateMachine> Loop<S> {
                 let req = self.nonce | self.next_req;
                 match self.raw.propose(encode_ctx(self.shared.id, req), data) {
                     Ok(()) => {
-                        self.pending.insert(req, tx);
+                        self.pending
+                            .insert(req, Pending::new(tx, self.raw.raft.term));
                     }
                     Err(raft::Error::ProposalDropped) => {
                         let _ = tx.send(Err(Error::NoLeader));
@@ -859,7 +914,8 @@ impl<S: StateMachine> Loop<S> {
                     .propose_conf_change(encode_ctx(self.shared.id, req), cc)
                 {
                     Ok(()) => {
-                        self.pending_conf.insert(req, tx);
+                        self.pending_conf
+                            .insert(req, Pending::new(tx, self.raw.raft.term));
                     }
                     Err(raft::Error::ProposalDropped) => {
                         let _ = tx.send(Err(Error::NoLeader));
@@ -885,6 +941,10 @@ impl<S: StateMachine> Loop<S> {
                 }
             }
             NetEvent::Unreachable(id) => self.raw.report_unreachable(id),
+            NetEvent::Disconnected(id) => {
+                self.raw.report_unreachable(id);
+                self.leader_lost(id);
+            }
             NetEvent::Snapshot { to, ok } => {
                 let status = if ok {
                     SnapshotStatus::Finish
@@ -893,6 +953,94 @@ impl<S: StateMachine> Loop<S> {
                 };
                 self.raw.report_snapshot(to, status);
             }
+        }
+    }
+
+    /// The connection to `peer` broke. If `peer` is the leader this follower follows, the
+    /// leader's process most likely died: stop honouring its lease, so this member grants
+    /// votes and campaigns after the rest of its randomized election timeout (0 to 1x
+    /// `election_ticks` from now) instead of a whole one (1x to 2x).
+    ///
+    /// Safe because pre-vote and check-quorum still decide: a member that still hears from
+    /// a live leader refuses the pre-vote, so a connection lost on one side only costs a
+    /// refused pre-vote round, never a leader.
+    fn leader_lost(&mut self, peer: u64) {
+        let r = &mut self.raw.raft;
+        if r.state == StateRole::Follower && r.leader_id == peer {
+            let lease = r.election_timeout();
+            if r.election_elapsed < lease {
+                tracing::debug!(
+                    member = self.shared.id,
+                    leader = peer,
+                    "lost the leader's connection; its lease ends now"
+                );
+                r.election_elapsed = lease;
+            }
+        }
+    }
+
+    /// Fails the proposals made in an earlier term that never reached this member's log,
+    /// once the term moves on. A proposal a follower forwarded to a leader that then died
+    /// is lost, and its caller would otherwise wait for the whole request timeout. The
+    /// caller is told at once that the outcome is unknown (as with a timeout) and can retry
+    /// with the new leader. Proposals already in the log wait for their entry to apply:
+    /// they commit, or [`Loop::apply`] finds another entry in their place.
+    fn fail_stale_proposals(&mut self) {
+        let term = self.raw.raft.term;
+        if term == self.term_seen {
+            return;
+        }
+        self.term_seen = term;
+        let lost = |_: &u64, p: &mut Pending<_>| p.term < term && p.at.is_none();
+        for (_, p) in self.pending.extract_if(lost) {
+            p.fail(Error::LeaderChanged { term });
+        }
+        for (_, p) in self
+            .pending_conf
+            .extract_if(|_, p| p.term < term && p.at.is_none())
+        {
+            p.fail(Error::LeaderChanged { term });
+        }
+    }
+
+    /// Notes where this member's pending proposals landed in its log.
+    fn note_placed(&mut self, entries: &[Entry]) {
+        for e in entries {
+            let Some((origin, req)) = decode_ctx(&e.context) else {
+                continue;
+            };
+            if origin != self.shared.id {
+                continue;
+            }
+            let at = if let Some(p) = self.pending.get_mut(&req) {
+                &mut p.at
+            } else if let Some(p) = self.pending_conf.get_mut(&req) {
+                &mut p.at
+            } else {
+                continue;
+            };
+            // A proposal re-appended at another index (the log was rewritten) moves there.
+            if let Some(old) = at.replace(e.index) {
+                self.placed.remove(&old);
+            }
+            self.placed.insert(e.index, req);
+        }
+    }
+
+    /// The proposal placed at `index` was replaced by another entry (a new leader rewrote
+    /// the log) or skipped by a snapshot: its outcome is unknown to this member.
+    fn displaced(&mut self, index: u64, by: Option<u64>) {
+        let Some(req) = self.placed.remove(&index) else {
+            return;
+        };
+        if by == Some(req) {
+            return;
+        }
+        let term = self.raw.raft.term;
+        if let Some(p) = self.pending.remove(&req) {
+            p.fail(Error::LeaderChanged { term });
+        } else if let Some(p) = self.pending_conf.remove(&req) {
+            p.fail(Error::LeaderChanged { term });
         }
     }
 
@@ -922,8 +1070,12 @@ impl<S: StateMachine> Loop<S> {
             }
             false
         });
-        self.pending.retain(|_, tx| !tx.is_closed());
-        self.pending_conf.retain(|_, tx| !tx.is_closed());
+        self.pending.retain(|_, p| !p.tx.is_closed());
+        self.pending_conf.retain(|_, p| !p.tx.is_closed());
+        // Forget where abandoned proposals were placed.
+        let (pending, conf) = (&self.pending, &self.pending_conf);
+        self.placed
+            .retain(|_, req| pending.contains_key(req) || conf.contains_key(req));
     }
 
     fn send(&self, msgs: Vec<Message>) {
@@ -941,10 +1093,11 @@ impl<S: StateMachine> Loop<S> {
         }
         self.apply(rd.take_committed_entries())?;
         if !rd.entries().is_empty() || rd.hs().is_some() {
-            self.failpoint("before_persist")?;
+            self.note_placed(rd.entries());
+            self.failpoint("raft_store::before_persist")?;
             let (store, entries, hs, sync) = (&self.store, rd.entries(), rd.hs(), rd.must_sync());
             blocking(|| store.append(entries, hs, sync))?;
-            self.failpoint("after_persist")?;
+            self.failpoint("raft_store::after_persist")?;
         }
         self.send(rd.take_persisted_messages());
         for rs in rd.take_read_states() {
@@ -974,9 +1127,13 @@ impl<S: StateMachine> Loop<S> {
             let mut sm = self.shared.sm.write();
             sm.restore(&mut &sm_bytes[..]).map_err(Error::Snapshot)?;
         }
-        self.failpoint("snapshot_restored")?;
+        self.failpoint("raft_store::snapshot_restored")?;
         blocking(|| self.store.apply_snapshot(snap))?;
         let md = snap.get_metadata();
+        let skipped: Vec<u64> = self.placed.range(..=md.index).map(|(&i, _)| i).collect();
+        for i in skipped {
+            self.displaced(i, None);
+        }
         self.conf_state = md.get_conf_state().clone();
         self.applied = md.index;
         self.snapshot_index = md.index;
@@ -995,9 +1152,10 @@ impl<S: StateMachine> Loop<S> {
         let shared = self.shared.clone();
         let mut sm = shared.sm.write();
         for e in entries {
-            self.failpoint("before_apply")?;
+            self.failpoint("raft_store::before_apply")?;
             self.applied = e.index;
             let origin = decode_ctx(&e.context).filter(|(o, _)| *o == self.shared.id);
+            self.displaced(e.index, origin.map(|(_, req)| req));
             match e.get_entry_type() {
                 EntryType::EntryNormal => {
                     if e.data.is_empty() {
@@ -1012,9 +1170,9 @@ impl<S: StateMachine> Loop<S> {
                         Err(err) => Err(Error::Codec(format!("entry {}: {err}", e.index))),
                     };
                     if let Some((_, req)) = origin
-                        && let Some(tx) = self.pending.remove(&req)
+                        && let Some(p) = self.pending.remove(&req)
                     {
-                        let _ = tx.send(out);
+                        let _ = p.tx.send(out);
                     }
                 }
                 EntryType::EntryConfChange | EntryType::EntryConfChangeV2 => {
@@ -1037,15 +1195,15 @@ impl<S: StateMachine> Loop<S> {
                         tracing::warn!(member = self.shared.id, index = e.index, error = %err, "conf change not applied");
                     }
                     if let Some((_, req)) = origin
-                        && let Some(tx) = self.pending_conf.remove(&req)
+                        && let Some(p) = self.pending_conf.remove(&req)
                     {
-                        let _ = tx.send(result.map(|()| e.index));
+                        let _ = p.tx.send(result.map(|()| e.index));
                     }
                 }
             }
         }
         drop(sm);
-        self.failpoint("after_apply")?;
+        self.failpoint("raft_store::after_apply")?;
         let _ = self.shared.applied.send_replace(self.applied);
         Ok(())
     }
@@ -1102,10 +1260,10 @@ impl<S: StateMachine> Loop<S> {
             ..Default::default()
         };
         md.set_conf_state(self.conf_state.clone());
-        self.failpoint("before_snapshot")?;
+        self.failpoint("raft_store::before_snapshot")?;
         let store = &self.store;
         blocking(|| store.save_snapshot(&md, Bytes::from(data)))?;
-        self.failpoint("after_snapshot")?;
+        self.failpoint("raft_store::after_snapshot")?;
         self.snapshot_index = self.applied;
         let compact_to = self.applied.saturating_sub(self.config.catchup_entries) + 1;
         blocking(|| store.compact(compact_to))?;
@@ -1121,7 +1279,11 @@ impl<S: StateMachine> Loop<S> {
     fn publish_status(&self) {
         let r = &self.raw.raft;
         let mut s = self.shared.status.lock();
-        s.leader = self.leader();
+        let leader = self.leader();
+        if leader != s.leader || (leader.is_some() && r.term != s.term) {
+            s.leader_since = leader.map(|_| std::time::SystemTime::now());
+        }
+        s.leader = leader;
         s.term = r.term;
         s.role = match r.state {
             StateRole::Leader => Role::Leader,

@@ -8,6 +8,7 @@ use tokio::sync::mpsc;
 pub(crate) enum NetEvent {
     Message(Message),
     Unreachable(u64),
+    Disconnected(u64),
     Snapshot { to: u64, ok: bool },
 }
 
@@ -24,9 +25,23 @@ impl Inbox {
         self.tx.send(NetEvent::Message(m)).is_ok()
     }
 
+    /// Whether the member behind this inbox has stopped (or crashed).
+    pub fn is_closed(&self) -> bool {
+        self.tx.is_closed()
+    }
+
     /// Tells the member that messages to `peer` could not be delivered.
     pub fn report_unreachable(&self, peer: u64) {
         let _ = self.tx.send(NetEvent::Unreachable(peer));
+    }
+
+    /// Tells the member that its connection to `peer` broke or could not be made (the
+    /// peer's process is gone, or its host refuses connections). Stronger than
+    /// [`Inbox::report_unreachable`]: when `peer` is the leader, the member stops trusting
+    /// its lease and may campaign at once instead of waiting a whole election timeout.
+    /// Transports that cannot tell a lost connection from a lost message do not call it.
+    pub fn report_disconnected(&self, peer: u64) {
+        let _ = self.tx.send(NetEvent::Disconnected(peer));
     }
 
     /// Tells the member whether the snapshot it sent to `peer` arrived.

@@ -1,6 +1,6 @@
 //! Elections, replication and faults on in-process clusters.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use raft_store::{Error, ReadConsistency, Role};
 
@@ -110,7 +110,10 @@ async fn majority_partition_stops_writes_everywhere_without_divergence() {
             .write(&Cmd::Set("during".into(), id.to_string()))
             .await;
         assert!(
-            matches!(r, Err(Error::NoLeader | Error::Timeout(_))),
+            matches!(
+                r,
+                Err(Error::NoLeader | Error::Timeout(_) | Error::LeaderChanged { .. })
+            ),
             "member {id}: {r:?}"
         );
     }
@@ -148,7 +151,13 @@ async fn isolated_leader_steps_down_and_serves_no_stale_reads() {
             Some("new"),
             "stale read from the deposed leader"
         ),
-        Err(e) => assert!(matches!(e, Error::NoLeader | Error::Timeout(_)), "{e}"),
+        Err(e) => assert!(
+            matches!(
+                e,
+                Error::NoLeader | Error::Timeout(_) | Error::LeaderChanged { .. }
+            ),
+            "{e}"
+        ),
     }
     eventually(
         WAIT,
@@ -159,6 +168,41 @@ async fn isolated_leader_steps_down_and_serves_no_stale_reads() {
     c.net.heal();
     c.converged().await;
     assert_eq!(c.get(old, "x").await.as_deref(), Some("new"));
+    c.shutdown().await;
+}
+
+/// A write a follower forwarded to a leader that then crashed is lost with it. The caller
+/// must hear so as soon as a new leader takes over (the outcome is unknown, as after a
+/// timeout), not after the whole request timeout; and the follower, finding the leader's
+/// process gone when it forwards, campaigns without waiting out its leader's lease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn write_forwarded_to_a_crashed_leader_fails_fast() {
+    let mut c = Cluster::new(3).await;
+    let old = c.leader().await;
+    c.set(old, "before", "1").await;
+    let via = (1..=3).find(|&i| i != old).unwrap();
+    let timeout = c.config(via, false).request_timeout;
+    c.crash(old).await;
+    let t0 = Instant::now();
+    let r = c
+        .node(via)
+        .write(&Cmd::Set("lost".into(), "1".into()))
+        .await;
+    let took = t0.elapsed();
+    assert!(
+        matches!(r, Err(Error::LeaderChanged { .. })),
+        "expected the leader change to be reported: {r:?} after {took:?}"
+    );
+    assert!(
+        took < timeout,
+        "the caller waited {took:?}, the request timeout is {timeout:?}"
+    );
+    let rest: Vec<u64> = (1..=3).filter(|&i| i != old).collect();
+    let new = c.leader_among(&rest).await;
+    assert_ne!(new, old);
+    c.set(via, "after", "1").await;
+    c.start(old, true).await;
+    c.converged().await;
     c.shutdown().await;
 }
 

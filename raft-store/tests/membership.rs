@@ -96,17 +96,6 @@ async fn learner_added_promoted_and_old_member_removed_under_load() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn leadership_transfers_on_request() {
-    let c = Cluster::new(3).await;
-    let leader = c.leader().await;
-    let target = (1..=3).find(|&i| i != leader).unwrap();
-    c.node(leader).transfer_leader(target).await.unwrap();
-    assert_eq!(c.leader().await, target);
-    c.set(leader, "k", "v").await;
-    c.shutdown().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lagging_member_catches_up_by_snapshot() {
     let mut c = Cluster::with_snapshots(3, 20).await;
     let leader = c.leader().await;
@@ -129,6 +118,48 @@ async fn lagging_member_catches_up_by_snapshot() {
     c.restart(lagger).await;
     c.converged().await;
     assert_eq!(c.map(lagger).await.len(), 60);
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leadership_transfers_on_request() {
+    let c = Cluster::new(3).await;
+    let leader = c.leader().await;
+    let before = c.node(leader).status().leader_since.expect("leader_since");
+    let target = (1..=3).find(|&i| i != leader).unwrap();
+    c.node(leader).transfer_leader(target).await.unwrap();
+    assert_eq!(c.leader().await, target);
+    // Every member notes when it saw the new leader take over.
+    for id in 1..=3 {
+        let since = c.node(id).status().leader_since.expect("leader_since");
+        assert!(since >= before, "member {id}: {since:?} < {before:?}");
+    }
+    c.set(leader, "k", "v").await;
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn member_peer_urls_are_updated_everywhere() {
+    let mut c = Cluster::new(3).await;
+    c.leader().await;
+    let mut two = c.node(1).members().into_iter().find(|m| m.id == 2).unwrap();
+    two.peer_urls = vec!["http://10.0.0.2:2380".into()];
+    // Through a follower or the leader alike.
+    c.node(3)
+        .update_member(2, two.peer_urls.clone())
+        .await
+        .unwrap();
+    eventually(WAIT, "every member lists the new URL", || {
+        let ok = (1..=3).all(|i| c.node(i).members().contains(&two));
+        async move { ok }
+    })
+    .await;
+    // The change is in the log: it survives a restart, and writes go on.
+    c.restart(1).await;
+    c.converged().await;
+    assert!(c.node(1).members().contains(&two));
+    c.set(1, "after", "1").await;
+    assert!(c.node(1).update_member(9, Vec::new()).await.is_err());
     c.shutdown().await;
 }
 
