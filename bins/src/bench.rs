@@ -17,10 +17,11 @@ use clap::Args;
 /// kvbench's options.
 #[derive(Debug, Clone, Args)]
 pub struct BenchConfig {
-    /// kvd client URL; when absent, kvbench starts the kvd binary itself.
+    /// kvd client URL(s), comma-separated; when absent, kvbench starts kvd itself.
     #[arg(long)]
     pub kvd_url: Option<String>,
-    /// etcd client URL; when absent, kvbench starts `etcd --enable-v2` itself.
+    /// etcd client URL(s), comma-separated; when absent, kvbench starts `etcd --enable-v2`
+    /// itself.
     #[arg(long)]
     pub etcd_url: Option<String>,
     /// The kvd binary to start (default: `kvd` next to this executable).
@@ -44,6 +45,14 @@ pub struct BenchConfig {
     /// Value size in bytes.
     #[arg(long, default_value_t = 256)]
     pub value_size: usize,
+    /// Members of each cluster kvbench starts itself (kvd and etcd alike). Connections are
+    /// spread over the members round-robin, as etcd's clients balance.
+    #[arg(long, default_value_t = 1)]
+    pub members: usize,
+    /// Report each started server's resident memory (VmRSS, summed over its members) after
+    /// the preload, e.g. with `--keys 1000000 --ops ''` for the memory comparison.
+    #[arg(long)]
+    pub rss: bool,
 }
 
 /// One measurement.
@@ -100,42 +109,73 @@ async fn wait_healthy(url: &str, child: &mut Child) -> anyhow::Result<()> {
     }
 }
 
+/// Starts a cluster of `members` processes of `program` (kvd and etcd take the same
+/// flags) on free loopback ports; returns their client URLs once every member is healthy.
 async fn spawn(
     program: &std::path::Path,
     etcd_style_name: &str,
-) -> anyhow::Result<(String, Spawned)> {
-    let dir = tempfile::tempdir()?;
-    let (cp, pp) = (free_port()?, free_port()?);
-    let url = format!("http://127.0.0.1:{cp}");
-    let peer = format!("http://127.0.0.1:{pp}");
-    let mut child = Command::new(program)
-        .args(["--enable-v2", "--name", etcd_style_name, "--data-dir"])
-        .arg(dir.path().join("data"))
-        .args([
-            "--listen-client-urls",
-            &url,
-            "--advertise-client-urls",
-            &url,
-        ])
-        .args([
-            "--listen-peer-urls",
-            &peer,
-            "--initial-advertise-peer-urls",
-            &peer,
-        ])
-        .args(["--initial-cluster", &format!("{etcd_style_name}={peer}")])
-        .args(["--log-level", "error"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .with_context(|| format!("starting {}", program.display()))?;
-    wait_healthy(&url, &mut child).await?;
-    Ok((url, Spawned { child, _dir: dir }))
+    members: usize,
+) -> anyhow::Result<(Vec<String>, Vec<Spawned>)> {
+    let mut ports = Vec::new();
+    for _ in 0..members.max(1) {
+        ports.push((free_port()?, free_port()?));
+    }
+    let name = |i: usize| format!("{etcd_style_name}{i}");
+    let initial: Vec<String> = ports
+        .iter()
+        .enumerate()
+        .map(|(i, (_, pp))| format!("{}=http://127.0.0.1:{pp}", name(i)))
+        .collect();
+    let initial = initial.join(",");
+    let mut urls = Vec::new();
+    let mut spawned = Vec::new();
+    for (i, (cp, pp)) in ports.iter().enumerate() {
+        let dir = tempfile::tempdir()?;
+        let url = format!("http://127.0.0.1:{cp}");
+        let peer = format!("http://127.0.0.1:{pp}");
+        let child = Command::new(program)
+            .args(["--enable-v2", "--name", &name(i), "--data-dir"])
+            .arg(dir.path().join("data"))
+            .args([
+                "--listen-client-urls",
+                &url,
+                "--advertise-client-urls",
+                &url,
+            ])
+            .args([
+                "--listen-peer-urls",
+                &peer,
+                "--initial-advertise-peer-urls",
+                &peer,
+            ])
+            .args(["--initial-cluster", &initial])
+            .args(["--initial-cluster-state", "new"])
+            .args(["--initial-cluster-token", "kvbench"])
+            .args(["--log-level", "error"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .with_context(|| format!("starting {}", program.display()))?;
+        urls.push(url);
+        spawned.push(Spawned { child, _dir: dir });
+    }
+    for (url, s) in urls.iter().zip(spawned.iter_mut()) {
+        wait_healthy(url, &mut s.child).await?;
+    }
+    Ok((urls, spawned))
+}
+
+/// Resident memory of a process in bytes (VmRSS), if it can be read.
+fn rss_bytes(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
 }
 
 /// Runs one workload against one target for `duration` with `conns` connections.
-async fn measure(url: &str, op: &str, conns: usize, cfg: &BenchConfig, seed: u64) -> Sample {
+async fn measure(urls: &[String], op: &str, conns: usize, cfg: &BenchConfig, seed: u64) -> Sample {
     let value: Arc<str> = "v".repeat(cfg.value_size).into();
     let until = Instant::now() + Duration::from_secs_f64(cfg.duration);
     let mut tasks = Vec::new();
@@ -145,7 +185,7 @@ async fn measure(url: &str, op: &str, conns: usize, cfg: &BenchConfig, seed: u64
             .pool_max_idle_per_host(1)
             .build()
             .unwrap_or_default();
-        let url = url.to_owned();
+        let url = urls[c % urls.len()].clone();
         let op = op.to_owned();
         let value = Arc::clone(&value);
         let keys = cfg.keys.max(1);
@@ -205,13 +245,13 @@ async fn measure(url: &str, op: &str, conns: usize, cfg: &BenchConfig, seed: u64
 }
 
 /// Writes every key once (64 connections) so gets find values.
-async fn preload(url: &str, cfg: &BenchConfig) -> anyhow::Result<()> {
+async fn preload(urls: &[String], cfg: &BenchConfig) -> anyhow::Result<()> {
     let value: Arc<str> = "v".repeat(cfg.value_size).into();
     let conns = 64u64;
     let mut tasks = Vec::new();
     for c in 0..conns {
         let http = reqwest::Client::new();
-        let url = url.to_owned();
+        let url = urls[c as usize % urls.len()].clone();
         let value = Arc::clone(&value);
         let keys = cfg.keys;
         tasks.push(tokio::spawn(async move {
@@ -244,42 +284,66 @@ fn median(xs: &mut [f64]) -> f64 {
 /// # Errors
 /// A server cannot be started or preloaded.
 pub async fn run(cfg: BenchConfig) -> anyhow::Result<String> {
-    let mut guards = Vec::new();
-    let kvd_url = match &cfg.kvd_url {
-        Some(u) => u.clone(),
+    let split = |u: &str| -> Vec<String> { u.split(',').map(str::to_owned).collect() };
+    let (kvd_urls, kvd_procs) = match &cfg.kvd_url {
+        Some(u) => (split(u), Vec::new()),
         None => {
             let bin = match &cfg.kvd_bin {
                 Some(b) => b.clone(),
                 None => std::env::current_exe()?.with_file_name("kvd"),
             };
-            let (u, g) = spawn(&bin, "kvd").await?;
-            guards.push(g);
-            u
+            spawn(&bin, "kvd", cfg.members).await?
         }
     };
-    let etcd_url = match &cfg.etcd_url {
-        Some(u) => u.clone(),
-        None => {
-            let (u, g) = spawn(std::path::Path::new("etcd"), "etcd")
-                .await
-                .context("starting etcd (Debian package etcd-server)")?;
-            guards.push(g);
-            u
-        }
+    let (etcd_urls, etcd_procs) = match &cfg.etcd_url {
+        Some(u) => (split(u), Vec::new()),
+        None => spawn(std::path::Path::new("etcd"), "etcd", cfg.members)
+            .await
+            .context("starting etcd (Debian package etcd-server)")?,
     };
-    let targets = [("kvd", kvd_url.as_str()), ("etcd", etcd_url.as_str())];
-    if cfg.ops.iter().any(|o| o != "put") {
-        for (name, url) in targets {
+    let targets = [("kvd", &kvd_urls[..]), ("etcd", &etcd_urls[..])];
+    if cfg.rss || cfg.ops.iter().any(|o| !o.is_empty() && o != "put") {
+        for (name, urls) in targets {
             eprintln!("kvbench: preloading {} keys into {name}", cfg.keys);
-            preload(url, &cfg).await?;
+            let t = Instant::now();
+            preload(urls, &cfg).await?;
+            eprintln!(
+                "kvbench: preloaded {name} in {:.1} s",
+                t.elapsed().as_secs_f64()
+            );
         }
     }
-    let mut report = String::new();
+    let mut memory = String::new();
+    if cfg.rss {
+        let sum = |procs: &[Spawned]| -> Option<u64> {
+            procs.iter().map(|p| rss_bytes(p.child.id())).sum()
+        };
+        let (k, e) = (sum(&kvd_procs), sum(&etcd_procs));
+        let mib = |b: Option<u64>| {
+            b.map_or("n/a".to_string(), |b| {
+                format!("{:.1}", b as f64 / f64::from(1 << 20))
+            })
+        };
+        let ratio = match (k, e) {
+            (Some(k), Some(e)) if e > 0 => format!("{:.2}", k as f64 / e as f64),
+            _ => "n/a".into(),
+        };
+        let _ = writeln!(
+            memory,
+            "RSS after preloading {} keys of {} bytes ({} member(s) each, summed): kvd {} MiB, etcd {} MiB, ratio kvd/etcd {ratio}\n",
+            cfg.keys,
+            cfg.value_size,
+            cfg.members,
+            mib(k),
+            mib(e)
+        );
+    }
+    let mut report = memory;
     let _ = writeln!(
         report,
         "| workload | conns | kvd ops/s | kvd p50 ms | kvd p99 ms | etcd ops/s | etcd p50 ms | etcd p99 ms | ratio ops/s kvd/etcd |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|"
     );
-    for op in &cfg.ops {
+    for op in cfg.ops.iter().filter(|o| !o.is_empty()) {
         for &conns in &cfg.conns {
             let mut per: [Vec<Sample>; 2] = [Vec::new(), Vec::new()];
             for round in 0..cfg.rounds {

@@ -1,7 +1,8 @@
 //! A 3-member kvd cluster: three kvd processes on loopback with the raft-store backend.
 //! Writes on followers, quorum reads, watches across members, published client URLs,
 //! kill -9 of the leader under concurrent writes with every acknowledged write checked,
-//! restart of the killed member from its data directory, and member remove + add.
+//! restart of the killed member from its data directory, member remove + add, and a member
+//! moved to a new peer URL (member update).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -284,7 +285,8 @@ fn three_members_replicate_survive_leader_kill_and_change_membership() {
         .delete(format!("{}/v2/members/{gone_id}", urls[leader]))
         .send()
         .expect("remove member");
-    assert_eq!(r.status().as_u16(), 204);
+    let status = r.status().as_u16();
+    assert_eq!(status, 204, "member remove: {:?}", r.text());
     servers[gone] = None;
     // The removed member may have been the leader: wait for the two left to agree on one.
     let left: Vec<&str> = (0..3).filter(|i| *i != gone).map(|i| urls[i]).collect();
@@ -331,4 +333,63 @@ fn three_members_replicate_survive_leader_kill_and_change_membership() {
     assert_eq!(got.as_deref(), Some("y"));
     assert_eq!(quorum_get(&http, &n4.client, "/k0").as_deref(), Some("v"));
     wait_members_published(&http, &n4.client, 3);
+
+    // n4 moves to another peer port: stopped, updated (etcd's member update), restarted on
+    // the new URL from its data directory; the others reach it there.
+    let n4_id = members(&http, urls[leader])
+        .iter()
+        .find(|m| m["peerURLs"][0] == n4.peer.as_str())
+        .and_then(|m| m["id"].as_str().map(String::from))
+        .expect("n4's id");
+    s4.terminate();
+    let moved = Spec {
+        name: "n4".into(),
+        client: n4.client.clone(),
+        peer: format!("http://127.0.0.1:{}", util::free_port()),
+    };
+    let update = |body: String| {
+        http.put(format!("{}/v2/members/{n4_id}", urls[leader]))
+            .header("Content-Type", "application/json")
+            .body(body)
+            .send()
+            .expect("update member")
+    };
+    // Another member's URL is refused, as etcd does.
+    let taken = update(format!("{{\"peerURLs\":[\"{}\"]}}", specs[leader].peer));
+    assert_eq!(taken.status().as_u16(), 409, "{:?}", taken.text());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = update(format!("{{\"peerURLs\":[\"{}\"]}}", moved.peer));
+        let status = r.status().as_u16();
+        if status == 204 {
+            break;
+        }
+        assert!(
+            status >= 500 && Instant::now() < deadline,
+            "member update: {status} {:?}",
+            r.text()
+        );
+    }
+    for u in &left {
+        let listed = members(&http, u);
+        assert!(
+            listed
+                .iter()
+                .any(|m| m["name"] == "n4" && m["peerURLs"][0] == moved.peer.as_str()),
+            "{u} does not list n4's new peer URL: {listed:?}"
+        );
+    }
+    cluster4.pop();
+    cluster4.push(format!("n4={}", moved.peer));
+    let mut s4 = spawn(&moved, &cluster4.join(","), "existing", dir.path());
+    s4.wait_healthy("n4 on its new peer URL");
+    assert!(put_acked(&http, urls[leader], "/after-move", "z"));
+    let got = std::panic::catch_unwind(|| quorum_get(&client(), &moved.client, "/after-move"));
+    let Ok(got) = got else {
+        panic!(
+            "n4 cannot serve a quorum read after moving; its log:\n{}",
+            s4.log()
+        );
+    };
+    assert_eq!(got.as_deref(), Some("z"));
 }

@@ -8,4 +8,5 @@ mod compat;
 mod differential;
 mod docker;
 mod http_api;
+mod kvbench;
 mod util;

@@ -212,6 +212,10 @@ fn internal(e: raft_store::Error) -> KeysError {
         raft_store::Error::Timeout(_) => {
             KeysError::Internal("etcdserver: request timed out".into())
         }
+        // etcd's ErrTimeoutDueToLeaderFail.
+        raft_store::Error::LeaderChanged { .. } => KeysError::Internal(
+            "etcdserver: request timed out, possibly due to previous leader failure".into(),
+        ),
         raft_store::Error::NoLeader => KeysError::Internal("etcdserver: no leader".into()),
         raft_store::Error::Stopped => KeysError::Internal("etcdserver: server stopped".into()),
         other => KeysError::Internal(other.to_string()),
@@ -515,13 +519,24 @@ impl KvBackend for RaftBackend {
     }
 
     async fn update_member(&self, id: u64, peer_urls: Vec<String>) -> Result<(), MemberError> {
-        match self.node.members().into_iter().find(|m| m.id == id) {
-            None => Err(MemberError::NotFound(id)),
-            Some(m) if m.peer_urls == peer_urls => Ok(()),
-            Some(_) => Err(MemberError::Unsupported(
-                "changing a member's peer URLs is not supported yet: remove the member and add it again".into(),
-            )),
+        let members = self.node.members();
+        match members.iter().find(|m| m.id == id) {
+            None => return Err(MemberError::NotFound(id)),
+            Some(m) if m.peer_urls == peer_urls => return Ok(()),
+            Some(_) => {}
         }
+        // etcd refuses URLs another member already uses.
+        if members
+            .iter()
+            .any(|m| m.id != id && m.peer_urls.iter().any(|u| peer_urls.contains(u)))
+        {
+            return Err(MemberError::Conflict("PeerURLs exists".into()));
+        }
+        self.node
+            .update_member(id, peer_urls)
+            .await
+            .map(|_| ())
+            .map_err(|e| MemberError::Internal(e.to_string()))
     }
 
     fn status(&self) -> Status {
@@ -537,7 +552,10 @@ impl KvBackend for RaftBackend {
             },
             etcd_index: self.shared.etcd_index.load(Ordering::Relaxed),
             start_time_ms: self.start_ms,
-            leader_since_ms: self.start_ms,
+            leader_since_ms: s
+                .leader_since
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map_or(self.start_ms, |d| d.as_millis() as u64),
             watchers: self.shared.watchers.load(Ordering::Relaxed),
             expire_count: self.shared.expire_count.load(Ordering::Relaxed),
         }
