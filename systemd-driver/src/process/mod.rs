@@ -18,6 +18,7 @@
 mod cgroup;
 mod logfile;
 mod runner;
+mod spawn;
 mod sys;
 
 use std::collections::HashMap;

@@ -7,18 +7,17 @@
 use std::collections::VecDeque;
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use tokio::io::unix::AsyncFd;
 use tokio::net::UnixDatagram;
-use tokio::process::Child;
 use tokio::sync::{mpsc, oneshot};
 
 use super::Ctx;
 use super::cgroup::UnitCgroup;
+use super::spawn::{self, SpawnRequest, Spawned};
 use super::sys;
 use crate::config::{ExecCommand, KillMode, RestartPolicy, ServiceConfig, ServiceType};
 use crate::error::{Error, Result};
@@ -56,7 +55,7 @@ pub(crate) enum Exit {
 }
 
 impl Exit {
-    fn from_status(s: std::process::ExitStatus) -> Exit {
+    pub(crate) fn from_status(s: std::process::ExitStatus) -> Exit {
         use std::os::unix::process::ExitStatusExt;
         match (s.code(), s.signal()) {
             (Some(c), _) => Exit::Code(c),
@@ -95,8 +94,81 @@ impl Exit {
 /// A process being watched.
 #[derive(Debug)]
 pub(crate) enum Proc {
-    Child(Child),
+    /// One we started: ours to reap, so its exit status is known.
+    Child(ChildProc),
+    /// One we did not start (adopted, or a forking daemon): watched through a pidfd.
     Foreign { pid: u32, fd: AsyncFd<OwnedFd> },
+}
+
+/// A child of the supervisor, watched through the pidfd it was created with.
+#[derive(Debug)]
+pub(crate) struct ChildProc {
+    pid: u32,
+    /// `None` only while being dropped.
+    fd: Option<AsyncFd<OwnedFd>>,
+    status: Option<Exit>,
+}
+
+impl ChildProc {
+    fn new(s: Spawned) -> std::io::Result<ChildProc> {
+        Ok(ChildProc {
+            pid: s.pid,
+            fd: Some(sys::watch_fd(s.pidfd)?),
+            status: None,
+        })
+    }
+
+    /// The PID while the process is not reaped (after that the number may be reused).
+    fn id(&self) -> Option<u32> {
+        self.status.is_none().then_some(self.pid)
+    }
+
+    fn try_wait(&mut self) -> Option<Exit> {
+        if self.status.is_none() {
+            self.status = sys::try_reap(self.pid);
+        }
+        self.status
+    }
+
+    /// Waits for the exit. Cancel-safe.
+    async fn wait(&mut self) -> Exit {
+        loop {
+            if let Some(e) = self.try_wait() {
+                return e;
+            }
+            let Some(fd) = &self.fd else {
+                return Exit::Unknown;
+            };
+            // A pidfd becomes readable once the process has exited.
+            match fd.readable().await {
+                Ok(mut guard) => {
+                    if let Some(e) = sys::try_reap(self.pid) {
+                        self.status = Some(e);
+                        return e;
+                    }
+                    guard.clear_ready();
+                }
+                Err(_) => return Exit::Unknown,
+            }
+        }
+    }
+}
+
+impl Drop for ChildProc {
+    fn drop(&mut self) {
+        // A unit left running (the driver was dropped) is still our child: reap it when it
+        // exits rather than leave a zombie, as long as a runtime is there to wait on.
+        if self.try_wait().is_some() {
+            return;
+        }
+        if let (Some(fd), Ok(rt)) = (self.fd.take(), tokio::runtime::Handle::try_current()) {
+            let pid = self.pid;
+            rt.spawn(async move {
+                let _ = fd.readable().await;
+                sys::try_reap(pid);
+            });
+        }
+    }
 }
 
 impl Proc {
@@ -117,10 +189,7 @@ impl Proc {
     /// Waits for the exit. Cancel-safe.
     async fn wait(&mut self) -> Exit {
         match self {
-            Proc::Child(c) => match c.wait().await {
-                Ok(s) => Exit::from_status(s),
-                Err(_) => Exit::Unknown,
-            },
+            Proc::Child(c) => c.wait().await,
             Proc::Foreign { fd, .. } => {
                 // A pidfd becomes readable once the process has exited.
                 let _ = fd.readable().await;
@@ -131,7 +200,7 @@ impl Proc {
 
     fn exited(&mut self) -> bool {
         match self {
-            Proc::Child(c) => !matches!(c.try_wait(), Ok(None)),
+            Proc::Child(c) => c.try_wait().is_some(),
             Proc::Foreign { pid, .. } => sys::stat(*pid).is_none_or(|s| s.state == 'Z'),
         }
     }
@@ -677,36 +746,25 @@ impl Runner {
         &mut self,
         cmd: &ExecCommand,
         with_main_pid: bool,
-    ) -> std::result::Result<Child, String> {
+    ) -> std::result::Result<ChildProc, String> {
         let env = self.environment(with_main_pid)?;
         let argv = if cmd.no_env_expand {
             cmd.argv.clone()
         } else {
             expand_argv(&cmd.argv, &env)
         };
-        let mut c = tokio::process::Command::new(&cmd.path);
-        if let Some((first, rest)) = argv.split_first() {
-            c.arg0(first);
-            c.args(rest);
-        }
-        c.env_clear().envs(env.iter().map(|(k, v)| (k, v)));
         let log = self
             .ctx
             .logs
             .open_append(&self.name)
             .map_err(|e| format!("cannot open log file: {e}"))?;
-        let log2 = log
-            .try_clone()
-            .map_err(|e| format!("cannot open log file: {e}"))?;
-        c.stdin(Stdio::null())
-            .stdout(Stdio::from(log))
-            .stderr(Stdio::from(log2));
         let switch_user = !cmd.privileged && self.cfg.user.is_some();
         let pw = if switch_user {
             self.cfg.user.as_deref().and_then(passwd_entry)
         } else {
             None
         };
+        let mut cwd = None;
         if let Some((dir, optional)) = &self.cfg.working_directory {
             let dir = if dir == "~" {
                 pw.as_ref()
@@ -716,10 +774,10 @@ impl Runner {
                 dir.clone()
             };
             if !*optional || std::path::Path::new(&dir).is_dir() {
-                c.current_dir(dir);
+                cwd = Some(dir);
             }
         }
-        // Switched inside the child, after it joined its cgroup (which needs root).
+        // Switched inside the child, after it is in its cgroup (joining one needs root).
         let mut creds = None;
         if switch_user {
             let user = self.cfg.user.as_deref().unwrap_or_default();
@@ -738,21 +796,29 @@ impl Runner {
                 return Err(format!("User={user} needs the supervisor to run as root"));
             }
         }
-        sys::isolate(
-            &mut c,
-            self.cgroup.as_ref().and_then(UnitCgroup::procs_cstring),
+        let req = SpawnRequest {
+            program: &cmd.path,
+            argv: &argv,
+            env: &env,
+            own_pid_var: None,
+            output: &log,
+            cwd: cwd.as_deref(),
+            cgroup: self.cgroup.as_ref().map(|c| c.path.as_path()),
             creds,
-        );
-        // On the runtime's own thread, not the blocking pool: fork() copies every mapping of
-        // this process, and the stacks of hundreds of pool threads made each spawn about ten
-        // times as expensive (measured with the bench).
-        let child = c
-            .spawn()
+        };
+        // On the runtime's own thread, not the blocking pool: where spawning falls back to
+        // fork(), that copies every mapping of this process, and the stacks of hundreds of
+        // pool threads made each spawn about ten times as expensive (measured with the bench).
+        let child = spawn::spawn(&req)
+            .and_then(|s| {
+                ChildProc::new(s).map_err(|source| spawn::SpawnError {
+                    stage: spawn::Stage::Prepare,
+                    source,
+                })
+            })
             .map_err(|e| format!("Failed to execute {}: {e}", cmd.path))?;
-        if let Some(pid) = child.id()
-            && let Some(st) = sys::stat(pid)
-        {
-            self.groups.push((pid, st.start_time));
+        if let Some(st) = sys::stat(child.pid) {
+            self.groups.push((child.pid, st.start_time));
         }
         Ok(child)
     }
@@ -787,8 +853,7 @@ impl Runner {
         let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
         loop {
             match select_ev(&mut self.rx, None, deadline, child.wait()).await {
-                Ev::Done(status) => {
-                    let exit = status.map(Exit::from_status).unwrap_or(Exit::Unknown);
+                Ev::Done(exit) => {
                     return if exit == Exit::Code(0) {
                         Flow::Ok
                     } else {

@@ -1,12 +1,10 @@
 //! The few operating-system calls the supervisor needs that std and tokio do not offer:
-//! signals to processes and process groups, a new session per unit, pidfds, and reading
+//! signals to processes and process groups, pidfds, and reading
 //! `/proc` to tell processes apart across PID reuse.
 #![allow(unsafe_code)]
 
-use std::ffi::CString;
 use std::io;
 use std::os::fd::{FromRawFd, OwnedFd};
-use std::os::unix::process::CommandExt;
 
 /// Sends `sig` to process `pid`. A process that is already gone is not an error.
 pub(crate) fn kill(pid: u32, sig: i32) -> io::Result<()> {
@@ -112,48 +110,36 @@ pub(crate) fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
 
 /// A pidfd registered with tokio: readable once `pid` has exited.
 pub(crate) fn watch_pid(pid: u32) -> io::Result<tokio::io::unix::AsyncFd<OwnedFd>> {
-    let fd = pidfd_open(pid)?;
+    watch_fd(pidfd_open(pid)?)
+}
+
+/// A pidfd registered with tokio.
+pub(crate) fn watch_fd(fd: OwnedFd) -> io::Result<tokio::io::unix::AsyncFd<OwnedFd>> {
     // SAFETY: the OwnedFd is moved into the AsyncFd, which keeps it open (and so the
     // registration valid) for as long as it is registered.
     unsafe { tokio::io::unix::AsyncFd::register(fd) }.map_err(Into::into)
 }
 
-/// Makes the spawned process start a new session (and so its own process group), join the
-/// cgroup whose `cgroup.procs` file is `cgroup_procs`, then switch to `creds` (uid, gid),
-/// before it executes. The order matters: only root may move itself into the cgroup.
-pub(crate) fn isolate(
-    cmd: &mut tokio::process::Command,
-    cgroup_procs: Option<CString>,
-    creds: Option<(u32, u32)>,
-) {
-    // SAFETY: the closure runs in the forked child before exec; it only makes
-    // async-signal-safe system calls (setsid, open, write, close, setgroups, setgid, setuid)
-    // on data prepared before the fork, and allocates nothing.
-    unsafe {
-        cmd.as_std_mut().pre_exec(move || {
-            if libc::setsid() < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            if let Some(path) = &cgroup_procs {
-                let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
-                if fd < 0 {
-                    return Err(io::Error::last_os_error());
-                }
-                // "0" moves the writing process itself.
-                let rc = libc::write(fd, b"0".as_ptr().cast(), 1);
-                libc::close(fd);
-                if rc < 0 {
-                    return Err(io::Error::last_os_error());
-                }
-            }
-            if let Some((uid, gid)) = creds {
-                // Supplementary groups first (root's must not leak), then gid, then uid.
-                if libc::setgroups(1, &gid) < 0 || libc::setgid(gid) < 0 || libc::setuid(uid) < 0 {
-                    return Err(io::Error::last_os_error());
-                }
-            }
-            Ok(())
-        });
+/// Reaps our child `pid` if it has exited: its exit status, `None` while it runs. A child
+/// someone else already reaped reports an unknown status.
+pub(crate) fn try_reap(pid: u32) -> Option<super::runner::Exit> {
+    use std::os::unix::process::ExitStatusExt;
+    let p = libc::pid_t::try_from(pid).ok()?;
+    let mut status = 0;
+    loop {
+        // SAFETY: waitpid(2) on one PID, writing into a local.
+        let rc = unsafe { libc::waitpid(p, &mut status, libc::WNOHANG) };
+        if rc == p {
+            return Some(super::runner::Exit::from_status(
+                std::process::ExitStatus::from_raw(status),
+            ));
+        }
+        if rc == 0 {
+            return None;
+        }
+        if io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+            return Some(super::runner::Exit::Unknown);
+        }
     }
 }
 
