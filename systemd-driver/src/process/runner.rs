@@ -293,6 +293,13 @@ pub(crate) struct Runner {
     cgroup: Option<UnitCgroup>,
     notify: Option<UnixDatagram>,
     ready: bool,
+    /// The watchdog timeout in force: `WatchdogSec=`, or what the service asked for with
+    /// `WATCHDOG_USEC=` during this activation.
+    watchdog: Option<Duration>,
+    /// When the service's next keep-alive is due, once the watchdog is armed.
+    watchdog_deadline: Option<Instant>,
+    /// The service sent `WATCHDOG=trigger`.
+    watchdog_triggered: bool,
     start_history: VecDeque<Instant>,
     stop_requested: bool,
     restart_pending: bool,
@@ -318,6 +325,9 @@ impl Runner {
             cgroup: None,
             notify: None,
             ready: false,
+            watchdog: None,
+            watchdog_deadline: None,
+            watchdog_triggered: false,
             start_history: VecDeque::new(),
             stop_requested: false,
             restart_pending: false,
@@ -561,6 +571,9 @@ impl Runner {
     /// (RemainAfterExit) or was stopped.
     async fn run_once(&mut self) -> (Flow, Option<&'static str>) {
         self.ready = false;
+        self.watchdog = self.cfg.watchdog;
+        self.watchdog_deadline = None;
+        self.watchdog_triggered = false;
         self.groups.clear();
         if let Err(message) = self.prepare() {
             self.ctx.logs.note(&self.name, &message);
@@ -589,6 +602,8 @@ impl Runner {
         if flow != Flow::Ok {
             return self.after_failed_start(flow).await;
         }
+        // As systemd on entering start-post: from here on keep-alives are due.
+        self.arm_watchdog();
         if !cfg.exec_start_post.is_empty() {
             self.set(ActiveState::Activating, "start-post");
             match self
@@ -676,7 +691,13 @@ impl Runner {
                 .note(&self.name, &format!("flotilla: {problem}"));
             tracing::warn!(unit = %self.name, "{problem}");
         }
-        if self.cfg.service_type == ServiceType::Notify {
+        self.bind_notify()
+    }
+
+    /// Creates the unit's `NOTIFY_SOCKET` when it needs one: `Type=notify`, or a watchdog
+    /// (systemd's `NotifyAccess=` defaults to `main` then, whatever the type).
+    fn bind_notify(&mut self) -> std::result::Result<(), String> {
+        if self.cfg.service_type == ServiceType::Notify || self.cfg.watchdog.is_some() {
             let path = self.ctx.notify_dir.join(&self.name);
             let _ = std::fs::remove_file(&path);
             let sock = UnixDatagram::bind(&path)
@@ -684,6 +705,11 @@ impl Runner {
             self.notify = Some(sock);
         }
         Ok(())
+    }
+
+    /// (Re)starts the watchdog's countdown from now (systemd's `service_reset_watchdog`).
+    fn arm_watchdog(&mut self) {
+        self.watchdog_deadline = self.watchdog.and_then(|t| Instant::now().checked_add(t));
     }
 
     /// The environment of the unit's processes; errors name the missing file.
@@ -706,6 +732,12 @@ impl Runner {
             put(&mut env, "USER", pw.name.clone());
             put(&mut env, "LOGNAME", pw.name.clone());
             put(&mut env, "SHELL", pw.shell.clone());
+        }
+        if let Some(t) = self.watchdog {
+            // WATCHDOG_PID is each process's own PID, written by the child itself (an
+            // empty value here marks it for that); Environment= may override both.
+            put(&mut env, "WATCHDOG_PID", String::new());
+            put(&mut env, "WATCHDOG_USEC", t.as_micros().to_string());
         }
         for (k, v) in &self.cfg.environment {
             put(&mut env, k, v.clone());
@@ -800,7 +832,10 @@ impl Runner {
             program: &cmd.path,
             argv: &argv,
             env: &env,
-            own_pid_var: None,
+            own_pid_var: env
+                .iter()
+                .any(|(k, v)| k == "WATCHDOG_PID" && v.is_empty())
+                .then_some("WATCHDOG_PID"),
             output: &log,
             cwd: cwd.as_deref(),
             cgroup: self.cgroup.as_ref().map(|c| c.path.as_path()),
@@ -1037,6 +1072,20 @@ impl Runner {
         for line in msg.lines() {
             if line == "READY=1" {
                 self.ready = true;
+            } else if line == "WATCHDOG=1" {
+                self.arm_watchdog();
+            } else if line == "WATCHDOG=trigger" {
+                self.watchdog_triggered = true;
+            } else if let Some(v) = line.strip_prefix("WATCHDOG_USEC=") {
+                match v.parse::<u64>() {
+                    // 0 and infinity turn the watchdog off, as in systemd.
+                    Ok(us) => {
+                        self.watchdog =
+                            (us != 0 && us != u64::MAX).then(|| Duration::from_micros(us));
+                        self.arm_watchdog();
+                    }
+                    Err(_) => tracing::warn!(unit = %self.name, "cannot parse WATCHDOG_USEC={v}"),
+                }
             } else if let Some(text) = line.strip_prefix("STATUS=") {
                 self.shared.status.lock().expect("status lock").status_text = Some(text.to_owned());
             } else if let Some(pid) = line
@@ -1054,9 +1103,37 @@ impl Runner {
         }
     }
 
+    /// A keep-alive came too late, or the service asked for it: kill it with
+    /// `WatchdogSignal=`, with the result `watchdog` (which `Restart=on-watchdog` and
+    /// friends restart).
+    async fn watchdog_fired(&mut self) -> (Flow, Option<&'static str>) {
+        let why = if std::mem::take(&mut self.watchdog_triggered) {
+            "Watchdog request".to_owned()
+        } else {
+            format!(
+                "Watchdog timeout (limit {}ms)",
+                self.watchdog.unwrap_or_default().as_millis()
+            )
+        };
+        self.watchdog_deadline = None;
+        self.ctx.logs.note(&self.name, &format!("flotilla: {why}!"));
+        tracing::warn!(unit = %self.name, "{why}");
+        self.set_result("watchdog", Some(why));
+        let signal = self.cfg.watchdog_signal;
+        let f = self
+            .stop_sequence_with("watchdog", false, (signal, "stop-watchdog"))
+            .await;
+        (f, Some(self.current_result()))
+    }
+
     /// active/running: wait for the main process, answering requests.
     async fn supervise_running(&mut self) -> (Flow, Option<&'static str>) {
         loop {
+            if self.watchdog_triggered
+                || self.watchdog_deadline.is_some_and(|d| Instant::now() >= d)
+            {
+                return self.watchdog_fired().await;
+            }
             let (main, cgroup, groups) = (self.main.as_mut(), &self.cgroup, &self.groups);
             let wait = async move {
                 match main {
@@ -1077,7 +1154,8 @@ impl Runner {
                     }
                 }
             };
-            match select_ev(&mut self.rx, self.notify.as_ref(), None, wait).await {
+            let deadline = self.watchdog_deadline;
+            match select_ev(&mut self.rx, self.notify.as_ref(), deadline, wait).await {
                 Ev::Done(exit) => {
                     if self.main.is_none() {
                         // Group emptied on its own: no status to judge by.
@@ -1222,6 +1300,19 @@ impl Runner {
 
     /// From running (or a failed start) to rest: ExecStop=, signals, ExecStopPost=.
     async fn stop_sequence(&mut self, result: &'static str, run_exec_stop: bool) -> Flow {
+        let first = (self.cfg.kill_signal, "stop-sigterm");
+        self.stop_sequence_with(result, run_exec_stop, first).await
+    }
+
+    /// [`stop_sequence`](Self::stop_sequence) with another first signal and sub-state
+    /// (the watchdog's: `WatchdogSignal=` in `stop-watchdog`).
+    async fn stop_sequence_with(
+        &mut self,
+        result: &'static str,
+        run_exec_stop: bool,
+        (first_signal, first_sub): (i32, &'static str),
+    ) -> Flow {
+        self.watchdog_deadline = None;
         if result != "success" && self.current_result() == "success" {
             self.set_result(result, None);
         }
@@ -1242,8 +1333,8 @@ impl Runner {
             KillMode::None => (false, false),
         };
         if first && !self.unit_empty_for(whole) {
-            self.set(ActiveState::Deactivating, "stop-sigterm");
-            self.signal(cfg.kill_signal, whole);
+            self.set(ActiveState::Deactivating, first_sub);
+            self.signal(first_signal, whole);
             self.signal(libc::SIGCONT, whole);
             match self.wait_until(stop_deadline(), whole).await {
                 Err(f) => return f,
@@ -1372,6 +1463,13 @@ impl Runner {
             self.set(ActiveState::Failed, "failed");
             return Flow::Ok;
         }
+        // A restarted supervisor listens again where the service sends its notifications,
+        // and gives it a full watchdog period from now.
+        if let Err(message) = self.bind_notify() {
+            tracing::warn!(unit = %self.name, "{message}");
+        }
+        self.watchdog = self.cfg.watchdog;
+        self.arm_watchdog();
         self.set(ActiveState::Active, "running");
         let (flow, result) = self.supervise_running().await;
         if flow == Flow::Detached {
