@@ -168,15 +168,22 @@ impl ProcessDriver {
             tokio::spawn(async move {
                 loop {
                     tokio::time::sleep(Duration::from_millis(250)).await;
-                    let Ok(entries) = std::fs::read_dir(&logs_dir) else {
-                        continue;
-                    };
-                    for e in entries.flatten() {
-                        let name = e.file_name();
-                        if let Some(unit) = name.to_str().and_then(|n| n.strip_suffix(".log")) {
-                            logs.rotate_if_needed(unit);
+                    // Off the runtime's threads: with a thousand units the scan is about
+                    // 2 ms of stat() calls, during which a worker could not run the unit
+                    // task that has a state change to report.
+                    let (logs, dir) = (logs.clone(), logs_dir.clone());
+                    let _ = tokio::task::spawn_blocking(move || {
+                        let Ok(entries) = std::fs::read_dir(&dir) else {
+                            return;
+                        };
+                        for e in entries.flatten() {
+                            let name = e.file_name();
+                            if let Some(unit) = name.to_str().and_then(|n| n.strip_suffix(".log")) {
+                                logs.rotate_if_needed(unit);
+                            }
                         }
-                    }
+                    })
+                    .await;
                 }
             })
             .abort_handle()
