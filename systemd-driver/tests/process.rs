@@ -480,7 +480,8 @@ async fn notify_mainpid_hands_over() {
 }
 
 /// A watchdog client in Python: records its environment and the signals it gets in `out`,
-/// then, by mode, sends keep-alives until `out.stop` exists (`ping`), or raises its own
+/// then, by mode, sends keep-alives every 50 ms until `out.stop` exists, noting every 20th
+/// (`ping`), or raises its own
 /// timeout with `WATCHDOG_USEC=`, outlives the configured one, and asks for the watchdog
 /// with `WATCHDOG=trigger` once `out.stop` exists (`override`).
 const WATCHDOG_CLIENT: &str = r#"
@@ -500,10 +501,13 @@ addr = os.environ['NOTIFY_SOCKET']
 if mode == 'ping':
     n = 0
     while not os.path.exists(out + '.stop'):
-        s.sendto(b'WATCHDOG=1', addr)
+        try:
+            s.sendto(b'WATCHDOG=1', addr)
+        except OSError:
+            pass  # as sd_notify: a supervisor that is away is not the service's problem
         n += 1
-        if n == 20:
-            note('pinged 20')
+        if n % 20 == 0:
+            note('pinged %d' % n)
         time.sleep(0.05)
     note('silent')
 else:
@@ -657,4 +661,57 @@ async fn watchdog_override_trigger_and_restart() {
     assert!(second.starts_with("env 200000 "), "{second}");
     d.stop("wdr.service").await.unwrap();
     wait_state(&d, "wdr.service", "loaded/inactive/dead").await;
+}
+
+/// The highest "pinged N" the watchdog client noted.
+fn pings(out: &std::path::Path) -> u32 {
+    lines(out)
+        .iter()
+        .filter_map(|l| l.strip_prefix("pinged ")?.parse().ok())
+        .max()
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adopted_unit_keeps_its_watchdog() {
+    let s = Scratch::new();
+    let d = driver(&s).await;
+    let script = s.path("wd.py");
+    std::fs::write(&script, WATCHDOG_CLIENT).unwrap();
+    let out = s.path("wd.out");
+    d.load(
+        "wd.service",
+        &format!(
+            "[Service]\nExecStart=/usr/bin/python3 {} {} ping\nWatchdogSec=400ms\n",
+            script.display(),
+            out.display()
+        ),
+    )
+    .await
+    .unwrap();
+    d.start("wd.service").await.unwrap();
+    let pid = wait_state(&d, "wd.service", "loaded/active/running")
+        .await
+        .main_pid
+        .unwrap();
+    wait_for("first keep-alives", || pings(&out) >= 20).await;
+    drop(d);
+
+    // The new supervisor listens on the same socket: keep-alives for two more seconds
+    // (five watchdog periods) keep the adopted unit running.
+    let d = driver(&s).await;
+    let from = pings(&out);
+    wait_for("keep-alives to the new supervisor", || {
+        pings(&out) >= from + 40
+    })
+    .await;
+    let st = d.status("wd.service").await.unwrap();
+    assert_eq!(st.state.to_string(), "loaded/active/running");
+    assert_eq!(st.main_pid, Some(pid));
+
+    // And it enforces the watchdog.
+    std::fs::write(s.path("wd.out.stop"), "").unwrap();
+    let st = wait_state(&d, "wd.service", "loaded/failed/failed").await;
+    assert_eq!(st.result, "watchdog");
+    d.stop_all().await;
 }

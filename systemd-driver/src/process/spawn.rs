@@ -125,6 +125,11 @@ const PID_DIGITS: usize = 10;
 
 /// Starts `req`. Returns once the child has called `execve` (or failed before it).
 pub(crate) fn spawn(req: &SpawnRequest<'_>) -> Result<Spawned, SpawnError> {
+    spawn_with(req, fast_path())
+}
+
+/// [`spawn`], trying `clone3` first only when `try_clone3` is set.
+fn spawn_with(req: &SpawnRequest<'_>, try_clone3: bool) -> Result<Spawned, SpawnError> {
     let prep = |source: io::Error| SpawnError {
         stage: Stage::Prepare,
         source,
@@ -207,7 +212,7 @@ pub(crate) fn spawn(req: &SpawnRequest<'_>) -> Result<Spawned, SpawnError> {
         err: 0,
         stage: 0,
     };
-    if fast_path() {
+    if try_clone3 {
         let cgroup_dir = match req.cgroup {
             Some(dir) => Some(open_dir(dir).map_err(|source| SpawnError {
                 stage: Stage::Cgroup,
@@ -573,15 +578,9 @@ mod tests {
     use super::*;
     use crate::process::cgroup::{CgroupSupport, UnitCgroup};
 
+    /// Through clone3 where this host allows, or through the portable fork path.
     fn run(req: &SpawnRequest<'_>, fork: bool) -> Result<Spawned, SpawnError> {
-        if !fork {
-            return spawn(req);
-        }
-        // The portable path, whatever this host supports.
-        let was = CLONE3_UNUSABLE.swap(true, Ordering::Relaxed);
-        let r = spawn(req);
-        CLONE3_UNUSABLE.store(was, Ordering::Relaxed);
-        r
+        spawn_with(req, !fork && fast_path())
     }
 
     fn wait_exit(s: &Spawned) -> i32 {
