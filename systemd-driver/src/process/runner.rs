@@ -425,6 +425,7 @@ impl Runner {
 
     fn finish_unload(&mut self) {
         self.cleanup_records();
+        let _ = std::fs::remove_file(self.record_path());
         if let Some(root) = &self.ctx.cgroups.root {
             let cg = UnitCgroup {
                 path: root.join(&self.name),
@@ -1422,16 +1423,20 @@ impl Runner {
             cgroup: self.cgroup.as_ref().map(|c| c.path.clone()),
             sub: sub.to_owned(),
         };
-        let path = self.record_path();
-        let tmp = path.with_extension("json.tmp");
         let bytes = serde_json::to_vec(&rec).expect("a record always serializes");
-        if let Err(e) = std::fs::write(&tmp, bytes).and_then(|()| std::fs::rename(&tmp, &path)) {
+        self.put_record(&bytes);
+    }
+
+    fn put_record(&self, bytes: &[u8]) {
+        let path = self.record_path();
+        if let Err(e) = write_record_file(&path, bytes) {
             tracing::warn!(unit = %self.name, "cannot write pid record {}: {e}", path.display());
         }
     }
 
     fn cleanup_records(&mut self) {
-        let _ = std::fs::remove_file(self.record_path());
+        // "No processes", in place: the file lives as long as the unit is loaded.
+        self.put_record(b"null");
         // The (empty) cgroup stays until unload: removing it costs more than the rest of a
         // stop, and the next start reuses it.
         self.cgroup = None;
@@ -1483,6 +1488,30 @@ impl Runner {
         }
         flow
     }
+}
+
+/// Writes a unit's PID record over the previous one, in place, with one `pwrite`: a
+/// supervisor killed at any moment leaves either the old record or the new one, never a
+/// torn one (a shorter record is padded with spaces, which JSON ignores, rather than
+/// truncated). In place rather than write-then-rename because that allocated an inode per
+/// start, and on ext4 without a journal, with many files recently deleted (a busy build
+/// machine), allocating one cost more than the rest of a start (see docs/benchmarks.md).
+pub(crate) fn write_record_file(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)?;
+    let old = usize::try_from(f.metadata()?.len()).unwrap_or(usize::MAX);
+    let mut buf = bytes.to_vec();
+    if old > buf.len() && old <= 64 * 1024 {
+        buf.resize(old, b' ');
+    } else if old > buf.len() {
+        // Never the case for records we wrote; do not pad to an absurd size.
+        f.set_len(0)?;
+    }
+    f.write_all_at(&buf, 0)
 }
 
 /// systemd's restart table (`Restart=` against the `Result` of the run).
@@ -1604,6 +1633,30 @@ mod tests {
         assert!(!should_restart(OnAbort, "timeout"));
         assert!(!should_restart(No, "signal"));
         assert!(should_restart(OnWatchdog, "watchdog"));
+    }
+
+    #[test]
+    fn records_are_rewritten_in_place() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("u.service.json");
+        let rec = PidRecord {
+            main_pid: Some(42),
+            main_start_time: Some(7),
+            groups: vec![(42, 7)],
+            cgroup: None,
+            sub: "running".into(),
+        };
+        write_record_file(&path, &serde_json::to_vec(&rec).unwrap()).unwrap();
+        let inode = std::fs::metadata(&path).unwrap().ino();
+        let read = || serde_json::from_slice::<Option<PidRecord>>(&std::fs::read(&path).unwrap());
+        assert_eq!(read().unwrap(), Some(rec.clone()));
+        // Shorter: padded, still one valid document, same file.
+        write_record_file(&path, b"null").unwrap();
+        assert_eq!(read().unwrap(), None);
+        assert_eq!(std::fs::metadata(&path).unwrap().ino(), inode);
+        write_record_file(&path, &serde_json::to_vec(&rec).unwrap()).unwrap();
+        assert_eq!(read().unwrap(), Some(rec));
     }
 
     #[test]
