@@ -845,14 +845,15 @@ impl Runner {
         // On the runtime's own thread, not the blocking pool: where spawning falls back to
         // fork(), that copies every mapping of this process, and the stacks of hundreds of
         // pool threads made each spawn about ten times as expensive (measured with the bench).
-        let child = spawn::spawn(&req)
-            .and_then(|s| {
-                ChildProc::new(s).map_err(|source| spawn::SpawnError {
-                    stage: spawn::Stage::Prepare,
-                    source,
-                })
-            })
-            .map_err(|e| format!("Failed to execute {}: {e}", cmd.path))?;
+        let spawned =
+            spawn::spawn(&req).map_err(|e| format!("Failed to execute {}: {e}", cmd.path))?;
+        let pid = spawned.pid;
+        let child = ChildProc::new(spawned).map_err(|e| {
+            // A process we cannot watch must not run untracked.
+            let _ = sys::kill(pid, libc::SIGKILL);
+            spawn::reap(pid);
+            format!("cannot watch {} (PID {pid}): {e}", cmd.path)
+        })?;
         if let Some(st) = sys::stat(child.pid) {
             self.groups.push((child.pid, st.start_time));
         }

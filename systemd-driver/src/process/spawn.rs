@@ -6,8 +6,8 @@
 //! the supervisor writes before the child has exec'd faults. That was two thirds of the
 //! supervisor's CPU per unit start. Here the child shares the supervisor's memory
 //! (`clone3(CLONE_VM | CLONE_VFORK)`, what `posix_spawn` does) and is created directly in the
-//! unit's cgroup (`CLONE_INTO_CGROUP`), so it is never outside it, not even for the
-//! instant before it could fork children of its own. Signal handlers are reset in the child
+//! unit's cgroup (`CLONE_INTO_CGROUP`): it is in it from its first instruction, before it
+//! could fork anything, and without a migration. Signal handlers are reset in the child
 //! by the kernel (`CLONE_CLEAR_SIGHAND`), so none of the supervisor's handlers can run on
 //! the shared memory.
 //!
@@ -566,8 +566,9 @@ fn fork_spawn(args: &mut ChildArgs) -> Result<Spawned, SpawnError> {
     Ok(Spawned { pid, pidfd })
 }
 
-/// Collects a child that failed before exec (it exits at once).
-fn reap(pid: u32) {
+/// Waits for our child `pid` to exit and collects it (one that failed before exec, or was
+/// just killed).
+pub(crate) fn reap(pid: u32) {
     let mut status = 0;
     // SAFETY: waitpid on our own child.
     unsafe { libc::waitpid(pid as libc::pid_t, &mut status, 0) };
