@@ -6,7 +6,9 @@
 //! host's own systemd, D-Bus and coreutils with the libraries `ldd` names, so nothing is
 //! pulled; it is tagged by a hash of the host's systemd version and of the build script, and
 //! reused while those stay the same (about 30 MB). Unit files and the test's scratch files are
-//! bind-mounted at the same paths, so the manager sees the paths the driver names.
+//! bind-mounted at the same paths, so the manager sees the paths the driver names. The whole
+//! behavioural suite runs; PIDs the units report are the container's, which the suite's
+//! liveness checks translate through `/proc/*/status` (`NSpid:`).
 //!
 //! Where there is no Docker engine, or `FLOTILLA_SKIP_DOCKER=1`, the test prints why and
 //! passes without running; once it has an engine, any failure is a failure.
@@ -67,22 +69,6 @@ ln -s "$SD/systemd" "$R/usr/sbin/init"
 # basic.target: journald and the D-Bus socket, without logins, gettys and the like.
 ln -s "$SD/system/basic.target" "$R/etc/systemd/system/default.target"
 "#;
-
-/// The suite's cases that hold here. The others (ignores_sigterm, forked_children,
-/// forking_with_pid_file, unload_stops) check PIDs that units wrote with `/proc` on this
-/// host, and the container has its own PID namespace.
-const CASES: &[&str] = &[
-    "oneshot_remain_after_exit",
-    "clean_exit",
-    "crash",
-    "missing_binary",
-    "stdout_follow",
-    "restart_on_failure_timing",
-    "restart_always_then_stop",
-    "environment_files",
-    "start_pre_and_stop_post",
-    "subscribe_sees_transitions",
-];
 
 /// `docker ARGS`: its stdout, or what went wrong.
 fn docker(args: &[&str]) -> Result<String, String> {
@@ -288,12 +274,18 @@ async fn system_manager_in_a_container() {
         println!("systemd-driver: system manager test not run: {why}");
         return;
     }
-    let s = Scratch::new();
+    let mut s = Scratch::new();
     let (mgr, d) = match SystemManager::start(s.dir()).await {
         Ok(x) => x,
         Err(why) => panic!("systemd-driver: cannot run systemd as PID 1 in a container: {why}"),
     };
-    for (i, case) in CASES.iter().enumerate() {
+    // The units' PIDs are the container's: the suite looks them up through its PID 1.
+    let init = docker(&["inspect", "-f", "{{.State.Pid}}", &mgr.name])
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .expect("the container's PID 1");
+    s.set_pid_namespace_of(init);
+    for (i, case) in suite::CASES.iter().enumerate() {
         suite::run(case, &d, &s, &format!("sys{i}")).await;
     }
 
