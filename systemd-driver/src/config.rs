@@ -46,6 +46,17 @@ pub(crate) enum KillMode {
     None,
 }
 
+/// `NotifyAccess=`: whose notifications count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum NotifyAccess {
+    None,
+    /// The main process only.
+    Main,
+    /// The main process and the control process running (`ExecStartPre=` ...).
+    Exec,
+    All,
+}
+
 /// One command of an `Exec*=` setting.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct ExecCommand {
@@ -86,6 +97,9 @@ pub(crate) struct ServiceConfig {
     pub(crate) watchdog: Option<Duration>,
     /// `WatchdogSignal=` (`SIGABRT` by default).
     pub(crate) watchdog_signal: i32,
+    /// `NotifyAccess=`; systemd's default is `main` for `Type=notify` or with a watchdog,
+    /// else `none`.
+    pub(crate) notify_access: NotifyAccess,
     pub(crate) environment: Vec<(String, String)>,
     /// (path, ignore if missing).
     pub(crate) environment_files: Vec<(PathBuf, bool)>,
@@ -177,6 +191,26 @@ impl ServiceConfig {
             None => Duration::from_secs(10),
             Some(t) => t.duration().unwrap_or(Duration::MAX),
         };
+        let watchdog = raw_setting(&file, unit, "WatchdogSec", |v| {
+            parse_sec(v)
+                .ok()
+                .map(|t| t.duration().filter(|d| !d.is_zero()))
+        })
+        .flatten();
+        let notify_access = raw_setting(&file, unit, "NotifyAccess", |v| match v {
+            "none" => Some(NotifyAccess::None),
+            "main" => Some(NotifyAccess::Main),
+            "exec" => Some(NotifyAccess::Exec),
+            "all" => Some(NotifyAccess::All),
+            _ => None,
+        })
+        .unwrap_or(
+            if service_type == ServiceType::Notify || watchdog.is_some() {
+                NotifyAccess::Main
+            } else {
+                NotifyAccess::None
+            },
+        );
         let memory_max = match svc.memory_max {
             None | Some(MemoryLimit::Infinity) => None,
             Some(MemoryLimit::Bytes(b)) => Some(b),
@@ -205,14 +239,10 @@ impl ServiceConfig {
             kill_mode,
             kill_signal: svc.kill_signal.unwrap_or(libc::SIGTERM),
             send_sigkill: svc.send_sigkill.unwrap_or(true),
-            watchdog: raw_setting(&file, unit, "WatchdogSec", |v| {
-                parse_sec(v)
-                    .ok()
-                    .map(|t| t.duration().filter(|d| !d.is_zero()))
-            })
-            .flatten(),
+            watchdog,
             watchdog_signal: raw_setting(&file, unit, "WatchdogSignal", parse_signal)
                 .unwrap_or(libc::SIGABRT),
+            notify_access,
             environment: svc.environment.clone(),
             environment_files: svc
                 .environment_files
@@ -286,6 +316,21 @@ mod tests {
         assert_eq!(c.timeout_stop, Some(DEFAULT_TIMEOUT));
         assert_eq!(c.kill_signal, libc::SIGTERM);
         assert_eq!((c.watchdog, c.watchdog_signal), (None, libc::SIGABRT));
+        assert_eq!(c.notify_access, NotifyAccess::None);
+        for (text, want) in [
+            ("Type=notify", NotifyAccess::Main),
+            ("WatchdogSec=1", NotifyAccess::Main),
+            ("WatchdogSec=1\nNotifyAccess=all", NotifyAccess::All),
+            ("NotifyAccess=exec", NotifyAccess::Exec),
+            ("Type=notify\nNotifyAccess=bogus", NotifyAccess::Main),
+        ] {
+            let c = ServiceConfig::from_text(
+                "n.service",
+                &format!("[Service]\nExecStart=/bin/true\n{text}\n"),
+            )
+            .unwrap();
+            assert_eq!(c.notify_access, want, "{text}");
+        }
         for (text, want) in [
             (
                 "WatchdogSec=1.5\nWatchdogSignal=USR1",

@@ -483,7 +483,8 @@ async fn notify_mainpid_hands_over() {
 /// then, by mode, sends keep-alives every 50 ms until `out.stop` exists, noting every 20th
 /// (`ping`), or raises its own
 /// timeout with `WATCHDOG_USEC=`, outlives the configured one, and asks for the watchdog
-/// with `WATCHDOG=trigger` once `out.stop` exists (`override`).
+/// with `WATCHDOG=trigger` once `out.stop` exists (`override`), or leaves the keep-alives to
+/// a child process (`child`).
 const WATCHDOG_CLIENT: &str = r#"
 import os, signal, socket, sys, time
 out, mode = sys.argv[1], sys.argv[2]
@@ -510,6 +511,15 @@ if mode == 'ping':
             note('pinged %d' % n)
         time.sleep(0.05)
     note('silent')
+elif mode == 'child':
+    if os.fork() == 0:
+        n = 0
+        while True:
+            s.sendto(b'WATCHDOG=1', addr)
+            n += 1
+            if n % 20 == 0:
+                note('child pinged %d' % n)
+            time.sleep(0.05)
 else:
     s.sendto(b'WATCHDOG_USEC=30000000', addr)
     time.sleep(1.0)
@@ -713,5 +723,44 @@ async fn adopted_unit_keeps_its_watchdog() {
     std::fs::write(s.path("wd.out.stop"), "").unwrap();
     let st = wait_state(&d, "wd.service", "loaded/failed/failed").await;
     assert_eq!(st.result, "watchdog");
+    d.stop_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watchdog_counts_the_main_process_unless_notify_access_all() {
+    let s = Scratch::new();
+    let d = driver(&s).await;
+    let script = s.path("wd.py");
+    std::fs::write(&script, WATCHDOG_CLIENT).unwrap();
+    let unit = |out: &std::path::Path, extra: &str| {
+        format!(
+            "[Service]\nExecStart=/usr/bin/python3 {} {} child\nWatchdogSec=400ms\n{extra}",
+            script.display(),
+            out.display()
+        )
+    };
+    // NotifyAccess= defaults to main with a watchdog: the child's keep-alives do not count.
+    let out = s.path("main.out");
+    d.load("wdm.service", &unit(&out, "")).await.unwrap();
+    d.start("wdm.service").await.unwrap();
+    let st = wait_state(&d, "wdm.service", "loaded/failed/failed").await;
+    assert_eq!(st.result, "watchdog");
+
+    // NotifyAccess=all: they do.
+    let out = s.path("all.out");
+    d.load("wda.service", &unit(&out, "NotifyAccess=all\n"))
+        .await
+        .unwrap();
+    d.start("wda.service").await.unwrap();
+    let pid = wait_state(&d, "wda.service", "loaded/active/running")
+        .await
+        .main_pid;
+    wait_for("a second of the child's keep-alives", || {
+        lines(&out).iter().any(|l| l == "child pinged 20")
+    })
+    .await;
+    let st = d.status("wda.service").await.unwrap();
+    assert_eq!(st.state.to_string(), "loaded/active/running");
+    assert_eq!(st.main_pid, pid);
     d.stop_all().await;
 }

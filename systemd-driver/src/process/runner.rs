@@ -5,7 +5,7 @@
 //! caller that gives up waiting never leaves a unit half-handled.
 
 use std::collections::VecDeque;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -19,7 +19,9 @@ use super::Ctx;
 use super::cgroup::UnitCgroup;
 use super::spawn::{self, SpawnRequest, Spawned};
 use super::sys;
-use crate::config::{ExecCommand, KillMode, RestartPolicy, ServiceConfig, ServiceType};
+use crate::config::{
+    ExecCommand, KillMode, NotifyAccess, RestartPolicy, ServiceConfig, ServiceType,
+};
 use crate::error::{Error, Result};
 use crate::state::{ActiveState, LoadState, UnitState, UnitStatus};
 
@@ -186,6 +188,13 @@ impl Proc {
         }
     }
 
+    fn pid_even_if_reaped(&self) -> u32 {
+        match self {
+            Proc::Child(c) => c.pid,
+            Proc::Foreign { pid, .. } => *pid,
+        }
+    }
+
     /// Waits for the exit. Cancel-safe.
     async fn wait(&mut self) -> Exit {
         match self {
@@ -229,7 +238,8 @@ pub(crate) struct Adopted {
 enum Ev<T> {
     Done(T),
     Cmd(Cmd),
-    Notify(String),
+    /// A notification and the PID that sent it.
+    Notify(String, Option<u32>),
     Timeout,
     /// The driver is gone: the task ends and leaves its processes for the next driver.
     Detached,
@@ -251,8 +261,13 @@ async fn select_ev<F: std::future::Future>(
         match notify {
             Some(sock) => {
                 let mut buf = vec![0u8; 4096];
-                match sock.recv(&mut buf).await {
-                    Ok(n) => String::from_utf8_lossy(&buf[..n]).into_owned(),
+                let got = sock
+                    .async_io(tokio::io::Interest::READABLE, || {
+                        sys::recv_with_pid(sock.as_fd(), &mut buf)
+                    })
+                    .await;
+                match got {
+                    Ok((n, pid)) => (String::from_utf8_lossy(&buf[..n]).into_owned(), pid),
                     Err(_) => std::future::pending().await,
                 }
             }
@@ -265,7 +280,7 @@ async fn select_ev<F: std::future::Future>(
     tokio::select! {
         biased;
         cmd = rx.recv() => match cmd { Some(c) => Ev::Cmd(c), None => Ev::Detached },
-        msg = note => Ev::Notify(msg),
+        (msg, pid) = note => Ev::Notify(msg, pid),
         out = fut => Ev::Done(out),
         () = sleep => Ev::Timeout,
     }
@@ -537,7 +552,7 @@ impl Runner {
                 match select_ev(&mut self.rx, None, deadline, std::future::pending::<()>()).await {
                     Ev::Timeout | Ev::Done(()) => break,
                     Ev::Detached => return Flow::Detached,
-                    Ev::Notify(_) => {}
+                    Ev::Notify(..) => {}
                     Ev::Cmd(Cmd::Start(ack)) => {
                         let _ = ack.send(Ok(()));
                         break;
@@ -698,10 +713,14 @@ impl Runner {
     /// Creates the unit's `NOTIFY_SOCKET` when it needs one: `Type=notify`, or a watchdog
     /// (systemd's `NotifyAccess=` defaults to `main` then, whatever the type).
     fn bind_notify(&mut self) -> std::result::Result<(), String> {
-        if self.cfg.service_type == ServiceType::Notify || self.cfg.watchdog.is_some() {
+        if self.cfg.service_type == ServiceType::Notify
+            || self.cfg.watchdog.is_some()
+            || self.cfg.notify_access != NotifyAccess::None
+        {
             let path = self.ctx.notify_dir.join(&self.name);
             let _ = std::fs::remove_file(&path);
             let sock = UnixDatagram::bind(&path)
+                .and_then(|sock| sys::set_passcred(sock.as_fd()).map(|()| sock))
                 .map_err(|e| format!("cannot create notify socket {}: {e}", path.display()))?;
             self.notify = Some(sock);
         }
@@ -911,7 +930,7 @@ impl Runner {
                     self.set_result("timeout", Some(format!("{} timed out", cmd.path)));
                     return Flow::Fail("timeout");
                 }
-                Ev::Notify(_) => {}
+                Ev::Notify(..) => {}
                 Ev::Detached => return Flow::Detached,
                 Ev::Cmd(c) => {
                     if self.on_busy_cmd(c, stopping) && !stopping {
@@ -978,7 +997,7 @@ impl Runner {
                             self.set_result("timeout", Some("start operation timed out".into()));
                             return Flow::Fail("timeout");
                         }
-                        Ev::Notify(_) => {}
+                        Ev::Notify(..) => {}
                         Ev::Detached => return Flow::Detached,
                         Ev::Cmd(c) => {
                             if self.on_busy_cmd(c, false) {
@@ -1025,7 +1044,7 @@ impl Runner {
                             self.set_result("timeout", Some("start operation timed out".into()));
                             return Flow::Fail("timeout");
                         }
-                        Ev::Notify(msg) => self.on_notify(&msg),
+                        Ev::Notify(msg, pid) => self.on_notify(&msg, pid),
                         Ev::Detached => return Flow::Detached,
                         Ev::Cmd(c) => {
                             if self.on_busy_cmd(c, false) {
@@ -1070,7 +1089,30 @@ impl Runner {
         candidates.first().map(|&(_, p)| p)
     }
 
-    fn on_notify(&mut self, msg: &str) {
+    /// Whether a notification from `sender` counts (`NotifyAccess=`).
+    fn notify_allowed(&self, sender: Option<u32>) -> bool {
+        // The main process's PID even once it is reaped: what it sent just before exiting
+        // (READY=1, MAINPID=) is handled after its exit was seen.
+        let main = self.main.as_ref().map(Proc::pid_even_if_reaped);
+        match self.cfg.notify_access {
+            NotifyAccess::All => true,
+            NotifyAccess::None => false,
+            // Control processes' notifications are not read while they run: for them,
+            // exec is main.
+            NotifyAccess::Main | NotifyAccess::Exec => sender.is_some() && sender == main,
+        }
+    }
+
+    fn on_notify(&mut self, msg: &str, sender: Option<u32>) {
+        if !self.notify_allowed(sender) {
+            tracing::debug!(
+                unit = %self.name,
+                ?sender,
+                "notification refused by NotifyAccess={:?}",
+                self.cfg.notify_access
+            );
+            return;
+        }
         for line in msg.lines() {
             if line == "READY=1" {
                 self.ready = true;
@@ -1187,7 +1229,7 @@ impl Runner {
                         return (f, None);
                     }
                 }
-                Ev::Notify(msg) => self.on_notify(&msg),
+                Ev::Notify(msg, pid) => self.on_notify(&msg, pid),
                 Ev::Timeout => {}
                 Ev::Detached => return (Flow::Detached, None),
             }

@@ -143,6 +143,69 @@ pub(crate) fn try_reap(pid: u32) -> Option<super::runner::Exit> {
     }
 }
 
+/// Asks the kernel to attach the sender's credentials to every datagram `fd` receives
+/// (`SO_PASSCRED`), which is how the notify socket tells the main process from others.
+pub(crate) fn set_passcred(fd: std::os::fd::BorrowedFd<'_>) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let on: libc::c_int = 1;
+    // SAFETY: setsockopt(2) reads `on` (an int, as SO_PASSCRED wants) for its stated size.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PASSCRED,
+            (&raw const on).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// Receives one datagram into `buf` without blocking: its length and the sender's PID
+/// (from `SCM_CREDENTIALS`, present once [`set_passcred`] is on).
+pub(crate) fn recv_with_pid(
+    fd: std::os::fd::BorrowedFd<'_>,
+    buf: &mut [u8],
+) -> io::Result<(usize, Option<u32>)> {
+    use std::os::fd::AsRawFd;
+    // Room for one ucred control message, aligned as cmsghdr wants.
+    let mut control = [0u64; 8];
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // SAFETY: msghdr is plain data; all-zero is a valid empty header, filled in below.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &raw mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = std::mem::size_of_val(&control) as _;
+    // SAFETY: recvmsg(2) writes at most iov_len bytes into buf and msg_controllen bytes into
+    // control, both owned by us for the duration of the call.
+    let n = unsafe { libc::recvmsg(fd.as_raw_fd(), &raw mut msg, libc::MSG_DONTWAIT) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut pid = None;
+    // SAFETY: the CMSG_* macros walk the control buffer the kernel just filled, within
+    // msg_controllen; a SCM_CREDENTIALS message carries a struct ucred.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(&raw const msg);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_CREDENTIALS {
+                let cred: libc::ucred = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast());
+                pid = u32::try_from(cred.pid).ok().filter(|&p| p > 0);
+            }
+            c = libc::CMSG_NXTHDR(&raw const msg, c);
+        }
+    }
+    Ok((n as usize, pid))
+}
+
 /// Our effective user id.
 pub(crate) fn euid() -> u32 {
     // SAFETY: geteuid(2) cannot fail.
