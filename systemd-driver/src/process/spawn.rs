@@ -577,6 +577,8 @@ pub(crate) fn reap(pid: u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::PathBuf;
+
     use crate::process::cgroup::{CgroupSupport, UnitCgroup};
 
     /// Through clone3 where this host allows, or through the portable fork path.
@@ -591,14 +593,31 @@ mod tests {
         libc::WEXITSTATUS(status)
     }
 
+    /// Removes the test's cgroups however the test ends.
+    struct Cgroups(Option<PathBuf>, Option<UnitCgroup>);
+
+    impl Drop for Cgroups {
+        fn drop(&mut self) {
+            if let Some(u) = &self.1 {
+                u.remove();
+            }
+            if let Some(root) = &self.0 {
+                let _ = std::fs::remove_dir(root);
+            }
+        }
+    }
+
     #[test]
     fn child_gets_session_env_pid_cgroup_and_output() {
         let dir = tempfile::tempdir().unwrap();
         let cg = CgroupSupport::detect(&format!("flotilla-spawn-test-{}", std::process::id()));
-        let unit = cg
-            .root
-            .as_ref()
-            .map(|r| UnitCgroup::create(r, "t.service").unwrap());
+        let guard = Cgroups(
+            cg.root.clone(),
+            cg.root
+                .as_ref()
+                .map(|r| UnitCgroup::create(r, "t.service").unwrap()),
+        );
+        let unit = guard.1.as_ref();
         for fork in [false, true] {
             let out_path = dir.path().join(format!("out-{fork}"));
             let out = File::create(&out_path).unwrap();
@@ -620,7 +639,7 @@ mod tests {
                 own_pid_var: Some("WATCHDOG_PID"),
                 output: &out,
                 cwd: Some("/"),
-                cgroup: unit.as_ref().map(|u| u.path.as_path()),
+                cgroup: unit.map(|u| u.path.as_path()),
                 creds: None,
             };
             let s = run(&req, fork).unwrap();
@@ -634,7 +653,7 @@ mod tests {
                 [&pid, &pid, "x", "y", &pid, "/"],
                 "fork={fork}: {text}"
             );
-            if let Some(u) = &unit {
+            if let Some(u) = unit {
                 let name = u.path.file_name().unwrap().to_string_lossy().into_owned();
                 assert!(
                     text.lines()
@@ -646,10 +665,6 @@ mod tests {
         }
         #[cfg(target_arch = "x86_64")]
         assert!(fast_path(), "clone3 should work on this kernel");
-        if let (Some(u), Some(root)) = (unit, cg.root) {
-            u.remove();
-            let _ = std::fs::remove_dir(root);
-        }
     }
 
     #[test]
