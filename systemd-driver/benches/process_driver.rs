@@ -4,7 +4,9 @@
 //!
 //! `cargo bench -p systemd-driver --bench process_driver` runs 1,000 units (override with
 //! `FLOTILLA_BENCH_UNITS`; `FLOTILLA_BENCH_NO_CGROUPS=1` for process groups only); with
-//! `-- --test` (what CI runs) it uses 20 units.
+//! `-- --test` (what CI runs) it uses 20 units. The state directory is a temporary directory
+//! (`TMPDIR` moves it): creating files is part of a start (PID record, log file), and its
+//! cost depends on the file system (see docs/benchmarks.md).
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
@@ -68,6 +70,35 @@ async fn wait_all(sub: &mut systemd_driver::Subscription, names: &HashSet<String
     }
 }
 
+/// The floor under the driver's latency, on this machine at this moment: SIGKILL of a
+/// sleeping child until a thread blocked in waitid() on its pidfd wakes (the dying process
+/// and the waiting thread both have to be scheduled; nothing else is in the way).
+fn raw_kill_latency(samples: usize) -> Vec<Duration> {
+    use rustix::process::{Pid, PidfdFlags, Signal, WaitId, WaitIdOptions};
+    use std::os::fd::AsFd;
+    let mut out = Vec::with_capacity(samples);
+    for _ in 0..samples {
+        let mut child = std::process::Command::new("/bin/sleep")
+            .arg("1000")
+            .spawn()
+            .expect("spawn");
+        let pid = Pid::from_raw(i32::try_from(child.id()).expect("pid")).expect("pid");
+        let fd = rustix::process::pidfd_open(pid, PidfdFlags::empty()).expect("pidfd_open");
+        let t = Instant::now();
+        rustix::process::kill_process(pid, Signal::KILL).expect("kill");
+        // NOWAIT: only wait for the exit; the child is reaped below.
+        rustix::process::waitid(
+            WaitId::PidFd(fd.as_fd()),
+            WaitIdOptions::EXITED | WaitIdOptions::NOWAIT,
+        )
+        .expect("waitid");
+        out.push(t.elapsed());
+        child.wait().expect("wait");
+    }
+    out.sort();
+    out
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[i.min(sorted.len() - 1)]
@@ -83,11 +114,21 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
-    rt.block_on(run(n));
+    // On a worker, as an agent's subscriber would be: block_on's own thread is one more
+    // thread to wake (and, on a busy machine, to wait for) per event.
+    rt.block_on(async move { tokio::spawn(run(n)).await })
+        .expect("bench task");
 }
 
 async fn run(n: usize) {
     let dir = tempfile::tempdir().expect("tempdir");
+    println!(
+        "state directory: {}   load average: {}",
+        dir.path().display(),
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .trim_end()
+    );
     let mut cfg = ProcessDriverConfig::new(dir.path());
     // FLOTILLA_BENCH_NO_CGROUPS=1 measures the process-group-only mode.
     cfg.cgroups = std::env::var_os("FLOTILLA_BENCH_NO_CGROUPS").is_none();
@@ -124,6 +165,8 @@ async fn run(n: usize) {
     }
     let raw_kill = n as f64 / t.elapsed().as_secs_f64();
     let raw_kill_cpu = cpu_time() - c;
+    let samples = (n / 5).clamp(1, 200);
+    let raw_lat = raw_kill_latency(samples);
 
     let names: HashSet<String> = (0..n).map(|i| format!("bench-{i}.service")).collect();
     let t = Instant::now();
@@ -149,8 +192,8 @@ async fn run(n: usize) {
     let per_unit_kib = rss_after.saturating_sub(rss_before) as f64 / n as f64;
 
     // Latency: an external SIGKILL of a unit's main process, until the subscriber hears.
-    // Sampled on a fifth of the units (at most 100); the others are stopped below.
-    let samples = (n / 5).clamp(1, 100);
+    // Sampled on a fifth of the units (at most 200, so that p99 is not just the maximum);
+    // the others are stopped below.
     let killed: HashSet<String> = names.iter().take(samples).cloned().collect();
     let mut lat = Vec::with_capacity(samples);
     let mut fanout = Vec::with_capacity(samples);
@@ -219,10 +262,18 @@ async fn run(n: usize) {
         "memory: {per_unit_kib:.1} KiB supervisor RSS per running unit ({rss_before} -> {rss_after} KiB)"
     );
     println!(
-        "latency (SIGKILL of main -> subscriber sees the change), {samples} samples: p50 {:?}  p99 {:?}  max {:?}",
+        "latency (SIGKILL of main -> subscriber sees the change), {samples} samples: p50 {:?}  p90 {:?}  p99 {:?}  max {:?}",
         percentile(&lat, 0.5),
+        percentile(&lat, 0.9),
         percentile(&lat, 0.99),
         lat[lat.len() - 1]
+    );
+    println!(
+        "   baseline, SIGKILL -> a thread in waitid() on the process's pidfd wakes: p50 {:?}  p90 {:?}  p99 {:?}  max {:?}",
+        percentile(&raw_lat, 0.5),
+        percentile(&raw_lat, 0.9),
+        percentile(&raw_lat, 0.99),
+        raw_lat[raw_lat.len() - 1]
     );
     println!(
         "   of which driver -> subscriber fan-out: p50 {:?}  p99 {:?}",

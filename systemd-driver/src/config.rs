@@ -8,10 +8,10 @@ use std::time::Duration;
 
 use unit_parser::exec as up_exec;
 use unit_parser::name::UnitName;
-use unit_parser::service::{self as up, Service, WorkingDirectory};
+use unit_parser::service::{self as up, Service, WorkingDirectory, parse_signal};
 use unit_parser::specifier::SpecifierContext;
 use unit_parser::unit_section::UnitSection;
-use unit_parser::value::{MemoryLimit, Timespan};
+use unit_parser::value::{MemoryLimit, Timespan, parse_sec};
 
 use crate::error::{Error, Result};
 
@@ -44,6 +44,17 @@ pub(crate) enum KillMode {
     Mixed,
     Process,
     None,
+}
+
+/// `NotifyAccess=`: whose notifications count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum NotifyAccess {
+    None,
+    /// The main process only.
+    Main,
+    /// The main process and the control process running (`ExecStartPre=` ...).
+    Exec,
+    All,
 }
 
 /// One command of an `Exec*=` setting.
@@ -82,6 +93,13 @@ pub(crate) struct ServiceConfig {
     pub(crate) kill_mode: KillMode,
     pub(crate) kill_signal: i32,
     pub(crate) send_sigkill: bool,
+    /// `WatchdogSec=`: `None` when unset, `0` or `infinity` (no watchdog).
+    pub(crate) watchdog: Option<Duration>,
+    /// `WatchdogSignal=` (`SIGABRT` by default).
+    pub(crate) watchdog_signal: i32,
+    /// `NotifyAccess=`; systemd's default is `main` for `Type=notify` or with a watchdog,
+    /// else `none`.
+    pub(crate) notify_access: NotifyAccess,
     pub(crate) environment: Vec<(String, String)>,
     /// (path, ignore if missing).
     pub(crate) environment_files: Vec<(PathBuf, bool)>,
@@ -173,6 +191,26 @@ impl ServiceConfig {
             None => Duration::from_secs(10),
             Some(t) => t.duration().unwrap_or(Duration::MAX),
         };
+        let watchdog = raw_setting(&file, unit, "WatchdogSec", |v| {
+            parse_sec(v)
+                .ok()
+                .map(|t| t.duration().filter(|d| !d.is_zero()))
+        })
+        .flatten();
+        let notify_access = raw_setting(&file, unit, "NotifyAccess", |v| match v {
+            "none" => Some(NotifyAccess::None),
+            "main" => Some(NotifyAccess::Main),
+            "exec" => Some(NotifyAccess::Exec),
+            "all" => Some(NotifyAccess::All),
+            _ => None,
+        })
+        .unwrap_or(
+            if service_type == ServiceType::Notify || watchdog.is_some() {
+                NotifyAccess::Main
+            } else {
+                NotifyAccess::None
+            },
+        );
         let memory_max = match svc.memory_max {
             None | Some(MemoryLimit::Infinity) => None,
             Some(MemoryLimit::Bytes(b)) => Some(b),
@@ -201,6 +239,10 @@ impl ServiceConfig {
             kill_mode,
             kill_signal: svc.kill_signal.unwrap_or(libc::SIGTERM),
             send_sigkill: svc.send_sigkill.unwrap_or(true),
+            watchdog,
+            watchdog_signal: raw_setting(&file, unit, "WatchdogSignal", parse_signal)
+                .unwrap_or(libc::SIGABRT),
+            notify_access,
             environment: svc.environment.clone(),
             environment_files: svc
                 .environment_files
@@ -230,6 +272,26 @@ impl ServiceConfig {
     }
 }
 
+/// A setting unit-parser's typed view does not read: its last assignment, parsed. An empty
+/// assignment means the default; a value that does not parse is ignored with a warning, as
+/// systemd does.
+fn raw_setting<T>(
+    file: &unit_parser::UnitFile,
+    unit: &str,
+    key: &str,
+    parse: impl Fn(&str) -> Option<T>,
+) -> Option<T> {
+    let v = file.get("Service", key)?.trim();
+    if v.is_empty() {
+        return None;
+    }
+    let parsed = parse(v);
+    if parsed.is_none() {
+        tracing::warn!(unit, "{key}={v}: cannot parse, ignoring");
+    }
+    parsed
+}
+
 /// Total physical memory in bytes (for `MemoryMax=N%`).
 fn physical_memory() -> u64 {
     std::fs::read_to_string("/proc/meminfo")
@@ -253,6 +315,47 @@ mod tests {
         assert_eq!(c.service_type, ServiceType::Simple);
         assert_eq!(c.timeout_stop, Some(DEFAULT_TIMEOUT));
         assert_eq!(c.kill_signal, libc::SIGTERM);
+        assert_eq!((c.watchdog, c.watchdog_signal), (None, libc::SIGABRT));
+        assert_eq!(c.notify_access, NotifyAccess::None);
+        for (text, want) in [
+            ("Type=notify", NotifyAccess::Main),
+            ("WatchdogSec=1", NotifyAccess::Main),
+            ("WatchdogSec=1\nNotifyAccess=all", NotifyAccess::All),
+            ("NotifyAccess=exec", NotifyAccess::Exec),
+            ("Type=notify\nNotifyAccess=bogus", NotifyAccess::Main),
+        ] {
+            let c = ServiceConfig::from_text(
+                "n.service",
+                &format!("[Service]\nExecStart=/bin/true\n{text}\n"),
+            )
+            .unwrap();
+            assert_eq!(c.notify_access, want, "{text}");
+        }
+        for (text, want) in [
+            (
+                "WatchdogSec=1.5\nWatchdogSignal=USR1",
+                (Some(1500), libc::SIGUSR1),
+            ),
+            (
+                "WatchdogSec=200ms\nWatchdogSignal=9",
+                (Some(200), libc::SIGKILL),
+            ),
+            ("WatchdogSec=0\nWatchdogSignal=", (None, libc::SIGABRT)),
+            ("WatchdogSec=infinity", (None, libc::SIGABRT)),
+            (
+                "WatchdogSec=soon\nWatchdogSignal=SIGNOPE",
+                (None, libc::SIGABRT),
+            ),
+            ("WatchdogSec=3s\nWatchdogSec=", (None, libc::SIGABRT)),
+        ] {
+            let c = ServiceConfig::from_text(
+                "w.service",
+                &format!("[Service]\nExecStart=/bin/true\n{text}\n"),
+            )
+            .unwrap();
+            let got = (c.watchdog.map(|d| d.as_millis() as u64), c.watchdog_signal);
+            assert_eq!(got, want, "{text}");
+        }
         assert_eq!(
             (c.start_limit_interval, c.start_limit_burst),
             (Duration::from_secs(10), 5)

@@ -478,3 +478,289 @@ async fn notify_mainpid_hands_over() {
     wait_state(&d, "handover.service", "loaded/inactive/dead").await;
     wait_for("daemon gone", || !alive(main)).await;
 }
+
+/// A watchdog client in Python: records its environment and the signals it gets in `out`,
+/// then, by mode, sends keep-alives every 50 ms until `out.stop` exists, noting every 20th
+/// (`ping`), or raises its own
+/// timeout with `WATCHDOG_USEC=`, outlives the configured one, and asks for the watchdog
+/// with `WATCHDOG=trigger` once `out.stop` exists (`override`), or leaves the keep-alives to
+/// a child process (`child`).
+const WATCHDOG_CLIENT: &str = r#"
+import os, signal, socket, sys, time
+out, mode = sys.argv[1], sys.argv[2]
+def note(s):
+    with open(out, 'a') as f:
+        f.write(s + '\n')
+def died(sig, frame):
+    note('signal %d' % sig)
+    os._exit(0)
+signal.signal(signal.SIGABRT, died)
+signal.signal(signal.SIGTERM, died)
+note('env %s %s %d' % (os.environ.get('WATCHDOG_USEC'), os.environ.get('WATCHDOG_PID'), os.getpid()))
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+addr = os.environ['NOTIFY_SOCKET']
+if mode == 'ping':
+    n = 0
+    while not os.path.exists(out + '.stop'):
+        try:
+            s.sendto(b'WATCHDOG=1', addr)
+        except OSError:
+            pass  # as sd_notify: a supervisor that is away is not the service's problem
+        n += 1
+        if n % 20 == 0:
+            note('pinged %d' % n)
+        time.sleep(0.05)
+    note('silent')
+elif mode == 'child':
+    if os.fork() == 0:
+        n = 0
+        while True:
+            s.sendto(b'WATCHDOG=1', addr)
+            n += 1
+            if n % 20 == 0:
+                note('child pinged %d' % n)
+            time.sleep(0.05)
+else:
+    s.sendto(b'WATCHDOG_USEC=30000000', addr)
+    time.sleep(1.0)
+    note('alive after 1s')
+    while not os.path.exists(out + '.stop'):
+        time.sleep(0.02)
+    os.remove(out + '.stop')
+    s.sendto(b'WATCHDOG=trigger', addr)
+while True:
+    time.sleep(1)
+"#;
+
+/// Collects sub-states from `sub` until `name` shows `last` (with a deadline).
+async fn substates_until(
+    sub: &mut systemd_driver::Subscription,
+    name: &str,
+    last: &str,
+) -> Vec<String> {
+    let mut seen = Vec::new();
+    let res = tokio::time::timeout(crate::util::DEADLINE, async {
+        loop {
+            let c = sub.recv().await.expect("subscription");
+            if c.name != name {
+                continue;
+            }
+            let Some(st) = c.state else { continue };
+            let shown = st.to_string();
+            seen.push(st.sub.clone());
+            if shown == last {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(
+        res.is_ok(),
+        "{name}: no {last} within the deadline; saw {seen:?}"
+    );
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watchdog_keepalives_then_a_missed_deadline() {
+    let s = Scratch::new();
+    let d = driver(&s).await;
+    let script = s.path("wd.py");
+    std::fs::write(&script, WATCHDOG_CLIENT).unwrap();
+    let out = s.path("wd.out");
+    d.load(
+        "wd.service",
+        &format!(
+            "[Service]\nExecStart=/usr/bin/python3 {} {} ping\nWatchdogSec=400ms\n",
+            script.display(),
+            out.display()
+        ),
+    )
+    .await
+    .unwrap();
+    let mut sub = d.subscribe().await.unwrap();
+    d.start("wd.service").await.unwrap();
+    let pid = wait_state(&d, "wd.service", "loaded/active/running")
+        .await
+        .main_pid
+        .unwrap();
+    // 20 keep-alives 50 ms apart: a second, well past WatchdogSec=400ms.
+    wait_for("20 keep-alives", || {
+        lines(&out).iter().any(|l| l == "pinged 20")
+    })
+    .await;
+    let st = d.status("wd.service").await.unwrap();
+    assert_eq!(st.state.to_string(), "loaded/active/running");
+    assert_eq!(st.main_pid, Some(pid), "not restarted");
+    assert_eq!(lines(&out)[0], format!("env 400000 {pid} {pid}"));
+
+    // Silence: killed with SIGABRT, result "watchdog", no restart (Restart=no).
+    std::fs::write(s.path("wd.out.stop"), "").unwrap();
+    let seen = substates_until(&mut sub, "wd.service", "loaded/failed/failed").await;
+    assert!(seen.iter().any(|s| s == "stop-watchdog"), "{seen:?}");
+    let st = d.status("wd.service").await.unwrap();
+    assert_eq!(st.result, "watchdog");
+    assert!(
+        lines(&out).contains(&format!("signal {}", libc::SIGABRT)),
+        "{:?}",
+        lines(&out)
+    );
+    let log = wait_log_line(
+        &d,
+        "wd.service",
+        "flotilla: Watchdog timeout (limit 400ms)!",
+    )
+    .await;
+    assert!(!log.is_empty());
+    d.stop_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watchdog_override_trigger_and_restart() {
+    let s = Scratch::new();
+    let d = driver(&s).await;
+    let script = s.path("wd.py");
+    std::fs::write(&script, WATCHDOG_CLIENT).unwrap();
+    let out = s.path("wdr.out");
+    d.load(
+        "wdr.service",
+        &format!(
+            "[Service]\nExecStart=/usr/bin/python3 {} {} override\nWatchdogSec=200ms\nWatchdogSignal=SIGTERM\nRestart=on-watchdog\nRestartSec=50ms\n",
+            script.display(),
+            out.display()
+        ),
+    )
+    .await
+    .unwrap();
+    let mut sub = d.subscribe().await.unwrap();
+    d.start("wdr.service").await.unwrap();
+    wait_for("first instance up", || lines(&out).len() == 1).await;
+    let pid = lines(&out)[0].rsplit(' ').next().unwrap().to_owned();
+    wait_state(&d, "wdr.service", "loaded/active/running").await;
+    assert_eq!(lines(&out)[0], format!("env 200000 {pid} {pid}"));
+    wait_for("alive after 1s", || {
+        lines(&out).iter().any(|l| l == "alive after 1s")
+    })
+    .await;
+    assert_eq!(
+        d.status("wdr.service").await.unwrap().state.to_string(),
+        "loaded/active/running",
+        "WATCHDOG_USEC= overrode WatchdogSec="
+    );
+
+    // WATCHDOG=trigger: killed with WatchdogSignal=SIGTERM at once, then restarted.
+    std::fs::write(s.path("wdr.out.stop"), "").unwrap();
+    let seen = substates_until(&mut sub, "wdr.service", "loaded/activating/auto-restart").await;
+    assert!(seen.iter().any(|s| s == "stop-watchdog"), "{seen:?}");
+    assert_eq!(d.status("wdr.service").await.unwrap().result, "watchdog");
+    assert!(
+        lines(&out).contains(&format!("signal {}", libc::SIGTERM)),
+        "{:?}",
+        lines(&out)
+    );
+    wait_for("second instance up", || {
+        lines(&out).iter().filter(|l| l.starts_with("env ")).count() == 2
+    })
+    .await;
+    // The override was for the first activation only: the restart gets WatchdogSec= again.
+    let second = lines(&out)
+        .into_iter()
+        .filter(|l| l.starts_with("env "))
+        .nth(1)
+        .unwrap();
+    assert!(second.starts_with("env 200000 "), "{second}");
+    d.stop("wdr.service").await.unwrap();
+    wait_state(&d, "wdr.service", "loaded/inactive/dead").await;
+}
+
+/// The highest "pinged N" the watchdog client noted.
+fn pings(out: &std::path::Path) -> u32 {
+    lines(out)
+        .iter()
+        .filter_map(|l| l.strip_prefix("pinged ")?.parse().ok())
+        .max()
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adopted_unit_keeps_its_watchdog() {
+    let s = Scratch::new();
+    let d = driver(&s).await;
+    let script = s.path("wd.py");
+    std::fs::write(&script, WATCHDOG_CLIENT).unwrap();
+    let out = s.path("wd.out");
+    d.load(
+        "wd.service",
+        &format!(
+            "[Service]\nExecStart=/usr/bin/python3 {} {} ping\nWatchdogSec=400ms\n",
+            script.display(),
+            out.display()
+        ),
+    )
+    .await
+    .unwrap();
+    d.start("wd.service").await.unwrap();
+    let pid = wait_state(&d, "wd.service", "loaded/active/running")
+        .await
+        .main_pid
+        .unwrap();
+    wait_for("first keep-alives", || pings(&out) >= 20).await;
+    drop(d);
+
+    // The new supervisor listens on the same socket: keep-alives for two more seconds
+    // (five watchdog periods) keep the adopted unit running.
+    let d = driver(&s).await;
+    let from = pings(&out);
+    wait_for("keep-alives to the new supervisor", || {
+        pings(&out) >= from + 40
+    })
+    .await;
+    let st = d.status("wd.service").await.unwrap();
+    assert_eq!(st.state.to_string(), "loaded/active/running");
+    assert_eq!(st.main_pid, Some(pid));
+
+    // And it enforces the watchdog.
+    std::fs::write(s.path("wd.out.stop"), "").unwrap();
+    let st = wait_state(&d, "wd.service", "loaded/failed/failed").await;
+    assert_eq!(st.result, "watchdog");
+    d.stop_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watchdog_counts_the_main_process_unless_notify_access_all() {
+    let s = Scratch::new();
+    let d = driver(&s).await;
+    let script = s.path("wd.py");
+    std::fs::write(&script, WATCHDOG_CLIENT).unwrap();
+    let unit = |out: &std::path::Path, extra: &str| {
+        format!(
+            "[Service]\nExecStart=/usr/bin/python3 {} {} child\nWatchdogSec=400ms\n{extra}",
+            script.display(),
+            out.display()
+        )
+    };
+    // NotifyAccess= defaults to main with a watchdog: the child's keep-alives do not count.
+    let out = s.path("main.out");
+    d.load("wdm.service", &unit(&out, "")).await.unwrap();
+    d.start("wdm.service").await.unwrap();
+    let st = wait_state(&d, "wdm.service", "loaded/failed/failed").await;
+    assert_eq!(st.result, "watchdog");
+
+    // NotifyAccess=all: they do.
+    let out = s.path("all.out");
+    d.load("wda.service", &unit(&out, "NotifyAccess=all\n"))
+        .await
+        .unwrap();
+    d.start("wda.service").await.unwrap();
+    let pid = wait_state(&d, "wda.service", "loaded/active/running")
+        .await
+        .main_pid;
+    wait_for("a second of the child's keep-alives", || {
+        lines(&out).iter().any(|l| l == "child pinged 20")
+    })
+    .await;
+    let st = d.status("wda.service").await.unwrap();
+    assert_eq!(st.state.to_string(), "loaded/active/running");
+    assert_eq!(st.main_pid, pid);
+    d.stop_all().await;
+}

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use systemd_driver::{ActiveState, LogOptions, UnitDriver};
 
-use crate::util::{Scratch, alive, lines, wait_for, wait_log_line, wait_state, wait_status};
+use crate::util::{Scratch, lines, wait_for, wait_log_line, wait_state, wait_status};
 
 /// Every case, by name, for drivers that run them one after the other.
 pub(crate) const CASES: &[&str] = &[
@@ -170,7 +170,7 @@ pub(crate) async fn ignores_sigterm<D: UnitDriver>(d: &D, s: &Scratch, prefix: &
         "SIGKILL came before the stop timeout"
     );
     assert_eq!(st.result, "timeout");
-    wait_for("the stubborn shell to be killed", || !alive(pid)).await;
+    wait_for("the stubborn shell to be killed", || !s.alive(pid)).await;
     d.unload(&name).await.unwrap();
 }
 
@@ -186,10 +186,10 @@ pub(crate) async fn forked_children<D: UnitDriver>(d: &D, s: &Scratch, prefix: &
     wait_state(d, &name, "loaded/active/running").await;
     wait_for("two children", || lines(&pids).len() == 2).await;
     let children: Vec<u32> = lines(&pids).iter().map(|l| l.parse().unwrap()).collect();
-    assert!(children.iter().all(|&p| alive(p)));
+    assert!(children.iter().all(|&p| s.alive(p)));
     d.stop(&name).await.unwrap();
     wait_state(d, &name, "loaded/inactive/dead").await;
-    wait_for("no orphans", || children.iter().all(|&p| !alive(p))).await;
+    wait_for("no orphans", || children.iter().all(|&p| !s.alive(p))).await;
     d.unload(&name).await.unwrap();
 }
 
@@ -334,10 +334,10 @@ pub(crate) async fn forking_with_pid_file<D: UnitDriver>(d: &D, s: &Scratch, pre
     if let Some(main) = st.main_pid {
         assert_eq!(main, pid);
     }
-    assert!(alive(pid));
+    assert!(s.alive(pid));
     d.stop(&name).await.unwrap();
     wait_state(d, &name, "loaded/inactive/dead").await;
-    wait_for("daemon gone", || !alive(pid)).await;
+    wait_for("daemon gone", || !s.alive(pid)).await;
     d.unload(&name).await.unwrap();
 }
 
@@ -386,7 +386,7 @@ pub(crate) async fn unload_stops<D: UnitDriver>(d: &D, s: &Scratch, prefix: &str
     wait_for("pid file", || lines(&pidfile).len() == 1).await;
     let pid: u32 = lines(&pidfile)[0].parse().unwrap();
     d.unload(&name).await.unwrap();
-    wait_for("process gone after unload", || !alive(pid)).await;
+    wait_for("process gone after unload", || !s.alive(pid)).await;
     assert!(d.list().await.unwrap().iter().all(|u| u.name != name));
     assert_eq!(
         d.status(&name).await.unwrap().state.load.as_str(),

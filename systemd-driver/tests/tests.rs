@@ -8,3 +8,5 @@ mod suite;
 mod process;
 // SystemdDriver against a real systemd --user.
 mod systemd;
+// SystemdDriver against systemd as PID 1 in a container (the system manager).
+mod systemd_system;

@@ -8,9 +8,13 @@ use systemd_driver::{LogOptions, UnitDriver, UnitStatus};
 /// How long any single wait may take before the test fails.
 pub(crate) const DEADLINE: Duration = Duration::from_secs(20);
 
-/// A scratch directory the units under test can read and write.
+/// A scratch directory the units under test can read and write, and where the PIDs they
+/// write there live.
 pub(crate) struct Scratch {
     dir: tempfile::TempDir,
+    /// `Some(host PID of a process in it)` when units run in another PID namespace (a
+    /// container); their PIDs are translated through `/proc/*/status` `NSpid:`.
+    pid_namespace_of: Option<u32>,
 }
 
 impl Scratch {
@@ -20,6 +24,20 @@ impl Scratch {
                 .prefix("sdtest")
                 .tempdir()
                 .expect("scratch dir"),
+            pid_namespace_of: None,
+        }
+    }
+
+    /// Units report PIDs in the PID namespace of host process `init` from now on.
+    pub(crate) fn set_pid_namespace_of(&mut self, init: u32) {
+        self.pid_namespace_of = Some(init);
+    }
+
+    /// Whether the unit's process `pid` (in the units' PID namespace) is alive.
+    pub(crate) fn alive(&self, pid: u32) -> bool {
+        match self.pid_namespace_of {
+            None => alive(pid),
+            Some(init) => host_pid(init, pid).is_some_and(alive),
         }
     }
 
@@ -66,6 +84,27 @@ pub(crate) async fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+/// The host PID of the process that is `pid` in the PID namespace of host process `init`.
+fn host_pid(init: u32, pid: u32) -> Option<u32> {
+    let ns = std::fs::read_link(format!("/proc/{init}/ns/pid")).ok()?;
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let h: u32 = e.file_name().to_str()?.parse().ok()?;
+        if std::fs::read_link(format!("/proc/{h}/ns/pid")).ok()? != ns {
+            return None;
+        }
+        let status = std::fs::read_to_string(format!("/proc/{h}/status")).ok()?;
+        // "NSpid:" lists the PID in each namespace, outermost first.
+        let inner = status
+            .lines()
+            .find_map(|l| l.strip_prefix("NSpid:"))?
+            .split_whitespace()
+            .last()?
+            .parse::<u32>()
+            .ok()?;
+        (inner == pid).then_some(h)
+    })
 }
 
 /// Reads a file's lines (empty when missing).

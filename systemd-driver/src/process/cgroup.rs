@@ -2,7 +2,6 @@
 //! lets us create them. A cgroup catches every process of a unit, including daemons that
 //! leave the unit's process group with `setsid()`; without one we fall back to process groups.
 
-use std::ffi::CString;
 use std::path::{Path, PathBuf};
 
 /// What the host's cgroups allow, found once when the driver opens.
@@ -123,12 +122,6 @@ impl UnitCgroup {
             Err(e) => return Err(e),
         }
         Ok(UnitCgroup { path })
-    }
-
-    /// The `cgroup.procs` path, for the child to join before exec.
-    pub(crate) fn procs_cstring(&self) -> Option<CString> {
-        use std::os::unix::ffi::OsStrExt;
-        CString::new(self.path.join("cgroup.procs").as_os_str().as_bytes()).ok()
     }
 
     /// Applies `MemoryMax=` and `CPUQuota=`.

@@ -29,6 +29,11 @@ impl LogFiles {
         LogFiles { dir, max_bytes }
     }
 
+    /// The unit's current log file.
+    pub(crate) fn path(&self, unit: &str) -> PathBuf {
+        self.current(unit)
+    }
+
     fn current(&self, unit: &str) -> PathBuf {
         self.dir.join(format!("{unit}.log"))
     }

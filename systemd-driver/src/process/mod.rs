@@ -6,6 +6,7 @@
 //! ```text
 //! units/<name>        the loaded unit files (what is loaded survives a restart)
 //! run/<name>.json     main PID, process groups with their leaders' start times, cgroup
+//!                     (`null` while the unit is at rest; written in place, kept until unload)
 //! logs/<name>.log     stdout+stderr of the unit's processes (+ <name>.log.1 after rotation)
 //! notify/<name>       the NOTIFY_SOCKET of a Type=notify unit
 //! ```
@@ -18,6 +19,7 @@
 mod cgroup;
 mod logfile;
 mod runner;
+mod spawn;
 mod sys;
 
 use std::collections::HashMap;
@@ -167,15 +169,22 @@ impl ProcessDriver {
             tokio::spawn(async move {
                 loop {
                     tokio::time::sleep(Duration::from_millis(250)).await;
-                    let Ok(entries) = std::fs::read_dir(&logs_dir) else {
-                        continue;
-                    };
-                    for e in entries.flatten() {
-                        let name = e.file_name();
-                        if let Some(unit) = name.to_str().and_then(|n| n.strip_suffix(".log")) {
-                            logs.rotate_if_needed(unit);
+                    // Off the runtime's threads: with a thousand units the scan is about
+                    // 2 ms of stat() calls, during which a worker could not run the unit
+                    // task that has a state change to report.
+                    let (logs, dir) = (logs.clone(), logs_dir.clone());
+                    let _ = tokio::task::spawn_blocking(move || {
+                        let Ok(entries) = std::fs::read_dir(&dir) else {
+                            return;
+                        };
+                        for e in entries.flatten() {
+                            let name = e.file_name();
+                            if let Some(unit) = name.to_str().and_then(|n| n.strip_suffix(".log")) {
+                                logs.rotate_if_needed(unit);
+                            }
                         }
-                    }
+                    })
+                    .await;
                 }
             })
             .abort_handle()
@@ -221,10 +230,17 @@ impl ProcessDriver {
             };
             match std::fs::read(&path)
                 .ok()
-                .and_then(|b| serde_json::from_slice::<PidRecord>(&b).ok())
+                .and_then(|b| serde_json::from_slice::<Option<PidRecord>>(&b).ok())
             {
-                Some(rec) => {
+                Some(Some(rec)) => {
                     records.insert(name.to_owned(), rec);
+                }
+                // A unit at rest: nothing to adopt. The file stays for its next start (and
+                // goes below if the unit is no longer loaded).
+                Some(None) => {
+                    if !self.inner.units_dir.join(name).exists() {
+                        let _ = std::fs::remove_file(&path);
+                    }
                 }
                 None => {
                     tracing::warn!(
@@ -449,7 +465,22 @@ impl UnitDriver for ProcessDriver {
         };
         match existing {
             Some(shared) => *shared.config.lock().expect("config lock") = Arc::new(cfg),
-            None => self.spawn_unit(name, cfg, None),
+            None => {
+                // The files a start writes exist from now on, so that a start only writes
+                // into them (see runner::write_record_file for why that matters).
+                let ctx = &self.inner.ctx;
+                let record = ctx.run_dir.join(format!("{name}.json"));
+                if !record.exists() {
+                    runner::write_record_file(&record, b"null")
+                        .map_err(|e| Error::io("write pid record", &record, e))?;
+                }
+                drop(
+                    ctx.logs
+                        .open_append(name)
+                        .map_err(|e| Error::io("create log file", ctx.logs.path(name), e))?,
+                );
+                self.spawn_unit(name, cfg, None);
+            }
         }
         Ok(())
     }

@@ -5,22 +5,23 @@
 //! caller that gives up waiting never leaves a unit half-handled.
 
 use std::collections::VecDeque;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use tokio::io::unix::AsyncFd;
 use tokio::net::UnixDatagram;
-use tokio::process::Child;
 use tokio::sync::{mpsc, oneshot};
 
 use super::Ctx;
 use super::cgroup::UnitCgroup;
+use super::spawn::{self, SpawnRequest, Spawned};
 use super::sys;
-use crate::config::{ExecCommand, KillMode, RestartPolicy, ServiceConfig, ServiceType};
+use crate::config::{
+    ExecCommand, KillMode, NotifyAccess, RestartPolicy, ServiceConfig, ServiceType,
+};
 use crate::error::{Error, Result};
 use crate::state::{ActiveState, LoadState, UnitState, UnitStatus};
 
@@ -56,7 +57,7 @@ pub(crate) enum Exit {
 }
 
 impl Exit {
-    fn from_status(s: std::process::ExitStatus) -> Exit {
+    pub(crate) fn from_status(s: std::process::ExitStatus) -> Exit {
         use std::os::unix::process::ExitStatusExt;
         match (s.code(), s.signal()) {
             (Some(c), _) => Exit::Code(c),
@@ -95,8 +96,81 @@ impl Exit {
 /// A process being watched.
 #[derive(Debug)]
 pub(crate) enum Proc {
-    Child(Child),
+    /// One we started: ours to reap, so its exit status is known.
+    Child(ChildProc),
+    /// One we did not start (adopted, or a forking daemon): watched through a pidfd.
     Foreign { pid: u32, fd: AsyncFd<OwnedFd> },
+}
+
+/// A child of the supervisor, watched through the pidfd it was created with.
+#[derive(Debug)]
+pub(crate) struct ChildProc {
+    pid: u32,
+    /// `None` only while being dropped.
+    fd: Option<AsyncFd<OwnedFd>>,
+    status: Option<Exit>,
+}
+
+impl ChildProc {
+    fn new(s: Spawned) -> std::io::Result<ChildProc> {
+        Ok(ChildProc {
+            pid: s.pid,
+            fd: Some(sys::watch_fd(s.pidfd)?),
+            status: None,
+        })
+    }
+
+    /// The PID while the process is not reaped (after that the number may be reused).
+    fn id(&self) -> Option<u32> {
+        self.status.is_none().then_some(self.pid)
+    }
+
+    fn try_wait(&mut self) -> Option<Exit> {
+        if self.status.is_none() {
+            self.status = sys::try_reap(self.pid);
+        }
+        self.status
+    }
+
+    /// Waits for the exit. Cancel-safe.
+    async fn wait(&mut self) -> Exit {
+        loop {
+            if let Some(e) = self.try_wait() {
+                return e;
+            }
+            let Some(fd) = &self.fd else {
+                return Exit::Unknown;
+            };
+            // A pidfd becomes readable once the process has exited.
+            match fd.readable().await {
+                Ok(mut guard) => {
+                    if let Some(e) = sys::try_reap(self.pid) {
+                        self.status = Some(e);
+                        return e;
+                    }
+                    guard.clear_ready();
+                }
+                Err(_) => return Exit::Unknown,
+            }
+        }
+    }
+}
+
+impl Drop for ChildProc {
+    fn drop(&mut self) {
+        // A unit left running (the driver was dropped) is still our child: reap it when it
+        // exits rather than leave a zombie, as long as a runtime is there to wait on.
+        if self.try_wait().is_some() {
+            return;
+        }
+        if let (Some(fd), Ok(rt)) = (self.fd.take(), tokio::runtime::Handle::try_current()) {
+            let pid = self.pid;
+            rt.spawn(async move {
+                let _ = fd.readable().await;
+                sys::try_reap(pid);
+            });
+        }
+    }
 }
 
 impl Proc {
@@ -114,13 +188,17 @@ impl Proc {
         }
     }
 
+    fn pid_even_if_reaped(&self) -> u32 {
+        match self {
+            Proc::Child(c) => c.pid,
+            Proc::Foreign { pid, .. } => *pid,
+        }
+    }
+
     /// Waits for the exit. Cancel-safe.
     async fn wait(&mut self) -> Exit {
         match self {
-            Proc::Child(c) => match c.wait().await {
-                Ok(s) => Exit::from_status(s),
-                Err(_) => Exit::Unknown,
-            },
+            Proc::Child(c) => c.wait().await,
             Proc::Foreign { fd, .. } => {
                 // A pidfd becomes readable once the process has exited.
                 let _ = fd.readable().await;
@@ -131,7 +209,7 @@ impl Proc {
 
     fn exited(&mut self) -> bool {
         match self {
-            Proc::Child(c) => !matches!(c.try_wait(), Ok(None)),
+            Proc::Child(c) => c.try_wait().is_some(),
             Proc::Foreign { pid, .. } => sys::stat(*pid).is_none_or(|s| s.state == 'Z'),
         }
     }
@@ -160,7 +238,8 @@ pub(crate) struct Adopted {
 enum Ev<T> {
     Done(T),
     Cmd(Cmd),
-    Notify(String),
+    /// A notification and the PID that sent it.
+    Notify(String, Option<u32>),
     Timeout,
     /// The driver is gone: the task ends and leaves its processes for the next driver.
     Detached,
@@ -182,8 +261,13 @@ async fn select_ev<F: std::future::Future>(
         match notify {
             Some(sock) => {
                 let mut buf = vec![0u8; 4096];
-                match sock.recv(&mut buf).await {
-                    Ok(n) => String::from_utf8_lossy(&buf[..n]).into_owned(),
+                let got = sock
+                    .async_io(tokio::io::Interest::READABLE, || {
+                        sys::recv_with_pid(sock.as_fd(), &mut buf)
+                    })
+                    .await;
+                match got {
+                    Ok((n, pid)) => (String::from_utf8_lossy(&buf[..n]).into_owned(), pid),
                     Err(_) => std::future::pending().await,
                 }
             }
@@ -196,7 +280,7 @@ async fn select_ev<F: std::future::Future>(
     tokio::select! {
         biased;
         cmd = rx.recv() => match cmd { Some(c) => Ev::Cmd(c), None => Ev::Detached },
-        msg = note => Ev::Notify(msg),
+        (msg, pid) = note => Ev::Notify(msg, pid),
         out = fut => Ev::Done(out),
         () = sleep => Ev::Timeout,
     }
@@ -224,6 +308,13 @@ pub(crate) struct Runner {
     cgroup: Option<UnitCgroup>,
     notify: Option<UnixDatagram>,
     ready: bool,
+    /// The watchdog timeout in force: `WatchdogSec=`, or what the service asked for with
+    /// `WATCHDOG_USEC=` during this activation.
+    watchdog: Option<Duration>,
+    /// When the service's next keep-alive is due, once the watchdog is armed.
+    watchdog_deadline: Option<Instant>,
+    /// The service sent `WATCHDOG=trigger`.
+    watchdog_triggered: bool,
     start_history: VecDeque<Instant>,
     stop_requested: bool,
     restart_pending: bool,
@@ -249,6 +340,9 @@ impl Runner {
             cgroup: None,
             notify: None,
             ready: false,
+            watchdog: None,
+            watchdog_deadline: None,
+            watchdog_triggered: false,
             start_history: VecDeque::new(),
             stop_requested: false,
             restart_pending: false,
@@ -346,6 +440,7 @@ impl Runner {
 
     fn finish_unload(&mut self) {
         self.cleanup_records();
+        let _ = std::fs::remove_file(self.record_path());
         if let Some(root) = &self.ctx.cgroups.root {
             let cg = UnitCgroup {
                 path: root.join(&self.name),
@@ -457,7 +552,7 @@ impl Runner {
                 match select_ev(&mut self.rx, None, deadline, std::future::pending::<()>()).await {
                     Ev::Timeout | Ev::Done(()) => break,
                     Ev::Detached => return Flow::Detached,
-                    Ev::Notify(_) => {}
+                    Ev::Notify(..) => {}
                     Ev::Cmd(Cmd::Start(ack)) => {
                         let _ = ack.send(Ok(()));
                         break;
@@ -492,6 +587,9 @@ impl Runner {
     /// (RemainAfterExit) or was stopped.
     async fn run_once(&mut self) -> (Flow, Option<&'static str>) {
         self.ready = false;
+        self.watchdog = self.cfg.watchdog;
+        self.watchdog_deadline = None;
+        self.watchdog_triggered = false;
         self.groups.clear();
         if let Err(message) = self.prepare() {
             self.ctx.logs.note(&self.name, &message);
@@ -520,6 +618,8 @@ impl Runner {
         if flow != Flow::Ok {
             return self.after_failed_start(flow).await;
         }
+        // As systemd on entering start-post: from here on keep-alives are due.
+        self.arm_watchdog();
         if !cfg.exec_start_post.is_empty() {
             self.set(ActiveState::Activating, "start-post");
             match self
@@ -607,14 +707,29 @@ impl Runner {
                 .note(&self.name, &format!("flotilla: {problem}"));
             tracing::warn!(unit = %self.name, "{problem}");
         }
-        if self.cfg.service_type == ServiceType::Notify {
+        self.bind_notify()
+    }
+
+    /// Creates the unit's `NOTIFY_SOCKET` when it needs one: `Type=notify`, or a watchdog
+    /// (systemd's `NotifyAccess=` defaults to `main` then, whatever the type).
+    fn bind_notify(&mut self) -> std::result::Result<(), String> {
+        if self.cfg.service_type == ServiceType::Notify
+            || self.cfg.watchdog.is_some()
+            || self.cfg.notify_access != NotifyAccess::None
+        {
             let path = self.ctx.notify_dir.join(&self.name);
             let _ = std::fs::remove_file(&path);
             let sock = UnixDatagram::bind(&path)
+                .and_then(|sock| sys::set_passcred(sock.as_fd()).map(|()| sock))
                 .map_err(|e| format!("cannot create notify socket {}: {e}", path.display()))?;
             self.notify = Some(sock);
         }
         Ok(())
+    }
+
+    /// (Re)starts the watchdog's countdown from now (systemd's `service_reset_watchdog`).
+    fn arm_watchdog(&mut self) {
+        self.watchdog_deadline = self.watchdog.and_then(|t| Instant::now().checked_add(t));
     }
 
     /// The environment of the unit's processes; errors name the missing file.
@@ -637,6 +752,12 @@ impl Runner {
             put(&mut env, "USER", pw.name.clone());
             put(&mut env, "LOGNAME", pw.name.clone());
             put(&mut env, "SHELL", pw.shell.clone());
+        }
+        if let Some(t) = self.watchdog {
+            // WATCHDOG_PID is each process's own PID, written by the child itself (an
+            // empty value here marks it for that); Environment= may override both.
+            put(&mut env, "WATCHDOG_PID", String::new());
+            put(&mut env, "WATCHDOG_USEC", t.as_micros().to_string());
         }
         for (k, v) in &self.cfg.environment {
             put(&mut env, k, v.clone());
@@ -677,36 +798,25 @@ impl Runner {
         &mut self,
         cmd: &ExecCommand,
         with_main_pid: bool,
-    ) -> std::result::Result<Child, String> {
+    ) -> std::result::Result<ChildProc, String> {
         let env = self.environment(with_main_pid)?;
         let argv = if cmd.no_env_expand {
             cmd.argv.clone()
         } else {
             expand_argv(&cmd.argv, &env)
         };
-        let mut c = tokio::process::Command::new(&cmd.path);
-        if let Some((first, rest)) = argv.split_first() {
-            c.arg0(first);
-            c.args(rest);
-        }
-        c.env_clear().envs(env.iter().map(|(k, v)| (k, v)));
         let log = self
             .ctx
             .logs
             .open_append(&self.name)
             .map_err(|e| format!("cannot open log file: {e}"))?;
-        let log2 = log
-            .try_clone()
-            .map_err(|e| format!("cannot open log file: {e}"))?;
-        c.stdin(Stdio::null())
-            .stdout(Stdio::from(log))
-            .stderr(Stdio::from(log2));
         let switch_user = !cmd.privileged && self.cfg.user.is_some();
         let pw = if switch_user {
             self.cfg.user.as_deref().and_then(passwd_entry)
         } else {
             None
         };
+        let mut cwd = None;
         if let Some((dir, optional)) = &self.cfg.working_directory {
             let dir = if dir == "~" {
                 pw.as_ref()
@@ -716,10 +826,10 @@ impl Runner {
                 dir.clone()
             };
             if !*optional || std::path::Path::new(&dir).is_dir() {
-                c.current_dir(dir);
+                cwd = Some(dir);
             }
         }
-        // Switched inside the child, after it joined its cgroup (which needs root).
+        // Switched inside the child, after it is in its cgroup (joining one needs root).
         let mut creds = None;
         if switch_user {
             let user = self.cfg.user.as_deref().unwrap_or_default();
@@ -738,21 +848,33 @@ impl Runner {
                 return Err(format!("User={user} needs the supervisor to run as root"));
             }
         }
-        sys::isolate(
-            &mut c,
-            self.cgroup.as_ref().and_then(UnitCgroup::procs_cstring),
+        let req = SpawnRequest {
+            program: &cmd.path,
+            argv: &argv,
+            env: &env,
+            own_pid_var: env
+                .iter()
+                .any(|(k, v)| k == "WATCHDOG_PID" && v.is_empty())
+                .then_some("WATCHDOG_PID"),
+            output: &log,
+            cwd: cwd.as_deref(),
+            cgroup: self.cgroup.as_ref().map(|c| c.path.as_path()),
             creds,
-        );
-        // On the runtime's own thread, not the blocking pool: fork() copies every mapping of
-        // this process, and the stacks of hundreds of pool threads made each spawn about ten
-        // times as expensive (measured with the bench).
-        let child = c
-            .spawn()
-            .map_err(|e| format!("Failed to execute {}: {e}", cmd.path))?;
-        if let Some(pid) = child.id()
-            && let Some(st) = sys::stat(pid)
-        {
-            self.groups.push((pid, st.start_time));
+        };
+        // On the runtime's own thread, not the blocking pool: where spawning falls back to
+        // fork(), that copies every mapping of this process, and the stacks of hundreds of
+        // pool threads made each spawn about ten times as expensive (measured with the bench).
+        let spawned =
+            spawn::spawn(&req).map_err(|e| format!("Failed to execute {}: {e}", cmd.path))?;
+        let pid = spawned.pid;
+        let child = ChildProc::new(spawned).map_err(|e| {
+            // A process we cannot watch must not run untracked.
+            let _ = sys::kill(pid, libc::SIGKILL);
+            spawn::reap(pid);
+            format!("cannot watch {} (PID {pid}): {e}", cmd.path)
+        })?;
+        if let Some(st) = sys::stat(child.pid) {
+            self.groups.push((child.pid, st.start_time));
         }
         Ok(child)
     }
@@ -787,8 +909,7 @@ impl Runner {
         let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
         loop {
             match select_ev(&mut self.rx, None, deadline, child.wait()).await {
-                Ev::Done(status) => {
-                    let exit = status.map(Exit::from_status).unwrap_or(Exit::Unknown);
+                Ev::Done(exit) => {
                     return if exit == Exit::Code(0) {
                         Flow::Ok
                     } else {
@@ -809,7 +930,7 @@ impl Runner {
                     self.set_result("timeout", Some(format!("{} timed out", cmd.path)));
                     return Flow::Fail("timeout");
                 }
-                Ev::Notify(_) => {}
+                Ev::Notify(..) => {}
                 Ev::Detached => return Flow::Detached,
                 Ev::Cmd(c) => {
                     if self.on_busy_cmd(c, stopping) && !stopping {
@@ -876,7 +997,7 @@ impl Runner {
                             self.set_result("timeout", Some("start operation timed out".into()));
                             return Flow::Fail("timeout");
                         }
-                        Ev::Notify(_) => {}
+                        Ev::Notify(..) => {}
                         Ev::Detached => return Flow::Detached,
                         Ev::Cmd(c) => {
                             if self.on_busy_cmd(c, false) {
@@ -923,7 +1044,7 @@ impl Runner {
                             self.set_result("timeout", Some("start operation timed out".into()));
                             return Flow::Fail("timeout");
                         }
-                        Ev::Notify(msg) => self.on_notify(&msg),
+                        Ev::Notify(msg, pid) => self.on_notify(&msg, pid),
                         Ev::Detached => return Flow::Detached,
                         Ev::Cmd(c) => {
                             if self.on_busy_cmd(c, false) {
@@ -968,10 +1089,47 @@ impl Runner {
         candidates.first().map(|&(_, p)| p)
     }
 
-    fn on_notify(&mut self, msg: &str) {
+    /// Whether a notification from `sender` counts (`NotifyAccess=`).
+    fn notify_allowed(&self, sender: Option<u32>) -> bool {
+        // The main process's PID even once it is reaped: what it sent just before exiting
+        // (READY=1, MAINPID=) is handled after its exit was seen.
+        let main = self.main.as_ref().map(Proc::pid_even_if_reaped);
+        match self.cfg.notify_access {
+            NotifyAccess::All => true,
+            NotifyAccess::None => false,
+            // Control processes' notifications are not read while they run: for them,
+            // exec is main.
+            NotifyAccess::Main | NotifyAccess::Exec => sender.is_some() && sender == main,
+        }
+    }
+
+    fn on_notify(&mut self, msg: &str, sender: Option<u32>) {
+        if !self.notify_allowed(sender) {
+            tracing::debug!(
+                unit = %self.name,
+                ?sender,
+                "notification refused by NotifyAccess={:?}",
+                self.cfg.notify_access
+            );
+            return;
+        }
         for line in msg.lines() {
             if line == "READY=1" {
                 self.ready = true;
+            } else if line == "WATCHDOG=1" {
+                self.arm_watchdog();
+            } else if line == "WATCHDOG=trigger" {
+                self.watchdog_triggered = true;
+            } else if let Some(v) = line.strip_prefix("WATCHDOG_USEC=") {
+                match v.parse::<u64>() {
+                    // 0 and infinity turn the watchdog off, as in systemd.
+                    Ok(us) => {
+                        self.watchdog =
+                            (us != 0 && us != u64::MAX).then(|| Duration::from_micros(us));
+                        self.arm_watchdog();
+                    }
+                    Err(_) => tracing::warn!(unit = %self.name, "cannot parse WATCHDOG_USEC={v}"),
+                }
             } else if let Some(text) = line.strip_prefix("STATUS=") {
                 self.shared.status.lock().expect("status lock").status_text = Some(text.to_owned());
             } else if let Some(pid) = line
@@ -989,9 +1147,37 @@ impl Runner {
         }
     }
 
+    /// A keep-alive came too late, or the service asked for it: kill it with
+    /// `WatchdogSignal=`, with the result `watchdog` (which `Restart=on-watchdog` and
+    /// friends restart).
+    async fn watchdog_fired(&mut self) -> (Flow, Option<&'static str>) {
+        let why = if std::mem::take(&mut self.watchdog_triggered) {
+            "Watchdog request".to_owned()
+        } else {
+            format!(
+                "Watchdog timeout (limit {}ms)",
+                self.watchdog.unwrap_or_default().as_millis()
+            )
+        };
+        self.watchdog_deadline = None;
+        self.ctx.logs.note(&self.name, &format!("flotilla: {why}!"));
+        tracing::warn!(unit = %self.name, "{why}");
+        self.set_result("watchdog", Some(why));
+        let signal = self.cfg.watchdog_signal;
+        let f = self
+            .stop_sequence_with("watchdog", false, (signal, "stop-watchdog"))
+            .await;
+        (f, Some(self.current_result()))
+    }
+
     /// active/running: wait for the main process, answering requests.
     async fn supervise_running(&mut self) -> (Flow, Option<&'static str>) {
         loop {
+            if self.watchdog_triggered
+                || self.watchdog_deadline.is_some_and(|d| Instant::now() >= d)
+            {
+                return self.watchdog_fired().await;
+            }
             let (main, cgroup, groups) = (self.main.as_mut(), &self.cgroup, &self.groups);
             let wait = async move {
                 match main {
@@ -1012,7 +1198,8 @@ impl Runner {
                     }
                 }
             };
-            match select_ev(&mut self.rx, self.notify.as_ref(), None, wait).await {
+            let deadline = self.watchdog_deadline;
+            match select_ev(&mut self.rx, self.notify.as_ref(), deadline, wait).await {
                 Ev::Done(exit) => {
                     if self.main.is_none() {
                         // Group emptied on its own: no status to judge by.
@@ -1042,7 +1229,7 @@ impl Runner {
                         return (f, None);
                     }
                 }
-                Ev::Notify(msg) => self.on_notify(&msg),
+                Ev::Notify(msg, pid) => self.on_notify(&msg, pid),
                 Ev::Timeout => {}
                 Ev::Detached => return (Flow::Detached, None),
             }
@@ -1157,6 +1344,19 @@ impl Runner {
 
     /// From running (or a failed start) to rest: ExecStop=, signals, ExecStopPost=.
     async fn stop_sequence(&mut self, result: &'static str, run_exec_stop: bool) -> Flow {
+        let first = (self.cfg.kill_signal, "stop-sigterm");
+        self.stop_sequence_with(result, run_exec_stop, first).await
+    }
+
+    /// [`stop_sequence`](Self::stop_sequence) with another first signal and sub-state
+    /// (the watchdog's: `WatchdogSignal=` in `stop-watchdog`).
+    async fn stop_sequence_with(
+        &mut self,
+        result: &'static str,
+        run_exec_stop: bool,
+        (first_signal, first_sub): (i32, &'static str),
+    ) -> Flow {
+        self.watchdog_deadline = None;
         if result != "success" && self.current_result() == "success" {
             self.set_result(result, None);
         }
@@ -1177,8 +1377,8 @@ impl Runner {
             KillMode::None => (false, false),
         };
         if first && !self.unit_empty_for(whole) {
-            self.set(ActiveState::Deactivating, "stop-sigterm");
-            self.signal(cfg.kill_signal, whole);
+            self.set(ActiveState::Deactivating, first_sub);
+            self.signal(first_signal, whole);
             self.signal(libc::SIGCONT, whole);
             match self.wait_until(stop_deadline(), whole).await {
                 Err(f) => return f,
@@ -1266,16 +1466,20 @@ impl Runner {
             cgroup: self.cgroup.as_ref().map(|c| c.path.clone()),
             sub: sub.to_owned(),
         };
-        let path = self.record_path();
-        let tmp = path.with_extension("json.tmp");
         let bytes = serde_json::to_vec(&rec).expect("a record always serializes");
-        if let Err(e) = std::fs::write(&tmp, bytes).and_then(|()| std::fs::rename(&tmp, &path)) {
+        self.put_record(&bytes);
+    }
+
+    fn put_record(&self, bytes: &[u8]) {
+        let path = self.record_path();
+        if let Err(e) = write_record_file(&path, bytes) {
             tracing::warn!(unit = %self.name, "cannot write pid record {}: {e}", path.display());
         }
     }
 
     fn cleanup_records(&mut self) {
-        let _ = std::fs::remove_file(self.record_path());
+        // "No processes", in place: the file lives as long as the unit is loaded.
+        self.put_record(b"null");
         // The (empty) cgroup stays until unload: removing it costs more than the rest of a
         // stop, and the next start reuses it.
         self.cgroup = None;
@@ -1307,6 +1511,13 @@ impl Runner {
             self.set(ActiveState::Failed, "failed");
             return Flow::Ok;
         }
+        // A restarted supervisor listens again where the service sends its notifications,
+        // and gives it a full watchdog period from now.
+        if let Err(message) = self.bind_notify() {
+            tracing::warn!(unit = %self.name, "{message}");
+        }
+        self.watchdog = self.cfg.watchdog;
+        self.arm_watchdog();
         self.set(ActiveState::Active, "running");
         let (flow, result) = self.supervise_running().await;
         if flow == Flow::Detached {
@@ -1320,6 +1531,30 @@ impl Runner {
         }
         flow
     }
+}
+
+/// Writes a unit's PID record over the previous one, in place, with one `pwrite`: a
+/// supervisor killed at any moment leaves either the old record or the new one, never a
+/// torn one (a shorter record is padded with spaces, which JSON ignores, rather than
+/// truncated). In place rather than write-then-rename because that allocated an inode per
+/// start, and on ext4 without a journal, with many files recently deleted (a busy build
+/// machine), allocating one cost more than the rest of a start (see docs/benchmarks.md).
+pub(crate) fn write_record_file(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)?;
+    let old = usize::try_from(f.metadata()?.len()).unwrap_or(usize::MAX);
+    let mut buf = bytes.to_vec();
+    if old > buf.len() && old <= 64 * 1024 {
+        buf.resize(old, b' ');
+    } else if old > buf.len() {
+        // Never the case for records we wrote; do not pad to an absurd size.
+        f.set_len(0)?;
+    }
+    f.write_all_at(&buf, 0)
 }
 
 /// systemd's restart table (`Restart=` against the `Result` of the run).
@@ -1441,6 +1676,30 @@ mod tests {
         assert!(!should_restart(OnAbort, "timeout"));
         assert!(!should_restart(No, "signal"));
         assert!(should_restart(OnWatchdog, "watchdog"));
+    }
+
+    #[test]
+    fn records_are_rewritten_in_place() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("u.service.json");
+        let rec = PidRecord {
+            main_pid: Some(42),
+            main_start_time: Some(7),
+            groups: vec![(42, 7)],
+            cgroup: None,
+            sub: "running".into(),
+        };
+        write_record_file(&path, &serde_json::to_vec(&rec).unwrap()).unwrap();
+        let inode = std::fs::metadata(&path).unwrap().ino();
+        let read = || serde_json::from_slice::<Option<PidRecord>>(&std::fs::read(&path).unwrap());
+        assert_eq!(read().unwrap(), Some(rec.clone()));
+        // Shorter: padded, still one valid document, same file.
+        write_record_file(&path, b"null").unwrap();
+        assert_eq!(read().unwrap(), None);
+        assert_eq!(std::fs::metadata(&path).unwrap().ino(), inode);
+        write_record_file(&path, &serde_json::to_vec(&rec).unwrap()).unwrap();
+        assert_eq!(read().unwrap(), Some(rec));
     }
 
     #[test]

@@ -1,12 +1,10 @@
 //! The few operating-system calls the supervisor needs that std and tokio do not offer:
-//! signals to processes and process groups, a new session per unit, pidfds, and reading
+//! signals to processes and process groups, pidfds, and reading
 //! `/proc` to tell processes apart across PID reuse.
 #![allow(unsafe_code)]
 
-use std::ffi::CString;
 use std::io;
 use std::os::fd::{FromRawFd, OwnedFd};
-use std::os::unix::process::CommandExt;
 
 /// Sends `sig` to process `pid`. A process that is already gone is not an error.
 pub(crate) fn kill(pid: u32, sig: i32) -> io::Result<()> {
@@ -112,49 +110,100 @@ pub(crate) fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
 
 /// A pidfd registered with tokio: readable once `pid` has exited.
 pub(crate) fn watch_pid(pid: u32) -> io::Result<tokio::io::unix::AsyncFd<OwnedFd>> {
-    let fd = pidfd_open(pid)?;
+    watch_fd(pidfd_open(pid)?)
+}
+
+/// A pidfd registered with tokio.
+pub(crate) fn watch_fd(fd: OwnedFd) -> io::Result<tokio::io::unix::AsyncFd<OwnedFd>> {
     // SAFETY: the OwnedFd is moved into the AsyncFd, which keeps it open (and so the
     // registration valid) for as long as it is registered.
     unsafe { tokio::io::unix::AsyncFd::register(fd) }.map_err(Into::into)
 }
 
-/// Makes the spawned process start a new session (and so its own process group), join the
-/// cgroup whose `cgroup.procs` file is `cgroup_procs`, then switch to `creds` (uid, gid),
-/// before it executes. The order matters: only root may move itself into the cgroup.
-pub(crate) fn isolate(
-    cmd: &mut tokio::process::Command,
-    cgroup_procs: Option<CString>,
-    creds: Option<(u32, u32)>,
-) {
-    // SAFETY: the closure runs in the forked child before exec; it only makes
-    // async-signal-safe system calls (setsid, open, write, close, setgroups, setgid, setuid)
-    // on data prepared before the fork, and allocates nothing.
-    unsafe {
-        cmd.as_std_mut().pre_exec(move || {
-            if libc::setsid() < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            if let Some(path) = &cgroup_procs {
-                let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
-                if fd < 0 {
-                    return Err(io::Error::last_os_error());
-                }
-                // "0" moves the writing process itself.
-                let rc = libc::write(fd, b"0".as_ptr().cast(), 1);
-                libc::close(fd);
-                if rc < 0 {
-                    return Err(io::Error::last_os_error());
-                }
-            }
-            if let Some((uid, gid)) = creds {
-                // Supplementary groups first (root's must not leak), then gid, then uid.
-                if libc::setgroups(1, &gid) < 0 || libc::setgid(gid) < 0 || libc::setuid(uid) < 0 {
-                    return Err(io::Error::last_os_error());
-                }
-            }
-            Ok(())
-        });
+/// Reaps our child `pid` if it has exited: its exit status, `None` while it runs. A child
+/// someone else already reaped reports an unknown status.
+pub(crate) fn try_reap(pid: u32) -> Option<super::runner::Exit> {
+    use std::os::unix::process::ExitStatusExt;
+    let p = libc::pid_t::try_from(pid).ok()?;
+    let mut status = 0;
+    loop {
+        // SAFETY: waitpid(2) on one PID, writing into a local.
+        let rc = unsafe { libc::waitpid(p, &mut status, libc::WNOHANG) };
+        if rc == p {
+            return Some(super::runner::Exit::from_status(
+                std::process::ExitStatus::from_raw(status),
+            ));
+        }
+        if rc == 0 {
+            return None;
+        }
+        if io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+            return Some(super::runner::Exit::Unknown);
+        }
     }
+}
+
+/// Asks the kernel to attach the sender's credentials to every datagram `fd` receives
+/// (`SO_PASSCRED`), which is how the notify socket tells the main process from others.
+pub(crate) fn set_passcred(fd: std::os::fd::BorrowedFd<'_>) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let on: libc::c_int = 1;
+    // SAFETY: setsockopt(2) reads `on` (an int, as SO_PASSCRED wants) for its stated size.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PASSCRED,
+            (&raw const on).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// Receives one datagram into `buf` without blocking: its length and the sender's PID
+/// (from `SCM_CREDENTIALS`, present once [`set_passcred`] is on).
+pub(crate) fn recv_with_pid(
+    fd: std::os::fd::BorrowedFd<'_>,
+    buf: &mut [u8],
+) -> io::Result<(usize, Option<u32>)> {
+    use std::os::fd::AsRawFd;
+    // Room for one ucred control message, aligned as cmsghdr wants.
+    let mut control = [0u64; 8];
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // SAFETY: msghdr is plain data; all-zero is a valid empty header, filled in below.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &raw mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = std::mem::size_of_val(&control) as _;
+    // SAFETY: recvmsg(2) writes at most iov_len bytes into buf and msg_controllen bytes into
+    // control, both owned by us for the duration of the call.
+    let n = unsafe { libc::recvmsg(fd.as_raw_fd(), &raw mut msg, libc::MSG_DONTWAIT) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut pid = None;
+    // SAFETY: the CMSG_* macros walk the control buffer the kernel just filled, within
+    // msg_controllen; a SCM_CREDENTIALS message carries a struct ucred.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(&raw const msg);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_CREDENTIALS {
+                let cred: libc::ucred = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast());
+                pid = u32::try_from(cred.pid).ok().filter(|&p| p > 0);
+            }
+            c = libc::CMSG_NXTHDR(&raw const msg, c);
+        }
+    }
+    Ok((n as usize, pid))
 }
 
 /// Our effective user id.
