@@ -294,7 +294,13 @@ async fn reload_and_kill_modes() {
         .unwrap();
     wait_for("the left-over child to go", || !alive(child)).await;
 
-    // KillSignal=SIGINT reaches the process.
+    // KillSignal=SIGINT reaches the process, and the unit can trap it even when the
+    // supervisor itself ignores SIGINT (as when a non-interactive shell starts it in the
+    // background): units get default dispositions, as systemd gives them.
+    #[allow(unsafe_code)]
+    // SAFETY: only changes SIGINT's disposition in this test process (to ignored, restored
+    // below); no handler is installed and nothing here sends SIGINT to this process.
+    let before = unsafe { libc::signal(libc::SIGINT, libc::SIG_IGN) };
     let got = s.path("int.got");
     let ready = s.path("int.ready");
     d.load(
@@ -312,6 +318,11 @@ async fn reload_and_kill_modes() {
     .await;
     d.stop("ks.service").await.unwrap();
     wait_state(&d, "ks.service", "loaded/inactive/dead").await;
+    #[allow(unsafe_code)]
+    // SAFETY: puts back the disposition saved above.
+    unsafe {
+        libc::signal(libc::SIGINT, before);
+    }
     assert_eq!(lines(&got), ["INT"]);
     d.stop_all().await;
 }

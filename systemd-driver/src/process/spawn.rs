@@ -406,12 +406,20 @@ unsafe extern "C" fn child_main(a: *mut ChildArgs) -> ! {
             }
             *a.pid_slot.add(n.min(a.pid_slot_len)) = 0;
         }
-        // A clean signal state for the program: nothing blocked, SIGPIPE as default (the
-        // Rust runtime ignores it in the supervisor; ignored signals survive execve).
+        // A clean signal state for the program, as systemd gives its services: nothing
+        // blocked and every signal at its default disposition. Ignored signals survive
+        // execve, and the supervisor may ignore some: the Rust runtime ignores SIGPIPE, and
+        // a supervisor started in the background by a non-interactive shell ignores SIGINT
+        // and SIGQUIT (nohup adds SIGHUP); a unit would inherit those and could not even
+        // trap them. Signals the C library reserves for itself refuse the call, harmlessly.
         let mut empty: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut empty);
         libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        for sig in 1..=libc::SIGRTMAX() {
+            if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+                libc::signal(sig, libc::SIG_DFL);
+            }
+        }
         libc::execve(a.path, a.argv, a.envp);
         fail(a, Stage::Exec)
     }
