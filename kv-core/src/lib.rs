@@ -10,7 +10,8 @@
 //! milliseconds since the Unix epoch). Nothing in this crate reads a clock or does I/O;
 //! expiry is itself a command ([`Op::Expire`]), so replicas applying the same commands
 //! reach the same state. [`Store::apply`] returns an [`Event`] (`action`, `node`,
-//! `prevNode` as [`NodeView`]s); [`Store::get`] reads. [`Store::snapshot`] and
+//! `prevNode` as [`NodeView`]s); [`Store::get`] reads, and [`Store::get_ref`] reads
+//! without copying ([`NodeRef`]). [`Store::snapshot`] and
 //! [`Store::restore`] stream the whole state in a versioned, checksummed format.
 //!
 //! The serde forms of [`NodeView`] and [`Error`] are etcd's v2 JSON, so an HTTP front end
@@ -83,7 +84,7 @@ mod watch;
 pub use command::{Command, Compare, CompareTarget, Op, Txn};
 pub use error::{Error, Result};
 pub use event::{Action, Batch, Event};
-pub use node::NodeView;
+pub use node::{NodeRef, NodeView};
 pub use snapshot::{SNAPSHOT_VERSION, SnapshotError};
 pub use store::Store;
 pub use watch::{EventHistory, HISTORY_CAPACITY, Notification, WatchStart, WatcherHub, WatcherId};
