@@ -156,6 +156,34 @@ fn ops(c: &mut Criterion) {
         })
     });
 
+    // The borrowed read (`Store::get_ref`, no allocation), its value copied into a
+    // reused buffer as a server writes its response; keys in cache as above.
+    let mut out: Vec<u8> = Vec::with_capacity(512);
+    g.bench_function("get_ref_key_in_cache", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            let mut left = iters as usize;
+            while left > 0 {
+                let round = left.min(BATCH);
+                for k in batch.iter_mut().take(round) {
+                    i += 1;
+                    k.clear();
+                    k.push_str(&names[spread(i, n)]);
+                }
+                let start = cpu_now();
+                for k in &batch[..round] {
+                    let r = store.get_ref(k, NOW).unwrap();
+                    out.clear();
+                    out.extend_from_slice(r.value().unwrap_or("").as_bytes());
+                    black_box((&out, r.modified_index()));
+                }
+                total += cpu_now() - start;
+                left -= round;
+            }
+            total
+        })
+    });
+
     let v = value(7);
     let mut cmds: Vec<Command> = Vec::with_capacity(BATCH);
     g.bench_function("set_command_in_cache", |b| {
