@@ -19,8 +19,10 @@
 //!
 //! # Design decisions
 //!
-//! * **Layout for speed and memory.** A directory keeps its children in a hash map (a
-//!   fixed FxHash-style hasher) keyed by the last path component; nodes do not store their
+//! * **Layout for speed and memory.** A directory keeps its children in a hash table (a
+//!   fixed FxHash-style hash; open addressing with one cache line per slot, so a lookup
+//!   touches the slot and then the entry's block) keyed by the last path component, and a
+//!   key is checked and walked in one pass; nodes do not store their
 //!   path, and a file's name and value share one heap block, the key of its parent's map,
 //!   so a read touches one block after the hash-table slot. Listings are always sorted by key (etcd's
 //!   `sorted=true` order, also a valid order for unsorted listings), and snapshots write

@@ -300,7 +300,7 @@ pub(crate) struct Node {
 #[derive(Debug, Clone)]
 pub(crate) enum Kind {
     File,
-    /// Boxed: a hash map is 32 bytes and directories are few, so keeping it out of line
+    /// Boxed: a table is 32 bytes and directories are few, so keeping it out of line
     /// keeps every node, and every hash-table slot of a file, small.
     Dir(Box<Children>),
 }
