@@ -1,12 +1,13 @@
 //! A small driver for instruction-count profiling (`valgrind --tool=callgrind`), where
 //! criterion's timing loop would be far too slow.
 //!
-//! `cargo run --release -p kv-core --example profile -- <get|set|setbuild|snapshot|none>
+//! `cargo run --release -p kv-core --example profile -- <get|getref|set|setbuild|snapshot|none>
 //! [ops]
 //! [keys]`
 //! builds a store of `keys` (default 100,000) fleet-shaped keys with 256-byte values,
 //! then runs `ops` (default 200,000) gets or sets over existing keys, spread over the
-//! store as the criterion bench does. Instructions per operation: (`get` - `none`) / ops, and
+//! store as the criterion bench does. Instructions per operation: (`get` - `none`) / ops (also
+//! `getref`), and
 //! (`set` - `setbuild`) / ops.
 
 use std::hint::black_box;
@@ -60,6 +61,17 @@ fn main() {
                 black_box(store.get(&names[spread(i)], false, false, NOW).unwrap());
             }
         }
+        // The borrowed read, its value copied into a reused buffer (as a server writes
+        // its response).
+        "getref" => {
+            let mut out = Vec::with_capacity(512);
+            for i in 0..ops {
+                let r = store.get_ref(&names[spread(i)], NOW).unwrap();
+                out.clear();
+                out.extend_from_slice(r.value().unwrap_or("").as_bytes());
+                black_box((&out, r.modified_index()));
+            }
+        }
         "set" => {
             let cmds: Vec<Command> = (0..ops)
                 .map(|i| set(names[spread(i)].clone(), v.clone()))
@@ -90,7 +102,7 @@ fn main() {
             println!("snapshot: {} bytes, FNV-1a {fnv:016x}", buf.len());
         }
         "none" => {}
-        other => panic!("unknown mode {other:?}: get, set or none"),
+        other => panic!("unknown mode {other:?}: get, getref, set, setbuild, snapshot or none"),
     }
     println!("{mode}: {ops} ops on {n} keys, index {}", store.index());
 }

@@ -10,7 +10,8 @@
 //! milliseconds since the Unix epoch). Nothing in this crate reads a clock or does I/O;
 //! expiry is itself a command ([`Op::Expire`]), so replicas applying the same commands
 //! reach the same state. [`Store::apply`] returns an [`Event`] (`action`, `node`,
-//! `prevNode` as [`NodeView`]s); [`Store::get`] reads. [`Store::snapshot`] and
+//! `prevNode` as [`NodeView`]s); [`Store::get`] reads, and [`Store::get_ref`] reads
+//! without copying ([`NodeRef`]). [`Store::snapshot`] and
 //! [`Store::restore`] stream the whole state in a versioned, checksummed format.
 //!
 //! The serde forms of [`NodeView`] and [`Error`] are etcd's v2 JSON, so an HTTP front end
@@ -18,8 +19,10 @@
 //!
 //! # Design decisions
 //!
-//! * **Layout for speed and memory.** A directory keeps its children in a hash map (a
-//!   fixed FxHash-style hasher) keyed by the last path component; nodes do not store their
+//! * **Layout for speed and memory.** A directory keeps its children in a hash table (a
+//!   fixed FxHash-style hash; open addressing with one cache line per slot, so a lookup
+//!   touches the slot and then the entry's block) keyed by the last path component, and a
+//!   key is checked and walked in one pass; nodes do not store their
 //!   path, and a file's name and value share one heap block, the key of its parent's map,
 //!   so a read touches one block after the hash-table slot. Listings are always sorted by key (etcd's
 //!   `sorted=true` order, also a valid order for unsorted listings), and snapshots write
@@ -83,7 +86,7 @@ mod watch;
 pub use command::{Command, Compare, CompareTarget, Op, Txn};
 pub use error::{Error, Result};
 pub use event::{Action, Batch, Event};
-pub use node::NodeView;
+pub use node::{NodeRef, NodeView};
 pub use snapshot::{SNAPSHOT_VERSION, SnapshotError};
 pub use store::Store;
 pub use watch::{EventHistory, HISTORY_CAPACITY, Notification, WatchStart, WatcherHub, WatcherId};

@@ -32,7 +32,7 @@ pub fn clean(key: &str) -> Cow<'_, str> {
 /// Index of the first `/` in `b` at or after `from`. Eight bytes at a time: keys are
 /// long runs of name bytes between a few slashes, and this runs on every request.
 #[inline]
-fn next_slash(b: &[u8], from: usize) -> Option<usize> {
+pub(crate) fn next_slash(b: &[u8], from: usize) -> Option<usize> {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGHS: u64 = 0x8080_8080_8080_8080;
     const SLASHES: u64 = ONES * b'/' as u64;
@@ -52,7 +52,7 @@ fn next_slash(b: &[u8], from: usize) -> Option<usize> {
 
 /// `/`, or `/` followed by components separated by single slashes, none of them `.`
 /// or `..`.
-fn is_clean(key: &str) -> bool {
+pub(crate) fn is_clean(key: &str) -> bool {
     let b = key.as_bytes();
     if b.first() != Some(&b'/') {
         return false;

@@ -1,12 +1,13 @@
 //! [`Store`]: the tree, the index, the TTL index, the history and the watchers.
 
+use std::borrow::Cow;
 use std::collections::BTreeSet;
 
 use crate::command::{Command, Compare, CompareTarget, Op, Txn};
 use crate::error::{Error, Result};
 use crate::event::{Action, Batch, Event};
-use crate::node::{Children, Name, Node, NodeView, PERMANENT, list};
-use crate::path::{clean, components, split};
+use crate::node::{Children, Name, Node, NodeRef, NodeView, PERMANENT, hash_name};
+use crate::path::{clean, components, is_clean, next_slash, split};
 use crate::watch::{EventHistory, Notification, WatchStart, WatcherHub, WatcherId};
 
 /// The etcd v2 store: a deterministic state machine over a tree of nodes.
@@ -135,13 +136,34 @@ impl Store {
     /// when a file is in the path (cause: that file).
     pub fn get(&self, key: &str, recursive: bool, sorted: bool, now: u64) -> Result<Event> {
         let _ = sorted;
-        let key = clean(key);
-        let (node, value) = self.lookup(&key)?;
-        let mut view = node.view_shallow(key.into_owned(), value, now);
-        if let Some(children) = node.children() {
-            view.nodes = list(&view.key, children, recursive, now);
-        }
+        let view = self.get_ref(key, now)?.into_view(recursive);
         Ok(Event::new(Action::Get, view, None, self.index))
+    }
+
+    /// [`Store::get`] without building the result: the node found, borrowed, with
+    /// nothing copied or allocated (unless `key` needs cleaning, or on an error). The
+    /// event's index is [`Store::index`]; [`NodeRef::into_view`] gives `get`'s node.
+    ///
+    /// # Errors
+    /// As [`Store::get`].
+    pub fn get_ref<'a>(&'a self, key: &'a str, now: u64) -> Result<NodeRef<'a>> {
+        let (key, node, value) = match self.lookup_raw(key) {
+            Some(found) => {
+                let (node, value) = found?;
+                (Cow::Borrowed(key), node, value)
+            }
+            None => {
+                let key = clean(key);
+                let (node, value) = self.lookup(&key)?;
+                (key, node, value)
+            }
+        };
+        Ok(NodeRef {
+            key,
+            value,
+            node,
+            now,
+        })
     }
 
     /// Starts a watch on `key` (etcd's `Watch`). With `wait_index` (`Some(n)`, `n > 0`)
@@ -191,30 +213,83 @@ impl Store {
 
     // ---- lookups ----
 
-    /// etcd's `internalGet`: the node and its value ("" for directories).
+    /// etcd's `internalGet` on a clean key: the node and its value ("" for
+    /// directories).
     pub(crate) fn lookup(&self, key: &str) -> Result<(&Node, &str)> {
+        self.lookup_raw(key).expect("a clean key")
+    }
+
+    /// [`Store::lookup`] on a key as the client sent it, if it is already clean (`None`
+    /// otherwise): checking that the key is clean and walking it is one pass over its
+    /// bytes, where cleaning first and then walking is two.
+    fn lookup_raw(&self, key: &str) -> Option<Result<(&Node, &str)>> {
+        let b = key.as_bytes();
+        if b.first() != Some(&b'/') {
+            return None;
+        }
         let mut n = &self.root;
         let mut value = "";
-        let mut end = 0;
-        for c in components(key) {
+        if b.len() == 1 {
+            return Some(Ok((n, value)));
+        }
+        // Start of the current component (just after its slash).
+        let mut start = 1;
+        loop {
+            let end = next_slash(b, start).unwrap_or(b.len());
+            let c = &key[start..end];
+            if matches!(c.as_bytes(), b"" | b"." | b"..") {
+                return None;
+            }
+            // Errors name a prefix of the key, so they need the rest checked as well.
             let Some(children) = n.children() else {
-                return Err(Error::NotDir {
-                    cause: key[..end].to_owned(),
-                    index: self.index,
+                return is_clean(key).then(|| {
+                    Err(Error::NotDir {
+                        cause: key[..start - 1].to_owned(),
+                        index: self.index,
+                    })
                 });
             };
-            end += 1 + c.len();
             match children.get_key_value(c) {
                 Some((name, child)) => (n, value) = (child, name.value()),
                 None => {
-                    return Err(Error::KeyNotFound {
-                        cause: key[..end].to_owned(),
-                        index: self.index,
+                    return is_clean(key).then(|| {
+                        Err(Error::KeyNotFound {
+                            cause: key[..end].to_owned(),
+                            index: self.index,
+                        })
                     });
                 }
             }
+            if end == b.len() {
+                return Some(Ok((n, value)));
+            }
+            start = end + 1;
         }
-        Ok((n, value))
+    }
+
+    /// The children of the parent directory of `key`, as the client sent it, and where
+    /// the key's last component starts; `None` unless the key is clean, not the root, and
+    /// its parent exists as a directory. One pass over the key, as [`Store::lookup_raw`].
+    fn parent_raw_mut(&mut self, key: &str) -> Option<(&mut Children, usize)> {
+        let b = key.as_bytes();
+        if b.first() != Some(&b'/') || b.len() == 1 {
+            return None;
+        }
+        let mut n = &mut self.root;
+        let mut start = 1;
+        loop {
+            let end = next_slash(b, start).unwrap_or(b.len());
+            let c = &key[start..end];
+            if matches!(c.as_bytes(), b"" | b"." | b"..") {
+                return None;
+            }
+            let children = n.children_mut()?;
+            if end == b.len() {
+                return Some((children, start));
+            }
+            n = children.get_mut(c)?;
+            start = end + 1;
+        }
     }
 
     fn lookup_mut(&mut self, key: &str) -> Option<&mut Node> {
@@ -275,9 +350,8 @@ impl Store {
             .lookup_mut(parent)
             .and_then(Node::children_mut)
             .expect("checked by the caller");
-        let (old, node) = children.remove_entry(name).expect("checked by the caller");
-        children.insert(Name::file(name, value), node);
-        old
+        let (entry, _) = children.entry_mut(name).expect("checked by the caller");
+        std::mem::replace(entry, Name::file(name, value))
     }
 
     /// Removes the TTL entries of `node` (at `key`) and its descendants.
@@ -429,44 +503,59 @@ impl Store {
         now: u64,
         undo: Option<&mut Vec<Undo>>,
     ) -> Result<Applied> {
-        let key = clean(key);
-        if key == "/" {
-            return Err(root_ro(self.index));
-        }
         let index = self.index;
-        let (parent, name) = split(&key);
-        // Usually the parent exists: one `get_mut` per level instead of `ensure_dir`'s
-        // check-then-get (which also reports a file in the path).
-        let (children, created_dir) = match self.lookup_mut(parent).and_then(Node::children_mut) {
-            Some(children) => (children, None),
-            None => self.ensure_dir(parent, idx)?,
+        // Usually the key is clean and its parent exists: one pass over the key and one
+        // hash lookup per level. Otherwise clean it and create missing directories
+        // (etcd's `walk` with `checkDir`, which also reports a file in the path).
+        let (children, key, name_start, created_dir) = match self.parent_raw_mut(key) {
+            Some((children, name_start)) => (children, Cow::Borrowed(key), name_start, None),
+            None => {
+                let key = clean(key);
+                if key == "/" {
+                    return Err(root_ro(index));
+                }
+                let (parent, name) = split(&key);
+                let name_start = key.len() - name.len();
+                let (children, created) = match self.lookup_mut(parent).and_then(Node::children_mut)
+                {
+                    Some(children) => (children, None),
+                    None => self.ensure_dir(parent, idx)?,
+                };
+                (children, key, name_start, created)
+            }
         };
+        let name = &key[name_start..];
         let expire_at = Store::expire_at(now, ttl);
-        // Check the existing entry, then swap it: three hash lookups, but the last two
-        // hit the lines the first one loaded.
-        match children.get(name) {
-            Some(_) if !replace => {
-                return Err(Error::NodeExists {
-                    cause: key.into_owned(),
-                    index,
-                });
-            }
-            Some(existing) if existing.is_dir() => {
-                return Err(Error::NotFile {
-                    cause: key.into_owned(),
-                    index,
-                });
-            }
-            _ => {}
-        }
         let (node, entry) = if dir {
             (Node::dir(idx, expire_at), Name::dir(name))
         } else {
             (Node::file(idx, expire_at), Name::file(name, value))
         };
         let view = node.view_shallow(key.to_string(), value, now);
-        let old = children.remove_entry(name);
-        children.insert(entry, node);
+        // One hash of the name; an existing entry is replaced in place.
+        let hash = hash_name(name);
+        let old = match children.entry_mut_hashed(hash, name) {
+            Some(_) if !replace => {
+                return Err(Error::NodeExists {
+                    cause: key.into_owned(),
+                    index,
+                });
+            }
+            Some((_, existing)) if existing.is_dir() => {
+                return Err(Error::NotFile {
+                    cause: key.into_owned(),
+                    index,
+                });
+            }
+            Some((old_name, old_node)) => Some((
+                std::mem::replace(old_name, entry),
+                std::mem::replace(old_node, node),
+            )),
+            None => {
+                children.insert_new_hashed(hash, entry, node);
+                None
+            }
+        };
         let old_expire = old.as_ref().map_or(PERMANENT, |(_, n)| n.expire_at);
         let (prev, old) = match old {
             None => (None, None),
@@ -619,11 +708,11 @@ impl Store {
     ) -> Result<Applied> {
         let expire_at = Store::expire_at(now, ttl);
         let (parent, name) = split(key);
-        let children = self
+        let (entry, node) = self
             .lookup_mut(parent)
             .and_then(Node::children_mut)
+            .and_then(|c| c.entry_mut(name))
             .expect("checked by the caller");
-        let node = children.get_mut(name).expect("checked by the caller");
         // The views get their values below: a replaced value moves into prevNode.
         let mut prev = node.view_with_value(key.to_owned(), None, now);
         let (old_expire, old_modified) = (node.expire_at, node.modified_index);
@@ -638,10 +727,8 @@ impl Store {
         if is_file {
             match value {
                 Some(new) => {
-                    let (old, node) = children.remove_entry(name).expect("present");
-                    children.insert(Name::file(name, new), node);
+                    let old = entry.set_value(new);
                     view.value = Some(new.to_owned());
-                    let old = old.into_value();
                     if undo.is_some() {
                         prev.value = Some(old.clone());
                         old_value = Some(old.into_boxed_str());
@@ -650,10 +737,9 @@ impl Store {
                     }
                 }
                 None => {
-                    let (cur, _) = children.get_key_value(name).expect("present");
-                    prev.value = Some(cur.value().to_owned());
-                    view.value = Some(cur.value().to_owned());
-                    old_value = Some(cur.value().into());
+                    prev.value = Some(entry.value().to_owned());
+                    view.value = Some(entry.value().to_owned());
+                    old_value = Some(entry.value().into());
                 }
             }
         }

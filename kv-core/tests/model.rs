@@ -382,3 +382,88 @@ proptest! {
         prop_assert_eq!(a, b);
     }
 }
+
+/// Keys as clients may send them: relative, with empty, `.` and `..` components and
+/// trailing slashes, which the store must treat exactly as their cleaned form.
+fn raw_key_strategy() -> impl Strategy<Value = String> {
+    (
+        any::<bool>(),
+        prop::collection::vec(
+            prop::sample::select(vec!["a", "b", "_h", "", ".", ".."]),
+            0..5,
+        ),
+        any::<bool>(),
+    )
+        .prop_map(|(lead, parts, trail)| {
+            let mut k = if lead { "/".to_owned() } else { String::new() };
+            k.push_str(&parts.join("/"));
+            if trail {
+                k.push('/');
+            }
+            k
+        })
+}
+
+fn with_key(op: &Op, f: impl Fn(&str) -> String) -> Op {
+    let mut op = op.clone();
+    match &mut op {
+        Op::Set { key, .. }
+        | Op::Create { key, .. }
+        | Op::Update { key, .. }
+        | Op::CompareAndSwap { key, .. }
+        | Op::Delete { key, .. }
+        | Op::CompareAndDelete { key, .. } => *key = f(key),
+        Op::Expire | Op::Txn(_) => {}
+        other => panic!("not covered: {other:?}"),
+    }
+    op
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+
+    /// The fast paths that check and walk a key in one pass give exactly what cleaning
+    /// the key first gives: same events, same errors (causes included), same gets.
+    #[test]
+    fn raw_keys_behave_as_their_clean_form(
+        ops in prop::collection::vec((op_strategy(), raw_key_strategy()), 1..100),
+    ) {
+        let (mut raw, mut cleaned) = (Store::new(), Store::new());
+        let mut now = 1_000_000;
+        for ((dt, op), key) in &ops {
+            now += dt;
+            let clean = kv_core::path::clean(key).into_owned();
+            let a = raw.apply(&Command::new(now, with_key(op, |_| key.clone())));
+            let b = cleaned.apply(&Command::new(now, with_key(op, |_| clean.clone())));
+            prop_assert_eq!(&a, &b, "{:?} with key {:?}", op, key);
+            if let (Err(a), Err(b)) = (&a, &b) {
+                prop_assert_eq!((a.code(), a.cause(), a.index()), (b.code(), b.cause(), b.index()));
+            }
+            for recursive in [false, true] {
+                let a = raw.get(key, recursive, true, now);
+                let b = cleaned.get(&clean, recursive, true, now);
+                // The borrowed read agrees with the owned one, field for field.
+                match (raw.get_ref(key, now), &a) {
+                    (Ok(r), Ok(e)) => {
+                        let n = &e.node;
+                        prop_assert_eq!((r.key(), r.value(), r.is_dir()), (n.key.as_str(), n.value.as_deref(), n.dir));
+                        prop_assert_eq!((r.created_index(), r.modified_index()), (n.created_index, n.modified_index));
+                        prop_assert_eq!((r.expiration(), r.ttl()), (n.expiration, n.ttl));
+                        prop_assert_eq!(&r.to_view(recursive), n);
+                        prop_assert_eq!((e.index, e.action), (raw.index(), Action::Get));
+                    }
+                    (Err(r), Err(e)) => prop_assert_eq!(&r, e),
+                    (r, e) => prop_assert!(false, "get_ref {:?}, get {:?}", r, e),
+                }
+                prop_assert_eq!(&a, &b, "get {:?}", key);
+                if let (Err(a), Err(b)) = (&a, &b) {
+                    prop_assert_eq!((a.code(), a.cause(), a.index()), (b.code(), b.cause(), b.index()));
+                }
+            }
+        }
+        let (mut x, mut y) = (Vec::new(), Vec::new());
+        raw.snapshot(&mut x).unwrap();
+        cleaned.snapshot(&mut y).unwrap();
+        prop_assert_eq!(x, y);
+    }
+}
