@@ -152,6 +152,79 @@ fn limit(entries: &mut Vec<Entry>, max_size: Option<u64>) {
     raft::util::limit_size(entries, max_size);
 }
 
+/// The newest entries of a RocksDB log, kept in memory: raft reads back the entries it just
+/// persisted to apply them, and a read through RocksDB would seek every SST file of the
+/// log (a range seek has no bloom filter), reading and checksumming blocks that hold none
+/// of them. Holds a contiguous run of the log's last entries, bounded in count and bytes.
+#[derive(Debug, Default)]
+struct EntryCache {
+    entries: std::collections::VecDeque<Entry>,
+    bytes: u64,
+}
+
+/// Bounds of [`EntryCache`]: enough for the entries between persisting and applying
+/// under load, and for followers a little behind.
+const CACHE_MAX_ENTRIES: usize = 16 * 1024;
+const CACHE_MAX_BYTES: u64 = 32 << 20;
+
+impl EntryCache {
+    fn first(&self) -> Option<u64> {
+        self.entries.front().map(|e| e.index)
+    }
+
+    fn clear(&mut self) {
+        self.entries.clear();
+        self.bytes = 0;
+    }
+
+    /// Records `entries`, just appended to the log (replacing any suffix from their first).
+    fn append(&mut self, entries: &[Entry]) {
+        let Some(first) = entries.first().map(|e| e.index) else {
+            return;
+        };
+        match (self.first(), self.entries.back().map(|e| e.index)) {
+            (Some(f), Some(l)) if first > f && first <= l + 1 => {
+                while self.entries.back().is_some_and(|e| e.index >= first) {
+                    if let Some(e) = self.entries.pop_back() {
+                        self.bytes -= u64::from(e.compute_size());
+                    }
+                }
+            }
+            _ => self.clear(),
+        }
+        for e in entries {
+            self.bytes += u64::from(e.compute_size());
+            self.entries.push_back(e.clone());
+        }
+        while self.entries.len() > CACHE_MAX_ENTRIES || self.bytes > CACHE_MAX_BYTES {
+            match self.entries.pop_front() {
+                Some(e) => self.bytes -= u64::from(e.compute_size()),
+                None => break,
+            }
+        }
+    }
+
+    /// Forgets entries before `index` (compacted away).
+    fn compact(&mut self, index: u64) {
+        while self.first().is_some_and(|f| f < index) {
+            if let Some(e) = self.entries.pop_front() {
+                self.bytes -= u64::from(e.compute_size());
+            }
+        }
+    }
+
+    /// Entries `low..high`, if the cache holds all of them.
+    fn get(&self, low: u64, high: u64) -> Option<impl Iterator<Item = &Entry>> {
+        let first = self.first()?;
+        let last = self.entries.back()?.index;
+        if low < first || high > last + 1 {
+            return None;
+        }
+        let from = (low - first) as usize;
+        Some(self.entries.range(from..from + (high - low) as usize))
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // In memory.
 
@@ -552,6 +625,8 @@ fn encode<M: protobuf::Message>(m: &M) -> Vec<u8> {
 pub struct RocksLogStore {
     db: Arc<rocksdb::DB>,
     meta: Arc<Mutex<Meta>>,
+    /// Locked after `meta` when both are needed.
+    cache: Arc<Mutex<EntryCache>>,
 }
 
 impl std::fmt::Debug for RocksLogStore {
@@ -633,6 +708,7 @@ impl RocksLogStore {
         Ok(RocksLogStore {
             db: Arc::new(db),
             meta: Arc::new(Mutex::new(meta)),
+            cache: Arc::new(Mutex::new(EntryCache::default())),
         })
     }
 
@@ -684,6 +760,11 @@ impl Storage for RocksLogStore {
     ) -> raft::Result<Vec<Entry>> {
         let max_size = max_size.into();
         check_range(&self.meta.lock(), low, high)?;
+        if let Some(cached) = self.cache.lock().get(low, high) {
+            let mut out: Vec<Entry> = cached.cloned().collect();
+            limit(&mut out, max_size);
+            return Ok(out);
+        }
         let mut out = Vec::with_capacity((high - low).min(1024) as usize);
         let mut size = 0u64;
         let mut it = self.db.raw_iterator();
@@ -723,6 +804,11 @@ impl Storage for RocksLogStore {
                 return Ok(m.truncated_term);
             }
             check_range(&m, idx, idx + 1)?;
+        }
+        if let Some(mut e) = self.cache.lock().get(idx, idx + 1) {
+            if let Some(e) = e.next() {
+                return Ok(e.term);
+            }
         }
         Ok(self.read_entry(idx)?.term)
     }
@@ -768,6 +854,7 @@ impl LogStore for RocksLogStore {
         if let Some(hs) = hard_state {
             m.hard_state = hs.clone();
         }
+        self.cache.lock().append(entries);
         Ok(())
     }
 
@@ -791,6 +878,7 @@ impl LogStore for RocksLogStore {
         batch.put(KEY_HARD_STATE, encode(&hs));
         batch.put(KEY_SNAPSHOT, encode(snapshot));
         self.write(batch, true)?;
+        self.cache.lock().clear();
         m.truncated_index = md.index;
         m.truncated_term = md.term;
         m.last_index = md.index;
@@ -846,6 +934,7 @@ impl LogStore for RocksLogStore {
         batch.delete_range(entry_key(0), entry_key(index));
         batch.put(KEY_TRUNCATED, truncated_value(index - 1, term));
         self.write(batch, true)?;
+        self.cache.lock().compact(index);
         m.truncated_index = index - 1;
         m.truncated_term = term;
         Ok(())
