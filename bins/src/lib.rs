@@ -9,7 +9,8 @@
 //! * [`client`]: a Rust client of `kv.v1` ([`client::KvClient`]).
 //! * [`kvd`]: kvd's etcd-compatible configuration and its `run` function.
 //! * [`kvctl`]: etcdctl v2's commands and output formats over the v2 HTTP API.
-//! * [`mod@bench`]: kvbench, a v2 HTTP load generator comparing kvd with etcd in one run.
+//! * [`mod@bench`]: kvbench, a v2 HTTP load generator comparing kvd with etcd in one run;
+//!   [`bench_grpc`] is its `--api grpc` mode (kvd's kv.v1 against etcd's v3 API).
 //!
 //! Serving the v2 API on an ephemeral port and talking to it:
 //!
@@ -45,6 +46,7 @@
 //! ```
 
 pub mod bench;
+pub mod bench_grpc;
 pub mod client;
 pub mod grpc;
 pub mod http;

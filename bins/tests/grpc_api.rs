@@ -1,6 +1,7 @@
 //! kvd's gRPC API (`kv.v1`) through `bins::client::KvClient`, against real kvd processes
 //! (raft backend): every RPC, its errors and limits, both branches of a transaction, watches
-//! from a past index and live, and members and status on a 3-member cluster.
+//! from a past index and live, and members and status on a 3-member cluster; and kvbench's
+//! gRPC mode against kvd and a real etcd (v3 API).
 
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -589,4 +590,27 @@ fn grpc_members_and_status_on_three_members() {
             .await
             .expect("update to the same URLs");
     });
+}
+
+#[test]
+fn grpc_kvbench_mode_drives_kvd_and_etcd_natively() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kvbench"))
+        .args(["--api", "grpc", "--duration", "0.3", "--rounds", "1"])
+        .args(["--conns", "2", "--keys", "50", "--ops", "put,get,qget"])
+        .args(["--kvd-bin", env!("CARGO_BIN_EXE_kvd")])
+        .output()
+        .expect("run kvbench");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "kvbench failed: {stderr}");
+    let report = String::from_utf8_lossy(&out.stdout);
+    for op in ["put", "get", "qget"] {
+        assert!(
+            report.contains(&format!("| {op} | 2 |")),
+            "no {op} row in:\n{report}"
+        );
+    }
+    // Every measurement line reports its failed requests: there must be none.
+    let lines: Vec<&str> = stderr.lines().filter(|l| l.contains(" errors ")).collect();
+    assert_eq!(lines.len(), 6, "{stderr}");
+    assert!(lines.iter().all(|l| l.ends_with(" errors 0")), "{stderr}");
 }
