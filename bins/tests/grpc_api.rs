@@ -560,22 +560,19 @@ fn grpc_members_and_status_on_three_members() {
             .expect("member add");
         assert_ne!(added.id, 0);
         assert_eq!(added.peer_urls, vec![new_peer.clone()]);
+        // Every member sees it (the duplicate check below reads the member's own view).
+        let deadline = Instant::now() + Duration::from_secs(15);
+        for c in &clients {
+            while !c.members().await.unwrap().iter().any(|m| m.id == added.id) {
+                assert!(
+                    Instant::now() < deadline,
+                    "the added member never showed up"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
         let e = clients[1].add_member(vec![new_peer]).await.unwrap_err();
         assert_eq!(e.grpc_code(), Some(Code::AlreadyExists), "{e}");
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while !clients[2]
-            .members()
-            .await
-            .unwrap()
-            .iter()
-            .any(|m| m.id == added.id)
-        {
-            assert!(
-                Instant::now() < deadline,
-                "the added member never showed up"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
         clients[0]
             .remove_member(added.id)
             .await
@@ -613,4 +610,109 @@ fn grpc_kvbench_mode_drives_kvd_and_etcd_natively() {
     let lines: Vec<&str> = stderr.lines().filter(|l| l.contains(" errors ")).collect();
     assert_eq!(lines.len(), 6, "{stderr}");
     assert!(lines.iter().all(|l| l.ends_with(" errors 0")), "{stderr}");
+}
+
+#[test]
+fn grpc_watch_ends_with_code_400_when_kvd_stops_and_kvd_exits_cleanly() {
+    let mut server = kvd(&[]);
+    let url = server.url.clone();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let (kv, mut w) = rt.block_on(async {
+        let kv = KvClient::connect(&url).await.expect("connect");
+        let w = kv.watch("/x", true, 0).await.expect("watch");
+        // An event through the stream shows it is live before kvd is stopped.
+        kv.put("/x/1", "a").await.expect("put");
+        (kv, w)
+    });
+    let first = rt.block_on(next_event(&mut w));
+    assert_eq!(first.node.key, "/x/1");
+    let status = server.terminate();
+    assert!(status.success(), "kvd exited with {status}");
+    let end = rt.block_on(async {
+        tokio::time::timeout(Duration::from_secs(10), w.next())
+            .await
+            .expect("the stream ends within 10 s")
+    });
+    match end {
+        // The server ended the watch before the connection closed...
+        Some(Err(e)) if e.etcd_code() == Some(400) => {}
+        // ...or the connection closed first (then the client sees a transport error).
+        Some(Err(e)) => assert_eq!(e.etcd_code(), None, "{e}"),
+        other => panic!("expected the watch to end with an error, got {other:?}"),
+    }
+    drop(kv);
+}
+
+#[test]
+fn grpc_in_process_over_the_memory_backend() {
+    use std::sync::Arc;
+
+    use bins::http::{Limits, router, serve};
+    use bins::store::memory::{MemoryBackend, MemoryConfig};
+
+    block_on(async {
+        let backend = Arc::new(MemoryBackend::ephemeral(MemoryConfig {
+            id: 0x1234,
+            cluster_id: 0xabcd,
+            name: "mem".into(),
+            peer_urls: vec!["http://127.0.0.1:2380".into()],
+            client_urls: vec![],
+            data_dir: Default::default(),
+        }));
+        let limits = Limits {
+            max_key_bytes: 16,
+            ..Limits::default()
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        tokio::spawn(serve(
+            listener,
+            router(backend, limits),
+            std::future::pending(),
+        ));
+        let kv = KvClient::connect(&url).await.expect("connect");
+
+        let e = kv.put("/a-key-longer-than-sixteen", "v").await.unwrap_err();
+        assert_eq!(e.grpc_code(), Some(Code::ResourceExhausted), "{e}");
+        let e = kv
+            .txn(wire::TxnRequest {
+                compare: vec![wire::Compare {
+                    key: "/another-key-that-is-too-long".into(),
+                    target: Some(wire::compare::Target::Exists(true)),
+                }],
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.grpc_code(), Some(Code::ResourceExhausted), "{e}");
+
+        // A transaction's events share one index: a watch from that index replays them all.
+        let t = kv
+            .batch_put([("/m/a", "1"), ("/m/b", "2"), ("/m/c", "3")])
+            .await
+            .expect("batch");
+        let mut w = kv.watch("/m", true, t.index).await.expect("watch");
+        for key in ["/m/a", "/m/b", "/m/c"] {
+            let e = next_event(&mut w).await;
+            assert_eq!((e.node.key.as_str(), e.index), (key, t.index));
+        }
+
+        let st = kv.status().await.expect("status");
+        assert_eq!((st.name.as_str(), st.leader), ("mem", 0x1234));
+        assert_eq!(st.header.expect("header").cluster_id, 0xabcd);
+        let ms = kv.members().await.expect("members");
+        assert_eq!(ms.len(), 1);
+        assert!(ms[0].is_leader);
+        let e = kv
+            .add_member(vec!["http://127.0.0.1:9".into()])
+            .await
+            .unwrap_err();
+        assert_eq!(e.grpc_code(), Some(Code::Unimplemented), "{e}");
+    });
 }
