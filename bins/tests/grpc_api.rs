@@ -716,3 +716,102 @@ fn grpc_in_process_over_the_memory_backend() {
         assert_eq!(e.grpc_code(), Some(Code::Unimplemented), "{e}");
     });
 }
+
+/// Sends and receives raw bytes, to put malformed messages on the wire.
+struct RawCodec;
+
+struct RawEncoder;
+
+struct RawDecoder;
+
+impl tonic::codec::Codec for RawCodec {
+    type Encode = Vec<u8>;
+    type Decode = Vec<u8>;
+    type Encoder = RawEncoder;
+    type Decoder = RawDecoder;
+
+    fn encoder(&mut self) -> RawEncoder {
+        RawEncoder
+    }
+
+    fn decoder(&mut self) -> RawDecoder {
+        RawDecoder
+    }
+}
+
+impl tonic::codec::Encoder for RawEncoder {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+
+    fn encode(
+        &mut self,
+        item: Vec<u8>,
+        dst: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
+        use bytes::BufMut as _;
+        dst.put_slice(&item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for RawDecoder {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+
+    fn decode(
+        &mut self,
+        src: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<Vec<u8>>, tonic::Status> {
+        use bytes::Buf as _;
+        let mut v = vec![0; src.remaining()];
+        src.copy_to_slice(&mut v);
+        Ok(Some(v))
+    }
+}
+
+#[test]
+fn grpc_malformed_requests_are_refused_not_crashes() {
+    let server = kvd(&[]);
+    let url = server.url.clone();
+    block_on(async move {
+        let channel = tonic::transport::Endpoint::from_shared(url.clone())
+            .expect("endpoint")
+            .connect()
+            .await
+            .expect("connect");
+        let call = |path: &'static str, body: Vec<u8>| {
+            let mut grpc = tonic::client::Grpc::new(channel.clone());
+            async move {
+                grpc.ready().await.expect("ready");
+                grpc.unary(
+                    tonic::Request::new(body),
+                    tonic::codegen::http::uri::PathAndQuery::from_static(path),
+                    RawCodec,
+                )
+                .await
+            }
+        };
+        // Not protobuf at all.
+        let e = call("/kv.v1.KV/Put", vec![0xff; 16]).await.unwrap_err();
+        assert_eq!(e.code(), Code::Internal, "{e:?}");
+        // Field 1 (the key) holding invalid UTF-8.
+        let e = call("/kv.v1.KV/Get", vec![0x0a, 0x02, 0xff, 0xfe])
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::Internal, "{e:?}");
+        // A length running past the end of the message.
+        let e = call("/kv.v1.KV/Txn", vec![0x12, 0x7f, 0x0a])
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::Internal, "{e:?}");
+        // No such method.
+        let e = call("/kv.v1.KV/Nope", Vec::new()).await.unwrap_err();
+        assert_eq!(e.code(), Code::Unimplemented, "{e:?}");
+        // An empty Get is the root; an empty Put is a set of the root, which etcd refuses.
+        assert!(call("/kv.v1.KV/Get", Vec::new()).await.is_ok());
+        let kv = KvClient::connect(&url).await.expect("connect");
+        assert_eq!(etcd_code(kv.put("", "x").await).0, Some(107));
+        // The server is still serving.
+        kv.put("/still", "here").await.expect("put after bad input");
+    });
+}
