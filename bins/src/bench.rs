@@ -53,6 +53,9 @@ pub struct BenchConfig {
     /// the preload, e.g. with `--keys 1000000 --ops ''` for the memory comparison.
     #[arg(long)]
     pub rss: bool,
+    /// API: `http` (v2 for both) or `grpc` (kvd's kv.v1, etcd's v3; see `bench_grpc`).
+    #[arg(long, default_value = "http", value_parser = ["http", "grpc"])]
+    pub api: String,
 }
 
 /// One measurement.
@@ -306,7 +309,10 @@ pub async fn run(cfg: BenchConfig) -> anyhow::Result<String> {
         for (name, urls) in targets {
             eprintln!("kvbench: preloading {} keys into {name}", cfg.keys);
             let t = Instant::now();
-            preload(urls, &cfg).await?;
+            match cfg.api.as_str() {
+                "grpc" => crate::bench_grpc::preload(name, urls, &cfg).await?,
+                _ => preload(urls, &cfg).await?,
+            }
             eprintln!(
                 "kvbench: preloaded {name} in {:.1} s",
                 t.elapsed().as_secs_f64()
@@ -350,7 +356,13 @@ pub async fn run(cfg: BenchConfig) -> anyhow::Result<String> {
                 // Alternate which target goes first so drift (disk, neighbours) hits both.
                 let order: [usize; 2] = if round % 2 == 0 { [0, 1] } else { [1, 0] };
                 for t in order {
-                    let s = measure(targets[t].1, op, conns, &cfg, round as u64 + 1).await;
+                    let (name, urls, seed) = (targets[t].0, targets[t].1, round as u64 + 1);
+                    let s = match cfg.api.as_str() {
+                        "grpc" => {
+                            crate::bench_grpc::measure(name, urls, op, conns, &cfg, seed).await
+                        }
+                        _ => measure(urls, op, conns, &cfg, seed).await,
+                    };
                     eprintln!(
                         "kvbench: {op} conns={conns} round={round} {}: {:.0} ops/s p50 {:.2} ms p99 {:.2} ms errors {}",
                         targets[t].0, s.ops_per_sec, s.p50_ms, s.p99_ms, s.errors

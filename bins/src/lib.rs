@@ -5,9 +5,12 @@
 //!   [`store::memory::MemoryBackend`] (one in-memory member).
 //! * [`http`]: the etcd v2 HTTP API (keys, members, stats, machines, version, health,
 //!   metrics) as an axum `Router` over any backend.
+//! * [`grpc`]: kvd's gRPC API (`kv.v1`) over any backend, served on the same listener.
+//! * [`client`]: a Rust client of `kv.v1` ([`client::KvClient`]).
 //! * [`kvd`]: kvd's etcd-compatible configuration and its `run` function.
 //! * [`kvctl`]: etcdctl v2's commands and output formats over the v2 HTTP API.
-//! * [`mod@bench`]: kvbench, a v2 HTTP load generator comparing kvd with etcd in one run.
+//! * [`mod@bench`]: kvbench, a v2 HTTP load generator comparing kvd with etcd in one run;
+//!   [`bench_grpc`] is its `--api grpc` mode (kvd's kv.v1 against etcd's v3 API).
 //!
 //! Serving the v2 API on an ephemeral port and talking to it:
 //!
@@ -43,6 +46,9 @@
 //! ```
 
 pub mod bench;
+pub mod bench_grpc;
+pub mod client;
+pub mod grpc;
 pub mod http;
 pub mod kvctl;
 pub mod kvd;

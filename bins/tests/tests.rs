@@ -7,6 +7,7 @@ mod cluster;
 mod compat;
 mod differential;
 mod docker;
+mod grpc_api;
 mod http_api;
 mod kvbench;
 mod util;

@@ -1355,6 +1355,39 @@ mod tests {
     }
 
     #[test]
+    fn scan_all_replays_every_match_including_a_transaction_s_events() {
+        let mut s = Store::new();
+        run(&mut s, set("/w/a", "1")).unwrap();
+        run(&mut s, set("/other", "1")).unwrap();
+        run(
+            &mut s,
+            Op::Txn(Txn {
+                compare: vec![],
+                success: vec![set("/w/b", "2"), set("/w/c", "3")],
+                failure: vec![],
+            }),
+        )
+        .unwrap();
+        let got: Vec<_> = s
+            .history()
+            .scan_all("/w", true, 1, s.index())
+            .unwrap()
+            .map(|e| (e.node.key.as_str(), e.index))
+            .collect();
+        assert_eq!(got, [("/w/a", 1), ("/w/b", 3), ("/w/c", 3)]);
+        assert_eq!(s.history().scan_all("/w", true, 4, 3).unwrap().count(), 0);
+        for i in 0..1000 {
+            run(&mut s, set("/f", &i.to_string())).unwrap();
+        }
+        let err = s
+            .history()
+            .scan_all("/w", true, 1, s.index())
+            .err()
+            .unwrap();
+        assert_eq!(err.code(), 401);
+    }
+
+    #[test]
     fn txn_commits_atomically_with_one_index() {
         let mut s = Store::new();
         run(&mut s, set("/lease", "me")).unwrap();

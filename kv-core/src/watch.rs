@@ -113,6 +113,35 @@ impl EventHistory {
     }
 }
 
+impl EventHistory {
+    /// Every non-refresh event with index `>= index` that a watch on `key` matches, oldest
+    /// first, with the indexes they happened at: what a stream watch from `index` replays.
+    /// [`EventHistory::scan`] finds only the first, which is all etcd's v2 stream watch
+    /// sends; the events of one transaction share an index, so a client cannot get the
+    /// rest by scanning again from the next index. `key` must be clean
+    /// ([`crate::path::clean`]).
+    ///
+    /// # Errors
+    /// As for [`EventHistory::scan`].
+    pub fn scan_all<'a>(
+        &'a self,
+        key: &'a str,
+        recursive: bool,
+        index: u64,
+        current_index: u64,
+    ) -> Result<impl Iterator<Item = &'a Event> + 'a, Error> {
+        // The range check and the 401 are scan's.
+        self.scan(key, recursive, index, current_index)?;
+        let from = self.entries.partition_point(|e| e.event.index < index);
+        Ok(self
+            .entries
+            .range(from..)
+            .filter(|e| !e.refresh)
+            .map(|e| &e.event)
+            .filter(move |e| history_match(e, key, recursive)))
+    }
+}
+
 fn history_match(e: &Event, key: &str, recursive: bool) -> bool {
     let k = e.node.key.as_str();
     k == key

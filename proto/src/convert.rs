@@ -2,6 +2,9 @@
 //!
 //! Raft messages cross the wire as opaque bytes (encoded by the `raft` crate's own codec), so
 //! the raft peer protocol needs no conversions here; the helpers below check the envelope.
+//! [`kv`] converts `kv.v1` to and from kv-core's types.
+
+pub mod kv;
 
 use crate::raft_v1::MessageBatch;
 

@@ -2,8 +2,9 @@
 //!
 //! Every `.proto` file of the project lives under `proto/` in this crate, one directory per
 //! versioned package. The generated prost messages and tonic services are exposed in one
-//! module per package (`raft_v1` for `raft.v1`), and [`convert`] holds the conversions between
-//! wire types and domain types, so clients can talk to a store without linking RocksDB or raft.
+//! module per package (`raft_v1` for `raft.v1`, `kv_v1` for `kv.v1`), and [`convert`] holds the
+//! conversions between wire types and domain types (kv-core's), so clients can talk to a
+//! store without linking RocksDB or raft.
 //!
 //! ```
 //! use proto::raft_v1::MessageBatch;
@@ -19,4 +20,18 @@ pub mod convert;
 #[allow(missing_docs, unreachable_pub, clippy::all, rust_2018_idioms)]
 pub mod raft_v1 {
     tonic::include_proto!("raft.v1");
+}
+
+/// `kv.v1`: kvd's client API (the etcd v2 key space over gRPC, plus transactions,
+/// batches, members and status).
+#[allow(missing_docs, unreachable_pub, clippy::all, rust_2018_idioms)]
+pub mod kv_v1 {
+    tonic::include_proto!("kv.v1");
+}
+
+/// `etcdserverpb`: the subset of etcd v3's KV service (Range, Put) that kvbench uses to
+/// drive a real etcd over its native gRPC API. Only the client is meant to be used.
+#[allow(missing_docs, unreachable_pub, clippy::all, rust_2018_idioms)]
+pub mod etcdserverpb {
+    tonic::include_proto!("etcdserverpb");
 }

@@ -230,6 +230,7 @@ async fn watch<B: KvBackend>(
         recursive: p.recursive,
         stream: p.stream,
         since: (p.wait_index > 0).then_some(p.wait_index),
+        all_history: false,
     };
     let w = match state.backend.watch(req).await {
         Ok(w) => w,

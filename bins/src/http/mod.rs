@@ -1,5 +1,6 @@
 //! kvd's etcd v2 HTTP API on axum: the keys API, members, stats, machines, version, health
-//! and Prometheus metrics, over any [`KvBackend`].
+//! and Prometheus metrics, over any [`KvBackend`]; gRPC calls on the same listener go to
+//! [`crate::grpc`].
 //!
 //! [`router`] builds the axum `Router` (tests call it directly and serve it on
 //! `127.0.0.1:0`); [`serve`] runs it on a listener until a shutdown future completes.
@@ -77,6 +78,7 @@ pub(crate) struct AppState<B> {
     watchers_total: AtomicUsize,
     watchers_per_conn: Mutex<HashMap<SocketAddr, usize>>,
     requests: AtomicU64,
+    grpc: proto::kv_v1::kv_server::KvServer<crate::grpc::KvService<B>>,
 }
 
 impl<B: KvBackend> AppState<B> {
@@ -132,14 +134,17 @@ impl Drop for ConnWatchGuard {
     }
 }
 
-/// Builds the v2 API router over `backend`. Serve it with connect info
+/// Builds the v2 API router over `backend`, which also serves `kv.v1` gRPC calls (told
+/// apart by their content type, as etcd does). Serve it with connect info
 /// (`into_make_service_with_connect_info::<SocketAddr>()`, as [`serve`] does) so the
 /// per-connection watch limit applies.
 pub fn router<B: KvBackend>(backend: Arc<B>, limits: Limits) -> Router {
     let cluster_id = HeaderValue::from_str(&format!("{:x}", backend.status().cluster_id))
         .unwrap_or(HeaderValue::from_static("0"));
+    let grpc = crate::grpc::server(Arc::clone(&backend), limits);
     let state = Arc::new(AppState {
         backend,
+        grpc,
         cluster_id,
         limits,
         stats: StoreStats::default(),
@@ -151,7 +156,8 @@ pub fn router<B: KvBackend>(backend: Arc<B>, limits: Limits) -> Router {
 }
 
 /// Serves `router` on `listener` until `shutdown` completes, then lets in-flight requests
-/// finish (open watches end when the backend shuts down).
+/// finish (open watches end when the backend shuts down). HTTP/1.1 and HTTP/2 (gRPC's
+/// cleartext prior-knowledge form) share the listener.
 ///
 /// # Errors
 /// An I/O error of the listener.
@@ -160,6 +166,14 @@ pub async fn serve(
     router: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    use axum::serve::ListenerExt as _;
+    // An HTTP/2 response is several writes (headers, data, trailers); with Nagle on, the
+    // last one waits for the client's delayed ACK, 40 ms per gRPC call.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "setting TCP_NODELAY on a client connection");
+        }
+    });
     axum::serve(
         listener,
         router.into_make_service_with_connect_info::<SocketAddr>(),
@@ -172,6 +186,9 @@ pub async fn serve(
 /// unchanged, including `//` paths that must be redirected).
 async fn dispatch<B: KvBackend>(State(state): State<Arc<AppState<B>>>, req: Request) -> Response {
     state.requests.fetch_add(1, Ordering::Relaxed);
+    if crate::grpc::is_grpc(&req) {
+        return crate::grpc::serve_request(&state.grpc, state.limits, req).await;
+    }
     let conn = req
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()

@@ -21,8 +21,8 @@ use parking_lot::Mutex;
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    Action, Applied, Event, KeysError, KvBackend, Member, MemberError, Node, RaftPosition,
-    ReadRequest, Status, StoreError, Watch, WatchRequest, WriteOp, now_ms,
+    Action, Applied, AppliedOp, Event, KeysError, KvBackend, Member, MemberError, Node,
+    RaftPosition, ReadRequest, Status, StoreError, Watch, WatchRequest, WriteOp, now_ms,
 };
 
 /// Events a watcher may fall behind before its stream is ended (etcd's channel size).
@@ -73,7 +73,7 @@ pub enum MemoryError {
 }
 
 enum Cmd {
-    Write(Op, oneshot::Sender<Result<Applied, KeysError>>),
+    Write(Op, oneshot::Sender<Result<AppliedOp, KeysError>>),
     Read(ReadRequest, oneshot::Sender<Result<Applied, KeysError>>),
     Watch(WatchRequest, oneshot::Sender<Result<Watch, KeysError>>),
     Snapshot(oneshot::Sender<Result<Vec<u8>, String>>),
@@ -348,6 +348,9 @@ impl Watchers {
         store: &mut Store,
         req: &WatchRequest,
     ) -> Result<mpsc::Receiver<Event>, KeysError> {
+        if req.stream && req.all_history {
+            return self.register_replay(store, req);
+        }
         let (tx, rx) = mpsc::channel(WATCH_BUFFER);
         let start = store
             .watch(&req.key, req.recursive, req.stream, req.since)
@@ -363,6 +366,37 @@ impl Watchers {
                 self.0.insert(id, (tx, req.stream));
             }
             _ => {}
+        }
+        Ok(rx)
+    }
+
+    /// A stream watch that first replays every match of the history from `req.since`.
+    /// The channel has room for the replay on top of the usual buffer, so the replay never
+    /// ends the stream; the history's capacity bounds it.
+    fn register_replay(
+        &mut self,
+        store: &mut Store,
+        req: &WatchRequest,
+    ) -> Result<mpsc::Receiver<Event>, KeysError> {
+        let key = kv_core::path::clean(&req.key).into_owned();
+        let current = store.index();
+        let live_from = current + 1;
+        let since = req.since.unwrap_or(live_from);
+        let past: Vec<Event> = store
+            .history()
+            .scan_all(&key, req.recursive, since, current)
+            .map_err(|e| KeysError::Store(error_from(&e)))?
+            .map(|e| event_from(e.clone()))
+            .collect();
+        let (tx, rx) = mpsc::channel(WATCH_BUFFER + past.len());
+        for e in past {
+            let _ = tx.try_send(e);
+        }
+        let start = store
+            .watch(&key, req.recursive, true, Some(since.max(live_from)))
+            .map_err(|e| KeysError::Store(error_from(&e)))?;
+        if let WatchStart::Pending(id) = start {
+            self.0.insert(id, (tx, true));
         }
         Ok(rx)
     }
@@ -476,8 +510,8 @@ impl StoreTask {
                 let res = self
                     .store
                     .apply(&Command::new(now_ms(), op))
-                    .map(|e| Applied {
-                        event: event_from(e),
+                    .map(|event| AppliedOp {
+                        event,
                         raft: self.position(),
                     })
                     .map_err(|e| KeysError::Store(error_from(&e)));
@@ -579,7 +613,15 @@ impl StoreTask {
 
 impl KvBackend for MemoryBackend {
     async fn write(&self, op: WriteOp) -> Result<Applied, KeysError> {
-        let op = write_to_op(op);
+        // Converted here rather than in the store task, which is the bottleneck.
+        let a = self.apply(write_to_op(op)).await?;
+        Ok(Applied {
+            event: event_from(a.event),
+            raft: a.raft,
+        })
+    }
+
+    async fn apply(&self, op: Op) -> Result<AppliedOp, KeysError> {
         self.call(|tx| Cmd::Write(op, tx)).await
     }
 

@@ -1,4 +1,4 @@
-//! The seam between kvd's front ends (v2 HTTP, later gRPC) and the replicated store.
+//! The seam between kvd's front ends (v2 HTTP and gRPC `kv.v1`) and the replicated store.
 //!
 //! [`KvBackend`] is what a front end needs from a store: apply a write and get the etcd event
 //! back, read at a consistency level, watch from an index, membership and status. The types
@@ -287,6 +287,10 @@ pub struct WatchRequest {
     pub stream: bool,
     /// First index to deliver (`waitIndex`); `None` waits for the next event.
     pub since: Option<u64>,
+    /// With `stream`: deliver every matching event of the history from `since`, then the
+    /// live ones (gRPC). Without it a stream gets the first match of the history, then
+    /// live events only: etcd's v2 behaviour.
+    pub all_history: bool,
 }
 
 /// Raft position of the member that served a request (the `X-Raft-*` headers).
@@ -303,6 +307,16 @@ pub struct RaftPosition {
 pub struct Applied {
     /// The event (its `etcd_index` is the store index after the operation).
     pub event: Event,
+    /// Where the serving member's log stood.
+    pub raft: RaftPosition,
+}
+
+/// A write applied in kv-core's own terms: what the gRPC front end sends as it is, and the
+/// only way to see a transaction's individual events.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppliedOp {
+    /// kv-core's event (a transaction's summary carries its events in `batch`).
+    pub event: kv_core::Event,
     /// Where the serving member's log stood.
     pub raft: RaftPosition,
 }
@@ -405,6 +419,14 @@ pub trait KvBackend: Send + Sync + 'static {
     /// [`KeysError::Store`] when the store refuses it, [`KeysError::Internal`] when it could not
     /// be committed.
     fn write(&self, op: WriteOp) -> impl Future<Output = Result<Applied, KeysError>> + Send;
+
+    /// Applies a kv-core operation through the log, as [`KvBackend::write`] does, and returns
+    /// kv-core's event (for [`kv_core::Op::Txn`], the summary with every event of the branch
+    /// that ran).
+    ///
+    /// # Errors
+    /// As for [`KvBackend::write`].
+    fn apply(&self, op: kv_core::Op) -> impl Future<Output = Result<AppliedOp, KeysError>> + Send;
 
     /// Reads a key, locally or (with `quorum`) linearizably.
     ///

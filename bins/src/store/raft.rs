@@ -28,8 +28,8 @@ use serde::{Deserialize, Serialize};
 
 use super::memory::{Watchers, error_from, event_from, write_to_op};
 use super::{
-    Applied, KeysError, KvBackend, Member, MemberError, RaftPosition, ReadRequest, Status, Watch,
-    WatchRequest, WriteOp, now_ms,
+    Applied, AppliedOp, KeysError, KvBackend, Member, MemberError, RaftPosition, ReadRequest,
+    Status, Watch, WatchRequest, WriteOp, now_ms,
 };
 
 /// How often the leader looks for expired keys (etcd's leader SYNC interval).
@@ -389,11 +389,19 @@ async fn publish_loop(node: RaftNode<KvMachine>, shared: Arc<Shared>, me: Attrib
 
 impl KvBackend for RaftBackend {
     async fn write(&self, op: WriteOp) -> Result<Applied, KeysError> {
-        let cmd = KvCommand::Kv(Command::new(now_ms(), write_to_op(op)));
+        let a = self.apply(write_to_op(op)).await?;
+        Ok(Applied {
+            event: event_from(a.event),
+            raft: a.raft,
+        })
+    }
+
+    async fn apply(&self, op: Op) -> Result<AppliedOp, KeysError> {
+        let cmd = KvCommand::Kv(Command::new(now_ms(), op));
         let (index, out) = self.node.write(&cmd).await.map_err(internal)?;
         match &*out {
-            KvOutput::Kv(Ok(ev)) => Ok(Applied {
-                event: event_from(ev.clone()),
+            KvOutput::Kv(Ok(ev)) => Ok(AppliedOp {
+                event: ev.clone(),
                 raft: RaftPosition {
                     index,
                     term: self.node.status().term,
@@ -658,6 +666,7 @@ mod tests {
                 recursive: false,
                 stream: false,
                 since: None,
+                all_history: false,
             };
             inner.watchers.register(&mut inner.store, &req).unwrap()
         };

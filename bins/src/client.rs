@@ -1,0 +1,428 @@
+//! [`KvClient`]: a Rust client of kvd's gRPC API (`kv.v1`), with typed methods and errors.
+//!
+//! Events come back as kv-core's [`kv_core::Event`] (whose serde form is etcd's v2 JSON),
+//! errors of the key space as [`ClientError::Etcd`] with etcd's code. The request messages
+//! of the less common options are the wire types themselves, re-exported as [`wire`].
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::sync::Arc;
+//! use bins::client::KvClient;
+//! use bins::store::memory::{MemoryBackend, MemoryConfig};
+//!
+//! // A kvd front end on an ephemeral port (in-memory store).
+//! let backend = Arc::new(MemoryBackend::ephemeral(MemoryConfig {
+//!     id: 1,
+//!     cluster_id: 2,
+//!     name: "doc".into(),
+//!     peer_urls: vec!["http://127.0.0.1:2380".into()],
+//!     client_urls: vec![],
+//!     data_dir: Default::default(),
+//! }));
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! let url = format!("http://{}", listener.local_addr()?);
+//! let router = bins::http::router(backend, bins::http::Limits::default());
+//! tokio::spawn(bins::http::serve(listener, router, std::future::pending()));
+//!
+//! let kv = KvClient::connect(&url).await?;
+//! let set = kv.put("/greeting", "hello").await?;
+//! assert_eq!(set.node.value.as_deref(), Some("hello"));
+//! let got = kv.get("/greeting").await?;
+//! assert_eq!(got.node.modified_index, set.index);
+//!
+//! let swapped = kv.compare_and_swap("/greeting", "hello", "bonjour").await?;
+//! assert_eq!(swapped.prev_node.unwrap().value.as_deref(), Some("hello"));
+//! let err = kv.compare_and_swap("/greeting", "hello", "hi").await.unwrap_err();
+//! assert_eq!(err.etcd_code(), Some(101)); // compare failed
+//! assert_eq!(kv.get("/missing").await.unwrap_err().etcd_code(), Some(100));
+//! # Ok(())
+//! # }
+//! ```
+
+use std::time::Duration;
+
+use kv_core::Event;
+use proto::convert::kv::{WireError, status_error};
+use proto::kv_v1::kv_client::KvClient as Raw;
+use tonic::transport::{Channel, Endpoint};
+
+/// The `kv.v1` messages (requests with every option, members, status).
+pub use proto::kv_v1 as wire;
+
+/// Largest response accepted: a recursive listing of a big tree is one message.
+const MAX_RESPONSE_BYTES: usize = 1 << 30;
+
+/// A failed call.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// The endpoint is not a valid URI.
+    #[error("invalid kvd endpoint {endpoint:?}: {source}")]
+    Endpoint {
+        /// The endpoint as given.
+        endpoint: String,
+        /// Why it is invalid.
+        source: tonic::transport::Error,
+    },
+    /// No connection could be made.
+    #[error("connecting to kvd at {endpoint}: {source}")]
+    Connect {
+        /// The endpoint.
+        endpoint: String,
+        /// The transport error.
+        source: tonic::transport::Error,
+    },
+    /// The store refused the operation with an etcd error (see [`ClientError::etcd_code`]).
+    #[error("{}: {error}", .error.code())]
+    Etcd {
+        /// etcd's error (code, cause, index).
+        error: kv_core::Error,
+        /// The gRPC code it travelled with.
+        grpc: tonic::Code,
+    },
+    /// Any other failure: a limit (`RESOURCE_EXHAUSTED`), membership errors, transport
+    /// errors during the call.
+    #[error("kvd: {}: {}", .0.code(), .0.message())]
+    Status(tonic::Status),
+    /// The server answered something this client cannot read.
+    #[error("kvd answered an unreadable response: {0}")]
+    Wire(#[from] WireError),
+}
+
+impl ClientError {
+    /// etcd's error code (100 key not found, 101 compare failed, 105 key exists, 401 event
+    /// index cleared, 300 no quorum, ...) when the store gave one.
+    pub fn etcd_code(&self) -> Option<u32> {
+        match self {
+            ClientError::Etcd { error, .. } => Some(error.code()),
+            _ => None,
+        }
+    }
+
+    /// The gRPC status code of a failed call (`None` when no call was made).
+    pub fn grpc_code(&self) -> Option<tonic::Code> {
+        match self {
+            ClientError::Etcd { grpc, .. } => Some(*grpc),
+            ClientError::Status(s) => Some(s.code()),
+            _ => None,
+        }
+    }
+}
+
+impl From<tonic::Status> for ClientError {
+    fn from(s: tonic::Status) -> Self {
+        match status_error(&s) {
+            Some(error) => ClientError::Etcd {
+                error,
+                grpc: s.code(),
+            },
+            None => ClientError::Status(s),
+        }
+    }
+}
+
+/// The outcome of a transaction or a batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TxnOutcome {
+    /// Whether every comparison held (always true for a batch).
+    pub succeeded: bool,
+    /// The events of the branch that ran, in order.
+    pub events: Vec<Event>,
+    /// The store index after the transaction.
+    pub index: u64,
+}
+
+/// A watch: the matching events, in order, from the requested index.
+#[derive(Debug)]
+pub struct Watch {
+    stream: tonic::Streaming<wire::Event>,
+}
+
+impl Watch {
+    /// The next event; `None` when the stream ended without an error. When the server
+    /// ends the watch (the watcher fell behind, the member stopped) this is an
+    /// [`ClientError::Etcd`] with code 400: watch again from the last event's index (events
+    /// of that index may repeat: a transaction's events share it).
+    pub async fn next(&mut self) -> Option<Result<Event, ClientError>> {
+        match self.stream.message().await {
+            Ok(Some(e)) => Some(Event::try_from(e).map_err(ClientError::from)),
+            Ok(None) => None,
+            Err(s) => Some(Err(s.into())),
+        }
+    }
+}
+
+/// A `kv.v1` client. Cloning is cheap and clones share one HTTP/2 connection, on which
+/// calls run concurrently.
+#[derive(Debug, Clone)]
+pub struct KvClient {
+    raw: Raw<Channel>,
+}
+
+fn event_of(r: tonic::Response<wire::EventResponse>) -> Result<Event, ClientError> {
+    let e = r.into_inner().event.ok_or(WireError::MissingNode)?;
+    Ok(Event::try_from(e)?)
+}
+
+fn outcome_of(r: tonic::Response<wire::TxnResponse>) -> Result<TxnOutcome, ClientError> {
+    let r = r.into_inner();
+    Ok(TxnOutcome {
+        succeeded: r.succeeded,
+        events: r
+            .events
+            .into_iter()
+            .map(Event::try_from)
+            .collect::<Result<_, _>>()?,
+        index: r.index,
+    })
+}
+
+impl KvClient {
+    /// Connects to a kvd client URL (`http://127.0.0.1:2379`); gives up after 5 s.
+    ///
+    /// # Errors
+    /// [`ClientError::Endpoint`] or [`ClientError::Connect`].
+    pub async fn connect(endpoint: &str) -> Result<Self, ClientError> {
+        let ep = Endpoint::from_shared(endpoint.to_owned())
+            .map_err(|source| ClientError::Endpoint {
+                endpoint: endpoint.to_owned(),
+                source,
+            })?
+            .connect_timeout(Duration::from_secs(5))
+            .tcp_nodelay(true);
+        let channel = ep.connect().await.map_err(|source| ClientError::Connect {
+            endpoint: endpoint.to_owned(),
+            source,
+        })?;
+        Ok(Self::from_channel(channel))
+    }
+
+    /// A client on an existing channel (to set TLS, timeouts or load balancing there).
+    pub fn from_channel(channel: Channel) -> Self {
+        KvClient {
+            raw: Raw::new(channel).max_decoding_message_size(MAX_RESPONSE_BYTES),
+        }
+    }
+
+    /// The generated client underneath, for calls this wrapper does not cover.
+    pub fn raw(&self) -> Raw<Channel> {
+        self.raw.clone()
+    }
+
+    /// Reads a key linearizably (a directory lists its children).
+    ///
+    /// # Errors
+    /// [`ClientError::Etcd`] 100 when the key does not exist.
+    pub async fn get(&self, key: &str) -> Result<Event, ClientError> {
+        self.get_with(wire::GetRequest {
+            key: key.to_owned(),
+            ..Default::default()
+        })
+        .await
+    }
+
+    /// Reads with every option (recursive, sorted, serializable).
+    ///
+    /// # Errors
+    /// See [`KvClient::get`].
+    pub async fn get_with(&self, req: wire::GetRequest) -> Result<Event, ClientError> {
+        event_of(self.raw.clone().get(req).await?)
+    }
+
+    /// Sets a file (etcd's unconditional PUT).
+    ///
+    /// # Errors
+    /// [`ClientError::Etcd`] 102 when the key is a directory.
+    pub async fn put(&self, key: &str, value: &str) -> Result<Event, ClientError> {
+        self.put_with(wire::PutRequest {
+            key: key.to_owned(),
+            value: value.to_owned(),
+            ..Default::default()
+        })
+        .await
+    }
+
+    /// Puts with every option: directories, TTLs and refreshes, create-only
+    /// (`prev_exist = Some(false)`), update-only, in-order keys.
+    ///
+    /// # Errors
+    /// etcd's errors for the chosen operation (105 exists, 100 not found, ...).
+    pub async fn put_with(&self, req: wire::PutRequest) -> Result<Event, ClientError> {
+        event_of(self.raw.clone().put(req).await?)
+    }
+
+    /// Deletes a file.
+    ///
+    /// # Errors
+    /// [`ClientError::Etcd`] 100 when it does not exist, 102 for a directory.
+    pub async fn delete(&self, key: &str) -> Result<Event, ClientError> {
+        self.delete_with(wire::DeleteRequest {
+            key: key.to_owned(),
+            ..Default::default()
+        })
+        .await
+    }
+
+    /// Deletes with every option (directories, recursive, compare-and-delete).
+    ///
+    /// # Errors
+    /// etcd's errors (101 when a condition fails, 108 for a non-empty directory, ...).
+    pub async fn delete_with(&self, req: wire::DeleteRequest) -> Result<Event, ClientError> {
+        event_of(self.raw.clone().delete(req).await?)
+    }
+
+    /// Replaces a file's value only if it currently is `prev_value`.
+    ///
+    /// # Errors
+    /// [`ClientError::Etcd`] 101 when the value differs, 100 when the key is missing.
+    pub async fn compare_and_swap(
+        &self,
+        key: &str,
+        prev_value: &str,
+        value: &str,
+    ) -> Result<Event, ClientError> {
+        self.compare_and_swap_with(wire::CompareAndSwapRequest {
+            key: key.to_owned(),
+            value: value.to_owned(),
+            prev_value: Some(prev_value.to_owned()),
+            ..Default::default()
+        })
+        .await
+    }
+
+    /// Compare-and-swap with every option (on the modified index, with a TTL).
+    ///
+    /// # Errors
+    /// See [`KvClient::compare_and_swap`]; 207 without any condition.
+    pub async fn compare_and_swap_with(
+        &self,
+        req: wire::CompareAndSwapRequest,
+    ) -> Result<Event, ClientError> {
+        event_of(self.raw.clone().compare_and_swap(req).await?)
+    }
+
+    /// Runs a transaction: `success` if every comparison holds, `failure` otherwise,
+    /// atomically and at one index.
+    ///
+    /// # Errors
+    /// The error of the first operation of the chosen branch that failed (then nothing
+    /// changed).
+    pub async fn txn(&self, req: wire::TxnRequest) -> Result<TxnOutcome, ClientError> {
+        outcome_of(self.raw.clone().txn(req).await?)
+    }
+
+    /// Sets many files in one log entry, all or nothing.
+    ///
+    /// # Errors
+    /// The first put that failed (then nothing changed).
+    pub async fn batch_put<K: Into<String>, V: Into<String>>(
+        &self,
+        pairs: impl IntoIterator<Item = (K, V)>,
+    ) -> Result<TxnOutcome, ClientError> {
+        let puts = pairs
+            .into_iter()
+            .map(|(k, v)| wire::PutRequest {
+                key: k.into(),
+                value: v.into(),
+                ..Default::default()
+            })
+            .collect();
+        outcome_of(
+            self.raw
+                .clone()
+                .batch_put(wire::BatchPutRequest { puts })
+                .await?,
+        )
+    }
+
+    /// Watches a key (with `recursive`, everything below it) from `start_index`, or from
+    /// the next event when it is 0.
+    ///
+    /// # Errors
+    /// [`ClientError::Etcd`] 401 when `start_index` is older than the history kvd keeps;
+    /// `RESOURCE_EXHAUSTED` when too many watches are open.
+    pub async fn watch(
+        &self,
+        key: &str,
+        recursive: bool,
+        start_index: u64,
+    ) -> Result<Watch, ClientError> {
+        let stream = self
+            .raw
+            .clone()
+            .watch(wire::WatchRequest {
+                key: key.to_owned(),
+                recursive,
+                start_index,
+            })
+            .await?
+            .into_inner();
+        Ok(Watch { stream })
+    }
+
+    /// The cluster members, the leader marked.
+    ///
+    /// # Errors
+    /// A failed call.
+    pub async fn members(&self) -> Result<Vec<wire::Member>, ClientError> {
+        Ok(self
+            .raw
+            .clone()
+            .member_list(wire::MemberListRequest {})
+            .await?
+            .into_inner()
+            .members)
+    }
+
+    /// Adds a member by its peer URLs and returns it (with the id it will have).
+    ///
+    /// # Errors
+    /// `ALREADY_EXISTS` when the id or a URL is taken; `UNIMPLEMENTED` on a backend without
+    /// membership.
+    pub async fn add_member(&self, peer_urls: Vec<String>) -> Result<wire::Member, ClientError> {
+        Ok(self
+            .raw
+            .clone()
+            .member_add(wire::MemberAddRequest { peer_urls })
+            .await?
+            .into_inner())
+    }
+
+    /// Removes a member.
+    ///
+    /// # Errors
+    /// `NOT_FOUND` for an unknown id.
+    pub async fn remove_member(&self, id: u64) -> Result<(), ClientError> {
+        self.raw
+            .clone()
+            .member_remove(wire::MemberRemoveRequest { id })
+            .await?;
+        Ok(())
+    }
+
+    /// Changes a member's peer URLs.
+    ///
+    /// # Errors
+    /// `NOT_FOUND` for an unknown id; `UNIMPLEMENTED` when the backend cannot.
+    pub async fn update_member(&self, id: u64, peer_urls: Vec<String>) -> Result<(), ClientError> {
+        self.raw
+            .clone()
+            .member_update(wire::MemberUpdateRequest { id, peer_urls })
+            .await?;
+        Ok(())
+    }
+
+    /// This member's status (name, leader, indexes, watchers).
+    ///
+    /// # Errors
+    /// A failed call.
+    pub async fn status(&self) -> Result<wire::StatusResponse, ClientError> {
+        Ok(self
+            .raw
+            .clone()
+            .status(wire::StatusRequest {})
+            .await?
+            .into_inner())
+    }
+}

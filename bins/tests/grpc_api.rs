@@ -1,0 +1,817 @@
+//! kvd's gRPC API (`kv.v1`) through `bins::client::KvClient`, against real kvd processes
+//! (raft backend): every RPC, its errors and limits, both branches of a transaction, watches
+//! from a past index and live, and members and status on a 3-member cluster; and kvbench's
+//! gRPC mode against kvd and a real etcd (v3 API).
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use bins::client::{ClientError, KvClient, wire};
+use kv_core::Action;
+use tonic::Code;
+
+use crate::util::{self, Server};
+
+fn block_on<F: Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(f)
+}
+
+/// A single-member kvd on free ports with extra flags.
+fn kvd(extra: &[&str]) -> Server {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (cp, pp) = (util::free_port(), util::free_port());
+    let url = format!("http://127.0.0.1:{cp}");
+    let peer = format!("http://127.0.0.1:{pp}");
+    let mut args: Vec<String> = vec![
+        "--name".into(),
+        "node1".into(),
+        "--data-dir".into(),
+        dir.path().join("data").display().to_string(),
+        "--listen-client-urls".into(),
+        url.clone(),
+        "--advertise-client-urls".into(),
+        url.clone(),
+        "--listen-peer-urls".into(),
+        peer.clone(),
+        "--initial-advertise-peer-urls".into(),
+        peer.clone(),
+        "--initial-cluster".into(),
+        format!("node1={peer}"),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let server = util::kvd_process(args, url, peer);
+    // The data directory lives as long as the test process: the server is killed first.
+    std::mem::forget(dir);
+    server
+}
+
+fn etcd_code<T: std::fmt::Debug>(r: Result<T, ClientError>) -> (Option<u32>, Option<Code>) {
+    let e = r.expect_err("the call should fail");
+    (e.etcd_code(), e.grpc_code())
+}
+
+async fn next_event(w: &mut bins::client::Watch) -> kv_core::Event {
+    tokio::time::timeout(Duration::from_secs(10), w.next())
+        .await
+        .expect("an event within 10 s")
+        .expect("the stream is open")
+        .expect("an event, not an error")
+}
+
+#[test]
+fn grpc_single_key_operations_and_errors() {
+    let server = kvd(&[]);
+    let url = server.url.clone();
+    block_on(async move {
+        let kv = KvClient::connect(&url).await.expect("connect");
+
+        let set = kv.put("/a", "1").await.expect("put");
+        assert_eq!(set.action, Action::Set);
+        assert_eq!(set.node.value.as_deref(), Some("1"));
+        assert!(set.prev_node.is_none());
+        let got = kv.get("/a").await.expect("get");
+        assert_eq!(
+            (got.action, got.node.modified_index),
+            (Action::Get, set.index)
+        );
+
+        // The HTTP API on the same port sees the same store.
+        let body = reqwest::get(format!("{url}/v2/keys/a"))
+            .await
+            .expect("http get")
+            .text()
+            .await
+            .expect("body");
+        assert!(body.contains(r#""value":"1""#), "{body}");
+
+        // Directories, recursive and serializable reads, in-order keys, TTLs.
+        kv.put_with(wire::PutRequest {
+            key: "/d".into(),
+            dir: true,
+            ..Default::default()
+        })
+        .await
+        .expect("mkdir");
+        let q = kv
+            .put_with(wire::PutRequest {
+                key: "/d".into(),
+                value: "job".into(),
+                in_order: true,
+                ..Default::default()
+            })
+            .await
+            .expect("in-order put");
+        assert_eq!(q.action, Action::Create);
+        assert!(q.node.key.starts_with("/d/0000"), "{}", q.node.key);
+        let t = kv
+            .put_with(wire::PutRequest {
+                key: "/d/ttl".into(),
+                value: "x".into(),
+                ttl: 100,
+                ..Default::default()
+            })
+            .await
+            .expect("put with ttl");
+        assert_eq!(t.node.ttl, Some(100));
+        assert!(t.node.expiration.is_some());
+        let listing = kv
+            .get_with(wire::GetRequest {
+                key: "/d".into(),
+                recursive: true,
+                sorted: true,
+                consistency: wire::Consistency::Serializable as i32,
+            })
+            .await
+            .expect("recursive get");
+        assert!(listing.node.dir);
+        assert_eq!(listing.node.nodes.len(), 2);
+
+        // Compare-and-swap, both ways.
+        let cas = kv.compare_and_swap("/a", "1", "2").await.expect("cas");
+        assert_eq!(cas.action, Action::CompareAndSwap);
+        assert_eq!(cas.prev_node.and_then(|p| p.value).as_deref(), Some("1"));
+        let (code, grpc) = etcd_code(kv.compare_and_swap("/a", "1", "3").await);
+        assert_eq!((code, grpc), (Some(101), Some(Code::FailedPrecondition)));
+        let by_index = kv
+            .compare_and_swap_with(wire::CompareAndSwapRequest {
+                key: "/a".into(),
+                value: "4".into(),
+                prev_index: Some(cas.node.modified_index),
+                ..Default::default()
+            })
+            .await
+            .expect("cas on index");
+        assert_eq!(by_index.node.value.as_deref(), Some("4"));
+
+        // Errors with their etcd codes and gRPC codes.
+        assert_eq!(
+            etcd_code(kv.get("/missing").await),
+            (Some(100), Some(Code::NotFound))
+        );
+        let err = kv.get("/missing").await.unwrap_err();
+        match err {
+            ClientError::Etcd { error, .. } => {
+                assert_eq!(error.cause(), "/missing");
+                assert!(error.index() >= by_index.index);
+            }
+            other => panic!("expected an etcd error, got {other:?}"),
+        }
+        let create = wire::PutRequest {
+            key: "/a".into(),
+            value: "x".into(),
+            prev_exist: Some(false),
+            ..Default::default()
+        };
+        assert_eq!(
+            etcd_code(kv.put_with(create).await),
+            (Some(105), Some(Code::FailedPrecondition))
+        );
+        assert_eq!(
+            etcd_code(kv.put("/d", "file over a dir").await),
+            (Some(102), Some(Code::FailedPrecondition))
+        );
+        assert_eq!(
+            etcd_code(
+                kv.compare_and_swap_with(wire::CompareAndSwapRequest {
+                    key: "/a".into(),
+                    value: "x".into(),
+                    ..Default::default()
+                })
+                .await
+            ),
+            (Some(207), Some(Code::InvalidArgument))
+        );
+        assert_eq!(
+            etcd_code(
+                kv.put_with(wire::PutRequest {
+                    key: "/a".into(),
+                    value: "x".into(),
+                    refresh: true,
+                    ttl: 5,
+                    ..Default::default()
+                })
+                .await
+            ),
+            (Some(211), Some(Code::InvalidArgument))
+        );
+
+        // Deletes: a directory needs `dir`/`recursive`; compare-and-delete checks.
+        assert_eq!(etcd_code(kv.delete("/d").await).0, Some(102));
+        let (code, _) = etcd_code(
+            kv.delete_with(wire::DeleteRequest {
+                key: "/a".into(),
+                prev_value: Some("nope".into()),
+                ..Default::default()
+            })
+            .await,
+        );
+        assert_eq!(code, Some(101));
+        let cad = kv
+            .delete_with(wire::DeleteRequest {
+                key: "/a".into(),
+                prev_value: Some("4".into()),
+                ..Default::default()
+            })
+            .await
+            .expect("compare-and-delete");
+        assert_eq!(cad.action, Action::CompareAndDelete);
+        let rm = kv
+            .delete_with(wire::DeleteRequest {
+                key: "/d".into(),
+                recursive: true,
+                ..Default::default()
+            })
+            .await
+            .expect("recursive delete");
+        assert_eq!(rm.action, Action::Delete);
+        assert_eq!(etcd_code(kv.get("/d/ttl").await).0, Some(100));
+    });
+}
+
+#[test]
+fn grpc_limits_give_resource_exhausted() {
+    let server = kvd(&[
+        "--max-request-bytes",
+        "4096",
+        "--max-watchers-per-conn",
+        "2",
+    ]);
+    let url = server.url.clone();
+    block_on(async move {
+        let kv = KvClient::connect(&url).await.expect("connect");
+        let big = "x".repeat(8192);
+        let e = kv.put("/big", &big).await.unwrap_err();
+        assert_eq!(e.grpc_code(), Some(Code::ResourceExhausted), "{e}");
+        assert_eq!(e.etcd_code(), None);
+        // A key beyond the key limit (64 KiB) would exceed the request limit here too, so
+        // both limits answer the same way; the server is still fine afterwards.
+        kv.put("/small", "ok")
+            .await
+            .expect("a small put still works");
+
+        // Watches per connection: clones of one client share its connection.
+        let w1 = kv.watch("/w", false, 0).await.expect("watch 1");
+        let _w2 = kv.watch("/w", false, 0).await.expect("watch 2");
+        let e = kv.watch("/w", false, 0).await.unwrap_err();
+        assert_eq!(e.grpc_code(), Some(Code::ResourceExhausted), "{e}");
+        // Closing one frees its slot once the server sees the stream reset.
+        drop(w1);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match kv.watch("/w", false, 0).await {
+                Ok(_) => break,
+                Err(e) if e.grpc_code() == Some(Code::ResourceExhausted) => {
+                    assert!(Instant::now() < deadline, "the watch slot was never freed");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(e) => panic!("unexpected error {e}"),
+            }
+        }
+    });
+}
+
+#[test]
+fn grpc_transactions_take_either_branch_and_batches_apply_at_once() {
+    let server = kvd(&[]);
+    let url = server.url.clone();
+    block_on(async move {
+        let kv = KvClient::connect(&url).await.expect("connect");
+        let a = kv.put("/t/a", "1").await.expect("put");
+        let put = |k: &str, v: &str| wire::Op {
+            op: Some(wire::op::Op::Put(wire::PutRequest {
+                key: k.into(),
+                value: v.into(),
+                ..Default::default()
+            })),
+        };
+        let req = |value: &str| wire::TxnRequest {
+            compare: vec![
+                wire::Compare {
+                    key: "/t/a".into(),
+                    target: Some(wire::compare::Target::Value(value.into())),
+                },
+                wire::Compare {
+                    key: "/t/b".into(),
+                    target: Some(wire::compare::Target::Exists(false)),
+                },
+            ],
+            success: vec![put("/t/b", "from success"), put("/t/a", "2")],
+            failure: vec![put("/t/c", "from failure")],
+        };
+
+        let ok = kv.txn(req("1")).await.expect("txn");
+        assert!(ok.succeeded);
+        assert_eq!(ok.events.len(), 2);
+        assert!(ok.events.iter().all(|e| e.index == ok.index));
+        assert_eq!(ok.index, a.index + 1);
+        assert_eq!(
+            kv.get("/t/b").await.unwrap().node.value.as_deref(),
+            Some("from success")
+        );
+
+        let failed = kv.txn(req("1")).await.expect("txn");
+        assert!(!failed.succeeded);
+        assert_eq!(failed.events.len(), 1);
+        assert_eq!(
+            kv.get("/t/c").await.unwrap().node.value.as_deref(),
+            Some("from failure")
+        );
+        assert_eq!(
+            kv.get("/t/a").await.unwrap().node.value.as_deref(),
+            Some("2")
+        );
+
+        // A failing operation in the branch that runs rolls the branch back.
+        let before = kv.get("/t/a").await.unwrap();
+        let bad = wire::TxnRequest {
+            success: vec![
+                put("/t/a", "3"),
+                wire::Op {
+                    op: Some(wire::op::Op::Delete(wire::DeleteRequest {
+                        key: "/t/none".into(),
+                        ..Default::default()
+                    })),
+                },
+            ],
+            ..Default::default()
+        };
+        assert_eq!(etcd_code(kv.txn(bad).await).0, Some(100));
+        let after = kv.get("/t/a").await.unwrap();
+        assert_eq!(after.node, before.node);
+        // Malformed requests are refused, not crashes.
+        let empty_op = wire::TxnRequest {
+            success: vec![wire::Op { op: None }],
+            ..Default::default()
+        };
+        assert_eq!(
+            etcd_code(kv.txn(empty_op).await),
+            (Some(209), Some(Code::InvalidArgument))
+        );
+
+        let batch = kv
+            .batch_put((0..50).map(|i| (format!("/batch/{i:02}"), format!("v{i}"))))
+            .await
+            .expect("batch put");
+        assert!(batch.succeeded);
+        assert_eq!(batch.events.len(), 50);
+        let listing = kv
+            .get_with(wire::GetRequest {
+                key: "/batch".into(),
+                sorted: true,
+                ..Default::default()
+            })
+            .await
+            .expect("list");
+        assert_eq!(listing.node.nodes.len(), 50);
+        assert!(
+            listing
+                .node
+                .nodes
+                .iter()
+                .all(|n| n.modified_index == batch.index)
+        );
+    });
+}
+
+#[test]
+fn grpc_watch_from_a_past_index_live_and_cleared() {
+    let server = kvd(&[]);
+    let url = server.url.clone();
+    block_on(async move {
+        let kv = KvClient::connect(&url).await.expect("connect");
+        let first = kv.put("/w/a", "1").await.expect("put");
+        kv.put("/other", "x").await.expect("put");
+        kv.put("/w/b", "2").await.expect("put");
+
+        // From a past index: the history first, in order, then live events.
+        let mut w = kv.watch("/w", true, first.index).await.expect("watch");
+        let e = next_event(&mut w).await;
+        assert_eq!((e.node.key.as_str(), e.index), ("/w/a", first.index));
+        let e = next_event(&mut w).await;
+        assert_eq!(e.node.key, "/w/b");
+        let live = kv.put("/w/c", "3").await.expect("put");
+        let e = next_event(&mut w).await;
+        assert_eq!((e.node.key.as_str(), e.index), ("/w/c", live.index));
+        let del = kv.delete("/w/a").await.expect("delete");
+        let e = next_event(&mut w).await;
+        assert_eq!((e.action, e.index), (Action::Delete, del.index));
+
+        // From the next event only (start index 0), non-recursive.
+        let mut only_c = kv.watch("/w/c", false, 0).await.expect("watch");
+        kv.put("/w/b", "ignored").await.expect("put");
+        let cas = kv.compare_and_swap("/w/c", "3", "4").await.expect("cas");
+        let e = next_event(&mut only_c).await;
+        assert_eq!((e.action, e.index), (Action::CompareAndSwap, cas.index));
+
+        // The client going away ends the watch on the server: once an event for the key
+        // finds the stream gone, the watcher is unregistered.
+        let watchers = kv.status().await.expect("status").watchers;
+        assert!(watchers >= 2, "{watchers} watchers");
+        drop(w);
+        drop(only_c);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            kv.put("/w/c", "poke").await.expect("put");
+            if kv.status().await.expect("status").watchers == 0 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "watchers were never unregistered"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+
+        // An index older than the kept history (1000 events) is etcd's 401.
+        kv.batch_put((0..1100).map(|i| (format!("/fill/{i}"), "v")))
+            .await
+            .expect("batch");
+        let e = kv.watch("/w", true, first.index).await;
+        // The error may come with the response or as the stream's first message.
+        let err = match e {
+            Err(e) => e,
+            Ok(mut w) => match w.next().await {
+                Some(Err(e)) => e,
+                other => panic!("expected 401, got {other:?}"),
+            },
+        };
+        assert_eq!(
+            (err.etcd_code(), err.grpc_code()),
+            (Some(401), Some(Code::OutOfRange))
+        );
+    });
+}
+
+/// A member of a 3-member cluster: name, client URL, peer URL.
+struct Spec {
+    name: String,
+    client: String,
+    peer: String,
+}
+
+#[test]
+fn grpc_members_and_status_on_three_members() {
+    let specs: Vec<Spec> = (1..=3)
+        .map(|i| Spec {
+            name: format!("m{i}"),
+            client: format!("http://127.0.0.1:{}", util::free_port()),
+            peer: format!("http://127.0.0.1:{}", util::free_port()),
+        })
+        .collect();
+    let cluster = specs
+        .iter()
+        .map(|s| format!("{}={}", s.name, s.peer))
+        .collect::<Vec<_>>()
+        .join(",");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut servers: Vec<Server> = specs
+        .iter()
+        .map(|s| {
+            let args = vec![
+                "--name".to_string(),
+                s.name.clone(),
+                "--data-dir".into(),
+                dir.path().join(&s.name).display().to_string(),
+                "--listen-client-urls".into(),
+                s.client.clone(),
+                "--advertise-client-urls".into(),
+                s.client.clone(),
+                "--listen-peer-urls".into(),
+                s.peer.clone(),
+                "--initial-advertise-peer-urls".into(),
+                s.peer.clone(),
+                "--initial-cluster".into(),
+                cluster.clone(),
+                "--heartbeat-interval".into(),
+                "50".into(),
+                "--election-timeout".into(),
+                "500".into(),
+            ];
+            util::kvd_spawn(args, s.client.clone(), s.peer.clone())
+        })
+        .collect();
+    for s in &mut servers {
+        s.wait_healthy("kvd cluster member");
+    }
+    let urls: Vec<String> = specs.iter().map(|s| s.client.clone()).collect();
+    block_on(async move {
+        let mut clients = Vec::new();
+        for u in &urls {
+            clients.push(KvClient::connect(u).await.expect("connect"));
+        }
+        // Every member agrees on the leader and lists all three, with client URLs once
+        // they are published.
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let leader = loop {
+            let mut leaders = Vec::new();
+            let mut complete = true;
+            for c in &clients {
+                let st = c.status().await.expect("status");
+                leaders.push(st.leader);
+                let ms = c.members().await.expect("members");
+                complete &= ms.len() == 3
+                    && ms.iter().all(|m| !m.client_urls.is_empty())
+                    && ms.iter().filter(|m| m.is_leader).count() == 1;
+            }
+            if complete && leaders[0] != 0 && leaders.iter().all(|l| *l == leaders[0]) {
+                break leaders[0];
+            }
+            assert!(Instant::now() < deadline, "no agreed leader: {leaders:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let statuses = [
+            clients[0].status().await.unwrap(),
+            clients[1].status().await.unwrap(),
+        ];
+        let header = statuses[0].header.expect("header");
+        assert_eq!(header.cluster_id, statuses[1].header.unwrap().cluster_id);
+        assert_ne!(header.member_id, statuses[1].header.unwrap().member_id);
+        assert!(header.raft_term >= 1);
+        assert_eq!(statuses[0].name, "m1");
+
+        // A write on a follower is visible to a linearizable read on another member.
+        let ms = clients[0].members().await.unwrap();
+        let follower = ms.iter().position(|m| m.id != leader).expect("a follower");
+        let follower_url = &ms[follower].client_urls[0];
+        let fc = clients
+            .iter()
+            .zip(&urls)
+            .find(|(_, u)| *u == follower_url)
+            .map(|(c, _)| c.clone())
+            .expect("the follower's client");
+        let put = fc
+            .put("/from-follower", "v")
+            .await
+            .expect("put on a follower");
+        for c in &clients {
+            let got = c.get("/from-follower").await.expect("linearizable get");
+            assert_eq!(got.node.modified_index, put.index);
+        }
+
+        // Member add, then remove (the added member never starts: a quorum of 3 of 4 runs).
+        let new_peer = format!("http://127.0.0.1:{}", util::free_port());
+        let added = clients[0]
+            .add_member(vec![new_peer.clone()])
+            .await
+            .expect("member add");
+        assert_ne!(added.id, 0);
+        assert_eq!(added.peer_urls, vec![new_peer.clone()]);
+        // Every member sees it (the duplicate check below reads the member's own view).
+        let deadline = Instant::now() + Duration::from_secs(15);
+        for c in &clients {
+            while !c.members().await.unwrap().iter().any(|m| m.id == added.id) {
+                assert!(
+                    Instant::now() < deadline,
+                    "the added member never showed up"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        let e = clients[1].add_member(vec![new_peer]).await.unwrap_err();
+        assert_eq!(e.grpc_code(), Some(Code::AlreadyExists), "{e}");
+        clients[0]
+            .remove_member(added.id)
+            .await
+            .expect("member remove");
+        let e = clients[0].remove_member(0xdead).await.unwrap_err();
+        assert_eq!(e.grpc_code(), Some(Code::NotFound), "{e}");
+        let e = clients[0].add_member(Vec::new()).await.unwrap_err();
+        assert_eq!(e.grpc_code(), Some(Code::InvalidArgument), "{e}");
+        let me = &clients[0].members().await.unwrap()[0];
+        clients[0]
+            .update_member(me.id, me.peer_urls.clone())
+            .await
+            .expect("update to the same URLs");
+    });
+}
+
+#[test]
+fn grpc_kvbench_mode_drives_kvd_and_etcd_natively() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kvbench"))
+        .args(["--api", "grpc", "--duration", "0.3", "--rounds", "1"])
+        .args(["--conns", "2", "--keys", "50", "--ops", "put,get,qget"])
+        .args(["--kvd-bin", env!("CARGO_BIN_EXE_kvd")])
+        .output()
+        .expect("run kvbench");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "kvbench failed: {stderr}");
+    let report = String::from_utf8_lossy(&out.stdout);
+    for op in ["put", "get", "qget"] {
+        assert!(
+            report.contains(&format!("| {op} | 2 |")),
+            "no {op} row in:\n{report}"
+        );
+    }
+    // Every measurement line reports its failed requests: there must be none.
+    let lines: Vec<&str> = stderr.lines().filter(|l| l.contains(" errors ")).collect();
+    assert_eq!(lines.len(), 6, "{stderr}");
+    assert!(lines.iter().all(|l| l.ends_with(" errors 0")), "{stderr}");
+}
+
+#[test]
+fn grpc_watch_ends_with_code_400_when_kvd_stops_and_kvd_exits_cleanly() {
+    let mut server = kvd(&[]);
+    let url = server.url.clone();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let (kv, mut w) = rt.block_on(async {
+        let kv = KvClient::connect(&url).await.expect("connect");
+        let w = kv.watch("/x", true, 0).await.expect("watch");
+        // An event through the stream shows it is live before kvd is stopped.
+        kv.put("/x/1", "a").await.expect("put");
+        (kv, w)
+    });
+    let first = rt.block_on(next_event(&mut w));
+    assert_eq!(first.node.key, "/x/1");
+    let status = server.terminate();
+    assert!(status.success(), "kvd exited with {status}");
+    let end = rt.block_on(async {
+        tokio::time::timeout(Duration::from_secs(10), w.next())
+            .await
+            .expect("the stream ends within 10 s")
+    });
+    match end {
+        // The server ended the watch before the connection closed...
+        Some(Err(e)) if e.etcd_code() == Some(400) => {}
+        // ...or the connection closed first (then the client sees a transport error).
+        Some(Err(e)) => assert_eq!(e.etcd_code(), None, "{e}"),
+        other => panic!("expected the watch to end with an error, got {other:?}"),
+    }
+    drop(kv);
+}
+
+#[test]
+fn grpc_in_process_over_the_memory_backend() {
+    use std::sync::Arc;
+
+    use bins::http::{Limits, router, serve};
+    use bins::store::memory::{MemoryBackend, MemoryConfig};
+
+    block_on(async {
+        let backend = Arc::new(MemoryBackend::ephemeral(MemoryConfig {
+            id: 0x1234,
+            cluster_id: 0xabcd,
+            name: "mem".into(),
+            peer_urls: vec!["http://127.0.0.1:2380".into()],
+            client_urls: vec![],
+            data_dir: Default::default(),
+        }));
+        let limits = Limits {
+            max_key_bytes: 16,
+            ..Limits::default()
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        tokio::spawn(serve(
+            listener,
+            router(backend, limits),
+            std::future::pending(),
+        ));
+        let kv = KvClient::connect(&url).await.expect("connect");
+
+        let e = kv.put("/a-key-longer-than-sixteen", "v").await.unwrap_err();
+        assert_eq!(e.grpc_code(), Some(Code::ResourceExhausted), "{e}");
+        let e = kv
+            .txn(wire::TxnRequest {
+                compare: vec![wire::Compare {
+                    key: "/another-key-that-is-too-long".into(),
+                    target: Some(wire::compare::Target::Exists(true)),
+                }],
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.grpc_code(), Some(Code::ResourceExhausted), "{e}");
+
+        // A transaction's events share one index: a watch from that index replays them all.
+        let t = kv
+            .batch_put([("/m/a", "1"), ("/m/b", "2"), ("/m/c", "3")])
+            .await
+            .expect("batch");
+        let mut w = kv.watch("/m", true, t.index).await.expect("watch");
+        for key in ["/m/a", "/m/b", "/m/c"] {
+            let e = next_event(&mut w).await;
+            assert_eq!((e.node.key.as_str(), e.index), (key, t.index));
+        }
+
+        let st = kv.status().await.expect("status");
+        assert_eq!((st.name.as_str(), st.leader), ("mem", 0x1234));
+        assert_eq!(st.header.expect("header").cluster_id, 0xabcd);
+        let ms = kv.members().await.expect("members");
+        assert_eq!(ms.len(), 1);
+        assert!(ms[0].is_leader);
+        let e = kv
+            .add_member(vec!["http://127.0.0.1:9".into()])
+            .await
+            .unwrap_err();
+        assert_eq!(e.grpc_code(), Some(Code::Unimplemented), "{e}");
+    });
+}
+
+/// Sends and receives raw bytes, to put malformed messages on the wire.
+struct RawCodec;
+
+struct RawEncoder;
+
+struct RawDecoder;
+
+impl tonic::codec::Codec for RawCodec {
+    type Encode = Vec<u8>;
+    type Decode = Vec<u8>;
+    type Encoder = RawEncoder;
+    type Decoder = RawDecoder;
+
+    fn encoder(&mut self) -> RawEncoder {
+        RawEncoder
+    }
+
+    fn decoder(&mut self) -> RawDecoder {
+        RawDecoder
+    }
+}
+
+impl tonic::codec::Encoder for RawEncoder {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+
+    fn encode(
+        &mut self,
+        item: Vec<u8>,
+        dst: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
+        use bytes::BufMut as _;
+        dst.put_slice(&item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for RawDecoder {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+
+    fn decode(
+        &mut self,
+        src: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<Vec<u8>>, tonic::Status> {
+        use bytes::Buf as _;
+        let mut v = vec![0; src.remaining()];
+        src.copy_to_slice(&mut v);
+        Ok(Some(v))
+    }
+}
+
+#[test]
+fn grpc_malformed_requests_are_refused_not_crashes() {
+    let server = kvd(&[]);
+    let url = server.url.clone();
+    block_on(async move {
+        let channel = tonic::transport::Endpoint::from_shared(url.clone())
+            .expect("endpoint")
+            .connect()
+            .await
+            .expect("connect");
+        let call = |path: &'static str, body: Vec<u8>| {
+            let mut grpc = tonic::client::Grpc::new(channel.clone());
+            async move {
+                grpc.ready().await.expect("ready");
+                grpc.unary(
+                    tonic::Request::new(body),
+                    tonic::codegen::http::uri::PathAndQuery::from_static(path),
+                    RawCodec,
+                )
+                .await
+            }
+        };
+        // Not protobuf at all.
+        let e = call("/kv.v1.KV/Put", vec![0xff; 16]).await.unwrap_err();
+        assert_eq!(e.code(), Code::Internal, "{e:?}");
+        // Field 1 (the key) holding invalid UTF-8.
+        let e = call("/kv.v1.KV/Get", vec![0x0a, 0x02, 0xff, 0xfe])
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::Internal, "{e:?}");
+        // A length running past the end of the message.
+        let e = call("/kv.v1.KV/Txn", vec![0x12, 0x7f, 0x0a])
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::Internal, "{e:?}");
+        // No such method.
+        let e = call("/kv.v1.KV/Nope", Vec::new()).await.unwrap_err();
+        assert_eq!(e.code(), Code::Unimplemented, "{e:?}");
+        // An empty Get is the root; an empty Put is a set of the root, which etcd refuses.
+        assert!(call("/kv.v1.KV/Get", Vec::new()).await.is_ok());
+        let kv = KvClient::connect(&url).await.expect("connect");
+        assert_eq!(etcd_code(kv.put("", "x").await).0, Some(107));
+        // The server is still serving.
+        kv.put("/still", "here").await.expect("put after bad input");
+    });
+}

@@ -1,0 +1,507 @@
+//! `kv.v1` <-> kv-core: requests to [`kv_core::Op`]s and [`kv_core::Txn`]s (validated as
+//! the v2 HTTP API validates its forms), events and nodes both ways, and etcd errors to and
+//! from gRPC statuses.
+
+use kv_core::{Action, Compare, CompareTarget, Error, Event, NodeView, Op, Txn};
+use tonic::metadata::{MetadataMap, MetadataValue};
+
+use crate::kv_v1 as w;
+
+/// Metadata key of the etcd error code (decimal) on an error status.
+pub const ERROR_CODE_KEY: &str = "kv-error-code";
+/// Metadata key of the store index (decimal) on an error status.
+pub const ERROR_INDEX_KEY: &str = "kv-error-index";
+/// Binary metadata key of etcd's cause (usually the key) on an error status.
+pub const ERROR_CAUSE_KEY: &str = "kv-error-cause-bin";
+
+/// A response that cannot be turned into kv-core's types (a newer server, or a broken one).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum WireError {
+    /// An action this client does not know.
+    #[error("unknown action {0} in a kv.v1 event")]
+    UnknownAction(i32),
+    /// An event without its node.
+    #[error("kv.v1 event without a node")]
+    MissingNode,
+}
+
+/// A request error as etcd reports it (index 0: parsing errors happen before the store).
+fn invalid(code: u32, cause: &str) -> Error {
+    Error::from_code(code, cause, 0).unwrap_or_else(|| Error::InvalidField {
+        cause: cause.to_owned(),
+        index: 0,
+    })
+}
+
+/// The TTL of a request: `0` means none. A refresh must keep the value and give a TTL
+/// (etcd's 211 and 212).
+fn ttl_of(ttl: u64, refresh: bool, value: &str) -> Result<Option<u64>, Error> {
+    let ttl = (ttl > 0).then_some(ttl);
+    if refresh {
+        if !value.is_empty() {
+            return Err(invalid(211, "A value was provided on a refresh"));
+        }
+        if ttl.is_none() {
+            return Err(invalid(212, "No TTL value set"));
+        }
+    }
+    Ok(ttl)
+}
+
+/// A `prevValue` condition: absent is no condition, empty is etcd's 201.
+fn prev_value_of(v: Option<String>) -> Result<Option<String>, Error> {
+    match v {
+        Some(v) if v.is_empty() => Err(invalid(201, "\"prevValue\" cannot be empty")),
+        v => Ok(v),
+    }
+}
+
+/// The store operation of a put, chosen as the HTTP API chooses between POST, create,
+/// update and set.
+///
+/// # Errors
+/// etcd's 211/212 for a refresh with a value or without a TTL.
+pub fn put_op(p: w::PutRequest) -> Result<Op, Error> {
+    let ttl = ttl_of(p.ttl, p.refresh, &p.value)?;
+    let w::PutRequest {
+        key,
+        value,
+        dir,
+        refresh,
+        prev_exist,
+        in_order,
+        ..
+    } = p;
+    Ok(match (in_order, prev_exist) {
+        (true, _) => Op::Create {
+            key,
+            value,
+            dir,
+            ttl,
+            unique: true,
+        },
+        (false, Some(true)) => Op::Update {
+            key,
+            value,
+            ttl,
+            refresh,
+        },
+        (false, Some(false)) => Op::Create {
+            key,
+            value,
+            dir,
+            ttl,
+            unique: false,
+        },
+        (false, None) => Op::Set {
+            key,
+            value,
+            dir,
+            ttl,
+            refresh,
+        },
+    })
+}
+
+/// The store operation of a delete: compare-and-delete when a condition is given.
+///
+/// # Errors
+/// etcd's 201 for an empty `prev_value`.
+pub fn delete_op(d: w::DeleteRequest) -> Result<Op, Error> {
+    let prev_value = prev_value_of(d.prev_value)?;
+    let prev_index = d.prev_index.filter(|i| *i > 0);
+    Ok(if prev_value.is_some() || prev_index.is_some() {
+        Op::CompareAndDelete {
+            key: d.key,
+            prev_value,
+            prev_index,
+        }
+    } else {
+        Op::Delete {
+            key: d.key,
+            dir: d.dir,
+            recursive: d.recursive,
+        }
+    })
+}
+
+/// The store operation of a compare-and-swap.
+///
+/// # Errors
+/// etcd's 201 for an empty `prev_value`, 207 when there is no condition at all, 211/212
+/// for a bad refresh.
+pub fn cas_op(c: w::CompareAndSwapRequest) -> Result<Op, Error> {
+    let prev_value = prev_value_of(c.prev_value)?;
+    let prev_index = c.prev_index.filter(|i| *i > 0);
+    if prev_value.is_none() && prev_index.is_none() {
+        return Err(invalid(
+            207,
+            "compare-and-swap needs prev_value or prev_index",
+        ));
+    }
+    let ttl = ttl_of(c.ttl, c.refresh, &c.value)?;
+    Ok(Op::CompareAndSwap {
+        key: c.key,
+        value: c.value,
+        prev_value,
+        prev_index,
+        ttl,
+        refresh: c.refresh,
+    })
+}
+
+/// The store operation of one transaction operation.
+///
+/// # Errors
+/// As for the single-key requests; 209 for an operation of no kind.
+pub fn txn_op(op: w::Op) -> Result<Op, Error> {
+    match op.op {
+        Some(w::op::Op::Put(p)) => put_op(p),
+        Some(w::op::Op::Delete(d)) => delete_op(d),
+        Some(w::op::Op::CompareAndSwap(c)) => cas_op(c),
+        None => Err(invalid(209, "transaction operation of no kind")),
+    }
+}
+
+/// A transaction condition.
+///
+/// # Errors
+/// 209 for a comparison without a target.
+pub fn compare(c: w::Compare) -> Result<Compare, Error> {
+    let target = match c.target {
+        Some(w::compare::Target::Value(v)) => CompareTarget::Value(v),
+        Some(w::compare::Target::ModifiedIndex(i)) => CompareTarget::ModifiedIndex(i),
+        Some(w::compare::Target::CreatedIndex(i)) => CompareTarget::CreatedIndex(i),
+        Some(w::compare::Target::Exists(e)) => CompareTarget::Exists(e),
+        None => {
+            return Err(invalid(
+                209,
+                &format!("comparison on {} has no target", c.key),
+            ));
+        }
+    };
+    Ok(Compare { key: c.key, target })
+}
+
+/// The kv-core transaction of a `Txn` request.
+///
+/// # Errors
+/// The first invalid comparison or operation.
+pub fn txn(t: w::TxnRequest) -> Result<Txn, Error> {
+    Ok(Txn {
+        compare: t
+            .compare
+            .into_iter()
+            .map(compare)
+            .collect::<Result<_, _>>()?,
+        success: t
+            .success
+            .into_iter()
+            .map(txn_op)
+            .collect::<Result<_, _>>()?,
+        failure: t
+            .failure
+            .into_iter()
+            .map(txn_op)
+            .collect::<Result<_, _>>()?,
+    })
+}
+
+/// A batch of puts as the transaction that applies it: no conditions, every put on success.
+///
+/// # Errors
+/// The first invalid put.
+pub fn batch_put(b: w::BatchPutRequest) -> Result<Txn, Error> {
+    Ok(Txn {
+        compare: Vec::new(),
+        success: b.puts.into_iter().map(put_op).collect::<Result<_, _>>()?,
+        failure: Vec::new(),
+    })
+}
+
+impl From<Action> for w::Action {
+    fn from(a: Action) -> Self {
+        match a {
+            Action::Get => w::Action::Get,
+            Action::Set => w::Action::Set,
+            Action::Create => w::Action::Create,
+            Action::Update => w::Action::Update,
+            Action::CompareAndSwap => w::Action::CompareAndSwap,
+            Action::Delete => w::Action::Delete,
+            Action::CompareAndDelete => w::Action::CompareAndDelete,
+            Action::Expire => w::Action::Expire,
+            // Summary actions (transactions) never travel as events.
+            _ => w::Action::Unspecified,
+        }
+    }
+}
+
+impl TryFrom<w::Action> for Action {
+    type Error = WireError;
+
+    fn try_from(a: w::Action) -> Result<Self, WireError> {
+        Ok(match a {
+            w::Action::Get => Action::Get,
+            w::Action::Set => Action::Set,
+            w::Action::Create => Action::Create,
+            w::Action::Update => Action::Update,
+            w::Action::CompareAndSwap => Action::CompareAndSwap,
+            w::Action::Delete => Action::Delete,
+            w::Action::CompareAndDelete => Action::CompareAndDelete,
+            w::Action::Expire => Action::Expire,
+            w::Action::Unspecified => return Err(WireError::UnknownAction(0)),
+        })
+    }
+}
+
+impl From<NodeView> for w::Node {
+    fn from(n: NodeView) -> Self {
+        w::Node {
+            key: n.key,
+            value: n.value,
+            dir: n.dir,
+            expiration_ms: n.expiration.unwrap_or(0),
+            ttl: n.ttl.unwrap_or(0),
+            nodes: n.nodes.into_iter().map(Into::into).collect(),
+            created_index: n.created_index,
+            modified_index: n.modified_index,
+        }
+    }
+}
+
+impl From<w::Node> for NodeView {
+    fn from(n: w::Node) -> Self {
+        NodeView {
+            key: n.key,
+            value: n.value,
+            dir: n.dir,
+            expiration: (n.expiration_ms > 0).then_some(n.expiration_ms),
+            ttl: (n.ttl != 0).then_some(n.ttl),
+            nodes: n.nodes.into_iter().map(Into::into).collect(),
+            created_index: n.created_index,
+            modified_index: n.modified_index,
+        }
+    }
+}
+
+impl From<Event> for w::Event {
+    /// The event itself; a summary's `batch` is not carried (a `TxnResponse` lists it).
+    fn from(e: Event) -> Self {
+        w::Event {
+            action: w::Action::from(e.action) as i32,
+            node: Some(e.node.into()),
+            prev_node: e.prev_node.map(Into::into),
+            index: e.index,
+        }
+    }
+}
+
+impl TryFrom<w::Event> for Event {
+    type Error = WireError;
+
+    fn try_from(e: w::Event) -> Result<Self, WireError> {
+        let action = w::Action::try_from(e.action)
+            .map_err(|_| WireError::UnknownAction(e.action))
+            .and_then(|a| Action::try_from(a).map_err(|_| WireError::UnknownAction(e.action)))?;
+        Ok(Event {
+            action,
+            node: e.node.ok_or(WireError::MissingNode)?.into(),
+            prev_node: e.prev_node.map(Into::into),
+            index: e.index,
+            batch: None,
+        })
+    }
+}
+
+/// The gRPC code an etcd error code travels with (see the header of `kv.proto`).
+pub fn grpc_code(etcd_code: u32) -> tonic::Code {
+    use tonic::Code;
+    match etcd_code {
+        100 => Code::NotFound,
+        101..=105 | 107 | 108 => Code::FailedPrecondition,
+        109 => Code::AlreadyExists,
+        110 => Code::Unauthenticated,
+        300 | 301 => Code::Unavailable,
+        400 => Code::Aborted,
+        401 => Code::OutOfRange,
+        106 | 200..=299 => Code::InvalidArgument,
+        _ => Code::Unknown,
+    }
+}
+
+/// The status of an etcd error given by its parts: etcd's message and cause in the text,
+/// and code, index and cause in the metadata.
+pub fn etcd_status(code: u32, cause: &str, index: u64) -> tonic::Status {
+    let message = Error::from_code(code, cause, index)
+        .map(|e| e.message())
+        .unwrap_or("Unknown error");
+    let mut md = MetadataMap::new();
+    md.insert(ERROR_CODE_KEY, MetadataValue::from(code));
+    md.insert(ERROR_INDEX_KEY, MetadataValue::from(index));
+    if !cause.is_empty() {
+        md.insert_bin(ERROR_CAUSE_KEY, MetadataValue::from_bytes(cause.as_bytes()));
+    }
+    let text = if cause.is_empty() {
+        format!("{code}: {message} [{index}]")
+    } else {
+        format!("{code}: {message} ({cause}) [{index}]")
+    };
+    tonic::Status::with_metadata(grpc_code(code), text, md)
+}
+
+/// The status of a kv-core error (see [`etcd_status`]).
+pub fn error_status(e: &Error) -> tonic::Status {
+    etcd_status(e.code(), e.cause(), e.index())
+}
+
+/// The etcd error a status carries in its metadata, if any (its code, cause and index).
+pub fn status_error(s: &tonic::Status) -> Option<Error> {
+    let md = s.metadata();
+    let code: u32 = md.get(ERROR_CODE_KEY)?.to_str().ok()?.parse().ok()?;
+    let index = md
+        .get(ERROR_INDEX_KEY)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let cause = md
+        .get_bin(ERROR_CAUSE_KEY)
+        .and_then(|v| v.to_bytes().ok())
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default();
+    Error::from_code(code, cause, index)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn put(key: &str) -> w::PutRequest {
+        w::PutRequest {
+            key: key.into(),
+            value: "v".into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn puts_map_like_the_http_api() {
+        assert!(matches!(put_op(put("/a")).unwrap(), Op::Set { .. }));
+        let mut p = put("/a");
+        p.prev_exist = Some(true);
+        assert!(matches!(put_op(p).unwrap(), Op::Update { .. }));
+        let mut p = put("/a");
+        p.prev_exist = Some(false);
+        assert!(matches!(
+            put_op(p).unwrap(),
+            Op::Create { unique: false, .. }
+        ));
+        let mut p = put("/q");
+        p.in_order = true;
+        p.prev_exist = Some(true);
+        assert!(matches!(
+            put_op(p).unwrap(),
+            Op::Create { unique: true, .. }
+        ));
+        let mut p = put("/a");
+        p.refresh = true;
+        p.ttl = 5;
+        assert_eq!(put_op(p).unwrap_err().code(), 211);
+        let mut p = put("/a");
+        p.value.clear();
+        p.refresh = true;
+        assert_eq!(put_op(p).unwrap_err().code(), 212);
+    }
+
+    #[test]
+    fn conditions_are_validated() {
+        let d = w::DeleteRequest {
+            key: "/a".into(),
+            prev_index: Some(3),
+            ..Default::default()
+        };
+        assert!(matches!(delete_op(d).unwrap(), Op::CompareAndDelete { .. }));
+        let d = w::DeleteRequest {
+            key: "/a".into(),
+            prev_index: Some(0),
+            ..Default::default()
+        };
+        assert!(matches!(delete_op(d).unwrap(), Op::Delete { .. }));
+        let c = w::CompareAndSwapRequest {
+            key: "/a".into(),
+            ..Default::default()
+        };
+        assert_eq!(cas_op(c).unwrap_err().code(), 207);
+        let c = w::CompareAndSwapRequest {
+            key: "/a".into(),
+            prev_value: Some(String::new()),
+            ..Default::default()
+        };
+        assert_eq!(cas_op(c).unwrap_err().code(), 201);
+        let t = w::TxnRequest {
+            compare: vec![w::Compare {
+                key: "/a".into(),
+                target: None,
+            }],
+            ..Default::default()
+        };
+        assert_eq!(txn(t).unwrap_err().code(), 209);
+        let t = w::TxnRequest {
+            success: vec![w::Op { op: None }],
+            ..Default::default()
+        };
+        assert_eq!(txn(t).unwrap_err().code(), 209);
+    }
+
+    #[test]
+    fn events_round_trip() {
+        let e = Event {
+            action: Action::CompareAndSwap,
+            node: NodeView {
+                key: "/d".into(),
+                dir: true,
+                expiration: Some(1_700_000_000_000),
+                ttl: Some(3),
+                nodes: vec![NodeView {
+                    key: "/d/a".into(),
+                    value: Some(String::new()),
+                    created_index: 2,
+                    modified_index: 4,
+                    ..Default::default()
+                }],
+                created_index: 1,
+                modified_index: 4,
+                ..Default::default()
+            },
+            prev_node: Some(NodeView {
+                key: "/d".into(),
+                dir: true,
+                ..Default::default()
+            }),
+            index: 4,
+            batch: None,
+        };
+        let wire = w::Event::from(e.clone());
+        assert_eq!(Event::try_from(wire).unwrap(), e);
+        let bad = w::Event {
+            action: 99,
+            ..Default::default()
+        };
+        assert_eq!(Event::try_from(bad), Err(WireError::UnknownAction(99)));
+    }
+
+    #[test]
+    fn errors_travel_in_metadata() {
+        let s = error_status(&Error::KeyNotFound {
+            cause: "/ключ".into(),
+            index: 7,
+        });
+        assert_eq!(s.code(), tonic::Code::NotFound);
+        assert_eq!(s.message(), "100: Key not found (/ключ) [7]");
+        let back = status_error(&s).unwrap();
+        assert_eq!((back.code(), back.cause(), back.index()), (100, "/ключ", 7));
+        assert_eq!(grpc_code(401), tonic::Code::OutOfRange);
+        assert_eq!(grpc_code(105), tonic::Code::FailedPrecondition);
+        assert!(status_error(&tonic::Status::internal("x")).is_none());
+    }
+}
