@@ -397,6 +397,9 @@ async fn failover(p: &Params) -> Result<(), Box<dyn std::error::Error>> {
     let mut times = Vec::new();
     for round in 0..p.failovers {
         let victim = 2 + round as u64 % 2;
+        // The other child may have just restarted: handing it leadership first proves it
+        // is up and caught up, so the kill below takes one member of three, not two.
+        local.lead(5 - victim).await;
         local.lead(victim).await;
         // The new leader commits an entry of its own term before it is killed.
         while local
@@ -407,6 +410,26 @@ async fn failover(p: &Params) -> Result<(), Box<dyn std::error::Error>> {
         {}
         let mut child = children.remove(&victim).ok_or("victim not running")?;
         let t0 = Instant::now();
+        // What member 1 went through, for the report: (ms after the kill, term, role).
+        let seen = Arc::new(parking_lot::Mutex::new(Vec::new()));
+        let watcher = {
+            let (node, seen) = (local.node.clone(), seen.clone());
+            tokio::spawn(async move {
+                loop {
+                    let s = node.status();
+                    let now = (t0.elapsed().as_millis(), s.term, s.role);
+                    {
+                        let mut v = seen.lock();
+                        if v.last()
+                            .is_none_or(|l: &(u128, u64, Role)| (l.1, l.2) != (now.1, now.2))
+                        {
+                            v.push(now);
+                        }
+                    }
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            })
+        };
         child.kill()?;
         let _ = child.wait();
         let deadline = t0 + Duration::from_secs(30);
@@ -425,11 +448,13 @@ async fn failover(p: &Params) -> Result<(), Box<dyn std::error::Error>> {
             );
         }
         let took = t0.elapsed();
+        watcher.abort();
         times.push(took);
         println!(
-            "failover {round}: killed member {victim} (leader), next write after {:.0} ms ({failed} failed attempts), new leader {:?}",
+            "failover {round}: killed member {victim} (leader), next write after {:.0} ms ({failed} failed attempts), new leader {:?}; member 1 (ms, term, role): {:?}",
             took.as_secs_f64() * 1e3,
             local.node.status().leader,
+            seen.lock(),
         );
         children.insert(victim, spawn_member(victim, dir.path(), &members)?);
     }
@@ -477,6 +502,12 @@ fn disk_baseline(p: &Params) -> Result<(), Box<dyn std::error::Error>> {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .init();
+    }
     if args.first().map(String::as_str) == Some("member") {
         return member(&args[1..]).await;
     }

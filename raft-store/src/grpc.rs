@@ -177,6 +177,18 @@ impl Drop for AbortOnDrop {
     }
 }
 
+/// Whether a peer stream ended because the peer is gone (its connection broke or it is not
+/// running), rather than because the peer refused something we sent.
+fn lost_peer(r: &Result<Result<Response<SendAck>, Status>, tokio::task::JoinError>) -> bool {
+    match r {
+        Ok(Ok(_)) | Err(_) => true,
+        Ok(Err(s)) => matches!(
+            s.code(),
+            tonic::Code::Unknown | tonic::Code::Unavailable | tonic::Code::Cancelled
+        ),
+    }
+}
+
 /// Encodes a raft message with raft's own codec; messages are small protobufs without
 /// required fields, so this does not fail.
 fn encode(m: &Message) -> Bytes {
@@ -220,7 +232,7 @@ async fn peer_loop(
                 Some(m) => m,
                 None => tokio::select! {
                     m = queue.recv() => match m { Some(m) => m, None => { call.abort(); return } },
-                    r = &mut call => break format!("stream ended: {r:?}"),
+                    r = &mut call => break (format!("stream ended: {r:?}"), lost_peer(&r)),
                 },
             };
             // Peers may be learned before the member attaches (a joining member is seeded
@@ -248,13 +260,18 @@ async fn peer_loop(
                 messages: batch,
             };
             if btx.send(mb).await.is_err() {
-                break "stream closed".to_string();
+                break ("stream closed".to_string(), true);
             }
             backoff = Duration::from_millis(50);
         };
-        tracing::debug!(to, %url, reason = %broken, "peer stream broken; reconnecting");
+        let (reason, lost) = broken;
+        tracing::debug!(to, %url, %reason, "peer stream broken; reconnecting");
         if let Some(inbox) = t.inbox() {
-            inbox.report_disconnected(to);
+            if lost {
+                inbox.report_disconnected(to);
+            } else {
+                inbox.report_unreachable(to);
+            }
         }
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(2));
@@ -300,6 +317,17 @@ async fn send_snapshot(
     }
 }
 
+/// Reports the sender of an incoming stream disconnected unless disarmed (`.0 = None`).
+struct PeerGone(Option<(u64, Inbox)>);
+
+impl Drop for PeerGone {
+    fn drop(&mut self) {
+        if let Some((from, inbox)) = self.0.take() {
+            inbox.report_disconnected(from);
+        }
+    }
+}
+
 /// The server side of [`GrpcTransport`]: delivers incoming messages to the member.
 pub struct RaftService {
     inner: Arc<Inner>,
@@ -334,12 +362,19 @@ impl Raft for RaftService {
     ) -> Result<Response<SendAck>, Status> {
         let mut stream = request.into_inner();
         let mut batches = 0;
+        // If this stream breaks, the peer's process most likely died. Our own stream to it
+        // may not notice yet (it may be between reconnection attempts), so report it here
+        // too. hyper drops this handler when the connection dies, hence a guard.
+        let mut gone = PeerGone(None);
         while let Some(batch) = stream.message().await? {
             let (me, inbox) = self.me()?;
             proto::convert::check_envelope(&batch, self.inner.cluster_id, me)?;
             for raw in &batch.messages {
                 let m = decode(raw)?;
-                if m.to != me || m.from != batch.from {
+                // A follower forwards a leadership transfer to its leader with the
+                // transferee as the sender, as raft builds it.
+                let forwarded = m.get_msg_type() == MessageType::MsgTransferLeader;
+                if m.to != me || (m.from != batch.from && !forwarded) {
                     return Err(Status::invalid_argument(format!(
                         "raft message {}->{} inside a batch {}->{}",
                         m.from, m.to, batch.from, me
@@ -347,8 +382,13 @@ impl Raft for RaftService {
                 }
                 inbox.deliver(m);
             }
+            if gone.0.is_none() {
+                gone.0 = Some((batch.from, inbox));
+            }
             batches += 1;
         }
+        // The peer closed its stream itself.
+        gone.0 = None;
         Ok(Response::new(SendAck { batches }))
     }
 
