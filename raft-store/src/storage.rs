@@ -805,10 +805,13 @@ impl Storage for RocksLogStore {
             }
             check_range(&m, idx, idx + 1)?;
         }
-        if let Some(mut e) = self.cache.lock().get(idx, idx + 1) {
-            if let Some(e) = e.next() {
-                return Ok(e.term);
-            }
+        if let Some(term) = self
+            .cache
+            .lock()
+            .get(idx, idx + 1)
+            .and_then(|mut e| e.next().map(|e| e.term))
+        {
+            return Ok(term);
         }
         Ok(self.read_entry(idx)?.term)
     }
