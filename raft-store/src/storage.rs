@@ -805,10 +805,10 @@ impl Storage for RocksLogStore {
             }
             check_range(&m, idx, idx + 1)?;
         }
-        if let Some(mut e) = self.cache.lock().get(idx, idx + 1) {
-            if let Some(e) = e.next() {
-                return Ok(e.term);
-            }
+        if let Some(mut e) = self.cache.lock().get(idx, idx + 1)
+            && let Some(e) = e.next()
+        {
+            return Ok(e.term);
         }
         Ok(self.read_entry(idx)?.term)
     }
