@@ -252,6 +252,24 @@ fn https_v2_and_grpc_need_a_client_certificate() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout), "over-tls\n");
+    // cluster-health reaches the members' (https) client URLs with the same TLS.
+    let out = Command::new(util::kvctl_bin())
+        .args(["--endpoints", &kvd.url, "--ca-file", &s(&pki.ca())])
+        .args([
+            "--cert-file",
+            &s(&client_id.cert),
+            "--key-file",
+            &s(&client_id.key),
+        ])
+        .arg("cluster-health")
+        .output()
+        .expect("run kvctl");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("cluster is healthy"),
+        "kvctl cluster-health: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     // Without its certificate kvctl fails like etcdctl, non-zero.
     let out = Command::new(util::kvctl_bin())
         .args([

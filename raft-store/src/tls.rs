@@ -121,7 +121,7 @@ impl futures::Stream for TlsIncoming {
 }
 
 /// Accepts TLS connections on `listener` with `config`: handshakes run concurrently (a slow
-/// or silent client cannot hold up the others) and each gets [`HANDSHAKE_TIMEOUT`]; failed
+/// or silent client cannot hold up the others) and each gets 10 seconds; failed
 /// handshakes (no or an untrusted client certificate, plain HTTP on a TLS port) are logged
 /// and dropped. Must be called inside a tokio runtime.
 pub fn accept(listener: TcpListener, config: Arc<rustls::ServerConfig>) -> TlsIncoming {
