@@ -71,8 +71,8 @@ pub struct Cli {
     /// Identify HTTPS client using this SSL key file.
     #[arg(long, env = "ETCDCTL_KEY_FILE", global = true)]
     pub key_file: Option<std::path::PathBuf>,
-    /// Verify certificates of HTTPS-enabled servers using this CA bundle (kvctl does not
-    /// read the system's CA store: give the CA of an https:// endpoint here).
+    /// Verify certificates of HTTPS-enabled servers using this CA bundle (default: the
+    /// system's).
     #[arg(long, env = "ETCDCTL_CA_FILE", global = true)]
     pub ca_file: Option<std::path::PathBuf>,
     /// Accept any certificate the server presents (insecure: for self-signed
@@ -491,9 +491,10 @@ struct Client {
     debug: bool,
 }
 
-/// The TLS client configuration the flags ask for; `None` when no TLS flag is given (an
-/// https:// endpoint then fails verification: kvctl trusts no CA by default).
-fn tls_config(cli: &Cli) -> Result<Option<rustls::ClientConfig>, Fail> {
+/// The TLS client configuration the flags ask for; `None` when no TLS flag is given and no
+/// endpoint is `https://`. Without `--ca-file`, servers are verified against the system's
+/// CA bundle, as etcdctl does.
+fn tls_config(cli: &Cli, endpoints: &[String]) -> Result<Option<rustls::ClientConfig>, Fail> {
     use crate::tls::{CertKey, ServerVerification};
     let identity = match (&cli.cert_file, &cli.key_file) {
         (Some(c), Some(k)) => Some(CertKey::new("--cert-file", c, "--key-file", k)),
@@ -517,13 +518,12 @@ fn tls_config(cli: &Cli) -> Result<Option<rustls::ClientConfig>, Fail> {
             flag: "--ca-file".into(),
             path: ca.clone(),
         },
-        (None, false) if identity.is_none() => return Ok(None),
-        (None, false) => {
-            return Err(error(
-                exit::BAD_ARGS,
-                "--cert-file needs --ca-file (the CA of the server's certificate) or --insecure-skip-tls-verify",
-            ));
+        (None, false)
+            if identity.is_none() && !endpoints.iter().any(|e| e.starts_with("https://")) =>
+        {
+            return Ok(None);
         }
+        (None, false) => ServerVerification::System,
     };
     crate::tls::client_config(&verify, identity.as_ref(), &[b"http/1.1"])
         .map(Some)
@@ -574,7 +574,7 @@ impl Client {
                 format!("invalid --total-timeout {:?}", cli.total_timeout),
             )
         })?;
-        let tls = tls_config(cli)?;
+        let tls = tls_config(cli, &endpoints)?;
         let build = |t: Option<Duration>| {
             let b = reqwest::blocking::Client::builder();
             let b = match &tls {

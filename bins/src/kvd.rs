@@ -314,7 +314,8 @@ fn hosts(urls: &[String]) -> Vec<String> {
 }
 
 /// The identity of `--cert-file`/`--key-file` (or their `--peer-` forms), or the auto-TLS
-/// pair generated in `auto_dir`; `None` when neither is given.
+/// pair generated in `auto_dir` (then the flag is `true`: peers cannot verify it); `None`
+/// when neither is given.
 fn identity(
     prefix: &str,
     cert: Option<&PathBuf>,

@@ -254,6 +254,10 @@ pub enum ServerVerification {
         /// The PEM CA file.
         path: PathBuf,
     },
+    /// Against the system's CA bundle (`SSL_CERT_FILE`, else Debian's, Fedora's or
+    /// Alpine's usual path), as Go's clients (etcdctl) do without a CA file. No bundle
+    /// found means no server is trusted.
+    System,
     /// Not at all: what etcd does between members with `--peer-auto-tls` (their
     /// certificates are self-signed), and `--insecure-skip-tls-verify`. Traffic is
     /// encrypted but the peer is not authenticated.
@@ -280,6 +284,7 @@ pub fn client_config(
         ServerVerification::Ca { flag, path } => {
             builder.with_root_certificates(load_roots(flag, path)?)
         }
+        ServerVerification::System => builder.with_root_certificates(system_roots()),
         ServerVerification::None => builder
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(NoServerVerification(provider()))),
@@ -295,6 +300,26 @@ pub fn client_config(
     };
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Ok(config)
+}
+
+/// The system's CA bundle; certificates rustls cannot use are skipped (as Go does).
+fn system_roots() -> RootCertStore {
+    const BUNDLES: [&str; 3] = [
+        "/etc/ssl/certs/ca-certificates.crt",
+        "/etc/pki/tls/certs/ca-bundle.crt",
+        "/etc/ssl/cert.pem",
+    ];
+    let mut roots = RootCertStore::empty();
+    let env = std::env::var_os("SSL_CERT_FILE").map(PathBuf::from);
+    let found = env
+        .into_iter()
+        .chain(BUNDLES.iter().map(PathBuf::from))
+        .find_map(|p| std::fs::read(p).ok());
+    if let Some(bytes) = found {
+        let certs = CertificateDer::pem_slice_iter(&bytes).filter_map(Result::ok);
+        roots.add_parsable_certificates(certs);
+    }
+    roots
 }
 
 /// Accepts any server certificate but still checks the handshake signatures (so the

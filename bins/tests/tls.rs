@@ -252,6 +252,24 @@ fn https_v2_and_grpc_need_a_client_certificate() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout), "over-tls\n");
+    // Without --ca-file, the system's bundle (here SSL_CERT_FILE) verifies the server.
+    let out = Command::new(util::kvctl_bin())
+        .env("SSL_CERT_FILE", pki.ca())
+        .args(["--endpoints", &kvd.url])
+        .args([
+            "--cert-file",
+            &s(&client_id.cert),
+            "--key-file",
+            &s(&client_id.key),
+        ])
+        .args(["get", "/grpc"])
+        .output()
+        .expect("run kvctl");
+    assert!(
+        out.status.success(),
+        "kvctl: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // cluster-health reaches the members' (https) client URLs with the same TLS.
     let out = Command::new(util::kvctl_bin())
         .args(["--endpoints", &kvd.url, "--ca-file", &s(&pki.ca())])
