@@ -445,7 +445,8 @@ impl Raft for RaftService {
 }
 
 /// Binds `addr` and returns the listener and its URL (`http://ip:port`), for members and
-/// tests that listen on port 0.
+/// tests that listen on port 0. A transport built with TLS is reached on the same address
+/// as `https://ip:port`.
 ///
 /// # Errors
 ///
