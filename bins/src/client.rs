@@ -198,6 +198,31 @@ impl KvClient {
         Ok(Self::from_channel(channel))
     }
 
+    /// Connects to an `https://` kvd client URL over TLS with `tls` (its trusted CAs, and
+    /// a client certificate when kvd requires one; see [`crate::tls::client_config`]).
+    ///
+    /// # Errors
+    /// [`ClientError::Endpoint`] or [`ClientError::Connect`] (including a failed handshake).
+    pub async fn connect_tls(
+        endpoint: &str,
+        tls: std::sync::Arc<rustls::ClientConfig>,
+    ) -> Result<Self, ClientError> {
+        let ep = Endpoint::from_shared(endpoint.to_owned())
+            .map_err(|source| ClientError::Endpoint {
+                endpoint: endpoint.to_owned(),
+                source,
+            })?
+            .connect_timeout(Duration::from_secs(5));
+        let channel = ep
+            .connect_with_connector(raft_store::tls::TlsConnector::new(tls))
+            .await
+            .map_err(|source| ClientError::Connect {
+                endpoint: endpoint.to_owned(),
+                source,
+            })?;
+        Ok(Self::from_channel(channel))
+    }
+
     /// A client on an existing channel (to set TLS, timeouts or load balancing there).
     pub fn from_channel(channel: Channel) -> Self {
         KvClient {

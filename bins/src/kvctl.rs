@@ -65,6 +65,20 @@ pub struct Cli {
     /// Timeout for the command execution (except watch).
     #[arg(long, default_value = "5s", global = true)]
     pub total_timeout: String,
+    /// Identify HTTPS client using this SSL certificate file.
+    #[arg(long, env = "ETCDCTL_CERT_FILE", global = true)]
+    pub cert_file: Option<std::path::PathBuf>,
+    /// Identify HTTPS client using this SSL key file.
+    #[arg(long, env = "ETCDCTL_KEY_FILE", global = true)]
+    pub key_file: Option<std::path::PathBuf>,
+    /// Verify certificates of HTTPS-enabled servers using this CA bundle (default: the
+    /// system's).
+    #[arg(long, env = "ETCDCTL_CA_FILE", global = true)]
+    pub ca_file: Option<std::path::PathBuf>,
+    /// Accept any certificate the server presents (insecure: for self-signed
+    /// `--auto-tls` servers).
+    #[arg(long, global = true)]
+    pub insecure_skip_tls_verify: bool,
     /// The command.
     #[command(subcommand)]
     pub command: Command,
@@ -472,7 +486,59 @@ struct Client {
     endpoints: Vec<String>,
     http: reqwest::blocking::Client,
     watch_http: reqwest::blocking::Client,
+    /// The TLS of `--ca-file`/`--cert-file`/`--key-file`/`--insecure-skip-tls-verify`.
+    tls: Option<rustls::ClientConfig>,
     debug: bool,
+}
+
+/// The TLS client configuration the flags ask for; `None` when no TLS flag is given and no
+/// endpoint is `https://`. Without `--ca-file`, servers are verified against the system's
+/// CA bundle, as etcdctl does.
+fn tls_config(cli: &Cli, endpoints: &[String]) -> Result<Option<rustls::ClientConfig>, Fail> {
+    use crate::tls::{CertKey, ServerVerification};
+    let identity = match (&cli.cert_file, &cli.key_file) {
+        (Some(c), Some(k)) => Some(CertKey::new("--cert-file", c, "--key-file", k)),
+        (None, None) => None,
+        (Some(_), None) => {
+            return Err(error(
+                exit::BAD_ARGS,
+                "--cert-file is given without --key-file",
+            ));
+        }
+        (None, Some(_)) => {
+            return Err(error(
+                exit::BAD_ARGS,
+                "--key-file is given without --cert-file",
+            ));
+        }
+    };
+    let verify = match (&cli.ca_file, cli.insecure_skip_tls_verify) {
+        (_, true) => ServerVerification::None,
+        (Some(ca), false) => ServerVerification::Ca {
+            flag: "--ca-file".into(),
+            path: ca.clone(),
+        },
+        (None, false)
+            if identity.is_none() && !endpoints.iter().any(|e| e.starts_with("https://")) =>
+        {
+            return Ok(None);
+        }
+        (None, false) => ServerVerification::System,
+    };
+    crate::tls::client_config(&verify, identity.as_ref(), &[b"http/1.1"])
+        .map(Some)
+        .map_err(|e| error(exit::BAD_ARGS, e))
+}
+
+impl Client {
+    /// An HTTP client builder with the TLS of the flags.
+    fn builder(&self) -> reqwest::blocking::ClientBuilder {
+        let b = reqwest::blocking::Client::builder();
+        match &self.tls {
+            Some(t) => b.use_preconfigured_tls(t.clone()),
+            None => b,
+        }
+    }
 }
 
 enum Body<'a> {
@@ -508,9 +574,14 @@ impl Client {
                 format!("invalid --total-timeout {:?}", cli.total_timeout),
             )
         })?;
+        let tls = tls_config(cli, &endpoints)?;
         let build = |t: Option<Duration>| {
-            reqwest::blocking::Client::builder()
-                .connect_timeout(timeout)
+            let b = reqwest::blocking::Client::builder();
+            let b = match &tls {
+                Some(c) => b.use_preconfigured_tls(c.clone()),
+                None => b,
+            };
+            b.connect_timeout(timeout)
                 .timeout(t)
                 .build()
                 .map_err(|e| error(exit::BAD_CONNECTION, e))
@@ -519,6 +590,7 @@ impl Client {
             endpoints,
             http: build(Some(total))?,
             watch_http: build(None)?,
+            tls,
             debug: cli.debug,
         })
     }
@@ -1198,7 +1270,8 @@ fn cluster_health(c: &Client, forever: bool) -> Result<String, Fail> {
     let members = c
         .members()
         .inspect_err(|_| println!("cluster may be unhealthy: failed to list members"))?;
-    let http = reqwest::blocking::Client::builder()
+    let http = c
+        .builder()
         .timeout(Duration::from_secs(5))
         .build()
         .map_err(|e| error(exit::SERVER_ERROR, e))?;

@@ -9,6 +9,14 @@
 //! * `memory`: the single-member [`MemoryBackend`], one `kv_core::Store` owned by one task,
 //!   saved to `<data-dir>/member/snap/db` on graceful shutdown only: **not durable** against
 //!   a crash and **not replicated**. Useful as a fast scratch store in tests.
+//!
+//! TLS follows etcd's flags: `https://` client URLs are served with `--cert-file` and
+//! `--key-file` (or a self-signed pair that `--auto-tls` writes under
+//! `<data-dir>/fixtures/client`), and `--trusted-ca-file` (with or without
+//! `--client-cert-auth`) makes clients present a certificate one of those CAs issued.
+//! `https://` peer URLs do the same between members with the `--peer-*` flags; members
+//! verify each other against `--peer-trusted-ca-file`, or not at all with `--peer-auto-tls`
+//! (self-signed certificates under `<data-dir>/fixtures/peer`), as etcd does.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -21,6 +29,7 @@ use crate::http::{self, Limits};
 use crate::store::KvBackend;
 use crate::store::memory::{MemoryBackend, MemoryConfig};
 use crate::store::raft::{RaftBackend, RaftIdentity, fnv64, member_id};
+use crate::tls::{self, CertKey, ServerVerification};
 
 /// kvd's command line; every flag also reads etcd's `ETCD_*` environment variable.
 #[derive(Debug, Clone, Args)]
@@ -144,10 +153,11 @@ pub struct InitialMember {
     pub peer_url: String,
 }
 
-/// Splits a comma-separated URL list, checking each is an `http://host:port` URL.
+/// Splits a comma-separated URL list, checking each is an `http://host:port` or
+/// `https://host:port` URL.
 ///
 /// # Errors
-/// An empty list or a URL that is not `http://host:port`.
+/// An empty list or a URL that is not `http(s)://host:port`.
 pub fn parse_urls(flag: &str, list: &str) -> anyhow::Result<Vec<String>> {
     let urls: Vec<String> = list
         .split(',')
@@ -159,11 +169,12 @@ pub fn parse_urls(flag: &str, list: &str) -> anyhow::Result<Vec<String>> {
         bail!("--{flag}: no URL given");
     }
     for u in &urls {
-        if u.starts_with("https://") || u.starts_with("unixs://") {
-            bail!("--{flag}: {u}: TLS is not supported by this kvd build");
+        if u.starts_with("unix://") || u.starts_with("unixs://") {
+            bail!("--{flag}: {u}: unix sockets are not supported by this kvd build");
         }
         let rest = u
             .strip_prefix("http://")
+            .or_else(|| u.strip_prefix("https://"))
             .with_context(|| format!("--{flag}: {u}: expected a URL like http://127.0.0.1:2379"))?;
         let hostport = rest.trim_end_matches('/');
         if !hostport.contains(':') {
@@ -204,19 +215,10 @@ impl Config {
     /// Validates the configuration and derives the member set-up.
     ///
     /// # Errors
-    /// Bad URLs, an `--initial-cluster` that does not name this member, TLS flags (not
-    /// supported yet), or more than one member (needs the raft-store backend).
+    /// Bad URLs, an `--initial-cluster` that does not name this member, or more than one
+    /// member (needs the raft-store backend). TLS files are checked when the server
+    /// starts ([`Config::client_tls`], [`Config::peer_tls`]).
     pub fn validate(&self) -> anyhow::Result<(MemoryConfig, Vec<SocketAddr>)> {
-        if self.cert_file.is_some() || self.key_file.is_some() || self.auto_tls {
-            bail!(
-                "client TLS (--cert-file/--key-file/--auto-tls) is not supported by this kvd build"
-            );
-        }
-        if self.peer_cert_file.is_some() || self.peer_key_file.is_some() || self.peer_auto_tls {
-            bail!(
-                "peer TLS (--peer-cert-file/--peer-key-file/--peer-auto-tls) is not supported by this kvd build"
-            );
-        }
         match self.initial_cluster_state.as_str() {
             "new" | "existing" => {}
             s => bail!("--initial-cluster-state: {s:?} is neither \"new\" nor \"existing\""),
@@ -277,16 +279,68 @@ pub async fn run(
     }
 }
 
-async fn bind_all(addrs: &[SocketAddr]) -> anyhow::Result<Vec<tokio::net::TcpListener>> {
+/// A bound client URL and, for an `https://` one, the TLS it serves.
+#[derive(Debug)]
+pub struct ClientListener {
+    /// The bound socket.
+    pub listener: tokio::net::TcpListener,
+    /// The TLS configuration of an `https://` URL; `None` serves cleartext.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+}
+
+/// Builds the client TLS (before binding, so a bad certificate fails before any port is
+/// taken) and binds every `--listen-client-urls` URL.
+async fn bind_all(config: &Config, addrs: &[SocketAddr]) -> anyhow::Result<Vec<ClientListener>> {
+    let tls = config.client_tls()?;
+    let urls = parse_urls("listen-client-urls", &config.listen_client_urls)?;
     let mut listeners = Vec::new();
-    for a in addrs {
-        listeners.push(
-            tokio::net::TcpListener::bind(a)
-                .await
-                .with_context(|| format!("binding client URL {a}"))?,
-        );
+    for (a, u) in addrs.iter().zip(&urls) {
+        let listener = tokio::net::TcpListener::bind(a)
+            .await
+            .with_context(|| format!("binding client URL {u}"))?;
+        let tls = if u.starts_with("https://") {
+            tls.clone()
+        } else {
+            None
+        };
+        listeners.push(ClientListener { listener, tls });
     }
     Ok(listeners)
+}
+
+/// The hosts of `urls`, for the names of an auto-TLS certificate.
+fn hosts(urls: &[String]) -> Vec<String> {
+    urls.iter().filter_map(|u| tls::url_host(u)).collect()
+}
+
+/// The identity of `--cert-file`/`--key-file` (or their `--peer-` forms), or the auto-TLS
+/// pair generated in `auto_dir` (then the flag is `true`: peers cannot verify it); `None`
+/// when neither is given.
+fn identity(
+    prefix: &str,
+    cert: Option<&PathBuf>,
+    key: Option<&PathBuf>,
+    auto: bool,
+    auto_dir: &std::path::Path,
+    hosts: &[String],
+) -> anyhow::Result<Option<(CertKey, bool)>> {
+    let (cert_flag, key_flag, auto_flag) = (
+        format!("--{prefix}cert-file"),
+        format!("--{prefix}key-file"),
+        format!("--{prefix}auto-tls"),
+    );
+    Ok(match (cert, key) {
+        (Some(c), Some(k)) => {
+            if auto {
+                tracing::warn!("ignoring {auto_flag}: {cert_flag} and {key_flag} are given");
+            }
+            Some((CertKey::new(&cert_flag, c, &key_flag, k), false))
+        }
+        (Some(_), None) => bail!("{cert_flag} is given without {key_flag}"),
+        (None, Some(_)) => bail!("{key_flag} is given without {cert_flag}"),
+        (None, None) if auto => Some((tls::auto_tls(&auto_flag, auto_dir, hosts)?, true)),
+        (None, None) => None,
+    })
 }
 
 async fn run_memory(
@@ -304,14 +358,7 @@ async fn run_memory(
             "--initial-cluster names {others} other member(s): the memory backend runs one member; use --backend raft"
         );
     }
-    let mut listeners = Vec::new();
-    for a in &addrs {
-        listeners.push(
-            tokio::net::TcpListener::bind(a)
-                .await
-                .with_context(|| format!("binding client URL {a}"))?,
-        );
-    }
+    let listeners = bind_all(&config, &addrs).await?;
     let backend = Arc::new(MemoryBackend::open(mem).await?);
     let limits = config.limits();
     let shutdown_backend = {
@@ -321,9 +368,12 @@ async fn run_memory(
     serve_backend(backend, listeners, limits, shutdown, shutdown_backend).await
 }
 
-/// The address a `http://host:port` URL names (`localhost` is 127.0.0.1).
+/// The address a `http(s)://host:port` URL names (`localhost` is 127.0.0.1).
 fn socket_addr(flag: &str, url: &str) -> anyhow::Result<SocketAddr> {
-    let hp = url.trim_start_matches("http://").trim_end_matches('/');
+    let hp = url
+        .trim_start_matches("http://")
+        .trim_start_matches("https://")
+        .trim_end_matches('/');
     let hp = match hp.strip_prefix("localhost:") {
         Some(port) => format!("127.0.0.1:{port}"),
         None => hp.to_owned(),
@@ -428,7 +478,8 @@ async fn run_raft(
         Err(e) => return Err(e).with_context(|| format!("reading {}", identity_file.display())),
     }
 
-    let listeners = bind_all(&addrs).await?;
+    let peer_tls = config.peer_tls(&listen_peer[0], &members)?;
+    let listeners = bind_all(&config, &addrs).await?;
     let peer_addr = socket_addr("listen-peer-urls", &listen_peer[0])?;
     let (peer_listener, _) = raft_store::grpc::bind(peer_addr)
         .await
@@ -437,7 +488,10 @@ async fn run_raft(
     let data_dir = config.data_dir();
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("creating the data directory {}", data_dir.display()))?;
-    let transport = raft_store::GrpcTransport::new(cluster_id);
+    let transport = match peer_tls {
+        Some(tls) => raft_store::GrpcTransport::with_tls(cluster_id, tls),
+        None => raft_store::GrpcTransport::new(cluster_id),
+    };
     // A member joining an existing cluster knows nobody until it has applied the membership
     // entries the leader sends it, yet it must answer the leader to receive them: seed the
     // transport with the peers named in --initial-cluster (the log's entries update them).
@@ -540,6 +594,121 @@ impl Config {
         }
     }
 
+    /// The TLS of the `https://` client URLs: `--cert-file`/`--key-file` or `--auto-tls`,
+    /// and with `--trusted-ca-file` (or `--client-cert-auth`, which needs it) client
+    /// certificates required and verified. `None` when no client URL is `https://`.
+    ///
+    /// # Errors
+    /// An `https://` URL without a certificate, half a pair, `--client-cert-auth` without
+    /// `--trusted-ca-file`, or a file that cannot be read, parsed or paired.
+    pub fn client_tls(&self) -> anyhow::Result<Option<Arc<rustls::ServerConfig>>> {
+        let listen = parse_urls("listen-client-urls", &self.listen_client_urls)?;
+        let advertise = parse_urls("advertise-client-urls", &self.advertise_client_urls)?;
+        let Some(https) = listen.iter().find(|u| u.starts_with("https://")) else {
+            if self.cert_file.is_some() || self.key_file.is_some() || self.auto_tls {
+                tracing::warn!(
+                    "client TLS flags are given but no --listen-client-urls URL is https://: serving cleartext"
+                );
+            }
+            return Ok(None);
+        };
+        let auto_dir = self.data_dir().join("fixtures").join("client");
+        let names = hosts(&[listen.clone(), advertise].concat());
+        let Some((identity, _)) = identity(
+            "",
+            self.cert_file.as_ref(),
+            self.key_file.as_ref(),
+            self.auto_tls,
+            &auto_dir,
+            &names,
+        )?
+        else {
+            bail!(
+                "--listen-client-urls {https}: https needs --cert-file and --key-file, or --auto-tls"
+            );
+        };
+        let cas = match (&self.trusted_ca_file, self.client_cert_auth) {
+            (Some(ca), _) => Some(("--trusted-ca-file", ca.as_path())),
+            (None, true) => bail!(
+                "--client-cert-auth needs --trusted-ca-file (the CAs whose client certificates are accepted)"
+            ),
+            (None, false) => None,
+        };
+        let config = tls::server_config(&identity, cas, &[b"h2", b"http/1.1"])?;
+        Ok(Some(Arc::new(config)))
+    }
+
+    /// The peer transport's TLS when the peer URLs are `https://`: `--peer-cert-file`/
+    /// `--peer-key-file` (presented both as server and as client), peers verified against
+    /// `--peer-trusted-ca-file` (which also makes the listener require client
+    /// certificates); with `--peer-auto-tls`, a self-signed pair and peers not verified.
+    ///
+    /// # Errors
+    /// `https://` peer URLs without a certificate, `http://` and `https://` mixed, no way
+    /// to verify peers, or a file that cannot be read, parsed or paired.
+    pub fn peer_tls(
+        &self,
+        listen_peer: &str,
+        members: &[raft_store::Member],
+    ) -> anyhow::Result<Option<raft_store::TransportTls>> {
+        let advertise = parse_urls(
+            "initial-advertise-peer-urls",
+            &self.initial_advertise_peer_urls,
+        )?;
+        let mut all: Vec<String> = vec![listen_peer.to_owned()];
+        all.extend(advertise.iter().cloned());
+        all.extend(members.iter().flat_map(|m| m.peer_urls.iter().cloned()));
+        let Some(https) = all.iter().find(|u| u.starts_with("https://")) else {
+            if self.peer_cert_file.is_some() || self.peer_key_file.is_some() || self.peer_auto_tls {
+                tracing::warn!(
+                    "peer TLS flags are given but no peer URL is https://: peers talk in cleartext"
+                );
+            }
+            return Ok(None);
+        };
+        if !listen_peer.starts_with("https://") {
+            bail!(
+                "--listen-peer-urls {listen_peer} is http:// but peer URL {https} is https://: with peer TLS, listen on https://"
+            );
+        }
+        let auto_dir = self.data_dir().join("fixtures").join("peer");
+        let names = hosts(&[vec![listen_peer.to_owned()], advertise].concat());
+        let Some((identity, auto)) = identity(
+            "peer-",
+            self.peer_cert_file.as_ref(),
+            self.peer_key_file.as_ref(),
+            self.peer_auto_tls,
+            &auto_dir,
+            &names,
+        )?
+        else {
+            bail!(
+                "peer URL {https}: https needs --peer-cert-file and --peer-key-file, or --peer-auto-tls"
+            );
+        };
+        let ca = self.peer_trusted_ca_file.as_deref();
+        let cas = match (ca, self.peer_client_cert_auth) {
+            (Some(ca), _) => Some(("--peer-trusted-ca-file", ca)),
+            (None, true) => bail!(
+                "--peer-client-cert-auth needs --peer-trusted-ca-file (the CAs whose peer certificates are accepted)"
+            ),
+            (None, false) => None,
+        };
+        let verify = match ca {
+            Some(ca) => ServerVerification::Ca {
+                flag: "--peer-trusted-ca-file".into(),
+                path: ca.to_owned(),
+            },
+            None if auto => ServerVerification::None,
+            None => bail!(
+                "--peer-cert-file: peers' certificates are verified against --peer-trusted-ca-file, which is not given"
+            ),
+        };
+        let server = tls::server_config(&identity, cas, &[b"h2"])?;
+        let client = tls::client_config(&verify, Some(&identity), &[b"h2"])?;
+        Ok(Some(raft_store::TransportTls::new(server, client)))
+    }
+
     /// The HTTP limits from the flags.
     pub fn limits(&self) -> Limits {
         Limits {
@@ -557,7 +726,7 @@ impl Config {
 /// A listener failed, or stopping the backend failed.
 pub async fn serve_backend<B: KvBackend>(
     backend: Arc<B>,
-    listeners: Vec<tokio::net::TcpListener>,
+    listeners: Vec<ClientListener>,
     limits: Limits,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     stop_backend: impl std::future::Future<Output = anyhow::Result<()>>,
@@ -565,13 +734,17 @@ pub async fn serve_backend<B: KvBackend>(
     let router = http::router(backend, limits);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut servers = tokio::task::JoinSet::new();
-    for l in listeners {
-        tracing::info!(addr = %l.local_addr()?, "serving client requests");
+    for ClientListener { listener, tls } in listeners {
+        tracing::info!(addr = %listener.local_addr()?, tls = tls.is_some(), "serving client requests");
         let mut rx = stop_rx.clone();
         let r = router.clone();
-        servers.spawn(http::serve(l, r, async move {
+        let stop = async move {
             let _ = rx.wait_for(|s| *s).await;
-        }));
+        };
+        match tls {
+            Some(config) => servers.spawn(http::serve_tls(listener, config, r, stop)),
+            None => servers.spawn(http::serve(listener, r, stop)),
+        };
     }
     shutdown.await;
     tracing::info!("shutting down");
@@ -619,5 +792,33 @@ mod tests {
         let c = Cli::parse_from(["kvd", "--initial-cluster-state", "old"]).config;
         assert!(c.validate().is_err());
         assert!(Cli::try_parse_from(["kvd", "--enable-v2"]).is_ok());
+    }
+
+    #[test]
+    fn tls_flags_are_checked_with_the_flag_named() {
+        let https = ["--listen-client-urls", "https://127.0.0.1:2379"];
+        let err = |args: &[&str]| {
+            let c = Cli::parse_from(["kvd"].iter().chain(args)).config;
+            format!("{:#}", c.client_tls().unwrap_err())
+        };
+        assert!(err(&https).contains("--auto-tls"));
+        let half = [&https[..], &["--cert-file", "/nonexistent.pem"]].concat();
+        assert!(err(&half).contains("without --key-file"));
+        let missing = [&half[..], &["--key-file", "/nonexistent-key.pem"]].concat();
+        assert!(err(&missing).contains("--cert-file /nonexistent.pem"));
+        // TLS flags with cleartext URLs are accepted (and ignored, with a warning).
+        let c = Cli::parse_from(["kvd", "--cert-file", "/nonexistent.pem"]).config;
+        assert!(c.client_tls().unwrap().is_none());
+        let c = Cli::parse_from([
+            "kvd",
+            "--listen-peer-urls",
+            "http://127.0.0.1:2380",
+            "--initial-advertise-peer-urls",
+            "https://127.0.0.1:2380",
+            "--peer-auto-tls",
+        ])
+        .config;
+        let e = c.peer_tls("http://127.0.0.1:2380", &[]).unwrap_err();
+        assert!(e.to_string().contains("--listen-peer-urls"));
     }
 }

@@ -53,3 +53,4 @@ pub mod http;
 pub mod kvctl;
 pub mod kvd;
 pub mod store;
+pub mod tls;

@@ -10,4 +10,5 @@ mod docker;
 mod grpc_api;
 mod http_api;
 mod kvbench;
+mod tls;
 mod util;

@@ -231,6 +231,12 @@ pub(crate) fn kvd_spawn(args: Vec<String>, url: String, peer_url: String) -> Ser
     spawn(env!("CARGO_BIN_EXE_kvd"), args, url, peer_url, dir)
 }
 
+/// The kvd binary.
+#[allow(dead_code)]
+pub(crate) fn kvd_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_kvd"))
+}
+
 /// The kvctl binary.
 #[allow(dead_code)]
 pub(crate) fn kvctl_bin() -> PathBuf {

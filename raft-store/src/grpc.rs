@@ -7,6 +7,9 @@
 //! leader's connection (the leader's process died) campaigns without waiting out a whole
 //! election timeout. Snapshots travel on their own streaming call in 1 MiB chunks so a
 //! large one never blocks heartbeats.
+//!
+//! With [`GrpcTransport::with_tls`] the peer listener serves TLS and `https://` peers are
+//! reached over TLS (see [`crate::tls`]).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -22,8 +25,12 @@ use protobuf::Message as _;
 use raft::eraftpb::{Message, MessageType};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status, Streaming};
 
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+use crate::tls::{TlsConnector, TransportTls};
 use crate::transport::{Inbox, Transport};
 
 const SNAPSHOT_CHUNK: usize = 1 << 20;
@@ -41,6 +48,7 @@ pub struct GrpcTransport {
 
 struct Inner {
     cluster_id: u64,
+    tls: Option<TransportTls>,
     me: Mutex<Option<(u64, Inbox)>>,
     peers: Mutex<HashMap<u64, Peer>>,
 }
@@ -61,6 +69,7 @@ impl std::fmt::Debug for GrpcTransport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("GrpcTransport")
             .field("cluster_id", &self.inner.cluster_id)
+            .field("tls", &self.inner.tls.is_some())
             .finish()
     }
 }
@@ -69,9 +78,20 @@ impl GrpcTransport {
     /// A transport for members of cluster `cluster_id` (batches from other clusters are
     /// refused).
     pub fn new(cluster_id: u64) -> Self {
+        Self::build(cluster_id, None)
+    }
+
+    /// Like [`GrpcTransport::new`], with TLS: [`GrpcTransport::serve`] serves TLS, and peers
+    /// whose URL is `https://` are reached over TLS (`http://` peers still in the clear).
+    pub fn with_tls(cluster_id: u64, tls: TransportTls) -> Self {
+        Self::build(cluster_id, Some(tls))
+    }
+
+    fn build(cluster_id: u64, tls: Option<TransportTls>) -> Self {
         GrpcTransport {
             inner: Arc::new(Inner {
                 cluster_id,
+                tls,
                 me: Mutex::new(None),
                 peers: Mutex::new(HashMap::new()),
             }),
@@ -87,7 +107,8 @@ impl GrpcTransport {
         .max_decoding_message_size(16 << 20)
     }
 
-    /// Serves the peer service on `listener` until `shutdown` completes.
+    /// Serves the peer service on `listener` until `shutdown` completes, over TLS when the
+    /// transport was built [`with_tls`](GrpcTransport::with_tls).
     ///
     /// # Errors
     ///
@@ -97,11 +118,37 @@ impl GrpcTransport {
         listener: tokio::net::TcpListener,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> Result<(), tonic::transport::Error> {
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-        tonic::transport::Server::builder()
-            .add_service(self.service())
-            .serve_with_incoming_shutdown(incoming, shutdown)
-            .await
+        let server = tonic::transport::Server::builder().add_service(self.service());
+        match &self.inner.tls {
+            Some(tls) => {
+                let incoming = crate::tls::accept(listener, tls.server_config());
+                server
+                    .serve_with_incoming_shutdown(incoming, shutdown)
+                    .await
+            }
+            None => {
+                let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+                server
+                    .serve_with_incoming_shutdown(incoming, shutdown)
+                    .await
+            }
+        }
+    }
+
+    /// Opens a channel to a peer URL: TLS for `https://` (which needs
+    /// [`with_tls`](GrpcTransport::with_tls)), cleartext HTTP/2 for `http://`.
+    async fn connect(&self, url: &str) -> Result<Channel, BoxError> {
+        let endpoint = Endpoint::from_shared(url.to_owned())?.tcp_nodelay(true);
+        if url.starts_with("https://") {
+            let Some(tls) = &self.inner.tls else {
+                return Err("an https:// peer URL needs a transport built with TLS".into());
+            };
+            Ok(endpoint
+                .connect_with_connector(TlsConnector::new(tls.client_config()))
+                .await?)
+        } else {
+            Ok(endpoint.connect().await?)
+        }
     }
 
     fn inbox(&self) -> Option<Inbox> {
@@ -205,8 +252,8 @@ async fn peer_loop(
     let mut backoff = Duration::from_millis(50);
     let mut carry: Option<Message> = None;
     loop {
-        let client = match RaftClient::connect(url.clone()).await {
-            Ok(c) => c.max_decoding_message_size(16 << 20),
+        let client = match t.connect(&url).await {
+            Ok(c) => RaftClient::new(c).max_decoding_message_size(16 << 20),
             Err(e) => {
                 tracing::debug!(to, %url, error = %e, "peer connect failed");
                 if let Some(inbox) = t.inbox() {
@@ -278,12 +325,7 @@ async fn peer_loop(
     }
 }
 
-async fn send_snapshot(
-    t: GrpcTransport,
-    mut client: RaftClient<tonic::transport::Channel>,
-    me: u64,
-    mut m: Message,
-) {
+async fn send_snapshot(t: GrpcTransport, mut client: RaftClient<Channel>, me: u64, mut m: Message) {
     let to = m.to;
     let data = std::mem::take(&mut m.mut_snapshot().data);
     let total = data.len() as u64;
@@ -443,7 +485,8 @@ impl Raft for RaftService {
 }
 
 /// Binds `addr` and returns the listener and its URL (`http://ip:port`), for members and
-/// tests that listen on port 0.
+/// tests that listen on port 0. A transport built with TLS is reached on the same address
+/// as `https://ip:port`.
 ///
 /// # Errors
 ///

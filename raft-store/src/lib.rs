@@ -94,6 +94,16 @@
 //! # }
 //! ```
 //!
+//! # TLS between members
+//!
+//! Build each member's transport with [`GrpcTransport::with_tls`] and a [`TransportTls`]
+//! (two rustls configurations: what the peer listener presents and whom it accepts, and how
+//! this member verifies peers and which client certificate it presents), and give members
+//! `https://` peer URLs. [`GrpcTransport::serve`] then serves TLS, and `https://` peers are
+//! dialled over TLS (ALPN `h2`). [`tls::accept`] and [`tls::TlsConnector`] are the two
+//! halves, public for embedders serving their own services over TLS. rustls is re-exported
+//! as [`tls::rustls`] (ring provider; no aws-lc-rs).
+//!
 //! # Design
 //!
 //! * **The loop.** One tokio task per member owns raft's `RawNode`. It ticks, steps
@@ -131,6 +141,7 @@ mod memory;
 mod node;
 mod state_machine;
 pub mod storage;
+pub mod tls;
 mod transport;
 
 pub use config::{Config, Member};
@@ -140,4 +151,5 @@ pub use grpc::GrpcTransport;
 pub use memory::{MemNetwork, MemTransport};
 pub use node::{Node, ReadConsistency, Role, Status, Watch};
 pub use state_machine::StateMachine;
+pub use tls::TransportTls;
 pub use transport::{Inbox, Transport};

@@ -9,5 +9,7 @@ mod failpoints;
 mod membership;
 // Linearizability of histories recorded under faults (checked by lincheck).
 mod linear;
+// The gRPC transport over mutual TLS.
+mod tls;
 // Shared harness: a small key/value state machine and a cluster builder.
 mod util;

@@ -182,6 +182,52 @@ pub async fn serve(
     .await
 }
 
+/// Like [`serve`], over TLS with `config` (give it ALPN `h2` and `http/1.1`: HTTP/1.1
+/// clients and gRPC share the listener as in cleartext). Handshakes run concurrently and a
+/// failed one (say, no client certificate when `config` requires one) drops only that
+/// connection.
+///
+/// # Errors
+/// An I/O error of the listener.
+pub async fn serve_tls(
+    listener: tokio::net::TcpListener,
+    config: Arc<rustls::ServerConfig>,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    use axum::serve::ListenerExt as _;
+    let listener = TlsListener(raft_store::tls::accept(listener, config));
+    // The no-op tap is what gives this listener axum's `ConnectInfo<SocketAddr>` (axum
+    // implements it for TcpListener and for tapped listeners only), which the
+    // per-connection watch limit keys on.
+    axum::serve(
+        listener.tap_io(|_| {}),
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+}
+
+/// Connections whose TLS handshake completed, as an axum listener.
+struct TlsListener(raft_store::tls::TlsIncoming);
+
+impl axum::serve::Listener for TlsListener {
+    type Io = raft_store::tls::ServerStream;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        match self.0.accept().await {
+            Some(c) => c,
+            // The accept loop only ends with the runtime; never hand axum a connection again.
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.0.local_addr()
+    }
+}
+
 /// Routes by path prefix like etcd's mux (so `/v2/keys/<anything>` reaches the keys handler
 /// unchanged, including `//` paths that must be redirected).
 async fn dispatch<B: KvBackend>(State(state): State<Arc<AppState<B>>>, req: Request) -> Response {

@@ -1,0 +1,476 @@
+//! TLS set-up from etcd's flags for kvd (client and peer listeners) and its clients: PEM
+//! certificates and keys, trusted CAs, client-certificate verification, and the
+//! self-signed certificates of `--auto-tls` / `--peer-auto-tls`.
+//!
+//! rustls with the ring provider throughout. Every error names the flag and the file it
+//! came from.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject as _;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme};
+
+/// A TLS set-up failure, naming the flag and file at fault.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TlsError {
+    /// A file could not be read.
+    // `error`, not `source`: the message already says it, and a source would repeat it
+    // in anyhow's `{:#}` chain.
+    #[error("{flag} {}: {error}", .path.display())]
+    Read {
+        /// The flag that named the file (`--cert-file`, ...).
+        flag: String,
+        /// The file.
+        path: PathBuf,
+        /// Why it could not be read.
+        error: std::io::Error,
+    },
+    /// A certificate file holds no usable PEM certificate.
+    #[error("{flag} {}: {reason}", .path.display())]
+    BadCert {
+        /// The flag.
+        flag: String,
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A key file holds no usable PEM private key.
+    #[error("{flag} {}: {reason}", .path.display())]
+    BadKey {
+        /// The flag.
+        flag: String,
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The key does not belong to the certificate, or rustls refused the pair.
+    #[error("{cert_flag} {} and {key_flag} {}: {reason}", .cert.display(), .key.display())]
+    Pair {
+        /// The certificate's flag.
+        cert_flag: String,
+        /// The certificate file.
+        cert: PathBuf,
+        /// The key's flag.
+        key_flag: String,
+        /// The key file.
+        key: PathBuf,
+        /// rustls' reason.
+        reason: String,
+    },
+    /// A combination of flags that cannot work.
+    #[error("{0}")]
+    Flags(String),
+    /// A self-signed certificate could not be generated or written.
+    #[error("{flag}: {reason}")]
+    Auto {
+        /// `--auto-tls` or `--peer-auto-tls`.
+        flag: String,
+        /// What failed.
+        reason: String,
+    },
+    /// rustls refused a configuration (no usable protocol version, a CA store it cannot use).
+    #[error("{what}: {reason}")]
+    Config {
+        /// What was being built.
+        what: String,
+        /// rustls' reason.
+        reason: String,
+    },
+}
+
+/// The crypto provider of every configuration built here: ring, named explicitly so a
+/// second provider compiled in by some other crate cannot make rustls' default ambiguous.
+pub fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// A certificate chain and its private key, read from files named by flags.
+#[derive(Debug, Clone)]
+pub struct CertKey {
+    /// The certificate's flag (for errors), e.g. `--cert-file`.
+    pub cert_flag: String,
+    /// The PEM certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// The key's flag, e.g. `--key-file`.
+    pub key_flag: String,
+    /// The PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+}
+
+impl CertKey {
+    /// The pair `cert`/`key` named by `cert_flag`/`key_flag`.
+    pub fn new(cert_flag: &str, cert: &Path, key_flag: &str, key: &Path) -> Self {
+        CertKey {
+            cert_flag: cert_flag.to_owned(),
+            cert: cert.to_owned(),
+            key_flag: key_flag.to_owned(),
+            key: key.to_owned(),
+        }
+    }
+
+    fn load(&self) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), TlsError> {
+        Ok((
+            load_certs(&self.cert_flag, &self.cert)?,
+            load_key(&self.key_flag, &self.key)?,
+        ))
+    }
+
+    fn pair_error(&self, e: &rustls::Error) -> TlsError {
+        let reason = match e {
+            rustls::Error::InconsistentKeys(_) => {
+                "the private key does not belong to the certificate".to_owned()
+            }
+            other => other.to_string(),
+        };
+        TlsError::Pair {
+            cert_flag: self.cert_flag.clone(),
+            cert: self.cert.clone(),
+            key_flag: self.key_flag.clone(),
+            key: self.key.clone(),
+            reason,
+        }
+    }
+}
+
+fn read(flag: &str, path: &Path) -> Result<Vec<u8>, TlsError> {
+    std::fs::read(path).map_err(|error| TlsError::Read {
+        flag: flag.to_owned(),
+        path: path.to_owned(),
+        error,
+    })
+}
+
+/// Reads the PEM certificates of `path` (named by `flag`).
+///
+/// # Errors
+/// The file cannot be read, or holds no (or a malformed) PEM certificate.
+pub fn load_certs(flag: &str, path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let bytes = read(flag, path)?;
+    let bad = |reason: String| TlsError::BadCert {
+        flag: flag.to_owned(),
+        path: path.to_owned(),
+        reason,
+    };
+    let certs = CertificateDer::pem_slice_iter(&bytes)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| bad(format!("not a PEM certificate file: {e}")))?;
+    if certs.is_empty() {
+        return Err(bad(
+            "no PEM certificate (BEGIN CERTIFICATE) in the file".into()
+        ));
+    }
+    Ok(certs)
+}
+
+/// Reads the PEM private key of `path` (named by `flag`).
+///
+/// # Errors
+/// The file cannot be read, or holds no (or a malformed) PEM private key.
+pub fn load_key(flag: &str, path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    let bytes = read(flag, path)?;
+    PrivateKeyDer::from_pem_slice(&bytes).map_err(|e| TlsError::BadKey {
+        flag: flag.to_owned(),
+        path: path.to_owned(),
+        reason: match e {
+            rustls::pki_types::pem::Error::NoItemsFound => {
+                "no PEM private key (PKCS#8, PKCS#1 or SEC1) in the file".to_owned()
+            }
+            e => format!("not a PEM private key file: {e}"),
+        },
+    })
+}
+
+/// Reads the CA certificates of `path` (named by `flag`) into a root store.
+///
+/// # Errors
+/// The file cannot be read or holds no certificate a root store accepts.
+pub fn load_roots(flag: &str, path: &Path) -> Result<RootCertStore, TlsError> {
+    let mut roots = RootCertStore::empty();
+    for c in load_certs(flag, path)? {
+        roots.add(c).map_err(|e| TlsError::BadCert {
+            flag: flag.to_owned(),
+            path: path.to_owned(),
+            reason: format!("not a usable CA certificate: {e}"),
+        })?;
+    }
+    Ok(roots)
+}
+
+/// A server configuration presenting `identity`; with `client_cas`, clients must present a
+/// certificate issued by one of them. ALPN offers `alpn` in order.
+///
+/// # Errors
+/// A file cannot be read or parsed, the key does not match the certificate, or the CA
+/// store cannot verify clients.
+pub fn server_config(
+    identity: &CertKey,
+    client_cas: Option<(&str, &Path)>,
+    alpn: &[&[u8]],
+) -> Result<ServerConfig, TlsError> {
+    let (certs, key) = identity.load()?;
+    let builder = ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError::Config {
+            what: "TLS server".into(),
+            reason: e.to_string(),
+        })?;
+    let builder = match client_cas {
+        Some((flag, path)) => {
+            let roots = load_roots(flag, path)?;
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                roots.into(),
+                provider(),
+            )
+            .build()
+            .map_err(|e| TlsError::Config {
+                what: format!("{flag} {}", path.display()),
+                reason: e.to_string(),
+            })?;
+            builder.with_client_cert_verifier(verifier)
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = builder
+        .with_single_cert(certs, key)
+        .map_err(|e| identity.pair_error(&e))?;
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Ok(config)
+}
+
+/// How a client checks the server's certificate.
+#[derive(Debug, Clone)]
+pub enum ServerVerification {
+    /// Against the CAs in this file (named by the flag).
+    Ca {
+        /// The flag, e.g. `--ca-file`.
+        flag: String,
+        /// The PEM CA file.
+        path: PathBuf,
+    },
+    /// Against the system's CA bundle (`SSL_CERT_FILE`, else Debian's, Fedora's or
+    /// Alpine's usual path), as Go's clients (etcdctl) do without a CA file. No bundle
+    /// found means no server is trusted.
+    System,
+    /// Not at all: what etcd does between members with `--peer-auto-tls` (their
+    /// certificates are self-signed), and `--insecure-skip-tls-verify`. Traffic is
+    /// encrypted but the peer is not authenticated.
+    None,
+}
+
+/// A client configuration verifying servers as `verify` says and presenting `identity`
+/// when given (for servers that require client certificates).
+///
+/// # Errors
+/// A file cannot be read or parsed, or the key does not match the certificate.
+pub fn client_config(
+    verify: &ServerVerification,
+    identity: Option<&CertKey>,
+    alpn: &[&[u8]],
+) -> Result<ClientConfig, TlsError> {
+    let builder = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError::Config {
+            what: "TLS client".into(),
+            reason: e.to_string(),
+        })?;
+    let builder = match verify {
+        ServerVerification::Ca { flag, path } => {
+            builder.with_root_certificates(load_roots(flag, path)?)
+        }
+        ServerVerification::System => builder.with_root_certificates(system_roots()),
+        ServerVerification::None => builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(NoServerVerification(provider()))),
+    };
+    let mut config = match identity {
+        Some(id) => {
+            let (certs, key) = id.load()?;
+            builder
+                .with_client_auth_cert(certs, key)
+                .map_err(|e| id.pair_error(&e))?
+        }
+        None => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Ok(config)
+}
+
+/// The system's CA bundle; certificates rustls cannot use are skipped (as Go does).
+fn system_roots() -> RootCertStore {
+    const BUNDLES: [&str; 3] = [
+        "/etc/ssl/certs/ca-certificates.crt",
+        "/etc/pki/tls/certs/ca-bundle.crt",
+        "/etc/ssl/cert.pem",
+    ];
+    let mut roots = RootCertStore::empty();
+    let env = std::env::var_os("SSL_CERT_FILE").map(PathBuf::from);
+    let found = env
+        .into_iter()
+        .chain(BUNDLES.iter().map(PathBuf::from))
+        .find_map(|p| std::fs::read(p).ok());
+    if let Some(bytes) = found {
+        let certs = CertificateDer::pem_slice_iter(&bytes).filter_map(Result::ok);
+        roots.add_parsable_certificates(certs);
+    }
+    roots
+}
+
+/// Accepts any server certificate but still checks the handshake signatures (so the
+/// session is bound to the key the server presented).
+#[derive(Debug)]
+struct NoServerVerification(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for NoServerVerification {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// The self-signed certificate of `--auto-tls` (`flag`) in `dir` (`cert.pem`, `key.pem`),
+/// valid for `hosts` (IP addresses or DNS names) as a server and a client. Like etcd, an
+/// existing pair in `dir` is reused, so a restarted member keeps its certificate.
+///
+/// # Errors
+/// The directory or files cannot be written, or rcgen refuses a host name.
+pub fn auto_tls(flag: &str, dir: &Path, hosts: &[String]) -> Result<CertKey, TlsError> {
+    let cert = dir.join("cert.pem");
+    let key = dir.join("key.pem");
+    let pair = CertKey::new(flag, &cert, flag, &key);
+    if cert.exists() && key.exists() {
+        return Ok(pair);
+    }
+    let fail = |reason: String| TlsError::Auto {
+        flag: flag.to_owned(),
+        reason,
+    };
+    let mut names: Vec<String> = hosts.to_vec();
+    names.sort();
+    names.dedup();
+    let mut params = rcgen::CertificateParams::new(names)
+        .map_err(|e| fail(format!("certificate names {hosts:?}: {e}")))?;
+    params
+        .distinguished_name
+        .push(rcgen::DnType::OrganizationName, "kvd");
+    params.extended_key_usages = vec![
+        rcgen::ExtendedKeyUsagePurpose::ServerAuth,
+        rcgen::ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    let keypair = rcgen::KeyPair::generate().map_err(|e| fail(format!("generating a key: {e}")))?;
+    let certificate = params
+        .self_signed(&keypair)
+        .map_err(|e| fail(format!("signing the certificate: {e}")))?;
+    std::fs::create_dir_all(dir).map_err(|e| fail(format!("creating {}: {e}", dir.display())))?;
+    write_private(&key, keypair.serialize_pem().as_bytes())
+        .map_err(|e| fail(format!("writing {}: {e}", key.display())))?;
+    std::fs::write(&cert, certificate.pem())
+        .map_err(|e| fail(format!("writing {}: {e}", cert.display())))?;
+    tracing::info!(cert = %cert.display(), "generated a self-signed certificate ({flag})");
+    Ok(pair)
+}
+
+/// Writes a file only its owner can read (a private key).
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        opts.mode(0o600);
+    }
+    opts.open(path)?.write_all(bytes)
+}
+
+/// The host of a `scheme://host:port` URL (without IPv6 brackets), for certificate names.
+pub fn url_host(url: &str) -> Option<String> {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let hostport = rest.split('/').next()?;
+    let host = match hostport.rsplit_once(':') {
+        Some((h, _)) => h,
+        None => hostport,
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    (!host.is_empty()).then(|| host.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_hosts_for_certificate_names() {
+        assert_eq!(
+            url_host("https://127.0.0.1:2379").as_deref(),
+            Some("127.0.0.1")
+        );
+        assert_eq!(url_host("https://[::1]:2379/").as_deref(), Some("::1"));
+        assert_eq!(
+            url_host("http://example.com").as_deref(),
+            Some("example.com")
+        );
+        assert_eq!(url_host("https://:2379"), None);
+    }
+
+    #[test]
+    fn auto_tls_writes_a_usable_pair_and_reuses_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let hosts = ["127.0.0.1".to_string(), "localhost".to_string()];
+        let pair = auto_tls("--auto-tls", dir.path(), &hosts).unwrap();
+        let cert = std::fs::read(&pair.cert).unwrap();
+        server_config(&pair, None, &[b"h2"]).unwrap();
+        auto_tls("--auto-tls", dir.path(), &hosts).unwrap();
+        assert_eq!(std::fs::read(&pair.cert).unwrap(), cert, "regenerated");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            let mode = std::fs::metadata(&pair.key).unwrap().permissions().mode();
+            assert_eq!(mode & 0o077, 0, "the key is readable by others");
+        }
+    }
+}

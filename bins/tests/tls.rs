@@ -1,0 +1,605 @@
+//! TLS: kvd's https:// client URLs (v2 HTTP and gRPC on one listener) with client
+//! certificates required, `--auto-tls`, clear errors for bad certificate files, a 3-member
+//! cluster over https:// peer URLs, and kvctl and Debian's etcdctl over TLS.
+//!
+//! Certificates come from a throw-away CA generated here with rcgen.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bins::tls::{CertKey, ServerVerification};
+
+use crate::util::{self, Server};
+
+/// A test CA and the certificates it issued, as PEM files in a temporary directory.
+struct Pki {
+    dir: tempfile::TempDir,
+}
+
+impl Pki {
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+    fn ca(&self) -> PathBuf {
+        self.path("ca.pem")
+    }
+    /// `server` (for 127.0.0.1 and localhost), `client`, `peer1..3` (both uses).
+    fn pair(&self, name: &str) -> CertKey {
+        CertKey::new(
+            "--cert-file",
+            &self.path(&format!("{name}.pem")),
+            "--key-file",
+            &self.path(&format!("{name}-key.pem")),
+        )
+    }
+}
+
+fn pki() -> Pki {
+    use rcgen::{
+        BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose,
+        IsCa, KeyPair, KeyUsagePurpose,
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "flotilla test CA");
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().expect("CA key"))
+        .expect("CA certificate");
+    std::fs::write(dir.path().join("ca.pem"), ca.pem()).expect("write CA");
+    for name in ["server", "client", "peer1", "peer2", "peer3"] {
+        let mut params =
+            CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
+                .expect("leaf params");
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        let key = KeyPair::generate().expect("leaf key");
+        let cert = params.signed_by(&key, &ca).expect("sign leaf");
+        std::fs::write(dir.path().join(format!("{name}.pem")), cert.pem()).expect("write cert");
+        std::fs::write(
+            dir.path().join(format!("{name}-key.pem")),
+            key.serialize_pem(),
+        )
+        .expect("write key");
+    }
+    Pki { dir }
+}
+
+fn s(p: &Path) -> String {
+    p.display().to_string()
+}
+
+/// A blocking HTTPS client trusting the test CA (or nothing, with `verify` None) and
+/// presenting `identity`.
+fn https(verify: ServerVerification, identity: Option<&CertKey>) -> reqwest::blocking::Client {
+    let tls = bins::tls::client_config(&verify, identity, &[b"http/1.1"]).expect("TLS client");
+    reqwest::blocking::Client::builder()
+        .use_preconfigured_tls(tls)
+        .timeout(Duration::from_secs(5))
+        .build()
+        .expect("https client")
+}
+
+fn ca_verify(pki: &Pki) -> ServerVerification {
+    ServerVerification::Ca {
+        flag: "--ca-file".into(),
+        path: pki.ca(),
+    }
+}
+
+/// Polls `GET <url>/health` with `http` until it answers 200; panics with the log if the
+/// server exits or the deadline passes.
+fn wait_healthy(server: &mut Server, http: &reqwest::blocking::Client) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let ok = http
+            .get(format!("{}/health", server.url))
+            .send()
+            .is_ok_and(|r| r.status().is_success());
+        if ok {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "kvd at {} not healthy within 20 s; its log:\n{}",
+            server.url,
+            server.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// kvd arguments for one member on `client`/`peer` URLs in `data`.
+fn member_args(name: &str, data: &Path, client: &str, peer: &str, cluster: &str) -> Vec<String> {
+    [
+        "--name",
+        name,
+        "--data-dir",
+        &s(&data.join(name)),
+        "--listen-client-urls",
+        client,
+        "--advertise-client-urls",
+        client,
+        "--listen-peer-urls",
+        peer,
+        "--initial-advertise-peer-urls",
+        peer,
+        "--initial-cluster",
+        cluster,
+        "--heartbeat-interval",
+        "50",
+        "--election-timeout",
+        "500",
+    ]
+    .iter()
+    .map(|a| a.to_string())
+    .collect()
+}
+
+/// A single kvd on an https:// client URL with `extra` TLS flags.
+fn https_kvd(data: &Path, extra: &[String]) -> Server {
+    let client = format!("https://127.0.0.1:{}", util::free_port());
+    let peer = format!("http://127.0.0.1:{}", util::free_port());
+    let mut args = member_args("node1", data, &client, &peer, &format!("node1={peer}"));
+    args.extend(extra.iter().cloned());
+    util::kvd_spawn(args, client, peer)
+}
+
+fn client_auth_flags(pki: &Pki) -> Vec<String> {
+    let server = pki.pair("server");
+    vec![
+        "--cert-file".into(),
+        s(&server.cert),
+        "--key-file".into(),
+        s(&server.key),
+        "--client-cert-auth".into(),
+        "--trusted-ca-file".into(),
+        s(&pki.ca()),
+    ]
+}
+
+#[test]
+fn https_v2_and_grpc_need_a_client_certificate() {
+    let pki = pki();
+    let data = tempfile::tempdir().expect("tempdir");
+    let mut kvd = https_kvd(data.path(), &client_auth_flags(&pki));
+    let client_id = pki.pair("client");
+    let with_cert = https(ca_verify(&pki), Some(&client_id));
+    wait_healthy(&mut kvd, &with_cert);
+
+    let r = with_cert
+        .put(format!("{}/v2/keys/tls", kvd.url))
+        .form(&[("value", "secret")])
+        .send()
+        .expect("PUT over https");
+    assert_eq!(r.status(), 201, "{}", r.text().unwrap_or_default());
+    let body: serde_json::Value = with_cert
+        .get(format!("{}/v2/keys/tls", kvd.url))
+        .send()
+        .expect("GET over https")
+        .json()
+        .expect("json");
+    assert_eq!(body["node"]["value"], "secret");
+
+    // No client certificate: the handshake is refused.
+    let without = https(ca_verify(&pki), None);
+    let refused = without.get(format!("{}/v2/keys/tls", kvd.url)).send();
+    assert!(
+        refused.is_err(),
+        "a request without a client certificate got {refused:?}"
+    );
+    // Cleartext HTTP on the TLS port gets no answer either.
+    let plain = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .expect("http client");
+    let url = kvd.url.replace("https://", "http://");
+    let answered = plain
+        .get(format!("{url}/v2/keys/tls"))
+        .send()
+        .is_ok_and(|r| r.status().is_success());
+    assert!(!answered, "cleartext HTTP was served on the TLS port");
+
+    // gRPC (kv.v1) on the same TLS listener.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let tls = bins::tls::client_config(&ca_verify(&pki), Some(&client_id), &[b"h2"])
+            .expect("TLS client");
+        let kv = bins::client::KvClient::connect_tls(&kvd.url, Arc::new(tls))
+            .await
+            .expect("gRPC over TLS");
+        let got = kv.get("/tls").await.expect("gRPC get");
+        assert_eq!(got.node.value.as_deref(), Some("secret"));
+        kv.put("/grpc", "over-tls").await.expect("gRPC put");
+
+        let tls = bins::tls::client_config(&ca_verify(&pki), None, &[b"h2"]).expect("TLS");
+        let no_cert = match bins::client::KvClient::connect_tls(&kvd.url, Arc::new(tls)).await {
+            Ok(kv) => kv.get("/tls").await.is_err(),
+            Err(_) => true,
+        };
+        assert!(no_cert, "gRPC without a client certificate was served");
+    });
+
+    // kvctl with etcdctl v2's TLS flags.
+    let out = Command::new(util::kvctl_bin())
+        .args(["--endpoints", &kvd.url, "--ca-file", &s(&pki.ca())])
+        .args([
+            "--cert-file",
+            &s(&client_id.cert),
+            "--key-file",
+            &s(&client_id.key),
+        ])
+        .args(["get", "/grpc"])
+        .output()
+        .expect("run kvctl");
+    assert!(
+        out.status.success(),
+        "kvctl: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "over-tls\n");
+    // Without --ca-file, the system's bundle (here SSL_CERT_FILE) verifies the server.
+    let out = Command::new(util::kvctl_bin())
+        .env("SSL_CERT_FILE", pki.ca())
+        .args(["--endpoints", &kvd.url])
+        .args([
+            "--cert-file",
+            &s(&client_id.cert),
+            "--key-file",
+            &s(&client_id.key),
+        ])
+        .args(["get", "/grpc"])
+        .output()
+        .expect("run kvctl");
+    assert!(
+        out.status.success(),
+        "kvctl: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // cluster-health reaches the members' (https) client URLs with the same TLS.
+    let out = Command::new(util::kvctl_bin())
+        .args(["--endpoints", &kvd.url, "--ca-file", &s(&pki.ca())])
+        .args([
+            "--cert-file",
+            &s(&client_id.cert),
+            "--key-file",
+            &s(&client_id.key),
+        ])
+        .arg("cluster-health")
+        .output()
+        .expect("run kvctl");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("cluster is healthy"),
+        "kvctl cluster-health: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Without its certificate kvctl fails like etcdctl, non-zero.
+    let out = Command::new(util::kvctl_bin())
+        .args([
+            "--endpoints",
+            &kvd.url,
+            "--ca-file",
+            &s(&pki.ca()),
+            "get",
+            "/grpc",
+        ])
+        .output()
+        .expect("run kvctl");
+    assert!(!out.status.success());
+    // Half a pair is an argument error naming the flag.
+    let out = Command::new(util::kvctl_bin())
+        .args([
+            "--endpoints",
+            &kvd.url,
+            "--cert-file",
+            &s(&client_id.cert),
+            "get",
+            "/grpc",
+        ])
+        .output()
+        .expect("run kvctl");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--key-file"));
+}
+
+#[test]
+fn etcdctl_v2_over_tls() {
+    let pki = pki();
+    let data = tempfile::tempdir().expect("tempdir");
+    let mut kvd = https_kvd(data.path(), &client_auth_flags(&pki));
+    let client_id = pki.pair("client");
+    wait_healthy(&mut kvd, &https(ca_verify(&pki), Some(&client_id)));
+    let etcdctl = |args: &[&str]| {
+        let out = Command::new("etcdctl")
+            .env("ETCDCTL_API", "2")
+            .args(["--endpoints", &kvd.url, "--ca-file", &s(&pki.ca())])
+            .args([
+                "--cert-file",
+                &s(&client_id.cert),
+                "--key-file",
+                &s(&client_id.key),
+            ])
+            .args(args)
+            .stdin(Stdio::null())
+            .output();
+        match out {
+            Ok(o) => o,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => panic!(
+                "etcdctl is not installed: this test needs it (Debian package etcd-client; see scripts/install-deps)"
+            ),
+            Err(e) => panic!("cannot run etcdctl: {e}"),
+        }
+    };
+    let set = etcdctl(&["set", "/etcdctl", "hello"]);
+    assert!(
+        set.status.success(),
+        "etcdctl set: {}",
+        String::from_utf8_lossy(&set.stderr)
+    );
+    let get = etcdctl(&["get", "/etcdctl"]);
+    assert!(
+        get.status.success(),
+        "etcdctl get: {}",
+        String::from_utf8_lossy(&get.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&get.stdout), "hello\n");
+    let health = etcdctl(&["cluster-health"]);
+    assert!(
+        String::from_utf8_lossy(&health.stdout).contains("cluster is healthy"),
+        "etcdctl cluster-health: {}{}",
+        String::from_utf8_lossy(&health.stdout),
+        String::from_utf8_lossy(&health.stderr)
+    );
+}
+
+#[test]
+fn auto_tls_serves_https_with_a_generated_certificate() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let mut kvd = https_kvd(data.path(), &["--auto-tls".to_string()]);
+    wait_healthy(&mut kvd, &https(ServerVerification::None, None));
+    let fixtures = data.path().join("node1").join("fixtures").join("client");
+    assert!(fixtures.join("cert.pem").exists() && fixtures.join("key.pem").exists());
+
+    let kvctl = |args: &[&str]| {
+        Command::new(util::kvctl_bin())
+            .args(["--endpoints", &kvd.url])
+            .args(args)
+            .output()
+            .expect("run kvctl")
+    };
+    let set = kvctl(&["--insecure-skip-tls-verify", "set", "/auto", "tls"]);
+    assert!(
+        set.status.success(),
+        "kvctl: {}",
+        String::from_utf8_lossy(&set.stderr)
+    );
+    let get = kvctl(&["--insecure-skip-tls-verify", "get", "/auto"]);
+    assert_eq!(String::from_utf8_lossy(&get.stdout), "tls\n");
+    // A self-signed certificate is not trusted without the flag.
+    assert!(!kvctl(&["get", "/auto"]).status.success());
+}
+
+/// Runs kvd with `args` expecting it to fail during start-up; returns its stderr.
+fn start_failure(args: Vec<String>) -> String {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = dir.path().join("stderr");
+    let mut child = Command::new(util::kvd_bin())
+        .args(&args)
+        .env_remove("ETCD_NAME")
+        .env_remove("ETCD_DATA_DIR")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log"))
+        .spawn()
+        .expect("start kvd");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("try_wait") {
+            break s;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("kvd kept running with {args:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let stderr = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(!status.success(), "kvd exited 0 with {args:?}: {stderr}");
+    assert!(!stderr.contains("panicked"), "kvd panicked: {stderr}");
+    stderr
+}
+
+#[test]
+fn bad_certificate_files_are_clear_errors() {
+    let pki = pki();
+    let data = tempfile::tempdir().expect("tempdir");
+    let server = pki.pair("server");
+    let client = pki.pair("client");
+    let garbage = pki.path("garbage.pem");
+    std::fs::write(&garbage, "not a key\n").expect("write");
+    let missing = pki.path("missing.pem");
+    let base = |cert: &Path, key: &Path| {
+        let client_url = format!("https://127.0.0.1:{}", util::free_port());
+        let peer = format!("http://127.0.0.1:{}", util::free_port());
+        let mut a = member_args(
+            "node1",
+            data.path(),
+            &client_url,
+            &peer,
+            &format!("node1={peer}"),
+        );
+        a.extend(["--cert-file".into(), s(cert), "--key-file".into(), s(key)]);
+        a
+    };
+
+    let err = start_failure(base(&server.cert, &garbage));
+    assert!(
+        err.contains("--key-file")
+            && err.contains(&s(&garbage))
+            && err.contains("no PEM private key"),
+        "{err}"
+    );
+    let err = start_failure(base(&missing, &server.key));
+    assert!(
+        err.contains("--cert-file") && err.contains(&s(&missing)),
+        "{err}"
+    );
+    let err = start_failure(base(&garbage, &server.key));
+    assert!(
+        err.contains("--cert-file") && err.contains("no PEM certificate"),
+        "{err}"
+    );
+    let err = start_failure(base(&server.cert, &client.key));
+    assert!(err.contains("does not belong to the certificate"), "{err}");
+    let mut a = base(&server.cert, &server.key);
+    a.push("--client-cert-auth".into());
+    let err = start_failure(a);
+    assert!(err.contains("--trusted-ca-file"), "{err}");
+    // https without any certificate.
+    let mut a = base(&server.cert, &server.key);
+    a.truncate(a.len() - 4);
+    let err = start_failure(a);
+    assert!(
+        err.contains("--cert-file") && err.contains("--auto-tls"),
+        "{err}"
+    );
+}
+
+/// Opens TLS to `url` with `config` as an HTTP/2 client and reads the server's first
+/// frame: succeeds only if the server completed the handshake and accepted this client.
+fn h2_over_tls(url: &str, config: rustls::ClientConfig) -> Result<(), String> {
+    use std::io::{Read as _, Write as _};
+    let addr = url.trim_start_matches("https://");
+    let mut tcp = std::net::TcpStream::connect(addr).map_err(|e| e.to_string())?;
+    tcp.set_read_timeout(Some(Duration::from_secs(5)))
+        .map_err(|e| e.to_string())?;
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").map_err(|e| e.to_string())?;
+    let mut conn =
+        rustls::ClientConnection::new(Arc::new(config), name).map_err(|e| e.to_string())?;
+    let mut tls = rustls::Stream::new(&mut conn, &mut tcp);
+    tls.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+        .map_err(|e| e.to_string())?;
+    tls.flush().map_err(|e| e.to_string())?;
+    let mut frame = [0u8; 9];
+    tls.read_exact(&mut frame).map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+/// Starts three members on https:// peer URLs with `peer_flags(i)` and checks a write on
+/// one is read on the others; returns the members and their peer URLs.
+fn three_members_over_peer_tls(
+    data: &Path,
+    peer_flags: impl Fn(usize) -> Vec<String>,
+) -> (Vec<Server>, Vec<String>) {
+    let specs: Vec<(String, String, String)> = (1..=3)
+        .map(|i| {
+            (
+                format!("m{i}"),
+                format!("http://127.0.0.1:{}", util::free_port()),
+                format!("https://127.0.0.1:{}", util::free_port()),
+            )
+        })
+        .collect();
+    let cluster = specs
+        .iter()
+        .map(|(n, _, p)| format!("{n}={p}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut servers: Vec<Server> = specs
+        .iter()
+        .enumerate()
+        .map(|(i, (n, c, p))| {
+            let mut args = member_args(n, data, c, p, &cluster);
+            args.extend(peer_flags(i + 1));
+            util::kvd_spawn(args, c.clone(), p.clone())
+        })
+        .collect();
+    for s in &mut servers {
+        s.wait_healthy("kvd member");
+    }
+    let http = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .expect("http client");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = http
+            .put(format!("{}/v2/keys/replicated", servers[0].url))
+            .form(&[("value", "over-peer-tls")])
+            .send();
+        if r.is_ok_and(|r| r.status().is_success()) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no write acknowledged within 20 s"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for s in &servers[1..] {
+        let body: serde_json::Value = http
+            .get(format!("{}/v2/keys/replicated?quorum=true", s.url))
+            .send()
+            .expect("quorum GET")
+            .json()
+            .expect("json");
+        assert_eq!(body["node"]["value"], "over-peer-tls", "{}", s.log());
+    }
+    let peers = specs.into_iter().map(|(_, _, p)| p).collect();
+    (servers, peers)
+}
+
+#[test]
+fn three_members_replicate_over_peer_tls_with_client_certs() {
+    let pki = pki();
+    let data = tempfile::tempdir().expect("tempdir");
+    let (_servers, peers) = three_members_over_peer_tls(data.path(), |i| {
+        let p = pki.pair(&format!("peer{i}"));
+        vec![
+            "--peer-cert-file".into(),
+            s(&p.cert),
+            "--peer-key-file".into(),
+            s(&p.key),
+            "--peer-client-cert-auth".into(),
+            "--peer-trusted-ca-file".into(),
+            s(&pki.ca()),
+        ]
+    });
+    // The peer port is TLS and requires a certificate from the peer CA.
+    let peer1 = pki.pair("peer1");
+    let with = bins::tls::client_config(&ca_verify(&pki), Some(&peer1), &[b"h2"]).expect("TLS");
+    h2_over_tls(&peers[1], with).expect("a peer certificate is accepted");
+    let without = bins::tls::client_config(&ca_verify(&pki), None, &[b"h2"]).expect("TLS");
+    assert!(
+        h2_over_tls(&peers[1], without).is_err(),
+        "a peer without a certificate was served"
+    );
+}
+
+#[test]
+fn three_members_replicate_over_peer_auto_tls() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let (_servers, peers) =
+        three_members_over_peer_tls(data.path(), |_| vec!["--peer-auto-tls".into()]);
+    let fixtures = data.path().join("m1").join("fixtures").join("peer");
+    assert!(fixtures.join("cert.pem").exists() && fixtures.join("key.pem").exists());
+    // TLS with a self-signed certificate: encrypted, not verified (as etcd's auto TLS).
+    let any = bins::tls::client_config(&ServerVerification::None, None, &[b"h2"]).expect("TLS");
+    h2_over_tls(&peers[0], any).expect("the peer port serves TLS");
+}
