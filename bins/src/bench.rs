@@ -223,6 +223,15 @@ async fn measure(urls: &[String], op: &str, conns: usize, cfg: &BenchConfig, see
             (lat, errors)
         }));
     }
+    collect(tasks, cfg.duration).await
+}
+
+/// Joins the connections' tasks, each returning its latencies (µs) and error count, into
+/// one [`Sample`] over `duration` seconds.
+pub(crate) async fn collect(
+    tasks: Vec<tokio::task::JoinHandle<(Vec<u32>, u64)>>,
+    duration: f64,
+) -> Sample {
     let mut all = Vec::new();
     let mut errors = 0;
     for t in tasks {
@@ -240,7 +249,7 @@ async fn measure(urls: &[String], op: &str, conns: usize, cfg: &BenchConfig, see
         f64::from(all[i]) / 1000.0
     };
     Sample {
-        ops_per_sec: all.len() as f64 / cfg.duration,
+        ops_per_sec: all.len() as f64 / duration,
         p50_ms: pct(0.50),
         p99_ms: pct(0.99),
         errors,

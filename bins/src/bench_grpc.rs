@@ -169,28 +169,7 @@ pub async fn measure(
             (lat, errors)
         }));
     }
-    let mut all = Vec::new();
-    let mut errors = 0;
-    for t in tasks {
-        if let Ok((l, e)) = t.await {
-            all.extend(l);
-            errors += e;
-        }
-    }
-    all.sort_unstable();
-    let pct = |p: f64| -> f64 {
-        if all.is_empty() {
-            return 0.0;
-        }
-        let i = ((all.len() as f64 - 1.0) * p).round() as usize;
-        f64::from(all[i]) / 1000.0
-    };
-    Sample {
-        ops_per_sec: all.len() as f64 / cfg.duration,
-        p50_ms: pct(0.50),
-        p99_ms: pct(0.99),
-        errors,
-    }
+    crate::bench::collect(tasks, cfg.duration).await
 }
 
 /// Writes every key once through the target's native API (64 connections spread over the
