@@ -8,6 +8,7 @@
 //! systemd is running), a session bus, and a journald whose files land in the test's
 //! directory. Where that cannot be built the test fails and says why.
 
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -256,7 +257,12 @@ async fn behavioural_suite_against_real_systemd() {
         .unwrap_err();
     assert!(err.to_string().contains("bad-setting"), "{err}");
 
-    println!("systemd-driver: tested against systemd {}", d.version());
+    // Straight to stderr, past the test harness's capture, so CI's log shows it.
+    let _ = writeln!(
+        std::io::stderr(),
+        "systemd-driver: tested against systemd {}",
+        d.version()
+    );
     drop(d);
     drop(mgr);
 }

@@ -13,6 +13,7 @@
 //! Where there is no Docker engine, or `FLOTILLA_SKIP_DOCKER=1`, the test prints why and
 //! passes without running; once it has an engine, any failure is a failure.
 
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -317,7 +318,9 @@ async fn system_manager_in_a_container() {
         "file removed on unload"
     );
 
-    println!(
+    // Straight to stderr, past the test harness's capture, so CI's log shows it.
+    let _ = writeln!(
+        std::io::stderr(),
         "systemd-driver: tested against systemd {} (system manager, PID 1 in a container)",
         d.version()
     );
