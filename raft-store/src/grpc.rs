@@ -278,7 +278,7 @@ async fn peer_loop(
             let first = match carry.take() {
                 Some(m) => m,
                 None => tokio::select! {
-                    m = queue.recv() => match m { Some(m) => m, None => { call.abort(); return } },
+                    m = queue.recv() => match m { Some(m) => m, None => return },
                     r = &mut call => break (format!("stream ended: {r:?}"), lost_peer(&r)),
                 },
             };
@@ -391,6 +391,28 @@ impl RaftService {
     }
 }
 
+impl RaftService {
+    /// Checks one batch and delivers its messages; returns the member's inbox.
+    fn deliver(&self, batch: &MessageBatch) -> Result<Inbox, Status> {
+        let (me, inbox) = self.me()?;
+        proto::convert::check_envelope(batch, self.inner.cluster_id, me)?;
+        for raw in &batch.messages {
+            let m = decode(raw)?;
+            // A follower forwards a leadership transfer to its leader with the transferee
+            // as the sender, as raft builds it.
+            let forwarded = m.get_msg_type() == MessageType::MsgTransferLeader;
+            if m.to != me || (m.from != batch.from && !forwarded) {
+                return Err(Status::invalid_argument(format!(
+                    "raft message {}->{} inside a batch {}->{}",
+                    m.from, m.to, batch.from, me
+                )));
+            }
+            inbox.deliver(m);
+        }
+        Ok(inbox)
+    }
+}
+
 fn decode(bytes: &[u8]) -> Result<Message, Status> {
     Message::parse_from_bytes(bytes)
         .map_err(|e| Status::invalid_argument(format!("undecodable raft message: {e}")))
@@ -408,22 +430,10 @@ impl Raft for RaftService {
         // may not notice yet (it may be between reconnection attempts), so report it here
         // too. hyper drops this handler when the connection dies, hence a guard.
         let mut gone = PeerGone(None);
+        // A transport error (`?` here) leaves the guard armed: the peer is gone.
         while let Some(batch) = stream.message().await? {
-            let (me, inbox) = self.me()?;
-            proto::convert::check_envelope(&batch, self.inner.cluster_id, me)?;
-            for raw in &batch.messages {
-                let m = decode(raw)?;
-                // A follower forwards a leadership transfer to its leader with the
-                // transferee as the sender, as raft builds it.
-                let forwarded = m.get_msg_type() == MessageType::MsgTransferLeader;
-                if m.to != me || (m.from != batch.from && !forwarded) {
-                    return Err(Status::invalid_argument(format!(
-                        "raft message {}->{} inside a batch {}->{}",
-                        m.from, m.to, batch.from, me
-                    )));
-                }
-                inbox.deliver(m);
-            }
+            // A batch we refuse means the peer is alive and sent something wrong: disarm.
+            let inbox = self.deliver(&batch).inspect_err(|_| gone.0 = None)?;
             if gone.0.is_none() {
                 gone.0 = Some((batch.from, inbox));
             }

@@ -730,6 +730,11 @@ impl<T> Pending<T> {
     fn fail(self, e: Error) {
         let _ = self.tx.send(Err(e));
     }
+
+    /// Proposed before `term` and never seen in this member's log: lost with the old leader.
+    fn lost_before(&self, term: u64) -> bool {
+        self.term < term && self.at.is_none()
+    }
 }
 
 type ProposeOutcome<S> = (u64, Arc<<S as StateMachine>::Output>);
@@ -991,14 +996,10 @@ impl<S: StateMachine> Loop<S> {
             return;
         }
         self.term_seen = term;
-        let lost = |_: &u64, p: &mut Pending<_>| p.term < term && p.at.is_none();
-        for (_, p) in self.pending.extract_if(lost) {
+        for (_, p) in self.pending.extract_if(|_, p| p.lost_before(term)) {
             p.fail(Error::LeaderChanged { term });
         }
-        for (_, p) in self
-            .pending_conf
-            .extract_if(|_, p| p.term < term && p.at.is_none())
-        {
+        for (_, p) in self.pending_conf.extract_if(|_, p| p.lost_before(term)) {
             p.fail(Error::LeaderChanged { term });
         }
     }

@@ -760,13 +760,23 @@ impl Storage for RocksLogStore {
     ) -> raft::Result<Vec<Entry>> {
         let max_size = max_size.into();
         check_range(&self.meta.lock(), low, high)?;
-        if let Some(cached) = self.cache.lock().get(low, high) {
-            let mut out: Vec<Entry> = cached.cloned().collect();
-            limit(&mut out, max_size);
-            return Ok(out);
-        }
         let mut out = Vec::with_capacity((high - low).min(1024) as usize);
         let mut size = 0u64;
+        // Whether `e` still fits under `max_size` (the first entry always does, as raft
+        // requires); adds its size.
+        let mut fits = |e: &Entry, taken: usize| {
+            size += u64::from(e.compute_size());
+            taken == 0 || max_size.is_none_or(|max| size <= max)
+        };
+        if let Some(cached) = self.cache.lock().get(low, high) {
+            for e in cached {
+                if !fits(e, out.len()) {
+                    break;
+                }
+                out.push(e.clone());
+            }
+            return Ok(out);
+        }
         let mut it = self.db.raw_iterator();
         it.seek(entry_key(low));
         let mut want = low;
@@ -783,11 +793,7 @@ impl Storage for RocksLogStore {
                     .into());
                 }
             };
-            size += u64::from(e.compute_size());
-            if let Some(max) = max_size
-                && !out.is_empty()
-                && size > max
-            {
+            if !fits(&e, out.len()) {
                 break;
             }
             out.push(e);
