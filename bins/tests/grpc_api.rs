@@ -22,31 +22,7 @@ fn block_on<F: Future>(f: F) -> F::Output {
 
 /// A single-member kvd on free ports with extra flags.
 fn kvd(extra: &[&str]) -> Server {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (cp, pp) = (util::free_port(), util::free_port());
-    let url = format!("http://127.0.0.1:{cp}");
-    let peer = format!("http://127.0.0.1:{pp}");
-    let mut args: Vec<String> = vec![
-        "--name".into(),
-        "node1".into(),
-        "--data-dir".into(),
-        dir.path().join("data").display().to_string(),
-        "--listen-client-urls".into(),
-        url.clone(),
-        "--advertise-client-urls".into(),
-        url.clone(),
-        "--listen-peer-urls".into(),
-        peer.clone(),
-        "--initial-advertise-peer-urls".into(),
-        peer.clone(),
-        "--initial-cluster".into(),
-        format!("node1={peer}"),
-    ];
-    args.extend(extra.iter().map(|s| s.to_string()));
-    let server = util::kvd_process(args, url, peer);
-    // The data directory lives as long as the test process: the server is killed first.
-    std::mem::forget(dir);
-    server
+    util::kvd_with_flags(extra)
 }
 
 fn etcd_code<T: std::fmt::Debug>(r: Result<T, ClientError>) -> (Option<u32>, Option<Code>) {

@@ -181,22 +181,32 @@ pub(crate) fn etcd() -> Server {
 
 /// Starts the kvd binary on free loopback ports.
 pub(crate) fn kvd() -> Server {
+    kvd_with_flags(&[])
+}
+
+/// Starts the kvd binary on free loopback ports with `extra` flags after the usual ones.
+#[allow(dead_code)]
+pub(crate) fn kvd_with_flags(extra: &[&str]) -> Server {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
-    kvd_with(dir, data)
+    kvd_with(dir, data, extra)
 }
 
 /// Starts the kvd binary with its data in `data` (which outlives the server).
 #[allow(dead_code)]
 pub(crate) fn kvd_at(data: &std::path::Path) -> Server {
-    kvd_with(tempfile::tempdir().expect("tempdir"), data.to_path_buf())
+    kvd_with(
+        tempfile::tempdir().expect("tempdir"),
+        data.to_path_buf(),
+        &[],
+    )
 }
 
-fn kvd_with(dir: tempfile::TempDir, data: PathBuf) -> Server {
+fn kvd_with(dir: tempfile::TempDir, data: PathBuf, extra: &[&str]) -> Server {
     let (cp, pp) = (free_port(), free_port());
     let url = format!("http://127.0.0.1:{cp}");
     let peer = format!("http://127.0.0.1:{pp}");
-    let args = vec![
+    let mut args: Vec<String> = vec![
         "--name".into(),
         "node1".into(),
         "--data-dir".into(),
@@ -213,6 +223,7 @@ fn kvd_with(dir: tempfile::TempDir, data: PathBuf) -> Server {
         format!("node1={peer}"),
         "--enable-v2".into(),
     ];
+    args.extend(extra.iter().map(|s| s.to_string()));
     start(env!("CARGO_BIN_EXE_kvd"), args, url, peer, dir, "kvd")
 }
 
