@@ -93,27 +93,11 @@ impl EventHistory {
         index: u64,
         current_index: u64,
     ) -> Result<Option<&Event>, Error> {
-        let start = self.start_index();
-        if index < start {
-            return Err(Error::EventIndexCleared {
-                cause: format!("the requested history has been cleared [{start}/{index}]"),
-                index: current_index,
-            });
-        }
-        if index > self.last_index() {
-            return Ok(None);
-        }
-        let from = self.entries.partition_point(|e| e.event.index < index);
         Ok(self
-            .entries
-            .range(from..)
-            .filter(|e| !e.refresh)
-            .map(|e| &e.event)
+            .from_index(index, current_index)?
             .find(|e| history_match(e, key, recursive)))
     }
-}
 
-impl EventHistory {
     /// Every non-refresh event with index `>= index` that a watch on `key` matches, oldest
     /// first, with the indexes they happened at: what a stream watch from `index` replays.
     /// [`EventHistory::scan`] finds only the first, which is all etcd's v2 stream watch
@@ -130,15 +114,31 @@ impl EventHistory {
         index: u64,
         current_index: u64,
     ) -> Result<impl Iterator<Item = &'a Event> + 'a, Error> {
-        // The range check and the 401 are scan's.
-        self.scan(key, recursive, index, current_index)?;
+        Ok(self
+            .from_index(index, current_index)?
+            .filter(move |e| history_match(e, key, recursive)))
+    }
+
+    /// The non-refresh events with index `>= index` (none when `index` is past the newest),
+    /// or the 401 of [`EventHistory::scan`] when `index` is older than the history.
+    fn from_index(
+        &self,
+        index: u64,
+        current_index: u64,
+    ) -> Result<impl Iterator<Item = &Event>, Error> {
+        let start = self.start_index();
+        if index < start {
+            return Err(Error::EventIndexCleared {
+                cause: format!("the requested history has been cleared [{start}/{index}]"),
+                index: current_index,
+            });
+        }
         let from = self.entries.partition_point(|e| e.event.index < index);
         Ok(self
             .entries
             .range(from..)
             .filter(|e| !e.refresh)
-            .map(|e| &e.event)
-            .filter(move |e| history_match(e, key, recursive)))
+            .map(|e| &e.event))
     }
 }
 

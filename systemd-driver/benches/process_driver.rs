@@ -5,8 +5,9 @@
 //! `cargo bench -p systemd-driver --bench process_driver` runs 1,000 units (override with
 //! `FLOTILLA_BENCH_UNITS`; `FLOTILLA_BENCH_NO_CGROUPS=1` for process groups only); with
 //! `-- --test` (what CI runs) it uses 20 units. The state directory is a temporary directory
-//! (`TMPDIR` moves it): creating files is part of a start (PID record, log file), and its
-//! cost depends on the file system (see docs/benchmarks.md).
+//! (`TMPDIR` moves it): a unit's files (PID record, log file) are created when it is
+//! loaded, not when it starts, and their cost depends on the file system (see
+//! docs/benchmarks.md).
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};

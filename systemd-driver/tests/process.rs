@@ -616,13 +616,13 @@ async fn watchdog_keepalives_then_a_missed_deadline() {
         "{:?}",
         lines(&out)
     );
-    let log = wait_log_line(
+    // Panics unless the supervisor logged the timeout.
+    wait_log_line(
         &d,
         "wd.service",
         "flotilla: Watchdog timeout (limit 400ms)!",
     )
     .await;
-    assert!(!log.is_empty());
     d.stop_all().await;
 }
 
