@@ -94,7 +94,7 @@ impl EventHistory {
         current_index: u64,
     ) -> Result<Option<&Event>, Error> {
         Ok(self
-            .from_index(index, current_index)?
+            .since(index, current_index)?
             .find(|e| history_match(e, key, recursive)))
     }
 
@@ -115,17 +115,13 @@ impl EventHistory {
         current_index: u64,
     ) -> Result<impl Iterator<Item = &'a Event> + 'a, Error> {
         Ok(self
-            .from_index(index, current_index)?
+            .since(index, current_index)?
             .filter(move |e| history_match(e, key, recursive)))
     }
 
     /// The non-refresh events with index `>= index` (none when `index` is past the newest),
     /// or the 401 of [`EventHistory::scan`] when `index` is older than the history.
-    fn from_index(
-        &self,
-        index: u64,
-        current_index: u64,
-    ) -> Result<impl Iterator<Item = &Event>, Error> {
+    fn since(&self, index: u64, current_index: u64) -> Result<impl Iterator<Item = &Event>, Error> {
         let start = self.start_index();
         if index < start {
             return Err(Error::EventIndexCleared {
