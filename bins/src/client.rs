@@ -184,17 +184,10 @@ impl KvClient {
     /// # Errors
     /// [`ClientError::Endpoint`] or [`ClientError::Connect`].
     pub async fn connect(endpoint: &str) -> Result<Self, ClientError> {
-        let ep = Endpoint::from_shared(endpoint.to_owned())
-            .map_err(|source| ClientError::Endpoint {
-                endpoint: endpoint.to_owned(),
-                source,
-            })?
-            .connect_timeout(Duration::from_secs(5))
-            .tcp_nodelay(true);
-        let channel = ep.connect().await.map_err(|source| ClientError::Connect {
-            endpoint: endpoint.to_owned(),
-            source,
-        })?;
+        let channel = Self::endpoint(endpoint)?
+            .connect()
+            .await
+            .map_err(Self::connect_error(endpoint))?;
         Ok(Self::from_channel(channel))
     }
 
@@ -207,20 +200,27 @@ impl KvClient {
         endpoint: &str,
         tls: std::sync::Arc<rustls::ClientConfig>,
     ) -> Result<Self, ClientError> {
-        let ep = Endpoint::from_shared(endpoint.to_owned())
+        let channel = Self::endpoint(endpoint)?
+            .connect_with_connector(raft_store::tls::TlsConnector::new(tls))
+            .await
+            .map_err(Self::connect_error(endpoint))?;
+        Ok(Self::from_channel(channel))
+    }
+
+    /// The endpoint both connections start from (the TLS connector sets no-delay itself).
+    fn endpoint(endpoint: &str) -> Result<Endpoint, ClientError> {
+        Ok(Endpoint::from_shared(endpoint.to_owned())
             .map_err(|source| ClientError::Endpoint {
                 endpoint: endpoint.to_owned(),
                 source,
             })?
-            .connect_timeout(Duration::from_secs(5));
-        let channel = ep
-            .connect_with_connector(raft_store::tls::TlsConnector::new(tls))
-            .await
-            .map_err(|source| ClientError::Connect {
-                endpoint: endpoint.to_owned(),
-                source,
-            })?;
-        Ok(Self::from_channel(channel))
+            .connect_timeout(Duration::from_secs(5))
+            .tcp_nodelay(true))
+    }
+
+    fn connect_error(endpoint: &str) -> impl FnOnce(tonic::transport::Error) -> ClientError {
+        let endpoint = endpoint.to_owned();
+        move |source| ClientError::Connect { endpoint, source }
     }
 
     /// A client on an existing channel (to set TLS, timeouts or load balancing there).

@@ -530,14 +530,19 @@ fn tls_config(cli: &Cli, endpoints: &[String]) -> Result<Option<rustls::ClientCo
         .map_err(|e| error(exit::BAD_ARGS, e))
 }
 
+/// An HTTP client builder with the TLS of the flags, if any.
+fn http_builder(tls: Option<&rustls::ClientConfig>) -> reqwest::blocking::ClientBuilder {
+    let b = reqwest::blocking::Client::builder();
+    match tls {
+        Some(t) => b.use_preconfigured_tls(t.clone()),
+        None => b,
+    }
+}
+
 impl Client {
     /// An HTTP client builder with the TLS of the flags.
     fn builder(&self) -> reqwest::blocking::ClientBuilder {
-        let b = reqwest::blocking::Client::builder();
-        match &self.tls {
-            Some(t) => b.use_preconfigured_tls(t.clone()),
-            None => b,
-        }
+        http_builder(self.tls.as_ref())
     }
 }
 
@@ -576,12 +581,8 @@ impl Client {
         })?;
         let tls = tls_config(cli, &endpoints)?;
         let build = |t: Option<Duration>| {
-            let b = reqwest::blocking::Client::builder();
-            let b = match &tls {
-                Some(c) => b.use_preconfigured_tls(c.clone()),
-                None => b,
-            };
-            b.connect_timeout(timeout)
+            http_builder(tls.as_ref())
+                .connect_timeout(timeout)
                 .timeout(t)
                 .build()
                 .map_err(|e| error(exit::BAD_CONNECTION, e))

@@ -10,14 +10,6 @@ pub(crate) fn free_port() -> u16 {
     l.local_addr().expect("local addr").port()
 }
 
-/// Polls `GET <url>/health` until it answers 200 or the deadline passes.
-#[allow(dead_code)]
-pub(crate) fn wait_healthy(url: &str, child: &mut Child, what: &str) {
-    if let Err(e) = try_wait_healthy(url, child, what) {
-        panic!("{e}");
-    }
-}
-
 fn try_wait_healthy(url: &str, child: &mut Child, what: &str) -> Result<(), String> {
     let deadline = Instant::now() + Duration::from_secs(20);
     let http = reqwest::blocking::Client::builder()
