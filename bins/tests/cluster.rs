@@ -332,7 +332,11 @@ fn three_members_replicate_survive_leader_kill_and_change_membership() {
     };
     assert_eq!(got.as_deref(), Some("y"));
     assert_eq!(quorum_get(&http, &n4.client, "/k0").as_deref(), Some("v"));
-    wait_members_published(&http, &n4.client, 3);
+    // n4 lists its own attributes before their publication commits; the others list them
+    // only once it has, so they are the ones to wait on before n4 stops.
+    for u in &left {
+        wait_members_published(&http, u, 3);
+    }
 
     // n4 moves to another peer port: stopped, updated (etcd's member update), restarted on
     // the new URL from its data directory; the others reach it there.
@@ -370,14 +374,23 @@ fn three_members_replicate_survive_leader_kill_and_change_membership() {
             r.text()
         );
     }
+    // A follower lists members from what it has applied, which may trail the leader's ack.
     for u in &left {
-        let listed = members(&http, u);
-        assert!(
-            listed
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let listed = members(&http, u);
+            if listed
                 .iter()
-                .any(|m| m["name"] == "n4" && m["peerURLs"][0] == moved.peer.as_str()),
-            "{u} does not list n4's new peer URL: {listed:?}"
-        );
+                .any(|m| m["name"] == "n4" && m["peerURLs"][0] == moved.peer.as_str())
+            {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{u} does not list n4's new peer URL within 15 s: {listed:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
     cluster4.pop();
     cluster4.push(format!("n4={}", moved.peer));
