@@ -4,6 +4,10 @@
 //! that keyspace (preloaded first), each at several connection counts. Every (workload,
 //! connections) cell is run on both targets in alternating order, for several rounds; the
 //! report gives ops/s, p50 and p99 per target (median over rounds) and the kvd/etcd ratio.
+//!
+//! The measured requests go through a minimal HTTP/1.1 keep-alive client (one connection per
+//! task, see `bench_http`), the same for both targets, so the load generator's own CPU
+//! (which shares the machine's cores with the servers) stays small beside theirs.
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -182,39 +186,40 @@ async fn measure(urls: &[String], op: &str, conns: usize, cfg: &BenchConfig, see
     let value: Arc<str> = "v".repeat(cfg.value_size).into();
     let until = Instant::now() + Duration::from_secs_f64(cfg.duration);
     let mut tasks = Vec::new();
+    let form: Arc<[u8]> = format!("value={value}").into_bytes().into();
     for c in 0..conns {
-        // One client per connection, so `conns` really is the number of TCP connections.
-        let http = reqwest::Client::builder()
-            .pool_max_idle_per_host(1)
-            .build()
-            .unwrap_or_default();
-        let url = urls[c % urls.len()].clone();
+        // One connection per task, so `conns` really is the number of TCP connections.
+        let mut conn = match crate::bench_http::Conn::new(&urls[c % urls.len()]) {
+            Ok(conn) => conn,
+            Err(e) => {
+                eprintln!("kvbench: {e}");
+                return Sample::default();
+            }
+        };
         let op = op.to_owned();
-        let value = Arc::clone(&value);
+        let form = Arc::clone(&form);
         let keys = cfg.keys.max(1);
         let mut x = seed ^ ((c as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::with_capacity(4096);
             let mut errors = 0u64;
+            let mut path = String::with_capacity(64);
             while Instant::now() < until {
                 x ^= x << 13;
                 x ^= x >> 7;
                 x ^= x << 17;
-                let key = format!("{url}/v2/keys/bench/k{}", x % keys);
+                path.clear();
+                let _ = write!(path, "/v2/keys/bench/k{}", x % keys);
                 let t = Instant::now();
                 let res = match op.as_str() {
-                    "put" => http.put(&key).form(&[("value", &*value)]).send().await,
-                    "qget" => http.get(format!("{key}?quorum=true")).send().await,
-                    _ => http.get(&key).send().await,
-                };
-                let ok = match res {
-                    Ok(r) => {
-                        let good = r.status().is_success();
-                        r.bytes().await.is_ok() && good
+                    "put" => conn.request("PUT", &path, Some(&form)).await,
+                    "qget" => {
+                        path.push_str("?quorum=true");
+                        conn.request("GET", &path, None).await
                     }
-                    Err(_) => false,
+                    _ => conn.request("GET", &path, None).await,
                 };
-                if ok {
+                if res.is_ok_and(|status| (200..300).contains(&status)) {
                     lat.push(t.elapsed().as_micros() as u32);
                 } else {
                     errors += 1;

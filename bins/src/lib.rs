@@ -47,6 +47,7 @@
 
 pub mod bench;
 pub mod bench_grpc;
+mod bench_http;
 pub mod client;
 pub mod grpc;
 pub mod http;
