@@ -50,6 +50,9 @@ use tonic::transport::{Channel, Endpoint};
 /// The `kv.v1` messages (requests with every option, members, status).
 pub use proto::kv_v1 as wire;
 
+/// How long [`KvClient::connect`] and [`KvClient::connect_tls`] wait for a connection.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Largest response accepted: a recursive listing of a big tree is one message.
 const MAX_RESPONSE_BYTES: usize = 1 << 30;
 
@@ -184,11 +187,7 @@ impl KvClient {
     /// # Errors
     /// [`ClientError::Endpoint`] or [`ClientError::Connect`].
     pub async fn connect(endpoint: &str) -> Result<Self, ClientError> {
-        let channel = Self::endpoint(endpoint)?
-            .connect()
-            .await
-            .map_err(Self::connect_error(endpoint))?;
-        Ok(Self::from_channel(channel))
+        Self::connect_with(endpoint, None, CONNECT_TIMEOUT).await
     }
 
     /// Connects to an `https://` kvd client URL over TLS with `tls` (its trusted CAs, and
@@ -200,10 +199,28 @@ impl KvClient {
         endpoint: &str,
         tls: std::sync::Arc<rustls::ClientConfig>,
     ) -> Result<Self, ClientError> {
-        let channel = Self::endpoint(endpoint)?
-            .connect_with_connector(raft_store::tls::TlsConnector::new(tls))
-            .await
-            .map_err(Self::connect_error(endpoint))?;
+        Self::connect_with(endpoint, Some(tls), CONNECT_TIMEOUT).await
+    }
+
+    /// Connects over TLS when `tls` is given (an `https://` URL), in cleartext HTTP/2
+    /// otherwise, giving up after `connect_timeout`.
+    ///
+    /// # Errors
+    /// [`ClientError::Endpoint`] or [`ClientError::Connect`] (including a failed handshake).
+    pub async fn connect_with(
+        endpoint: &str,
+        tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+        connect_timeout: Duration,
+    ) -> Result<Self, ClientError> {
+        let ep = Self::endpoint(endpoint)?.connect_timeout(connect_timeout);
+        let channel = match tls {
+            Some(tls) => {
+                ep.connect_with_connector(raft_store::tls::TlsConnector::new(tls))
+                    .await
+            }
+            None => ep.connect().await,
+        }
+        .map_err(Self::connect_error(endpoint))?;
         Ok(Self::from_channel(channel))
     }
 
@@ -214,7 +231,6 @@ impl KvClient {
                 endpoint: endpoint.to_owned(),
                 source,
             })?
-            .connect_timeout(Duration::from_secs(5))
             .tcp_nodelay(true))
     }
 
@@ -449,5 +465,24 @@ impl KvClient {
             .status(wire::StatusRequest {})
             .await?
             .into_inner())
+    }
+
+    /// A consistent snapshot of the store, in kv-core's format (what
+    /// `kv_core::Store::restore` and `kvctl snapshot restore` read).
+    ///
+    /// # Errors
+    /// `INTERNAL` when kvd cannot take it; a failed call.
+    pub async fn snapshot(&self) -> Result<Vec<u8>, ClientError> {
+        let mut stream = self
+            .raw
+            .clone()
+            .snapshot(wire::SnapshotRequest {})
+            .await?
+            .into_inner();
+        let mut out = Vec::new();
+        while let Some(chunk) = stream.message().await? {
+            out.extend_from_slice(&chunk.data);
+        }
+        Ok(out)
     }
 }

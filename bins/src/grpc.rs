@@ -1,5 +1,5 @@
 //! kvd's gRPC API, `kv.v1`, over any [`KvBackend`]: the same store operations as the v2
-//! HTTP API, plus transactions, batches, members and status.
+//! HTTP API, plus transactions, batches, members, status and snapshots.
 //!
 //! kvd serves it on its client URLs next to the HTTP API, as etcd serves gRPC and HTTP on
 //! one port: [`crate::http::router`] hands every request whose `content-type` is
@@ -34,6 +34,9 @@ use crate::http::Limits;
 use crate::store::{
     Action, Event, KeysError, KvBackend, MemberError, Node, RaftPosition, ReadRequest, WatchRequest,
 };
+
+/// Largest chunk of a `Snapshot` stream.
+const SNAPSHOT_CHUNK_BYTES: usize = 1 << 20;
 
 /// gRPC frame header: a compression flag and a 4-byte length before each message.
 const FRAME_HEADER: usize = 5;
@@ -304,6 +307,9 @@ impl<B: KvBackend> KvService<B> {
 /// index after its last event.
 type EventStream = Pin<Box<dyn Stream<Item = Result<w::Event, Status>> + Send>>;
 
+/// The stream of a snapshot: its bytes in chunks.
+type ChunkStream = Pin<Box<dyn Stream<Item = Result<w::SnapshotChunk, Status>> + Send>>;
+
 #[async_trait]
 impl<B: KvBackend> Kv for KvService<B> {
     async fn get(
@@ -495,5 +501,23 @@ impl<B: KvBackend> Kv for KvService<B> {
             start_time_ms: st.start_time_ms,
             expire_count: st.expire_count,
         }))
+    }
+
+    type SnapshotStream = ChunkStream;
+
+    async fn snapshot(
+        &self,
+        _request: tonic::Request<w::SnapshotRequest>,
+    ) -> Result<tonic::Response<Self::SnapshotStream>, Status> {
+        let bytes = self.backend.snapshot().await.map_err(|e| match e {
+            KeysError::Internal(cause) => Status::internal(cause),
+            e => keys_status(e),
+        })?;
+        let chunks: Vec<_> = bytes
+            .chunks(SNAPSHOT_CHUNK_BYTES)
+            .map(|c| Ok(w::SnapshotChunk { data: c.to_vec() }))
+            .collect();
+        let stream: ChunkStream = Box::pin(futures::stream::iter(chunks));
+        Ok(tonic::Response::new(stream))
     }
 }

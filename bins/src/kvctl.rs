@@ -1,18 +1,24 @@
 //! kvctl: etcdctl v2's commands, output formats, messages and exit codes, over the v2 HTTP
-//! API (so it works against kvd and against a real etcd alike).
+//! API (the default, so it works against kvd and against a real etcd alike) or over kvd's
+//! gRPC API `kv.v1` (`--api grpc`, kvd only).
 //!
 //! [`Cli`] is the command line; [`run`] executes it and returns the process exit code
 //! (etcdctl's: 0 success, 1 bad arguments, 2 no connection, 4 server error, 5 cluster not
-//! healthy).
+//! healthy). The commands and their printing are written once, over a small transport
+//! trait with an HTTP implementation (reqwest) and a gRPC one ([`crate::client::KvClient`]
+//! on a current-thread tokio runtime); both give the same output, messages and exit codes.
 
-use std::io::{BufRead, BufReader, Read as _, Write as _};
+use std::io::{BufReader, Read as _, Write as _};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde::Deserialize;
 
 use crate::http::json::push_str;
+
+mod grpc;
+mod http;
 
 /// etcdctl's exit codes.
 pub mod exit {
@@ -36,6 +42,10 @@ pub mod exit {
     about = "A simple command line client for kvd and etcd (v2 API)."
 )]
 pub struct Cli {
+    /// The API to speak: `http` (etcd's v2 HTTP API; kvd and etcd) or `grpc` (kvd's
+    /// `kv.v1`, served on the same client URLs).
+    #[arg(long, env = "KVCTL_API", value_enum, default_value_t = Api::Http, global = true)]
+    pub api: Api,
     /// A comma-delimited list of machine addresses in the cluster.
     #[arg(
         long,
@@ -82,6 +92,15 @@ pub struct Cli {
     /// The command.
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// The API kvctl speaks (`--api`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Api {
+    /// etcd's v2 HTTP API (`/v2/keys`, `/v2/members`, `/health`): kvd and etcd.
+    Http,
+    /// kvd's gRPC API `kv.v1` (on the same client URLs as HTTP; kvd only).
+    Grpc,
 }
 
 /// TTL option shared by the writing commands.
@@ -481,20 +500,62 @@ fn parse_duration(s: &str) -> Option<Duration> {
     Some(Duration::from_secs_f64(secs))
 }
 
-/// The v2 HTTP client: tries the endpoints in order until one answers.
-struct Client {
+/// The connection settings of the global flags, whichever API carries the requests.
+struct Settings {
+    /// `--endpoints` (or the deprecated `--peers`/`--endpoint`), in order of preference.
     endpoints: Vec<String>,
-    http: reqwest::blocking::Client,
-    watch_http: reqwest::blocking::Client,
-    /// The TLS of `--ca-file`/`--cert-file`/`--key-file`/`--insecure-skip-tls-verify`.
-    tls: Option<rustls::ClientConfig>,
+    /// `--timeout`: per connection attempt.
+    timeout: Duration,
+    /// `--total-timeout`: per request (not for watches and snapshots).
+    total_timeout: Duration,
+    /// `--debug`: print each request on stderr.
     debug: bool,
 }
 
-/// The TLS client configuration the flags ask for; `None` when no TLS flag is given and no
-/// endpoint is `https://`. Without `--ca-file`, servers are verified against the system's
-/// CA bundle, as etcdctl does.
-fn tls_config(cli: &Cli, endpoints: &[String]) -> Result<Option<rustls::ClientConfig>, Fail> {
+impl Settings {
+    fn new(cli: &Cli) -> Result<Settings, Fail> {
+        let list = cli
+            .peers
+            .as_deref()
+            .or(cli.endpoint.as_deref())
+            .unwrap_or(&cli.endpoints);
+        let endpoints: Vec<String> = list
+            .split(',')
+            .map(|s| s.trim().trim_end_matches('/').to_owned())
+            .filter(|s| !s.is_empty())
+            .collect();
+        if endpoints.is_empty() {
+            return Err(error(exit::BAD_ARGS, "no endpoints given"));
+        }
+        let timeout = parse_duration(&cli.timeout).ok_or_else(|| {
+            error(
+                exit::BAD_ARGS,
+                format!("invalid --timeout {:?}", cli.timeout),
+            )
+        })?;
+        let total_timeout = parse_duration(&cli.total_timeout).ok_or_else(|| {
+            error(
+                exit::BAD_ARGS,
+                format!("invalid --total-timeout {:?}", cli.total_timeout),
+            )
+        })?;
+        Ok(Settings {
+            endpoints,
+            timeout,
+            total_timeout,
+            debug: cli.debug,
+        })
+    }
+}
+
+/// The TLS client configuration the flags ask for, offering `alpn`; `None` when no TLS
+/// flag is given and no endpoint is `https://`. Without `--ca-file`, servers are verified
+/// against the system's CA bundle, as etcdctl does.
+fn tls_config(
+    cli: &Cli,
+    endpoints: &[String],
+    alpn: &[&[u8]],
+) -> Result<Option<rustls::ClientConfig>, Fail> {
     use crate::tls::{CertKey, ServerVerification};
     let identity = match (&cli.cert_file, &cli.key_file) {
         (Some(c), Some(k)) => Some(CertKey::new("--cert-file", c, "--key-file", k)),
@@ -525,150 +586,102 @@ fn tls_config(cli: &Cli, endpoints: &[String]) -> Result<Option<rustls::ClientCo
         }
         (None, false) => ServerVerification::System,
     };
-    crate::tls::client_config(&verify, identity.as_ref(), &[b"http/1.1"])
+    crate::tls::client_config(&verify, identity.as_ref(), alpn)
         .map(Some)
         .map_err(|e| error(exit::BAD_ARGS, e))
 }
 
-/// An HTTP client builder with the TLS of the flags, if any.
-fn http_builder(tls: Option<&rustls::ClientConfig>) -> reqwest::blocking::ClientBuilder {
-    let b = reqwest::blocking::Client::builder();
-    match tls {
-        Some(t) => b.use_preconfigured_tls(t.clone()),
-        None => b,
-    }
+/// A write of a key (etcd's PUT, or POST for `in_order`), with every option the commands
+/// use.
+#[derive(Debug, Default)]
+struct Put {
+    key: String,
+    /// The value; `None` for directories.
+    value: Option<String>,
+    dir: bool,
+    /// Seconds; 0 is none.
+    ttl: u64,
+    /// `Some(false)` create only, `Some(true)` update only.
+    prev_exist: Option<bool>,
+    /// Compare-and-swap on the value (never empty).
+    prev_value: Option<String>,
+    /// Compare-and-swap on the modified index (0 is none).
+    prev_index: u64,
+    /// Create an in-order key under `key`.
+    in_order: bool,
 }
 
-impl Client {
-    /// An HTTP client builder with the TLS of the flags.
-    fn builder(&self) -> reqwest::blocking::ClientBuilder {
-        http_builder(self.tls.as_ref())
-    }
+/// A request of the keys API, as the commands build it; each transport encodes it.
+#[derive(Debug)]
+enum KeysRequest {
+    /// Read a key (a directory lists its children).
+    Get {
+        key: String,
+        recursive: bool,
+        sorted: bool,
+        /// Linearizable rather than this member's state.
+        quorum: bool,
+    },
+    /// Write a key.
+    Put(Put),
+    /// Delete a key; with `prev_value` or `prev_index` a compare-and-delete.
+    Delete {
+        key: String,
+        dir: bool,
+        recursive: bool,
+        prev_value: Option<String>,
+        prev_index: u64,
+    },
 }
 
-enum Body<'a> {
-    None,
-    Form(Vec<(&'a str, String)>),
-    Json(String),
-}
+/// What the commands need from the store, over the v2 HTTP API ([`http::HttpTransport`])
+/// or kvd's gRPC `kv.v1` ([`grpc::GrpcTransport`]). Both try the endpoints in order and
+/// fail with [`unavailable`] (exit 2) when none accepts a connection; store errors come
+/// back as etcdctl prints them, so the commands and their output are shared.
+trait Transport {
+    /// A keys request: the event (with the store index of `X-Etcd-Index`) or etcd's error.
+    fn keys(&self, req: &KeysRequest) -> Result<CResponse, Fail>;
 
-impl Client {
-    fn new(cli: &Cli) -> Result<Client, Fail> {
-        let list = cli
-            .peers
-            .as_deref()
-            .or(cli.endpoint.as_deref())
-            .unwrap_or(&cli.endpoints);
-        let endpoints: Vec<String> = list
-            .split(',')
-            .map(|s| s.trim().trim_end_matches('/').to_owned())
-            .filter(|s| !s.is_empty())
-            .collect();
-        if endpoints.is_empty() {
-            return Err(error(exit::BAD_ARGS, "no endpoints given"));
-        }
-        let timeout = parse_duration(&cli.timeout).ok_or_else(|| {
-            error(
-                exit::BAD_ARGS,
-                format!("invalid --timeout {:?}", cli.timeout),
-            )
-        })?;
-        let total = parse_duration(&cli.total_timeout).ok_or_else(|| {
-            error(
-                exit::BAD_ARGS,
-                format!("invalid --total-timeout {:?}", cli.total_timeout),
-            )
-        })?;
-        let tls = tls_config(cli, &endpoints)?;
-        let build = |t: Option<Duration>| {
-            http_builder(tls.as_ref())
-                .connect_timeout(timeout)
-                .timeout(t)
-                .build()
-                .map_err(|e| error(exit::BAD_CONNECTION, e))
-        };
-        Ok(Client {
-            endpoints,
-            http: build(Some(total))?,
-            watch_http: build(None)?,
-            tls,
-            debug: cli.debug,
-        })
-    }
-
-    /// Sends a request to the first endpoint that accepts the connection.
-    fn send(
+    /// One long poll: the first event under `key` from `wait_index` (from the next one when
+    /// `None`), its index the store's when the wait began; `Ok(None)` when the server ended
+    /// the wait without an event (poll again).
+    fn wait(
         &self,
-        method: reqwest::Method,
-        path_and_query: &str,
-        body: Body<'_>,
-        watch: bool,
-    ) -> Result<reqwest::blocking::Response, Fail> {
-        let mut errors = Vec::new();
-        for ep in &self.endpoints {
-            let url = format!("{ep}{path_and_query}");
-            if self.debug {
-                eprintln!("cURL Command: curl -X {method} {url}");
-            }
-            let http = if watch { &self.watch_http } else { &self.http };
-            let mut req = http.request(method.clone(), &url);
-            match &body {
-                Body::None => {}
-                Body::Form(f) => req = req.form(f),
-                Body::Json(j) => {
-                    req = req
-                        .header("Content-Type", "application/json")
-                        .body(j.clone());
-                }
-            }
-            match req.send() {
-                Ok(r) => return Ok(r),
-                Err(e) if e.is_connect() => errors.push(format!("{url}: {}", root_cause(&e))),
-                Err(e) => {
-                    return Err(error(
-                        exit::SERVER_ERROR,
-                        format!("client: endpoint {ep}: {}", root_cause(&e)),
-                    ));
-                }
-            }
-        }
-        let mut msg = String::from("client: etcd cluster is unavailable or misconfigured");
-        for (i, e) in errors.iter().enumerate() {
-            msg.push_str(&format!("; error #{i}: {e}"));
-        }
-        Err(error(exit::BAD_CONNECTION, msg))
-    }
-
-    /// A keys request; decodes the event or the etcd error.
-    fn keys(
-        &self,
-        method: reqwest::Method,
         key: &str,
-        query: &[(&str, String)],
-        form: Vec<(&str, String)>,
-        watch: bool,
-    ) -> Result<CResponse, Fail> {
-        let path = keys_path(key, query);
-        let body = if form.is_empty() {
-            Body::None
-        } else {
-            Body::Form(form)
-        };
-        let resp = self.send(method, &path, body, watch)?;
-        decode_keys(resp)
-    }
+        wait_index: Option<u64>,
+        recursive: bool,
+    ) -> Result<Option<CResponse>, Fail>;
 
-    fn members(&self) -> Result<Vec<CMember>, Fail> {
-        #[derive(Deserialize)]
-        struct List {
-            members: Vec<CMember>,
-        }
-        let r = self.send(reqwest::Method::GET, "/v2/members", Body::None, false)?;
-        let text = r.text().map_err(|e| fail(exit::BAD_ARGS, e.to_string()))?;
-        let l: List =
-            serde_json::from_str(&text).map_err(|e| fail(exit::BAD_ARGS, e.to_string()))?;
-        Ok(l.members)
+    /// The cluster members (ids in hex, as etcd's members API writes them).
+    fn members(&self) -> Result<Vec<CMember>, Fail>;
+
+    /// The leader's id, `None` during an election.
+    fn leader(&self) -> Result<Option<String>, Fail>;
+
+    /// Adds a member: the new member, or (inner `Err`) the server's refusal message.
+    fn add_member(&self, peer_url: &str) -> Result<Result<CMember, String>, Fail>;
+
+    /// Removes a member by its hex id; the inner `Err` is the server's refusal message.
+    fn remove_member(&self, id: &str) -> Result<Result<(), String>, Fail>;
+
+    /// Changes a member's peer URLs; the inner `Err` is the server's refusal message.
+    fn update_member(&self, id: &str, peer_urls: &[&str]) -> Result<Result<(), String>, Fail>;
+
+    /// Whether the member at `client_url` reports itself healthy (it has a leader); `Err`
+    /// with the reason when it cannot be asked.
+    fn health(&self, client_url: &str) -> Result<bool, String>;
+
+    /// A snapshot of the store, in kv-core's format (kvd only).
+    fn snapshot(&self) -> Result<Vec<u8>, Fail>;
+}
+
+/// etcdctl's error when no endpoint accepted a connection; `errors` are `<url>: <cause>`.
+fn unavailable(errors: &[String]) -> Fail {
+    let mut msg = String::from("client: etcd cluster is unavailable or misconfigured");
+    for (i, e) in errors.iter().enumerate() {
+        msg.push_str(&format!("; error #{i}: {e}"));
     }
+    error(exit::BAD_CONNECTION, msg)
 }
 
 fn root_cause(e: &dyn std::error::Error) -> String {
@@ -677,61 +690,6 @@ fn root_cause(e: &dyn std::error::Error) -> String {
         cur = next;
     }
     cur.to_string()
-}
-
-/// Percent-encodes a key path for the URL (keeping `/`).
-fn keys_path(key: &str, query: &[(&str, String)]) -> String {
-    let mut p = String::from("/v2/keys");
-    if !key.starts_with('/') {
-        p.push('/');
-    }
-    for b in key.bytes() {
-        if b.is_ascii_alphanumeric() || b"/-_.~".contains(&b) {
-            p.push(b as char);
-        } else {
-            p.push_str(&format!("%{b:02X}"));
-        }
-    }
-    let mut first = true;
-    for (k, v) in query {
-        p.push(if first { '?' } else { '&' });
-        first = false;
-        p.push_str(k);
-        p.push('=');
-        for b in v.bytes() {
-            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-                p.push(b as char);
-            } else {
-                p.push_str(&format!("%{b:02X}"));
-            }
-        }
-    }
-    p
-}
-
-fn decode_keys(resp: reqwest::blocking::Response) -> Result<CResponse, Fail> {
-    let index = resp
-        .headers()
-        .get("X-Etcd-Index")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    let text = resp.text().map_err(|e| error(exit::SERVER_ERROR, e))?;
-    decode_keys_body(&text, index)
-}
-
-fn decode_keys_body(text: &str, index: u64) -> Result<CResponse, Fail> {
-    if let Ok(e) = serde_json::from_str::<CError>(text) {
-        return Err(error(exit::SERVER_ERROR, e));
-    }
-    let mut r: CResponse = serde_json::from_str(text).map_err(|e| {
-        error(
-            exit::SERVER_ERROR,
-            format!("unexpected response {text:?}: {e}"),
-        )
-    })?;
-    r.index = index;
-    Ok(r)
 }
 
 #[derive(Debug, Deserialize)]
@@ -760,10 +718,9 @@ fn need_key(key: Option<String>) -> Result<String, Fail> {
     key.ok_or_else(|| error(exit::BAD_ARGS, "key required"))
 }
 
-fn ttl_form(form: &mut Vec<(&str, String)>, ttl: u64) {
-    if ttl > 0 {
-        form.push(("ttl", ttl.to_string()));
-    }
+/// The value of `set`, `mk` and `update`: the argument or stdin.
+fn need_value(value: Option<String>) -> Result<String, Fail> {
+    arg_or_stdin(value).ok_or_else(|| error(exit::BAD_ARGS, "value required"))
 }
 
 /// Runs the command line; output goes to stdout and stderr. Returns the exit code.
@@ -784,9 +741,23 @@ pub fn run(cli: Cli) -> u8 {
     }
 }
 
+/// The transport `--api` chooses, with the TLS of the flags.
+fn transport(cli: &Cli) -> Result<Box<dyn Transport>, Fail> {
+    let settings = Settings::new(cli)?;
+    Ok(match cli.api {
+        Api::Http => {
+            let tls = tls_config(cli, &settings.endpoints, &[b"http/1.1"])?;
+            Box::new(http::HttpTransport::new(&settings, tls)?)
+        }
+        Api::Grpc => {
+            let tls = tls_config(cli, &settings.endpoints, &[b"h2"])?;
+            Box::new(grpc::GrpcTransport::new(&settings, tls)?)
+        }
+    })
+}
+
 /// Runs everything but the long-running commands' streaming output; returns what to print.
 fn execute(cli: &Cli) -> Result<String, Fail> {
-    use reqwest::Method;
     let out = cli.output.as_str();
     if !matches!(out, "simple" | "extended" | "json") {
         return Err(error(
@@ -800,18 +771,16 @@ fn execute(cli: &Cli) -> Result<String, Fail> {
     {
         return snapshot_restore(file, data_dir);
     }
-    let c = Client::new(cli)?;
+    let t = transport(cli)?;
+    let t = t.as_ref();
     match &cli.command {
         Command::Get { sort, quorum, key } => {
-            let key = need_key(key.clone())?;
-            let mut q = Vec::new();
-            if *sort {
-                q.push(("sorted", "true".to_string()));
-            }
-            if *quorum {
-                q.push(("quorum", "true".to_string()));
-            }
-            let r = c.keys(Method::GET, &key, &q, vec![], false)?;
+            let r = t.keys(&KeysRequest::Get {
+                key: need_key(key.clone())?,
+                recursive: false,
+                sorted: *sort,
+                quorum: *quorum,
+            })?;
             let node = r.node.as_ref();
             if node.is_some_and(|n| n.dir) {
                 return Err(fail(
@@ -829,17 +798,14 @@ fn execute(cli: &Cli) -> Result<String, Fail> {
             value,
         } => {
             let key = need_key(key.clone())?;
-            let value = arg_or_stdin(value.clone())
-                .ok_or_else(|| error(exit::BAD_ARGS, "value required"))?;
-            let mut f = vec![("value", value)];
-            ttl_form(&mut f, ttl.ttl);
-            if let Some(pv) = swap_with_value.as_ref().filter(|v| !v.is_empty()) {
-                f.push(("prevValue", pv.clone()));
-            }
-            if *swap_with_index > 0 {
-                f.push(("prevIndex", swap_with_index.to_string()));
-            }
-            let r = c.keys(Method::PUT, &key, &[], f, false)?;
+            let r = t.keys(&KeysRequest::Put(Put {
+                key,
+                value: Some(need_value(value.clone())?),
+                ttl: ttl.ttl,
+                prev_value: swap_with_value.clone().filter(|v| !v.is_empty()),
+                prev_index: *swap_with_index,
+                ..Put::default()
+            }))?;
             Ok(print_response(&r, out))
         }
         Command::Mk {
@@ -849,36 +815,31 @@ fn execute(cli: &Cli) -> Result<String, Fail> {
             value,
         } => {
             let key = need_key(key.clone())?;
-            let value = arg_or_stdin(value.clone())
-                .ok_or_else(|| error(exit::BAD_ARGS, "value required"))?;
-            let mut f = vec![("value", value)];
-            ttl_form(&mut f, ttl.ttl);
-            let r = if *in_order {
-                c.keys(Method::POST, &key, &[], f, false)?
-            } else {
-                c.keys(
-                    Method::PUT,
-                    &key,
-                    &[("prevExist", "false".into())],
-                    f,
-                    false,
-                )?
-            };
+            let r = t.keys(&KeysRequest::Put(Put {
+                key,
+                value: Some(need_value(value.clone())?),
+                ttl: ttl.ttl,
+                prev_exist: (!*in_order).then_some(false),
+                in_order: *in_order,
+                ..Put::default()
+            }))?;
             Ok(print_response(&r, out))
         }
         Command::Mkdir { ttl, key }
         | Command::Setdir { ttl, key }
         | Command::Updatedir { ttl, key } => {
-            let key = need_key(key.clone())?;
-            let mut q = vec![("dir", "true".to_string())];
-            match &cli.command {
-                Command::Mkdir { .. } => q.push(("prevExist", "false".into())),
-                Command::Updatedir { .. } => q.push(("prevExist", "true".into())),
-                _ => {}
-            }
-            let mut f = Vec::new();
-            ttl_form(&mut f, ttl.ttl);
-            let r = c.keys(Method::PUT, &key, &q, f, false)?;
+            let prev_exist = match &cli.command {
+                Command::Mkdir { .. } => Some(false),
+                Command::Updatedir { .. } => Some(true),
+                _ => None,
+            };
+            let r = t.keys(&KeysRequest::Put(Put {
+                key: need_key(key.clone())?,
+                dir: true,
+                ttl: ttl.ttl,
+                prev_exist,
+                ..Put::default()
+            }))?;
             Ok(if out != "simple" {
                 print_response(&r, out)
             } else {
@@ -892,43 +853,24 @@ fn execute(cli: &Cli) -> Result<String, Fail> {
             with_index,
             key,
         } => {
-            let key = need_key(key.clone())?;
-            let mut q = Vec::new();
-            if let Some(v) = with_value.as_ref().filter(|v| !v.is_empty()) {
-                q.push(("prevValue", v.clone()));
-            }
-            if *with_index > 0 {
-                q.push(("prevIndex", with_index.to_string()));
-            }
-            if *dir {
-                q.push(("dir", "true".into()));
-            }
-            if *recursive {
-                q.push(("recursive", "true".into()));
-            }
-            let r = c.keys(Method::DELETE, &key, &q, vec![], false)?;
-            let is_dir = r.node.as_ref().is_some_and(|n| n.dir);
-            Ok(if !is_dir || out != "simple" {
-                print_response(&r, out)
-            } else {
-                String::new()
-            })
+            let r = t.keys(&KeysRequest::Delete {
+                key: need_key(key.clone())?,
+                dir: *dir,
+                recursive: *recursive,
+                prev_value: with_value.clone().filter(|v| !v.is_empty()),
+                prev_index: *with_index,
+            })?;
+            Ok(print_removed(&r, out))
         }
         Command::Rmdir { key } => {
-            let key = need_key(key.clone())?;
-            let r = c.keys(
-                Method::DELETE,
-                &key,
-                &[("dir", "true".into())],
-                vec![],
-                false,
-            )?;
-            let is_dir = r.node.as_ref().is_some_and(|n| n.dir);
-            Ok(if !is_dir || out != "simple" {
-                print_response(&r, out)
-            } else {
-                String::new()
-            })
+            let r = t.keys(&KeysRequest::Delete {
+                key: need_key(key.clone())?,
+                dir: true,
+                recursive: false,
+                prev_value: None,
+                prev_index: 0,
+            })?;
+            Ok(print_removed(&r, out))
         }
         Command::Ls {
             sort,
@@ -937,18 +879,12 @@ fn execute(cli: &Cli) -> Result<String, Fail> {
             quorum,
             key,
         } => {
-            let key = key.clone().unwrap_or_else(|| "/".into());
-            let mut q = Vec::new();
-            if *recursive {
-                q.push(("recursive", "true".to_string()));
-            }
-            if *sort {
-                q.push(("sorted", "true".to_string()));
-            }
-            if *quorum {
-                q.push(("quorum", "true".to_string()));
-            }
-            let r = c.keys(Method::GET, &key, &q, vec![], false)?;
+            let r = t.keys(&KeysRequest::Get {
+                key: key.clone().unwrap_or_else(|| "/".into()),
+                recursive: *recursive,
+                sorted: *sort,
+                quorum: *quorum,
+            })?;
             if out != "simple" {
                 return Ok(print_response(&r, out));
             }
@@ -965,11 +901,13 @@ fn execute(cli: &Cli) -> Result<String, Fail> {
         }
         Command::Update { ttl, key, value } => {
             let key = need_key(key.clone())?;
-            let value = arg_or_stdin(value.clone())
-                .ok_or_else(|| error(exit::BAD_ARGS, "value required"))?;
-            let mut f = vec![("value", value)];
-            ttl_form(&mut f, ttl.ttl);
-            let r = c.keys(Method::PUT, &key, &[("prevExist", "true".into())], f, false)?;
+            let r = t.keys(&KeysRequest::Put(Put {
+                key,
+                value: Some(need_value(value.clone())?),
+                ttl: ttl.ttl,
+                prev_exist: Some(true),
+                ..Put::default()
+            }))?;
             Ok(print_response(&r, out))
         }
         Command::Watch {
@@ -979,7 +917,7 @@ fn execute(cli: &Cli) -> Result<String, Fail> {
             key,
         } => {
             let key = need_key(key.clone())?;
-            watch(&c, &key, *after_index, *recursive, true, |r| {
+            watch(t, &key, *after_index, *recursive, true, |r| {
                 if *recursive {
                     println!(
                         "[{}] {}",
@@ -1004,7 +942,7 @@ fn execute(cli: &Cli) -> Result<String, Fail> {
             };
             // etcdctl adds one to --after-index here and its client adds one again.
             let after = if *after_index > 0 { after_index + 1 } else { 0 };
-            watch(&c, &key, after, *recursive, false, |r| {
+            watch(t, &key, after, *recursive, false, |r| {
                 let node = r.node.as_ref();
                 if node.is_some_and(|n| n.dir) {
                     eprintln!("Ignored dir {} change", node.map_or("", |n| n.key.as_str()));
@@ -1032,21 +970,12 @@ fn execute(cli: &Cli) -> Result<String, Fail> {
             })?;
             Ok(String::new())
         }
-        Command::Member { command } => member(&c, command),
-        Command::ClusterHealth { forever } => cluster_health(&c, *forever),
+        Command::Member { command } => member(t, command),
+        Command::ClusterHealth { forever } => cluster_health(t, *forever),
         Command::Snapshot {
             command: SnapshotCommand::Save { file },
         } => {
-            let r = c.send(Method::GET, "/kvd/v1/snapshot", Body::None, true)?;
-            if !r.status().is_success() {
-                let status = r.status();
-                let text = r.text().unwrap_or_default();
-                return Err(error(
-                    exit::SERVER_ERROR,
-                    format!("snapshot failed ({status}): {}", text.trim()),
-                ));
-            }
-            let bytes = r.bytes().map_err(|e| error(exit::SERVER_ERROR, e))?;
+            let bytes = t.snapshot()?;
             let tmp = file.with_extension("part");
             std::fs::write(&tmp, &bytes)
                 .and_then(|()| std::fs::rename(&tmp, file))
@@ -1056,6 +985,16 @@ fn execute(cli: &Cli) -> Result<String, Fail> {
         Command::Snapshot {
             command: SnapshotCommand::Restore { .. },
         } => Ok(String::new()),
+    }
+}
+
+/// What `rm` and `rmdir` print: nothing for a directory in the simple format.
+fn print_removed(r: &CResponse, out: &str) -> String {
+    let is_dir = r.node.as_ref().is_some_and(|n| n.dir);
+    if !is_dir || out != "simple" {
+        print_response(r, out)
+    } else {
+        String::new()
     }
 }
 
@@ -1074,7 +1013,7 @@ fn print_ls(s: &mut String, n: &CNode, p: bool) {
 /// event's `modifiedIndex + 1`. `on_event` returns whether to keep watching; directory
 /// events are skipped by `watch` and passed to `exec-watch`.
 fn watch(
-    c: &Client,
+    t: &dyn Transport,
     key: &str,
     after_index: u64,
     recursive: bool,
@@ -1083,30 +1022,9 @@ fn watch(
 ) -> Result<(), Fail> {
     let mut wait_index = (after_index > 0).then_some(after_index + 1);
     loop {
-        let mut q = vec![("wait", "true".to_string())];
-        if let Some(i) = wait_index {
-            q.push(("waitIndex", i.to_string()));
-        }
-        if recursive {
-            q.push(("recursive", "true".into()));
-        }
-        let resp = c.send(reqwest::Method::GET, &keys_path(key, &q), Body::None, true)?;
-        let index = resp
-            .headers()
-            .get("X-Etcd-Index")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
-        let mut reader = BufReader::new(resp);
-        let mut line = String::new();
-        reader
-            .read_line(&mut line)
-            .map_err(|e| error(exit::SERVER_ERROR, e))?;
-        if line.trim().is_empty() {
-            // An empty body ends a long poll without an event (server shutdown): retry.
+        let Some(r) = t.wait(key, wait_index, recursive)? else {
             continue;
-        }
-        let r = decode_keys_body(&line, index)?;
+        };
         wait_index = Some(r.node.as_ref().map_or(0, |n| n.modified_index) + 1);
         if skip_dirs && r.node.as_ref().is_some_and(|n| n.dir) {
             continue;
@@ -1117,17 +1035,14 @@ fn watch(
     }
 }
 
-fn member(c: &Client, cmd: &MemberCommand) -> Result<String, Fail> {
-    use reqwest::Method;
+fn member(t: &dyn Transport, cmd: &MemberCommand) -> Result<String, Fail> {
     match cmd {
         MemberCommand::List { args } => {
             if !args.is_empty() {
                 return Err(fail(exit::BAD_ARGS, "No arguments accepted"));
             }
-            let members = c.members()?;
-            let r = c.send(Method::GET, "/v2/members/leader", Body::None, false)?;
-            let leader: Option<CMember> = r.json().ok();
-            let leader_id = leader.map(|l| l.id).unwrap_or_default();
+            let members = t.members()?;
+            let leader_id = t.leader()?.unwrap_or_default();
             let mut s = String::new();
             for m in &members {
                 if m.name.is_empty() {
@@ -1156,20 +1071,14 @@ fn member(c: &Client, cmd: &MemberCommand) -> Result<String, Fail> {
                     "Provide a name and a single member peerURL",
                 ));
             }
-            let body = serde_json::json!({ "peerURLs": [args[1]] }).to_string();
-            let r = c.send(Method::POST, "/v2/members", Body::Json(body), false)?;
-            let status = r.status();
-            let text = r.text().unwrap_or_default();
-            if status.as_u16() != 201 {
-                return Err(fail(exit::BAD_ARGS, members_error(status.as_u16(), &text)));
-            }
-            let m: CMember =
-                serde_json::from_str(&text).map_err(|e| fail(exit::BAD_ARGS, e.to_string()))?;
+            let m = t
+                .add_member(&args[1])?
+                .map_err(|e| fail(exit::BAD_ARGS, e))?;
             let mut s = format!(
                 "Added member named {} with ID {} to cluster\n",
                 args[0], m.id
             );
-            let members = c.members()?;
+            let members = t.members()?;
             let mut conf = Vec::new();
             for mm in &members {
                 for u in &mm.peer_urls {
@@ -1189,7 +1098,7 @@ fn member(c: &Client, cmd: &MemberCommand) -> Result<String, Fail> {
                 return Err(fail(exit::BAD_ARGS, "Provide a single member ID"));
             }
             let id = &args[0];
-            let members = c.members().map_err(|f| {
+            let members = t.members().map_err(|f| {
                 fail(
                     exit::BAD_ARGS,
                     format!(
@@ -1215,16 +1124,7 @@ fn member(c: &Client, cmd: &MemberCommand) -> Result<String, Fail> {
                     format!("Couldn't find a member in the cluster with an ID of {id}."),
                 ));
             }
-            let r = c.send(
-                Method::DELETE,
-                &format!("/v2/members/{id}"),
-                Body::None,
-                false,
-            )?;
-            let status = r.status().as_u16();
-            if status != 204 {
-                let text = r.text().unwrap_or_default();
-                let msg = members_error(status, &text);
+            if let Err(msg) = t.remove_member(id)? {
                 eprint!("Received an error trying to remove member {id}: {msg}");
                 return Err(fail(exit::BAD_ARGS, ""));
             }
@@ -1238,44 +1138,17 @@ fn member(c: &Client, cmd: &MemberCommand) -> Result<String, Fail> {
                 ));
             }
             let urls: Vec<&str> = args[1].split(',').collect();
-            let body = serde_json::json!({ "peerURLs": urls }).to_string();
-            let r = c.send(
-                Method::PUT,
-                &format!("/v2/members/{}", args[0]),
-                Body::Json(body),
-                false,
-            )?;
-            let status = r.status().as_u16();
-            if status != 204 {
-                let text = r.text().unwrap_or_default();
-                return Err(fail(exit::BAD_ARGS, members_error(status, &text)));
-            }
+            t.update_member(&args[0], &urls)?
+                .map_err(|e| fail(exit::BAD_ARGS, e))?;
             Ok(format!("Updated member with ID {} in cluster\n", args[0]))
         }
     }
 }
 
-/// The message of a members API error body (`{"message": ...}`).
-fn members_error(status: u16, body: &str) -> String {
-    #[derive(Deserialize)]
-    struct M {
-        message: String,
-    }
-    match serde_json::from_str::<M>(body) {
-        Ok(m) => m.message,
-        Err(_) => format!("unexpected status {status}: {}", body.trim()),
-    }
-}
-
-fn cluster_health(c: &Client, forever: bool) -> Result<String, Fail> {
-    let members = c
+fn cluster_health(t: &dyn Transport, forever: bool) -> Result<String, Fail> {
+    let members = t
         .members()
         .inspect_err(|_| println!("cluster may be unhealthy: failed to list members"))?;
-    let http = c
-        .builder()
-        .timeout(Duration::from_secs(5))
-        .build()
-        .map_err(|e| error(exit::SERVER_ERROR, e))?;
     loop {
         let mut healthy = false;
         let mut s = String::new();
@@ -1289,45 +1162,29 @@ fn cluster_health(c: &Client, forever: bool) -> Result<String, Fail> {
             }
             let mut checked = false;
             for url in &m.client_urls {
-                let body = http
-                    .get(format!("{url}/health"))
-                    .send()
-                    .and_then(|r| r.text());
-                let body = match body {
-                    Ok(b) => b,
-                    Err(e) => {
+                match t.health(url) {
+                    Err(reason) => {
                         s.push_str(&format!(
-                            "failed to check the health of member {} on {url}: {}\n",
-                            m.id,
-                            root_cause(&e)
+                            "failed to check the health of member {} on {url}: {reason}\n",
+                            m.id
                         ));
                         continue;
                     }
-                };
-                let v: Result<serde_json::Value, _> = serde_json::from_str(&body);
-                let Ok(v) = v else {
-                    s.push_str(&format!(
-                        "failed to check the health of member {} on {url}: invalid JSON\n",
-                        m.id
-                    ));
-                    continue;
-                };
-                checked = true;
-                let h = v.get("health");
-                if h == Some(&serde_json::Value::from("true"))
-                    || h == Some(&serde_json::Value::Bool(true))
-                {
-                    healthy = true;
-                    s.push_str(&format!(
-                        "member {} is healthy: got healthy result from {url}\n",
-                        m.id
-                    ));
-                } else {
-                    s.push_str(&format!(
-                        "member {} is unhealthy: got unhealthy result from {url}\n",
-                        m.id
-                    ));
+                    Ok(true) => {
+                        healthy = true;
+                        s.push_str(&format!(
+                            "member {} is healthy: got healthy result from {url}\n",
+                            m.id
+                        ));
+                    }
+                    Ok(false) => {
+                        s.push_str(&format!(
+                            "member {} is unhealthy: got unhealthy result from {url}\n",
+                            m.id
+                        ));
+                    }
                 }
+                checked = true;
                 break;
             }
             if !checked {
@@ -1394,6 +1251,7 @@ fn snapshot_restore(file: &std::path::Path, data_dir: &std::path::Path) -> Resul
 
 #[cfg(test)]
 mod tests {
+    use super::http::{decode_keys_body, keys_path};
     use super::*;
 
     #[test]

@@ -8,7 +8,8 @@
 //! * [`grpc`]: kvd's gRPC API (`kv.v1`) over any backend, served on the same listener.
 //! * [`client`]: a Rust client of `kv.v1` ([`client::KvClient`]).
 //! * [`kvd`]: kvd's etcd-compatible configuration and its `run` function.
-//! * [`kvctl`]: etcdctl v2's commands and output formats over the v2 HTTP API.
+//! * [`kvctl`]: etcdctl v2's commands and output formats over the v2 HTTP API, or over
+//!   `kv.v1` with `--api grpc`.
 //! * [`mod@bench`]: kvbench, a v2 HTTP load generator comparing kvd with etcd in one run;
 //!   [`bench_grpc`] is its `--api grpc` mode (kvd's kv.v1 against etcd's v3 API).
 //!

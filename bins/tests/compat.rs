@@ -1,5 +1,6 @@
 //! etcdctl (ETCDCTL_API=2) against kvd gives what it gives against a real etcd, for a
-//! script covering every subcommand; and kvctl against kvd gives the same again.
+//! script covering every subcommand; and kvctl against kvd gives the same again, over the
+//! v2 HTTP API and over gRPC (`--api grpc`).
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -91,13 +92,22 @@ const SCRIPT: &[&[&str]] = &[
     &["cluster-health"],
 ];
 
+/// A client under test: the program and the options it gets before each command's.
+#[derive(Clone, Copy)]
+struct Ctl<'a> {
+    program: &'a str,
+    options: &'a [&'a str],
+}
+
 /// Runs one command of the script; returns (exit code or signal, stdout, stderr).
-fn run(program: &str, server: &Server, base: u64, args: &[&str]) -> (String, String, String) {
+fn run(ctl: Ctl<'_>, server: &Server, base: u64, args: &[&str]) -> (String, String, String) {
+    let program = ctl.program;
     let args: Vec<String> = args.iter().map(|a| resolve(a, server, base)).collect();
     let mut cmd = Command::new(program);
     cmd.env("ETCDCTL_API", "2")
         .arg("--endpoints")
         .arg(&server.url)
+        .args(ctl.options)
         .args(&args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -247,13 +257,13 @@ fn member_id(server: &Server) -> String {
         .to_string()
 }
 
-fn transcript(program: &str, server: &Server) -> Vec<String> {
+fn transcript(ctl: Ctl<'_>, server: &Server) -> Vec<String> {
     let base = util::etcd_index(&server.url);
     let id = member_id(server);
     SCRIPT
         .iter()
         .map(|args| {
-            let (status, out, err) = run(program, server, base, args);
+            let (status, out, err) = run(ctl, server, base, args);
             format!(
                 "$ {}\n{status}\n--- stdout\n{}--- stderr\n{}",
                 args.join(" "),
@@ -264,34 +274,48 @@ fn transcript(program: &str, server: &Server) -> Vec<String> {
         .collect()
 }
 
-fn compare(what: &str, expected: &[String], actual: &[String]) {
+/// The commands whose output differs from etcd's, described for the failure message.
+fn differences(what: &str, expected: &[String], actual: &[String]) -> Vec<String> {
     let mut diffs = Vec::new();
     for (e, a) in expected.iter().zip(actual) {
         if e != a {
             diffs.push(format!("etcd:\n{e}\n{what}:\n{a}"));
         }
     }
-    assert!(
-        diffs.is_empty(),
-        "{} of {} commands differ:\n\n{}",
-        diffs.len(),
-        expected.len(),
-        diffs.join("\n=====\n")
-    );
+    diffs
 }
 
 #[test]
 fn etcdctl_and_kvctl_against_kvd_match_etcdctl_against_etcd() {
+    let etcdctl = Ctl {
+        program: "etcdctl",
+        options: &[],
+    };
+    let kvctl_bin = util::kvctl_bin();
+    let kvctl = |options: &'static [&'static str]| Ctl {
+        program: kvctl_bin.to_str().expect("utf-8 path"),
+        options,
+    };
     let etcd = util::etcd();
-    let kvd = util::kvd();
-    let expected = transcript("etcdctl", &etcd);
-    let with_etcdctl = transcript("etcdctl", &kvd);
-    compare("etcdctl against kvd", &expected, &with_etcdctl);
-
-    // kvctl on a fresh kvd, so the store holds the same keys as etcd's did.
-    let kvd2 = util::kvd();
-    let with_kvctl = transcript(util::kvctl_bin().to_str().expect("utf-8 path"), &kvd2);
-    compare("kvctl against kvd", &expected, &with_kvctl);
+    let expected = transcript(etcdctl, &etcd);
+    drop(etcd);
+    // Each client on a fresh kvd, so the store holds the same keys as etcd's did.
+    let mut diffs = Vec::new();
+    for (what, ctl) in [
+        ("etcdctl against kvd", etcdctl),
+        ("kvctl against kvd", kvctl(&[])),
+        ("kvctl --api grpc against kvd", kvctl(&["--api", "grpc"])),
+    ] {
+        let kvd = util::kvd();
+        diffs.extend(differences(what, &expected, &transcript(ctl, &kvd)));
+    }
+    assert!(
+        diffs.is_empty(),
+        "{} of {} commands differ:\n\n{}",
+        diffs.len(),
+        3 * expected.len(),
+        diffs.join("\n=====\n")
+    );
 }
 
 #[test]

@@ -791,3 +791,89 @@ fn grpc_malformed_requests_are_refused_not_crashes() {
         kv.put("/still", "here").await.expect("put after bad input");
     });
 }
+
+#[test]
+fn kvctl_over_grpc_fails_over_between_endpoints_and_exits_2_when_none_answers() {
+    crate::http_api::kvctl_fails_over(&["--api", "grpc"]);
+}
+
+#[test]
+fn kvctl_over_grpc_saves_the_snapshot_http_saves_and_watches_forever() {
+    let kvd = kvd(&[]);
+    block_on(async {
+        let kv = KvClient::connect(&kvd.url).await.expect("connect");
+        kv.put("/snap/kept", "yes").await.expect("put");
+    });
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kvctl = |api: &str| {
+        let mut c = std::process::Command::new(util::kvctl_bin());
+        c.args(["--endpoints", &kvd.url, "--api", api]);
+        c
+    };
+    let save = |api: &str| {
+        let file = dir.path().join(format!("{api}.db"));
+        let out = kvctl(api)
+            .args(["snapshot", "save"])
+            .arg(&file)
+            .output()
+            .expect("kvctl");
+        assert!(
+            out.status.success(),
+            "{api}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            format!("Snapshot saved at {}\n", file.display())
+        );
+        std::fs::read(&file).expect("snapshot file")
+    };
+    let over_grpc = save("grpc");
+    assert_eq!(
+        over_grpc,
+        save("http"),
+        "the two APIs saved different bytes"
+    );
+    let store = kv_core::Store::restore(&mut over_grpc.as_slice()).expect("a kv-core snapshot");
+    let got = store.get("/snap/kept", false, false, 0).expect("kept key");
+    assert_eq!(got.node.value.as_deref(), Some("yes"));
+
+    // `watch --forever` prints every event, in order, as over HTTP.
+    let mut watchers: Vec<_> = ["http", "grpc"]
+        .into_iter()
+        .map(|api| {
+            kvctl(api)
+                .args(["watch", "--forever", "--recursive", "/w"])
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .expect("kvctl watch")
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    block_on(async {
+        let kv = KvClient::connect(&kvd.url).await.expect("connect");
+        while kv.status().await.expect("status").watchers < 2 {
+            assert!(Instant::now() < deadline, "the watchers did not register");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        kv.put("/w/a", "1").await.expect("put");
+        kv.put("/w/b", "2").await.expect("put");
+        kv.delete("/w/a").await.expect("delete");
+        // Both have seen the delete once they wait again.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    });
+    let outputs: Vec<String> = watchers
+        .iter_mut()
+        .map(|w| {
+            let _ = w.kill();
+            let mut s = String::new();
+            std::io::Read::read_to_string(w.stdout.as_mut().expect("stdout"), &mut s)
+                .expect("read");
+            let _ = w.wait();
+            s
+        })
+        .collect();
+    let expected = "[set] /w/a\n1\n[set] /w/b\n2\n[delete] /w/a\nPrevNode.Value: 1\n";
+    assert_eq!(outputs[0], expected, "over HTTP");
+    assert_eq!(outputs[1], expected, "over gRPC");
+}

@@ -307,11 +307,18 @@ fn sigterm_saves_the_store_and_a_snapshot_restores_into_a_new_data_dir() {
 
 #[test]
 fn kvctl_fails_over_between_endpoints_and_exits_2_when_none_answers() {
+    kvctl_fails_over(&[]);
+}
+
+/// kvctl with `options` (such as `--api grpc`) skips an endpoint that refuses connections
+/// for the next one, and exits 2 with etcdctl's message when none answers.
+pub(crate) fn kvctl_fails_over(options: &[&str]) {
     let kvd = util::kvd();
     let dead = format!("http://127.0.0.1:{}", util::free_port());
     let run = |endpoints: &str, args: &[&str]| {
         std::process::Command::new(util::kvctl_bin())
             .args(["--endpoints", endpoints])
+            .args(options)
             .args(args)
             .output()
             .expect("kvctl")
@@ -323,6 +330,8 @@ fn kvctl_fails_over_between_endpoints_and_exits_2_when_none_answers() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout), "over\n");
+    let out = run(&format!("{dead},{}", kvd.url), &["get", "/f"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "over\n");
     let out = run(&dead, &["get", "/f"]);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
@@ -330,4 +339,5 @@ fn kvctl_fails_over_between_endpoints_and_exits_2_when_none_answers() {
         err.starts_with("Error:  client: etcd cluster is unavailable or misconfigured"),
         "{err}"
     );
+    assert!(err.contains(&format!("error #0: {dead}")), "{err}");
 }

@@ -234,87 +234,94 @@ fn https_v2_and_grpc_need_a_client_certificate() {
         assert!(no_cert, "gRPC without a client certificate was served");
     });
 
-    // kvctl with etcdctl v2's TLS flags.
-    let out = Command::new(util::kvctl_bin())
-        .args(["--endpoints", &kvd.url, "--ca-file", &s(&pki.ca())])
-        .args([
-            "--cert-file",
-            &s(&client_id.cert),
-            "--key-file",
-            &s(&client_id.key),
-        ])
-        .args(["get", "/grpc"])
-        .output()
-        .expect("run kvctl");
-    assert!(
-        out.status.success(),
-        "kvctl: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "over-tls\n");
-    // Without --ca-file, the system's bundle (here SSL_CERT_FILE) verifies the server.
-    let out = Command::new(util::kvctl_bin())
-        .env("SSL_CERT_FILE", pki.ca())
-        .args(["--endpoints", &kvd.url])
-        .args([
-            "--cert-file",
-            &s(&client_id.cert),
-            "--key-file",
-            &s(&client_id.key),
-        ])
-        .args(["get", "/grpc"])
-        .output()
-        .expect("run kvctl");
-    assert!(
-        out.status.success(),
-        "kvctl: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    // cluster-health reaches the members' (https) client URLs with the same TLS.
-    let out = Command::new(util::kvctl_bin())
-        .args(["--endpoints", &kvd.url, "--ca-file", &s(&pki.ca())])
-        .args([
-            "--cert-file",
-            &s(&client_id.cert),
-            "--key-file",
-            &s(&client_id.key),
-        ])
-        .arg("cluster-health")
-        .output()
-        .expect("run kvctl");
-    assert!(
-        String::from_utf8_lossy(&out.stdout).contains("cluster is healthy"),
-        "kvctl cluster-health: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    // Without its certificate kvctl fails like etcdctl, non-zero.
-    let out = Command::new(util::kvctl_bin())
-        .args([
-            "--endpoints",
-            &kvd.url,
-            "--ca-file",
-            &s(&pki.ca()),
-            "get",
-            "/grpc",
-        ])
-        .output()
-        .expect("run kvctl");
-    assert!(!out.status.success());
-    // Half a pair is an argument error naming the flag.
-    let out = Command::new(util::kvctl_bin())
-        .args([
-            "--endpoints",
-            &kvd.url,
-            "--cert-file",
-            &s(&client_id.cert),
-            "get",
-            "/grpc",
-        ])
-        .output()
-        .expect("run kvctl");
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--key-file"));
+    // kvctl with etcdctl v2's TLS flags, over the v2 HTTP API and over gRPC.
+    for api in ["http", "grpc"] {
+        let out = Command::new(util::kvctl_bin())
+            .args(["--api", api])
+            .args(["--endpoints", &kvd.url, "--ca-file", &s(&pki.ca())])
+            .args([
+                "--cert-file",
+                &s(&client_id.cert),
+                "--key-file",
+                &s(&client_id.key),
+            ])
+            .args(["get", "/grpc"])
+            .output()
+            .expect("run kvctl");
+        assert!(
+            out.status.success(),
+            "kvctl --api {api}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "over-tls\n");
+        // Without --ca-file, the system's bundle (here SSL_CERT_FILE) verifies the server.
+        let out = Command::new(util::kvctl_bin())
+            .args(["--api", api])
+            .env("SSL_CERT_FILE", pki.ca())
+            .args(["--endpoints", &kvd.url])
+            .args([
+                "--cert-file",
+                &s(&client_id.cert),
+                "--key-file",
+                &s(&client_id.key),
+            ])
+            .args(["get", "/grpc"])
+            .output()
+            .expect("run kvctl");
+        assert!(
+            out.status.success(),
+            "kvctl --api {api}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // cluster-health reaches the members' (https) client URLs with the same TLS.
+        let out = Command::new(util::kvctl_bin())
+            .args(["--api", api])
+            .args(["--endpoints", &kvd.url, "--ca-file", &s(&pki.ca())])
+            .args([
+                "--cert-file",
+                &s(&client_id.cert),
+                "--key-file",
+                &s(&client_id.key),
+            ])
+            .arg("cluster-health")
+            .output()
+            .expect("run kvctl");
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("cluster is healthy"),
+            "kvctl --api {api} cluster-health: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // Without its certificate kvctl fails like etcdctl, non-zero.
+        let out = Command::new(util::kvctl_bin())
+            .args(["--api", api])
+            .args([
+                "--endpoints",
+                &kvd.url,
+                "--ca-file",
+                &s(&pki.ca()),
+                "get",
+                "/grpc",
+            ])
+            .output()
+            .expect("run kvctl");
+        assert!(!out.status.success());
+        // Half a pair is an argument error naming the flag.
+        let out = Command::new(util::kvctl_bin())
+            .args(["--api", api])
+            .args([
+                "--endpoints",
+                &kvd.url,
+                "--cert-file",
+                &s(&client_id.cert),
+                "get",
+                "/grpc",
+            ])
+            .output()
+            .expect("run kvctl");
+        assert!(!out.status.success());
+        assert!(String::from_utf8_lossy(&out.stderr).contains("--key-file"));
+    }
 }
 
 #[test]
@@ -375,23 +382,25 @@ fn auto_tls_serves_https_with_a_generated_certificate() {
     let fixtures = data.path().join("node1").join("fixtures").join("client");
     assert!(fixtures.join("cert.pem").exists() && fixtures.join("key.pem").exists());
 
-    let kvctl = |args: &[&str]| {
-        Command::new(util::kvctl_bin())
-            .args(["--endpoints", &kvd.url])
-            .args(args)
-            .output()
-            .expect("run kvctl")
-    };
-    let set = kvctl(&["--insecure-skip-tls-verify", "set", "/auto", "tls"]);
-    assert!(
-        set.status.success(),
-        "kvctl: {}",
-        String::from_utf8_lossy(&set.stderr)
-    );
-    let get = kvctl(&["--insecure-skip-tls-verify", "get", "/auto"]);
-    assert_eq!(String::from_utf8_lossy(&get.stdout), "tls\n");
-    // A self-signed certificate is not trusted without the flag.
-    assert!(!kvctl(&["get", "/auto"]).status.success());
+    for api in ["http", "grpc"] {
+        let kvctl = |args: &[&str]| {
+            Command::new(util::kvctl_bin())
+                .args(["--endpoints", &kvd.url, "--api", api])
+                .args(args)
+                .output()
+                .expect("run kvctl")
+        };
+        let set = kvctl(&["--insecure-skip-tls-verify", "set", "/auto", api]);
+        assert!(
+            set.status.success(),
+            "kvctl --api {api}: {}",
+            String::from_utf8_lossy(&set.stderr)
+        );
+        let get = kvctl(&["--insecure-skip-tls-verify", "get", "/auto"]);
+        assert_eq!(String::from_utf8_lossy(&get.stdout), format!("{api}\n"));
+        // A self-signed certificate is not trusted without the flag.
+        assert!(!kvctl(&["get", "/auto"]).status.success());
+    }
 }
 
 /// Runs kvd with `args` expecting it to fail during start-up; returns its stderr.

@@ -332,9 +332,11 @@ pub(crate) fn error_from(e: &kv_core::Error) -> StoreError {
 pub(crate) struct Watchers(HashMap<WatcherId, (mpsc::Sender<Event>, bool)>);
 
 impl Watchers {
-    /// Registered watchers.
-    pub(crate) fn len(&self) -> usize {
-        self.0.len()
+    /// Watchers whose clients are still there: a watch whose client went away (a gRPC
+    /// stream closed after its first event) counts no more, though it stays registered
+    /// until the next [`Watchers::prune`].
+    pub(crate) fn open(&self) -> usize {
+        self.0.values().filter(|(tx, _)| !tx.is_closed()).count()
     }
 
     /// Drops every channel, which ends every watch.
@@ -499,7 +501,7 @@ impl StoreTask {
             .store(self.raft_index, Ordering::Relaxed);
         self.shared
             .watchers
-            .store(self.watchers.len() as u64, Ordering::Relaxed);
+            .store(self.watchers.open() as u64, Ordering::Relaxed);
     }
 
     /// Handles one command; returns the reply channel when it is a shutdown.

@@ -93,7 +93,7 @@ impl Inner {
             .store(self.store.index(), Ordering::Relaxed);
         shared
             .watchers
-            .store(self.watchers.len() as u64, Ordering::Relaxed);
+            .store(self.watchers.open() as u64, Ordering::Relaxed);
     }
 }
 
