@@ -73,6 +73,9 @@ pub struct Sample {
     pub p99_ms: f64,
     /// Failed requests.
     pub errors: u64,
+    /// CPU time (user + system, all threads) the target's processes spent per completed
+    /// operation, in microseconds; known only for servers kvbench started itself.
+    pub cpu_us_per_op: Option<f64>,
 }
 
 /// A server kvbench started; killed by PID and its data removed on drop.
@@ -173,6 +176,29 @@ async fn spawn(
     Ok((urls, spawned))
 }
 
+/// Clock ticks per second of `/proc/<pid>/stat`'s CPU times (Linux's `USER_HZ`, fixed at
+/// 100 by its ABI on every architecture kvbench runs on).
+const USER_HZ: f64 = 100.0;
+
+/// CPU time (user + system, all threads) of processes `pids` so far, in seconds; `None` if
+/// one cannot be read.
+fn cpu_seconds(pids: &[u32]) -> Option<f64> {
+    if pids.is_empty() {
+        return None;
+    }
+    let mut ticks = 0u64;
+    for pid in pids {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // The command name (field 2) may hold spaces: count fields after its ')'.
+        let rest = &stat[stat.rfind(')')? + 1..];
+        let mut f = rest.split_whitespace().skip(11);
+        let utime: u64 = f.next()?.parse().ok()?;
+        let stime: u64 = f.next()?.parse().ok()?;
+        ticks += utime + stime;
+    }
+    Some(ticks as f64 / USER_HZ)
+}
+
 /// Resident memory of a process in bytes (VmRSS), if it can be read.
 fn rss_bytes(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -258,6 +284,7 @@ pub(crate) async fn collect(
         p50_ms: pct(0.50),
         p99_ms: pct(0.99),
         errors,
+        cpu_us_per_op: None,
     }
 }
 
@@ -319,6 +346,10 @@ pub async fn run(cfg: BenchConfig) -> anyhow::Result<String> {
             .context("starting etcd (Debian package etcd-server)")?,
     };
     let targets = [("kvd", &kvd_urls[..]), ("etcd", &etcd_urls[..])];
+    let pids: [Vec<u32>; 2] = [
+        kvd_procs.iter().map(|p| p.child.id()).collect(),
+        etcd_procs.iter().map(|p| p.child.id()).collect(),
+    ];
     if cfg.rss || cfg.ops.iter().any(|o| !o.is_empty() && o != "put") {
         for (name, urls) in targets {
             eprintln!("kvbench: preloading {} keys into {name}", cfg.keys);
@@ -361,7 +392,7 @@ pub async fn run(cfg: BenchConfig) -> anyhow::Result<String> {
     let mut report = memory;
     let _ = writeln!(
         report,
-        "| workload | conns | kvd ops/s | kvd p50 ms | kvd p99 ms | etcd ops/s | etcd p50 ms | etcd p99 ms | ratio ops/s kvd/etcd |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+        "| workload | conns | kvd ops/s | kvd p50 ms | kvd p99 ms | etcd ops/s | etcd p50 ms | etcd p99 ms | ratio ops/s kvd/etcd | kvd CPU µs/op | etcd CPU µs/op |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     );
     for op in cfg.ops.iter().filter(|o| !o.is_empty()) {
         for &conns in &cfg.conns {
@@ -371,15 +402,26 @@ pub async fn run(cfg: BenchConfig) -> anyhow::Result<String> {
                 let order: [usize; 2] = if round % 2 == 0 { [0, 1] } else { [1, 0] };
                 for t in order {
                     let (name, urls, seed) = (targets[t].0, targets[t].1, round as u64 + 1);
-                    let s = match cfg.api.as_str() {
+                    let cpu_before = cpu_seconds(&pids[t]);
+                    let mut s = match cfg.api.as_str() {
                         "grpc" => {
                             crate::bench_grpc::measure(name, urls, op, conns, &cfg, seed).await
                         }
                         _ => measure(urls, op, conns, &cfg, seed).await,
                     };
+                    let ops = s.ops_per_sec * cfg.duration;
+                    s.cpu_us_per_op = match (cpu_before, cpu_seconds(&pids[t])) {
+                        (Some(a), Some(b)) if ops > 0.0 => Some((b - a) * 1e6 / ops),
+                        _ => None,
+                    };
                     eprintln!(
-                        "kvbench: {op} conns={conns} round={round} {}: {:.0} ops/s p50 {:.2} ms p99 {:.2} ms errors {}",
-                        targets[t].0, s.ops_per_sec, s.p50_ms, s.p99_ms, s.errors
+                        "kvbench: {op} conns={conns} round={round} {}: {:.0} ops/s p50 {:.2} ms p99 {:.2} ms cpu {} µs/op errors {}",
+                        targets[t].0,
+                        s.ops_per_sec,
+                        s.p50_ms,
+                        s.p99_ms,
+                        s.cpu_us_per_op.map_or("n/a".into(), |c| format!("{c:.1}")),
+                        s.errors
                     );
                     per[t].push(s);
                 }
@@ -388,14 +430,20 @@ pub async fn run(cfg: BenchConfig) -> anyhow::Result<String> {
                 let mut ops: Vec<f64> = v.iter().map(|s| s.ops_per_sec).collect();
                 let mut p50: Vec<f64> = v.iter().map(|s| s.p50_ms).collect();
                 let mut p99: Vec<f64> = v.iter().map(|s| s.p99_ms).collect();
-                (median(&mut ops), median(&mut p50), median(&mut p99))
+                let mut cpu: Vec<f64> = v.iter().filter_map(|s| s.cpu_us_per_op).collect();
+                let cpu = if cpu.is_empty() {
+                    "n/a".to_string()
+                } else {
+                    format!("{:.1}", median(&mut cpu))
+                };
+                (median(&mut ops), median(&mut p50), median(&mut p99), cpu)
             };
-            let (ko, k50, k99) = summary(&per[0]);
-            let (eo, e50, e99) = summary(&per[1]);
+            let (ko, k50, k99, kc) = summary(&per[0]);
+            let (eo, e50, e99, ec) = summary(&per[1]);
             let ratio = if eo > 0.0 { ko / eo } else { 0.0 };
             let _ = writeln!(
                 report,
-                "| {op} | {conns} | {ko:.0} | {k50:.2} | {k99:.2} | {eo:.0} | {e50:.2} | {e99:.2} | {ratio:.2} |"
+                "| {op} | {conns} | {ko:.0} | {k50:.2} | {k99:.2} | {eo:.0} | {e50:.2} | {e99:.2} | {ratio:.2} | {kc} | {ec} |"
             );
         }
     }

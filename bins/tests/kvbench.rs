@@ -28,6 +28,14 @@ fn kvbench_drives_three_member_kvd_and_etcd_clusters() {
         // | op | conns | kvd ops/s | .. | etcd ops/s | .. | ratio |
         let (kvd, etcd): (f64, f64) = (cells[3].parse().unwrap(), cells[6].parse().unwrap());
         assert!(kvd > 0.0 && etcd > 0.0, "a target served nothing: {row}");
+        // | .. | ratio | kvd CPU µs/op | etcd CPU µs/op |: kvbench started both clusters, so
+        // it read both one's CPU time.
+        for cpu in [cells[10], cells[11]] {
+            let cpu: f64 = cpu
+                .parse()
+                .unwrap_or_else(|_| panic!("no CPU per op: {row}"));
+            assert!(cpu >= 0.0, "{row}");
+        }
     }
     // Every request of the run succeeded on both clusters.
     for l in stderr.lines().filter(|l| l.contains("errors")) {
