@@ -117,6 +117,9 @@ pub struct Config {
     /// Client TLS using generated certificates.
     #[arg(long, env = "ETCD_AUTO_TLS")]
     pub auto_tls: bool,
+    /// Path to the client certificate revocation list file (PEM).
+    #[arg(long, env = "ETCD_CLIENT_CRL_FILE")]
+    pub client_crl_file: Option<PathBuf>,
     /// Path to the peer server TLS cert file.
     #[arg(long, env = "ETCD_PEER_CERT_FILE")]
     pub peer_cert_file: Option<PathBuf>,
@@ -132,6 +135,13 @@ pub struct Config {
     /// Peer TLS using generated certificates.
     #[arg(long, env = "ETCD_PEER_AUTO_TLS")]
     pub peer_auto_tls: bool,
+    /// Path to the peer certificate revocation list file (PEM).
+    #[arg(long, env = "ETCD_PEER_CRL_FILE")]
+    pub peer_crl_file: Option<PathBuf>,
+    /// Comma-separated list of supported TLS 1.2 cipher suites between client/server and
+    /// peers (empty: rustls' defaults). TLS 1.3's suites are not configurable, as in etcd.
+    #[arg(long, env = "ETCD_CIPHER_SUITES", value_delimiter = ',')]
+    pub cipher_suites: Vec<String>,
     /// Logger (accepted for etcd compatibility; kvd logs with `tracing`, see `RUST_LOG`).
     #[arg(long, env = "ETCD_LOGGER")]
     pub logger: Option<String>,
@@ -634,7 +644,14 @@ impl Config {
             ),
             (None, false) => None,
         };
-        let config = tls::server_config(&identity, cas, &[b"h2", b"http/1.1"])?;
+        let policy = tls::Policy {
+            cipher_suites: self.cipher_suites.clone(),
+            crl: self
+                .client_crl_file
+                .clone()
+                .map(|p| ("--client-crl-file".to_owned(), p)),
+        };
+        let config = tls::server_config_with(&identity, cas, &policy, &[b"h2", b"http/1.1"])?;
         Ok(Some(Arc::new(config)))
     }
 
@@ -704,8 +721,15 @@ impl Config {
                 "--peer-cert-file: peers' certificates are verified against --peer-trusted-ca-file, which is not given"
             ),
         };
-        let server = tls::server_config(&identity, cas, &[b"h2"])?;
-        let client = tls::client_config(&verify, Some(&identity), &[b"h2"])?;
+        let policy = tls::Policy {
+            cipher_suites: self.cipher_suites.clone(),
+            crl: self
+                .peer_crl_file
+                .clone()
+                .map(|p| ("--peer-crl-file".to_owned(), p)),
+        };
+        let server = tls::server_config_with(&identity, cas, &policy, &[b"h2"])?;
+        let client = tls::client_config_with(&verify, Some(&identity), &policy, &[b"h2"])?;
         Ok(Some(raft_store::TransportTls::new(server, client)))
     }
 

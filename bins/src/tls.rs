@@ -1,6 +1,7 @@
 //! TLS set-up from etcd's flags for kvd (client and peer listeners) and its clients: PEM
-//! certificates and keys, trusted CAs, client-certificate verification, and the
-//! self-signed certificates of `--auto-tls` / `--peer-auto-tls`.
+//! certificates and keys, trusted CAs, client-certificate verification, revocation lists
+//! (`--client-crl-file`, `--peer-crl-file`), TLS 1.2 cipher suites (`--cipher-suites`), and
+//! the self-signed certificates of `--auto-tls` / `--peer-auto-tls`.
 //!
 //! rustls with the ring provider throughout. Every error names the flag and the file it
 //! came from.
@@ -11,7 +12,9 @@ use std::sync::Arc;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject as _;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::pki_types::{
+    CertificateDer, CertificateRevocationListDer, PrivateKeyDer, ServerName, UnixTime,
+};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme};
 
 /// A TLS set-up failure, naming the flag and file at fault.
@@ -89,6 +92,87 @@ pub enum TlsError {
 /// second provider compiled in by some other crate cannot make rustls' default ambiguous.
 pub fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// What a listener or client accepts beyond its identity and trusted CAs: etcd's
+/// `--cipher-suites` and its CRL flags.
+#[derive(Debug, Clone, Default)]
+pub struct Policy {
+    /// TLS 1.2 cipher suites allowed, by their IANA names as Go spells them
+    /// (`TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256`, `TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305`);
+    /// empty allows rustls' defaults. As in Go, and so in etcd, TLS 1.3's suites are not
+    /// configurable: their names are accepted and change nothing.
+    pub cipher_suites: Vec<String>,
+    /// Client certificates revoked: the flag (for errors) and its PEM CRL file. Only the
+    /// presented (end-entity) certificate is checked, and one whose issuer has no CRL in
+    /// the file is accepted, as etcd does.
+    pub crl: Option<(String, PathBuf)>,
+}
+
+impl Policy {
+    /// The crypto provider allowing only [`Policy::cipher_suites`] for TLS 1.2.
+    ///
+    /// # Errors
+    /// [`TlsError::Flags`] naming an unknown or unsupported suite and the supported ones.
+    pub fn provider(&self) -> Result<Arc<CryptoProvider>, TlsError> {
+        let mut p = rustls::crypto::ring::default_provider();
+        if self.cipher_suites.is_empty() {
+            return Ok(Arc::new(p));
+        }
+        let name = |s: &rustls::SupportedCipherSuite| s.suite().as_str().unwrap_or("");
+        let mut allowed = Vec::new();
+        for wanted in &self.cipher_suites {
+            let wanted = wanted.trim();
+            // Go names the ChaCha20 suites without their `_SHA256`.
+            let found = p.cipher_suites.iter().find(|s| {
+                let n = name(s);
+                n == wanted || n.strip_suffix("_SHA256") == Some(wanted)
+            });
+            match found {
+                Some(s) => allowed.push(s.suite()),
+                None => {
+                    let supported: Vec<&str> = p
+                        .cipher_suites
+                        .iter()
+                        .filter(|s| s.tls13().is_none())
+                        .map(name)
+                        .collect();
+                    return Err(TlsError::Flags(format!(
+                        "--cipher-suites: {wanted:?} is not a cipher suite kvd supports; TLS 1.2 suites supported: {}",
+                        supported.join(",")
+                    )));
+                }
+            }
+        }
+        p.cipher_suites
+            .retain(|s| s.tls13().is_some() || allowed.contains(&s.suite()));
+        Ok(Arc::new(p))
+    }
+}
+
+/// Reads the PEM certificate revocation lists of `path` (named by `flag`).
+///
+/// # Errors
+/// The file cannot be read, or holds no (or a malformed) PEM CRL.
+pub fn load_crls(
+    flag: &str,
+    path: &Path,
+) -> Result<Vec<CertificateRevocationListDer<'static>>, TlsError> {
+    let bytes = read(flag, path)?;
+    let bad = |reason: String| TlsError::BadCert {
+        flag: flag.to_owned(),
+        path: path.to_owned(),
+        reason,
+    };
+    let crls = CertificateRevocationListDer::pem_slice_iter(&bytes)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| bad(format!("not a PEM certificate revocation list: {e}")))?;
+    if crls.is_empty() {
+        return Err(bad(
+            "no PEM certificate revocation list (X509 CRL) in the file".into(),
+        ));
+    }
+    Ok(crls)
 }
 
 /// A certificate chain and its private key, read from files named by flags.
@@ -214,8 +298,33 @@ pub fn server_config(
     client_cas: Option<(&str, &Path)>,
     alpn: &[&[u8]],
 ) -> Result<ServerConfig, TlsError> {
+    server_config_with(identity, client_cas, &Policy::default(), alpn)
+}
+
+/// [`server_config`] under `policy`: its TLS 1.2 cipher suites, and its CRL checked
+/// against client certificates (which needs `client_cas`).
+///
+/// # Errors
+/// As [`server_config`]; an unknown cipher suite; a CRL without client verification or
+/// one that cannot be read or parsed.
+pub fn server_config_with(
+    identity: &CertKey,
+    client_cas: Option<(&str, &Path)>,
+    policy: &Policy,
+    alpn: &[&[u8]],
+) -> Result<ServerConfig, TlsError> {
     let (certs, key) = identity.load()?;
-    let builder = ServerConfig::builder_with_provider(provider())
+    let provider = policy.provider()?;
+    let crls = match (&policy.crl, client_cas) {
+        (None, _) => Vec::new(),
+        (Some((flag, path)), Some(_)) => load_crls(flag, path)?,
+        (Some((flag, _)), None) => {
+            return Err(TlsError::Flags(format!(
+                "{flag} checks client certificates, which this listener does not verify: give its trusted CA file too"
+            )));
+        }
+    };
+    let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| TlsError::Config {
             what: "TLS server".into(),
@@ -224,15 +333,16 @@ pub fn server_config(
     let builder = match client_cas {
         Some((flag, path)) => {
             let roots = load_roots(flag, path)?;
-            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
-                roots.into(),
-                provider(),
-            )
-            .build()
-            .map_err(|e| TlsError::Config {
-                what: format!("{flag} {}", path.display()),
-                reason: e.to_string(),
-            })?;
+            let verifier =
+                rustls::server::WebPkiClientVerifier::builder_with_provider(roots.into(), provider)
+                    .with_crls(crls)
+                    .only_check_end_entity_revocation()
+                    .allow_unknown_revocation_status()
+                    .build()
+                    .map_err(|e| TlsError::Config {
+                        what: format!("{flag} {}", path.display()),
+                        reason: e.to_string(),
+                    })?;
             builder.with_client_cert_verifier(verifier)
         }
         None => builder.with_no_client_auth(),
@@ -274,7 +384,21 @@ pub fn client_config(
     identity: Option<&CertKey>,
     alpn: &[&[u8]],
 ) -> Result<ClientConfig, TlsError> {
-    let builder = ClientConfig::builder_with_provider(provider())
+    client_config_with(verify, identity, &Policy::default(), alpn)
+}
+
+/// [`client_config`] offering only `policy`'s TLS 1.2 cipher suites (its CRL is for
+/// servers checking clients and is not used here).
+///
+/// # Errors
+/// As [`client_config`]; an unknown cipher suite.
+pub fn client_config_with(
+    verify: &ServerVerification,
+    identity: Option<&CertKey>,
+    policy: &Policy,
+    alpn: &[&[u8]],
+) -> Result<ClientConfig, TlsError> {
+    let builder = ClientConfig::builder_with_provider(policy.provider()?)
         .with_safe_default_protocol_versions()
         .map_err(|e| TlsError::Config {
             what: "TLS client".into(),

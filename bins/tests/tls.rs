@@ -25,7 +25,8 @@ impl Pki {
     fn ca(&self) -> PathBuf {
         self.path("ca.pem")
     }
-    /// `server` (for 127.0.0.1 and localhost), `client`, `peer1..3` (both uses).
+    /// `server` (for 127.0.0.1 and localhost), `client`, `revoked` (listed in `crl.pem`),
+    /// `peer1..3` (both uses).
     fn pair(&self, name: &str) -> CertKey {
         CertKey::new(
             "--cert-file",
@@ -55,10 +56,12 @@ fn pki() -> Pki {
     let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().expect("CA key"))
         .expect("CA certificate");
     std::fs::write(dir.path().join("ca.pem"), ca.pem()).expect("write CA");
-    for name in ["server", "client", "peer1", "peer2", "peer3"] {
+    let names = ["server", "client", "revoked", "peer1", "peer2", "peer3"];
+    for (serial, name) in (1u64..).zip(names) {
         let mut params =
             CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
                 .expect("leaf params");
+        params.serial_number = Some(rcgen::SerialNumber::from(serial));
         params.distinguished_name.push(DnType::CommonName, name);
         params.extended_key_usages = vec![
             ExtendedKeyUsagePurpose::ServerAuth,
@@ -73,6 +76,23 @@ fn pki() -> Pki {
         )
         .expect("write key");
     }
+    // The CA revokes `revoked` (serial 3).
+    let crl = rcgen::CertificateRevocationListParams {
+        this_update: rcgen::date_time_ymd(2025, 1, 1),
+        next_update: rcgen::date_time_ymd(2099, 1, 1),
+        crl_number: rcgen::SerialNumber::from(1u64),
+        issuing_distribution_point: None,
+        revoked_certs: vec![rcgen::RevokedCertParams {
+            serial_number: rcgen::SerialNumber::from(3u64),
+            revocation_time: rcgen::date_time_ymd(2025, 1, 1),
+            reason_code: Some(rcgen::RevocationReason::KeyCompromise),
+            invalidity_date: None,
+        }],
+        key_identifier_method: rcgen::KeyIdMethod::Sha256,
+    }
+    .signed_by(&ca)
+    .expect("CRL");
+    std::fs::write(dir.path().join("crl.pem"), crl.pem().expect("CRL PEM")).expect("write CRL");
     Pki { dir }
 }
 
@@ -403,6 +423,75 @@ fn auto_tls_serves_https_with_a_generated_certificate() {
     }
 }
 
+/// A TLS 1.2-only client config offering just `suite`, trusting the test CA and presenting
+/// `client`'s certificate.
+fn tls12_client(pki: &Pki, suite: rustls::SupportedCipherSuite) -> rustls::ClientConfig {
+    let mut provider = rustls::crypto::ring::default_provider();
+    provider.cipher_suites = vec![suite];
+    let roots = bins::tls::load_roots("--ca-file", &pki.ca()).expect("roots");
+    let id = pki.pair("client");
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
+        .with_protocol_versions(&[&rustls::version::TLS12])
+        .expect("TLS 1.2")
+        .with_root_certificates(roots)
+        .with_client_auth_cert(
+            bins::tls::load_certs("--cert-file", &id.cert).expect("certs"),
+            bins::tls::load_key("--key-file", &id.key).expect("key"),
+        )
+        .expect("client identity");
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    config
+}
+
+#[test]
+fn revoked_client_certificates_and_unlisted_cipher_suites_are_refused() {
+    use rustls::crypto::ring::cipher_suite::{
+        TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256, TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+    };
+    let pki = pki();
+    let data = tempfile::tempdir().expect("tempdir");
+    let mut flags = client_auth_flags(&pki);
+    flags.extend([
+        "--client-crl-file".into(),
+        s(&pki.path("crl.pem")),
+        // Go's spelling of a ChaCha20 suite (no `_SHA256`) is accepted too.
+        "--cipher-suites".into(),
+        "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305".into(),
+    ]);
+    let mut kvd = https_kvd(data.path(), &flags);
+    let good = https(ca_verify(&pki), Some(&pki.pair("client")));
+    wait_healthy(&mut kvd, &good);
+    let r = good
+        .put(format!("{}/v2/keys/crl", kvd.url))
+        .form(&[("value", "ok")])
+        .send()
+        .expect("PUT with a valid certificate");
+    assert_eq!(r.status(), 201);
+
+    // The revoked certificate (same CA, listed in the CRL) is refused at the handshake.
+    let revoked = https(ca_verify(&pki), Some(&pki.pair("revoked")));
+    let refused = revoked.get(format!("{}/v2/keys/crl", kvd.url)).send();
+    assert!(refused.is_err(), "a revoked certificate got {refused:?}");
+    let tls = bins::tls::client_config(&ca_verify(&pki), Some(&pki.pair("revoked")), &[b"h2"])
+        .expect("TLS client");
+    assert!(
+        h2_over_tls(&kvd.url, tls).is_err(),
+        "a revoked certificate was accepted over h2"
+    );
+
+    // TLS 1.2 with a listed suite is served; with an unlisted one the handshake fails.
+    h2_over_tls(
+        &kvd.url,
+        tls12_client(&pki, TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256),
+    )
+    .expect("a listed TLS 1.2 suite");
+    let unlisted = h2_over_tls(
+        &kvd.url,
+        tls12_client(&pki, TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384),
+    );
+    assert!(unlisted.is_err(), "an unlisted TLS 1.2 suite was accepted");
+}
+
 /// Runs kvd with `args` expecting it to fail during start-up; returns its stderr.
 fn start_failure(args: Vec<String>) -> String {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -480,6 +569,39 @@ fn bad_certificate_files_are_clear_errors() {
     a.push("--client-cert-auth".into());
     let err = start_failure(a);
     assert!(err.contains("--trusted-ca-file"), "{err}");
+    // A CRL needs client certificates to check; a CRL file must hold a CRL.
+    let mut a = base(&server.cert, &server.key);
+    a.extend(["--client-crl-file".into(), s(&pki.path("crl.pem"))]);
+    let err = start_failure(a);
+    assert!(
+        err.contains("--client-crl-file") && err.contains("trusted CA"),
+        "{err}"
+    );
+    let mut a = base(&server.cert, &server.key);
+    a.extend([
+        "--trusted-ca-file".into(),
+        s(&pki.ca()),
+        "--client-crl-file".into(),
+        s(&garbage),
+    ]);
+    let err = start_failure(a);
+    assert!(
+        err.contains("--client-crl-file") && err.contains(&s(&garbage)),
+        "{err}"
+    );
+    // An unknown or unsupported cipher suite is named, with the supported ones.
+    let mut a = base(&server.cert, &server.key);
+    a.extend([
+        "--cipher-suites".into(),
+        "TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA".into(),
+    ]);
+    let err = start_failure(a);
+    assert!(
+        err.contains("--cipher-suites")
+            && err.contains("TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA")
+            && err.contains("TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256"),
+        "{err}"
+    );
     // https without any certificate.
     let mut a = base(&server.cert, &server.key);
     a.truncate(a.len() - 4);
