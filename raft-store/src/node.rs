@@ -392,7 +392,6 @@ impl<S: StateMachine> Node<S> {
             read_queue: Vec::new(),
             reads: HashMap::new(),
             removed: false,
-            saving: None,
         };
         let task = tokio::spawn(async move {
             let result = lp.run(req_rx, net_rx).await;
@@ -765,20 +764,6 @@ struct Loop<S: StateMachine> {
     read_queue: Vec<oneshot::Sender<Result<u64>>>,
     reads: HashMap<Vec<u8>, (ReadWaiters, Instant)>,
     removed: bool,
-    /// The snapshot being written to disk off the loop, and the log index it lets the loop
-    /// compact to once it is durable.
-    saving: Option<(std::thread::JoinHandle<Result<()>>, u64)>,
-}
-
-impl<S: StateMachine> Drop for Loop<S> {
-    fn drop(&mut self) {
-        // The snapshot writer holds the store open. Let it finish, so the data directory is
-        // free again once the loop is gone, even when the loop was aborted (a member
-        // restarted in the same process reopens it).
-        if let Some((handle, _)) = self.saving.take() {
-            let _ = handle.join();
-        }
-    }
 }
 
 /// Callers waiting on one ReadIndex request.
@@ -808,7 +793,6 @@ impl<S: StateMachine> Loop<S> {
                 _ = ticker.tick() => {
                     self.raw.tick();
                     self.expire();
-                    self.finish_snapshot(false)?;
                 }
                 r = requests.recv() => {
                     let Some(r) = r else { return Ok(()) };
@@ -866,9 +850,6 @@ impl<S: StateMachine> Loop<S> {
     }
 
     fn stop(&mut self) {
-        if let Err(e) = self.finish_snapshot(true) {
-            tracing::warn!(member = self.shared.id, error = %e, "saving the last snapshot");
-        }
         self.transport.detach(self.shared.id);
         for (_, p) in self.pending.drain() {
             p.fail(Error::Stopped);
@@ -1142,8 +1123,6 @@ impl<S: StateMachine> Loop<S> {
     }
 
     fn install_snapshot(&mut self, snap: &Snapshot) -> Result<()> {
-        // Our own snapshot still being written must land before the leader's replaces it.
-        self.finish_snapshot(true)?;
         let (members, sm_bytes) = decode_snapshot(&snap.data)?;
         {
             let mut sm = self.shared.sm.write();
@@ -1265,19 +1244,12 @@ impl<S: StateMachine> Loop<S> {
 
     /// Takes a snapshot and compacts the log once enough entries were applied since the last.
     fn maybe_snapshot(&mut self) -> Result<()> {
-        self.finish_snapshot(false)?;
-        if self.saving.is_some() {
-            return Ok(());
-        }
         // Raft may need a newer snapshot than the threshold would give (for a member added
         // after the newest one): take one now if anything was applied since.
         let wanted = self.store.take_snapshot_request() && self.applied > self.snapshot_index;
         if !wanted && self.applied < self.snapshot_index + self.config.snapshot_entries {
             return Ok(());
         }
-        // The state is serialised here, between two applies, so the snapshot is exactly the
-        // state at `applied`; writing it (the bulk of the cost: tens of MB into RocksDB,
-        // fsync'd) happens on a thread of its own while the loop goes on.
         let data = {
             let sm = self.shared.sm.read();
             let members = self.shared.members.read();
@@ -1290,42 +1262,18 @@ impl<S: StateMachine> Loop<S> {
         };
         md.set_conf_state(self.conf_state.clone());
         self.failpoint("raft_store::before_snapshot")?;
+        let store = &self.store;
+        blocking(|| store.save_snapshot(&md, Bytes::from(data)))?;
+        self.failpoint("raft_store::after_snapshot")?;
         self.snapshot_index = self.applied;
         let compact_to = self.applied.saturating_sub(self.config.catchup_entries) + 1;
-        let store = self.store.clone();
-        let member = self.shared.id;
-        let handle = std::thread::Builder::new()
-            .name("raft-snapshot".into())
-            .spawn(move || {
-                store.save_snapshot(&md, Bytes::from(data))?;
-                tracing::debug!(member, index = md.index, "snapshot saved");
-                Ok(())
-            })
-            .map_err(|e| Error::Snapshot(format!("starting the snapshot writer: {e}")))?;
-        self.saving = Some((handle, compact_to));
-        Ok(())
-    }
-
-    /// Collects the snapshot written off the loop once it is durable (or waits for it with
-    /// `wait`), then compacts the log it covers. Compaction stays on the loop: raft reads
-    /// the log from here, and must never find entries gone that the store still lists.
-    fn finish_snapshot(&mut self, wait: bool) -> Result<()> {
-        if !self
-            .saving
-            .as_ref()
-            .is_some_and(|(h, _)| wait || h.is_finished())
-        {
-            return Ok(());
-        }
-        let Some((handle, compact_to)) = self.saving.take() else {
-            return Ok(());
-        };
-        blocking(|| handle.join())
-            .map_err(|_| Error::Snapshot("the snapshot writer panicked".into()))??;
-        self.failpoint("raft_store::after_snapshot")?;
-        let store = &self.store;
         blocking(|| store.compact(compact_to))?;
-        tracing::debug!(member = self.shared.id, compact_to, "log compacted");
+        tracing::debug!(
+            member = self.shared.id,
+            index = md.index,
+            compact_to,
+            "snapshot taken"
+        );
         Ok(())
     }
 

@@ -62,10 +62,6 @@ pub trait LogStore: Storage + Clone + Send + Sync + 'static {
     /// Records a snapshot of the local state machine taken at `meta.index` (which must be
     /// applied, so present or compacted in the log). The log is not changed. Durable on return.
     ///
-    /// May run on another thread while the log is appended to and read (a node writes its
-    /// snapshots off its raft loop), but not concurrently with [`LogStore::apply_snapshot`]
-    /// or another `save_snapshot`.
-    ///
     /// # Errors
     ///
     /// [`StorageError::Unavailable`] if `meta.index` is past the last index; I/O errors.
@@ -902,14 +898,12 @@ impl LogStore for RocksLogStore {
     }
 
     fn save_snapshot(&self, meta: &SnapshotMetadata, data: Bytes) -> Result<(), StorageError> {
-        {
-            let m = self.meta.lock();
-            if meta.index > m.last_index {
-                return Err(StorageError::Unavailable {
-                    index: meta.index,
-                    last: m.last_index,
-                });
-            }
+        let mut m = self.meta.lock();
+        if meta.index > m.last_index {
+            return Err(StorageError::Unavailable {
+                index: meta.index,
+                last: m.last_index,
+            });
         }
         let mut s = Snapshot::default();
         s.set_metadata(meta.clone());
@@ -917,9 +911,7 @@ impl LogStore for RocksLogStore {
         let mut batch = rocksdb::WriteBatch::default();
         batch.put(KEY_SNAPSHOT, encode(&s));
         batch.put(KEY_CONF_STATE, encode(meta.get_conf_state()));
-        // Written without holding the lock: appends and reads go on meanwhile.
         self.write(batch, true)?;
-        let mut m = self.meta.lock();
         m.conf_state = meta.get_conf_state().clone();
         m.snapshot = Some(s);
         Ok(())
