@@ -697,7 +697,7 @@ fn three_members_over_peer_tls(
 }
 
 #[test]
-fn three_members_replicate_over_peer_tls_with_client_certs() {
+fn three_members_replicate_over_peer_tls_with_client_certs_and_a_crl() {
     let pki = pki();
     let data = tempfile::tempdir().expect("tempdir");
     let (_servers, peers) = three_members_over_peer_tls(data.path(), |i| {
@@ -710,6 +710,8 @@ fn three_members_replicate_over_peer_tls_with_client_certs() {
             "--peer-client-cert-auth".into(),
             "--peer-trusted-ca-file".into(),
             s(&pki.ca()),
+            "--peer-crl-file".into(),
+            s(&pki.path("crl.pem")),
         ]
     });
     // The peer port is TLS and requires a certificate from the peer CA.
@@ -720,6 +722,14 @@ fn three_members_replicate_over_peer_tls_with_client_certs() {
     assert!(
         h2_over_tls(&peers[1], without).is_err(),
         "a peer without a certificate was served"
+    );
+    // A certificate from the same CA that the peer CRL revokes is refused too.
+    let revoked = pki.pair("revoked");
+    let revoked =
+        bins::tls::client_config(&ca_verify(&pki), Some(&revoked), &[b"h2"]).expect("TLS");
+    assert!(
+        h2_over_tls(&peers[1], revoked).is_err(),
+        "a revoked peer certificate was served"
     );
 }
 
