@@ -255,19 +255,26 @@ fn https_v2_and_grpc_need_a_client_certificate() {
     });
 
     // kvctl with etcdctl v2's TLS flags, over the v2 HTTP API and over gRPC.
+    let ca = s(&pki.ca());
+    let (cert, key) = (s(&client_id.cert), s(&client_id.key));
     for api in ["http", "grpc"] {
-        let out = Command::new(util::kvctl_bin())
-            .args(["--api", api])
-            .args(["--endpoints", &kvd.url, "--ca-file", &s(&pki.ca())])
-            .args([
-                "--cert-file",
-                &s(&client_id.cert),
-                "--key-file",
-                &s(&client_id.key),
-            ])
-            .args(["get", "/grpc"])
-            .output()
-            .expect("run kvctl");
+        let kvctl = |args: &[&str]| {
+            Command::new(util::kvctl_bin())
+                .args(["--api", api, "--endpoints", &kvd.url])
+                .args(args)
+                .output()
+                .expect("run kvctl")
+        };
+        let out = kvctl(&[
+            "--ca-file",
+            &ca,
+            "--cert-file",
+            &cert,
+            "--key-file",
+            &key,
+            "get",
+            "/grpc",
+        ]);
         assert!(
             out.status.success(),
             "kvctl --api {api}: {}",
@@ -276,16 +283,9 @@ fn https_v2_and_grpc_need_a_client_certificate() {
         assert_eq!(String::from_utf8_lossy(&out.stdout), "over-tls\n");
         // Without --ca-file, the system's bundle (here SSL_CERT_FILE) verifies the server.
         let out = Command::new(util::kvctl_bin())
-            .args(["--api", api])
+            .args(["--api", api, "--endpoints", &kvd.url])
             .env("SSL_CERT_FILE", pki.ca())
-            .args(["--endpoints", &kvd.url])
-            .args([
-                "--cert-file",
-                &s(&client_id.cert),
-                "--key-file",
-                &s(&client_id.key),
-            ])
-            .args(["get", "/grpc"])
+            .args(["--cert-file", &cert, "--key-file", &key, "get", "/grpc"])
             .output()
             .expect("run kvctl");
         assert!(
@@ -294,18 +294,15 @@ fn https_v2_and_grpc_need_a_client_certificate() {
             String::from_utf8_lossy(&out.stderr)
         );
         // cluster-health reaches the members' (https) client URLs with the same TLS.
-        let out = Command::new(util::kvctl_bin())
-            .args(["--api", api])
-            .args(["--endpoints", &kvd.url, "--ca-file", &s(&pki.ca())])
-            .args([
-                "--cert-file",
-                &s(&client_id.cert),
-                "--key-file",
-                &s(&client_id.key),
-            ])
-            .arg("cluster-health")
-            .output()
-            .expect("run kvctl");
+        let out = kvctl(&[
+            "--ca-file",
+            &ca,
+            "--cert-file",
+            &cert,
+            "--key-file",
+            &key,
+            "cluster-health",
+        ]);
         assert!(
             String::from_utf8_lossy(&out.stdout).contains("cluster is healthy"),
             "kvctl --api {api} cluster-health: {}{}",
@@ -313,32 +310,10 @@ fn https_v2_and_grpc_need_a_client_certificate() {
             String::from_utf8_lossy(&out.stderr)
         );
         // Without its certificate kvctl fails like etcdctl, non-zero.
-        let out = Command::new(util::kvctl_bin())
-            .args(["--api", api])
-            .args([
-                "--endpoints",
-                &kvd.url,
-                "--ca-file",
-                &s(&pki.ca()),
-                "get",
-                "/grpc",
-            ])
-            .output()
-            .expect("run kvctl");
+        let out = kvctl(&["--ca-file", &ca, "get", "/grpc"]);
         assert!(!out.status.success());
         // Half a pair is an argument error naming the flag.
-        let out = Command::new(util::kvctl_bin())
-            .args(["--api", api])
-            .args([
-                "--endpoints",
-                &kvd.url,
-                "--cert-file",
-                &s(&client_id.cert),
-                "get",
-                "/grpc",
-            ])
-            .output()
-            .expect("run kvctl");
+        let out = kvctl(&["--cert-file", &cert, "get", "/grpc"]);
         assert!(!out.status.success());
         assert!(String::from_utf8_lossy(&out.stderr).contains("--key-file"));
     }
