@@ -138,6 +138,12 @@ pub struct Config {
     /// Path to the peer certificate revocation list file (PEM).
     #[arg(long, env = "ETCD_PEER_CRL_FILE")]
     pub peer_crl_file: Option<PathBuf>,
+    /// Allowed CN for inter peer authentication.
+    #[arg(long, env = "ETCD_PEER_CERT_ALLOWED_CN")]
+    pub peer_cert_allowed_cn: Option<String>,
+    /// Allowed TLS hostname for inter peer authentication.
+    #[arg(long, env = "ETCD_PEER_CERT_ALLOWED_HOSTNAME")]
+    pub peer_cert_allowed_hostname: Option<String>,
     /// Comma-separated list of supported TLS 1.2 cipher suites between client/server and
     /// peers (empty: rustls' defaults). TLS 1.3's suites are not configurable, as in etcd.
     #[arg(long, env = "ETCD_CIPHER_SUITES", value_delimiter = ',')]
@@ -650,6 +656,7 @@ impl Config {
                 .client_crl_file
                 .clone()
                 .map(|p| ("--client-crl-file".to_owned(), p)),
+            ..tls::Policy::default()
         };
         let config = tls::server_config_with(&identity, cas, &policy, &[b"h2", b"http/1.1"])?;
         Ok(Some(Arc::new(config)))
@@ -727,7 +734,12 @@ impl Config {
                 .peer_crl_file
                 .clone()
                 .map(|p| ("--peer-crl-file".to_owned(), p)),
+            allowed_cn: self.peer_cert_allowed_cn.clone(),
+            allowed_hostname: self.peer_cert_allowed_hostname.clone(),
         };
+        if policy.allowed_cn.is_some() && policy.allowed_hostname.is_some() {
+            bail!("--peer-cert-allowed-cn and --peer-cert-allowed-hostname cannot both be set");
+        }
         let server = tls::server_config_with(&identity, cas, &policy, &[b"h2"])?;
         let client = tls::client_config_with(&verify, Some(&identity), &policy, &[b"h2"])?;
         Ok(Some(raft_store::TransportTls::new(server, client)))

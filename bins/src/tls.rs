@@ -107,6 +107,12 @@ pub struct Policy {
     /// presented (end-entity) certificate is checked, and one whose issuer has no CRL in
     /// the file is accepted, as etcd does.
     pub crl: Option<(String, PathBuf)>,
+    /// Only client certificates whose subject Common Name is this are accepted (etcd's
+    /// `--peer-cert-allowed-cn`).
+    pub allowed_cn: Option<String>,
+    /// Only client certificates valid for this host name (or IP address) are accepted, as
+    /// a server's certificate would be checked (etcd's `--peer-cert-allowed-hostname`).
+    pub allowed_hostname: Option<String>,
 }
 
 impl Policy {
@@ -324,6 +330,11 @@ pub fn server_config_with(
             )));
         }
     };
+    if client_cas.is_none() && (policy.allowed_cn.is_some() || policy.allowed_hostname.is_some()) {
+        return Err(TlsError::Flags(
+            "an allowed CN or host name for client certificates needs the listener to verify them: give its trusted CA file too".into(),
+        ));
+    }
     let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| TlsError::Config {
@@ -343,7 +354,7 @@ pub fn server_config_with(
                         what: format!("{flag} {}", path.display()),
                         reason: e.to_string(),
                     })?;
-            builder.with_client_cert_verifier(verifier)
+            builder.with_client_cert_verifier(AllowedClients::wrap(verifier, policy)?)
         }
         None => builder.with_no_client_auth(),
     };
@@ -352,6 +363,156 @@ pub fn server_config_with(
         .map_err(|e| identity.pair_error(&e))?;
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Ok(config)
+}
+
+/// A client-certificate verifier that, after the CA (and CRL) checks, also requires the
+/// certificate's Common Name or a host name it is valid for.
+#[derive(Debug)]
+struct AllowedClients {
+    inner: Arc<dyn rustls::server::danger::ClientCertVerifier>,
+    cn: Option<String>,
+    hostname: Option<ServerName<'static>>,
+}
+
+impl AllowedClients {
+    /// `inner` as is when `policy` restricts nothing, else wrapped.
+    fn wrap(
+        inner: Arc<dyn rustls::server::danger::ClientCertVerifier>,
+        policy: &Policy,
+    ) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, TlsError> {
+        if policy.allowed_cn.is_none() && policy.allowed_hostname.is_none() {
+            return Ok(inner);
+        }
+        let hostname = match &policy.allowed_hostname {
+            None => None,
+            Some(h) => Some(ServerName::try_from(h.clone()).map_err(|e| {
+                TlsError::Flags(format!(
+                    "--peer-cert-allowed-hostname {h:?}: not a host name or IP address: {e}"
+                ))
+            })?),
+        };
+        Ok(Arc::new(AllowedClients {
+            inner,
+            cn: policy.allowed_cn.clone(),
+            hostname,
+        }))
+    }
+
+    fn check(&self, end_entity: &CertificateDer<'_>) -> Result<(), rustls::Error> {
+        let refused = |why: String| {
+            rustls::Error::InvalidCertificate(rustls::CertificateError::Other(rustls::OtherError(
+                Arc::new(std::io::Error::other(why)),
+            )))
+        };
+        let cert = webpki::EndEntityCert::try_from(end_entity)
+            .map_err(|e| refused(format!("unparsable client certificate: {e}")))?;
+        if let Some(cn) = &self.cn {
+            let got = common_name(cert.subject());
+            if got.as_deref() != Some(cn.as_str()) {
+                return Err(refused(format!(
+                    "client certificate CN {got:?} is not the allowed {cn:?}"
+                )));
+            }
+        }
+        if let Some(host) = &self.hostname {
+            cert.verify_is_valid_for_subject_name(host).map_err(|_| {
+                rustls::Error::InvalidCertificate(rustls::CertificateError::NotValidForName)
+            })?;
+        }
+        Ok(())
+    }
+}
+
+impl rustls::server::danger::ClientCertVerifier for AllowedClients {
+    fn offer_client_auth(&self) -> bool {
+        self.inner.offer_client_auth()
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        self.inner.client_auth_mandatory()
+    }
+
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        self.inner.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
+        let verified = self
+            .inner
+            .verify_client_cert(end_entity, intermediates, now)?;
+        self.check(end_entity)?;
+        Ok(verified)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+/// Reads one DER element at the start of `der`: (tag, content, rest).
+fn der_element(der: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let (&tag, rest) = der.split_first()?;
+    let (&first, rest) = rest.split_first()?;
+    let (len, rest) = if first < 0x80 {
+        (usize::from(first), rest)
+    } else {
+        let n = usize::from(first & 0x7f);
+        if n == 0 || n > 4 || rest.len() < n {
+            return None;
+        }
+        let len = rest[..n]
+            .iter()
+            .fold(0usize, |a, &b| (a << 8) | usize::from(b));
+        (len, &rest[n..])
+    };
+    (rest.len() >= len).then(|| (tag, &rest[..len], &rest[len..]))
+}
+
+/// The first Common Name (OID 2.5.4.3) in a certificate subject (the contents of its
+/// Name SEQUENCE: SETs of SEQUENCEs of OID and value), if it is a string.
+fn common_name(mut subject: &[u8]) -> Option<String> {
+    const CN: &[u8] = &[0x55, 0x04, 0x03];
+    while !subject.is_empty() {
+        let (_, mut set, rest) = der_element(subject)?;
+        subject = rest;
+        while !set.is_empty() {
+            let (_, atv, rest) = der_element(set)?;
+            set = rest;
+            let (oid_tag, oid, value) = der_element(atv)?;
+            if oid_tag == 0x06 && oid == CN {
+                let (tag, text, _) = der_element(value)?;
+                // UTF8String, PrintableString, IA5String, TeletexString (as Latin-1-ish ASCII).
+                if matches!(tag, 0x0c | 0x13 | 0x16 | 0x14) {
+                    return String::from_utf8(text.to_vec()).ok();
+                }
+                return None;
+            }
+        }
+    }
+    None
 }
 
 /// How a client checks the server's certificate.
@@ -566,6 +727,70 @@ pub fn url_host(url: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A leaf certificate for `hosts` with Common Name `cn`, as DER.
+    fn leaf(cn: &str, hosts: &[&str]) -> CertificateDer<'static> {
+        let mut params =
+            rcgen::CertificateParams::new(hosts.iter().map(|h| h.to_string()).collect::<Vec<_>>())
+                .expect("params");
+        params
+            .distinguished_name
+            .push(rcgen::DnType::OrganizationName, "flotilla");
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, cn);
+        let key = rcgen::KeyPair::generate().expect("key");
+        params.self_signed(&key).expect("cert").der().clone()
+    }
+
+    #[test]
+    fn common_names_are_read_from_subjects_and_bad_der_is_none() {
+        let der = leaf("peer-α", &["localhost"]);
+        let cert = webpki::EndEntityCert::try_from(&der).expect("parse");
+        assert_eq!(common_name(cert.subject()).as_deref(), Some("peer-α"));
+        assert_eq!(common_name(&[]), None);
+        // Truncated or lying lengths are refused, never read past the end.
+        for bad in [
+            &[0x31u8, 0x05, 0x30][..],
+            &[0x31, 0x84, 0xff, 0xff, 0xff, 0xff],
+            &[0x31],
+        ] {
+            assert_eq!(common_name(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn allowed_cn_and_host_name_are_checked_after_the_ca() {
+        let inner: Arc<dyn rustls::server::danger::ClientCertVerifier> =
+            Arc::new(rustls::server::NoClientAuth);
+        let policy = |cn: Option<&str>, host: Option<&str>| Policy {
+            allowed_cn: cn.map(String::from),
+            allowed_hostname: host.map(String::from),
+            ..Policy::default()
+        };
+        let check = |p: &Policy, der: &CertificateDer<'_>| {
+            let v = AllowedClients {
+                inner: inner.clone(),
+                cn: p.allowed_cn.clone(),
+                hostname: p
+                    .allowed_hostname
+                    .clone()
+                    .map(|h| ServerName::try_from(h).expect("name")),
+            };
+            v.check(der)
+        };
+        let peer = leaf("peer", &["localhost", "127.0.0.1"]);
+        let other = leaf("other", &["elsewhere.invalid"]);
+        assert!(check(&policy(Some("peer"), None), &peer).is_ok());
+        assert!(check(&policy(Some("peer"), None), &other).is_err());
+        assert!(check(&policy(None, Some("localhost")), &peer).is_ok());
+        assert!(check(&policy(None, Some("127.0.0.1")), &peer).is_ok());
+        assert!(check(&policy(None, Some("localhost")), &other).is_err());
+        // Nothing to restrict: the CA verifier is used as it is.
+        let same = AllowedClients::wrap(inner.clone(), &Policy::default()).expect("wrap");
+        assert!(Arc::ptr_eq(&same, &inner));
+        assert!(AllowedClients::wrap(inner.clone(), &policy(None, Some("bad name!"))).is_err());
+    }
 
     #[test]
     fn url_hosts_for_certificate_names() {

@@ -26,7 +26,7 @@ impl Pki {
         self.path("ca.pem")
     }
     /// `server` (for 127.0.0.1 and localhost), `client`, `revoked` (listed in `crl.pem`),
-    /// `peer1..3` (both uses).
+    /// `peer1..3` (both uses), `elsewhere` (valid only for `elsewhere.invalid`).
     fn pair(&self, name: &str) -> CertKey {
         CertKey::new(
             "--cert-file",
@@ -56,11 +56,22 @@ fn pki() -> Pki {
     let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().expect("CA key"))
         .expect("CA certificate");
     std::fs::write(dir.path().join("ca.pem"), ca.pem()).expect("write CA");
-    let names = ["server", "client", "revoked", "peer1", "peer2", "peer3"];
+    let names = [
+        "server",
+        "client",
+        "revoked",
+        "peer1",
+        "peer2",
+        "peer3",
+        "elsewhere",
+    ];
     for (serial, name) in (1u64..).zip(names) {
-        let mut params =
-            CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
-                .expect("leaf params");
+        let hosts = if name == "elsewhere" {
+            vec!["elsewhere.invalid".to_string()]
+        } else {
+            vec!["127.0.0.1".to_string(), "localhost".to_string()]
+        };
+        let mut params = CertificateParams::new(hosts).expect("leaf params");
         params.serial_number = Some(rcgen::SerialNumber::from(serial));
         params.distinguished_name.push(DnType::CommonName, name);
         params.extended_key_usages = vec![
@@ -564,6 +575,23 @@ fn bad_certificate_files_are_clear_errors() {
         err.contains("--client-crl-file") && err.contains(&s(&garbage)),
         "{err}"
     );
+    // An allowed peer CN needs peer certificates to check (auto TLS verifies none).
+    let mut a = base(&server.cert, &server.key);
+    let peer_at = a
+        .iter()
+        .position(|x| x == "--listen-peer-urls")
+        .expect("peer flag")
+        + 1;
+    let (http_peer, https_peer) = (
+        a[peer_at].clone(),
+        a[peer_at].replace("http://", "https://"),
+    );
+    for x in &mut a {
+        *x = x.replace(&http_peer, &https_peer);
+    }
+    a.extend(["--peer-auto-tls", "--peer-cert-allowed-cn", "peer"].map(String::from));
+    let err = start_failure(a);
+    assert!(err.contains("allowed CN or host name"), "{err}");
     // An unknown or unsupported cipher suite is named, with the supported ones.
     let mut a = base(&server.cert, &server.key);
     a.extend([
@@ -705,6 +733,58 @@ fn three_members_replicate_over_peer_tls_with_client_certs_and_a_crl() {
     assert!(
         h2_over_tls(&peers[1], revoked).is_err(),
         "a revoked peer certificate was served"
+    );
+}
+
+/// One member on an https:// peer URL requiring peer certificates, with `extra` flags;
+/// returns it and its peer URL.
+fn peer_tls_member(pki: &Pki, data: &Path, extra: &[&str]) -> (Server, String) {
+    let client = format!("http://127.0.0.1:{}", util::free_port());
+    let peer = format!("https://127.0.0.1:{}", util::free_port());
+    let p = pki.pair("peer1");
+    let mut args = member_args("m1", data, &client, &peer, &format!("m1={peer}"));
+    args.extend(
+        [
+            "--peer-cert-file",
+            &s(&p.cert),
+            "--peer-key-file",
+            &s(&p.key),
+            "--peer-client-cert-auth",
+            "--peer-trusted-ca-file",
+            &s(&pki.ca()),
+        ]
+        .iter()
+        .chain(extra)
+        .map(|a| a.to_string()),
+    );
+    let mut server = util::kvd_spawn(args, client, peer.clone());
+    server.wait_healthy("kvd member on an https peer URL");
+    (server, peer)
+}
+
+#[test]
+fn peer_certificates_can_be_limited_to_a_cn_or_a_host_name() {
+    let pki = pki();
+    let peer_client = |name: &str| {
+        bins::tls::client_config(&ca_verify(&pki), Some(&pki.pair(name)), &[b"h2"]).expect("TLS")
+    };
+    let data = tempfile::tempdir().expect("tempdir");
+    let (_m, peer) = peer_tls_member(&pki, data.path(), &["--peer-cert-allowed-cn", "peer2"]);
+    h2_over_tls(&peer, peer_client("peer2")).expect("the allowed CN is accepted");
+    assert!(
+        h2_over_tls(&peer, peer_client("peer3")).is_err(),
+        "a peer certificate with another CN was served"
+    );
+    let data = tempfile::tempdir().expect("tempdir");
+    let (_m, peer) = peer_tls_member(
+        &pki,
+        data.path(),
+        &["--peer-cert-allowed-hostname", "localhost"],
+    );
+    h2_over_tls(&peer, peer_client("peer3")).expect("a certificate for localhost is accepted");
+    assert!(
+        h2_over_tls(&peer, peer_client("elsewhere")).is_err(),
+        "a peer certificate for another host was served"
     );
 }
 
