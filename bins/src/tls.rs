@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
-use rustls::pki_types::pem::PemObject as _;
+use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{
     CertificateDer, CertificateRevocationListDer, PrivateKeyDer, ServerName, UnixTime,
 };
@@ -164,21 +164,7 @@ pub fn load_crls(
     flag: &str,
     path: &Path,
 ) -> Result<Vec<CertificateRevocationListDer<'static>>, TlsError> {
-    let bytes = read(flag, path)?;
-    let bad = |reason: String| TlsError::BadCert {
-        flag: flag.to_owned(),
-        path: path.to_owned(),
-        reason,
-    };
-    let crls = CertificateRevocationListDer::pem_slice_iter(&bytes)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| bad(format!("not a PEM certificate revocation list: {e}")))?;
-    if crls.is_empty() {
-        return Err(bad(
-            "no PEM certificate revocation list (X509 CRL) in the file".into(),
-        ));
-    }
-    Ok(crls)
+    load_pem_list(flag, path, "certificate revocation list", "X509 CRL")
 }
 
 /// A certificate chain and its private key, read from files named by flags.
@@ -242,21 +228,30 @@ fn read(flag: &str, path: &Path) -> Result<Vec<u8>, TlsError> {
 /// # Errors
 /// The file cannot be read, or holds no (or a malformed) PEM certificate.
 pub fn load_certs(flag: &str, path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    load_pem_list(flag, path, "certificate", "CERTIFICATE")
+}
+
+/// Reads every PEM item of type `T` in `path` (named by `flag`); at least one. `what` and
+/// `label` (the PEM `BEGIN` label) name the item in errors.
+fn load_pem_list<T: PemObject>(
+    flag: &str,
+    path: &Path,
+    what: &str,
+    label: &str,
+) -> Result<Vec<T>, TlsError> {
     let bytes = read(flag, path)?;
     let bad = |reason: String| TlsError::BadCert {
         flag: flag.to_owned(),
         path: path.to_owned(),
         reason,
     };
-    let certs = CertificateDer::pem_slice_iter(&bytes)
+    let items = T::pem_slice_iter(&bytes)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| bad(format!("not a PEM certificate file: {e}")))?;
-    if certs.is_empty() {
-        return Err(bad(
-            "no PEM certificate (BEGIN CERTIFICATE) in the file".into()
-        ));
+        .map_err(|e| bad(format!("not a PEM {what} file: {e}")))?;
+    if items.is_empty() {
+        return Err(bad(format!("no PEM {what} (BEGIN {label}) in the file")));
     }
-    Ok(certs)
+    Ok(items)
 }
 
 /// Reads the PEM private key of `path` (named by `flag`).

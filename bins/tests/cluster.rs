@@ -25,28 +25,8 @@ fn spec(name: &str) -> Spec {
 }
 
 fn spawn(s: &Spec, cluster: &str, state: &str, data: &std::path::Path) -> Server {
-    let args = vec![
-        "--name".to_string(),
-        s.name.clone(),
-        "--data-dir".into(),
-        data.join(&s.name).display().to_string(),
-        "--listen-client-urls".into(),
-        s.client.clone(),
-        "--advertise-client-urls".into(),
-        s.client.clone(),
-        "--listen-peer-urls".into(),
-        s.peer.clone(),
-        "--initial-advertise-peer-urls".into(),
-        s.peer.clone(),
-        "--initial-cluster".into(),
-        cluster.into(),
-        "--initial-cluster-state".into(),
-        state.into(),
-        "--heartbeat-interval".into(),
-        "50".into(),
-        "--election-timeout".into(),
-        "500".into(),
-    ];
+    let mut args = util::member_args(&s.name, data, &s.client, &s.peer, cluster);
+    args.extend(["--initial-cluster-state".to_string(), state.to_string()]);
     util::kvd_spawn(args, s.client.clone(), s.peer.clone())
 }
 

@@ -447,26 +447,7 @@ fn grpc_members_and_status_on_three_members() {
     let mut servers: Vec<Server> = specs
         .iter()
         .map(|s| {
-            let args = vec![
-                "--name".to_string(),
-                s.name.clone(),
-                "--data-dir".into(),
-                dir.path().join(&s.name).display().to_string(),
-                "--listen-client-urls".into(),
-                s.client.clone(),
-                "--advertise-client-urls".into(),
-                s.client.clone(),
-                "--listen-peer-urls".into(),
-                s.peer.clone(),
-                "--initial-advertise-peer-urls".into(),
-                s.peer.clone(),
-                "--initial-cluster".into(),
-                cluster.clone(),
-                "--heartbeat-interval".into(),
-                "50".into(),
-                "--election-timeout".into(),
-                "500".into(),
-            ];
+            let args = util::member_args(&s.name, dir.path(), &s.client, &s.peer, &cluster);
             util::kvd_spawn(args, s.client.clone(), s.peer.clone())
         })
         .collect();

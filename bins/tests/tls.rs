@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use bins::tls::{CertKey, ServerVerification};
 
-use crate::util::{self, Server};
+use crate::util::{self, Server, member_args};
 
 /// A test CA and the certificates it issued, as PEM files in a temporary directory.
 struct Pki {
@@ -151,33 +151,6 @@ fn wait_healthy(server: &mut Server, http: &reqwest::blocking::Client) {
     }
 }
 
-/// kvd arguments for one member on `client`/`peer` URLs in `data`.
-fn member_args(name: &str, data: &Path, client: &str, peer: &str, cluster: &str) -> Vec<String> {
-    [
-        "--name",
-        name,
-        "--data-dir",
-        &s(&data.join(name)),
-        "--listen-client-urls",
-        client,
-        "--advertise-client-urls",
-        client,
-        "--listen-peer-urls",
-        peer,
-        "--initial-advertise-peer-urls",
-        peer,
-        "--initial-cluster",
-        cluster,
-        "--heartbeat-interval",
-        "50",
-        "--election-timeout",
-        "500",
-    ]
-    .iter()
-    .map(|a| a.to_string())
-    .collect()
-}
-
 /// A single kvd on an https:// client URL with `extra` TLS flags.
 fn https_kvd(data: &Path, extra: &[String]) -> Server {
     let client = format!("https://127.0.0.1:{}", util::free_port());
@@ -185,6 +158,20 @@ fn https_kvd(data: &Path, extra: &[String]) -> Server {
     let mut args = member_args("node1", data, &client, &peer, &format!("node1={peer}"));
     args.extend(extra.iter().cloned());
     util::kvd_spawn(args, client, peer)
+}
+
+/// Peer TLS with `name`'s certificate, requiring peers' certificates from the test CA.
+fn peer_auth_flags(pki: &Pki, name: &str) -> Vec<String> {
+    let p = pki.pair(name);
+    vec![
+        "--peer-cert-file".into(),
+        s(&p.cert),
+        "--peer-key-file".into(),
+        s(&p.key),
+        "--peer-client-cert-auth".into(),
+        "--peer-trusted-ca-file".into(),
+        s(&pki.ca()),
+    ]
 }
 
 fn client_auth_flags(pki: &Pki) -> Vec<String> {
@@ -704,18 +691,9 @@ fn three_members_replicate_over_peer_tls_with_client_certs_and_a_crl() {
     let pki = pki();
     let data = tempfile::tempdir().expect("tempdir");
     let (_servers, peers) = three_members_over_peer_tls(data.path(), |i| {
-        let p = pki.pair(&format!("peer{i}"));
-        vec![
-            "--peer-cert-file".into(),
-            s(&p.cert),
-            "--peer-key-file".into(),
-            s(&p.key),
-            "--peer-client-cert-auth".into(),
-            "--peer-trusted-ca-file".into(),
-            s(&pki.ca()),
-            "--peer-crl-file".into(),
-            s(&pki.path("crl.pem")),
-        ]
+        let mut flags = peer_auth_flags(&pki, &format!("peer{i}"));
+        flags.extend(["--peer-crl-file".into(), s(&pki.path("crl.pem"))]);
+        flags
     });
     // The peer port is TLS and requires a certificate from the peer CA.
     let peer1 = pki.pair("peer1");
@@ -741,22 +719,9 @@ fn three_members_replicate_over_peer_tls_with_client_certs_and_a_crl() {
 fn peer_tls_member(pki: &Pki, data: &Path, extra: &[&str]) -> (Server, String) {
     let client = format!("http://127.0.0.1:{}", util::free_port());
     let peer = format!("https://127.0.0.1:{}", util::free_port());
-    let p = pki.pair("peer1");
     let mut args = member_args("m1", data, &client, &peer, &format!("m1={peer}"));
-    args.extend(
-        [
-            "--peer-cert-file",
-            &s(&p.cert),
-            "--peer-key-file",
-            &s(&p.key),
-            "--peer-client-cert-auth",
-            "--peer-trusted-ca-file",
-            &s(&pki.ca()),
-        ]
-        .iter()
-        .chain(extra)
-        .map(|a| a.to_string()),
-    );
+    args.extend(peer_auth_flags(pki, "peer1"));
+    args.extend(extra.iter().map(|a| a.to_string()));
     let mut server = util::kvd_spawn(args, client, peer.clone());
     server.wait_healthy("kvd member on an https peer URL");
     (server, peer)

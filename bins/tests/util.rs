@@ -219,6 +219,42 @@ fn kvd_with(dir: tempfile::TempDir, data: PathBuf, extra: &[&str]) -> Server {
     start(env!("CARGO_BIN_EXE_kvd"), args, url, peer, dir, "kvd")
 }
 
+/// kvd arguments for cluster member `name` on `client`/`peer` URLs, its data in
+/// `data/<name>`, in the cluster `initial_cluster` (`name=peer,...`), with the short
+/// heartbeat (50 ms) and election timeout (500 ms) the cluster tests use.
+#[allow(dead_code)]
+pub(crate) fn member_args(
+    name: &str,
+    data: &std::path::Path,
+    client: &str,
+    peer: &str,
+    initial_cluster: &str,
+) -> Vec<String> {
+    [
+        "--name",
+        name,
+        "--data-dir",
+        &data.join(name).display().to_string(),
+        "--listen-client-urls",
+        client,
+        "--advertise-client-urls",
+        client,
+        "--listen-peer-urls",
+        peer,
+        "--initial-advertise-peer-urls",
+        peer,
+        "--initial-cluster",
+        initial_cluster,
+        "--heartbeat-interval",
+        "50",
+        "--election-timeout",
+        "500",
+    ]
+    .iter()
+    .map(|a| a.to_string())
+    .collect()
+}
+
 /// Starts the kvd binary with these arguments (the caller picks the ports) and waits until
 /// it is healthy.
 #[allow(dead_code)]

@@ -93,6 +93,32 @@ fn populated(n: usize) -> Store {
 }
 
 /// A cheap deterministic sequence of key numbers spread over the store.
+/// CPU time of `iters` operations on prepared inputs: in batches of at most `BATCH`,
+/// `fill(batch, round)` makes `round` inputs outside the timed part, then `op` runs on each.
+fn cpu_time_batched<T>(
+    iters: u64,
+    batch: &mut Vec<T>,
+    mut fill: impl FnMut(&mut Vec<T>, usize),
+    mut op: impl FnMut(&T),
+) -> Duration {
+    let mut total = Duration::ZERO;
+    let mut left = iters as usize;
+    while left > 0 {
+        let round = left.min(BATCH);
+        fill(batch, round);
+        let start = cpu_now();
+        for x in &batch[..round] {
+            op(x);
+        }
+        total += cpu_now() - start;
+        left -= round;
+    }
+    total
+}
+
+/// Inputs prepared per timed batch in the `*_in_cache` benches.
+const BATCH: usize = 256;
+
 fn spread(i: usize, n: usize) -> usize {
     (i.wrapping_mul(2_654_435_761)) % n
 }
@@ -132,27 +158,20 @@ fn ops(c: &mut Criterion) {
     // cache and TLB misses per operation that a server does not have (they do not show
     // in `harness_key_only`, where consecutive iterations overlap). Keys are copied into
     // a 256-entry batch outside the timed part, then the batch is timed.
-    const BATCH: usize = 256;
     let mut batch: Vec<String> = vec![String::new(); BATCH];
+    // Copies the next `round` keys into the reused strings of `batch`.
+    let mut next_keys = |batch: &mut Vec<String>, round: usize| {
+        for k in batch.iter_mut().take(round) {
+            i += 1;
+            k.clear();
+            k.push_str(&names[spread(i, n)]);
+        }
+    };
     g.bench_function("get_key_in_cache", |b| {
         b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            let mut left = iters as usize;
-            while left > 0 {
-                let round = left.min(BATCH);
-                for k in batch.iter_mut().take(round) {
-                    i += 1;
-                    k.clear();
-                    k.push_str(&names[spread(i, n)]);
-                }
-                let start = cpu_now();
-                for k in &batch[..round] {
-                    black_box(store.get(k, false, false, NOW).unwrap());
-                }
-                total += cpu_now() - start;
-                left -= round;
-            }
-            total
+            cpu_time_batched(iters, &mut batch, &mut next_keys, |k| {
+                black_box(store.get(k, false, false, NOW).unwrap());
+            })
         })
     });
 
@@ -161,26 +180,12 @@ fn ops(c: &mut Criterion) {
     let mut out: Vec<u8> = Vec::with_capacity(512);
     g.bench_function("get_ref_key_in_cache", |b| {
         b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            let mut left = iters as usize;
-            while left > 0 {
-                let round = left.min(BATCH);
-                for k in batch.iter_mut().take(round) {
-                    i += 1;
-                    k.clear();
-                    k.push_str(&names[spread(i, n)]);
-                }
-                let start = cpu_now();
-                for k in &batch[..round] {
-                    let r = store.get_ref(k, NOW).unwrap();
-                    out.clear();
-                    out.extend_from_slice(r.value().unwrap_or("").as_bytes());
-                    black_box((&out, r.modified_index()));
-                }
-                total += cpu_now() - start;
-                left -= round;
-            }
-            total
+            cpu_time_batched(iters, &mut batch, &mut next_keys, |k| {
+                let r = store.get_ref(k, NOW).unwrap();
+                out.clear();
+                out.extend_from_slice(r.value().unwrap_or("").as_bytes());
+                black_box((&out, r.modified_index()));
+            })
         })
     });
 
@@ -188,23 +193,16 @@ fn ops(c: &mut Criterion) {
     let mut cmds: Vec<Command> = Vec::with_capacity(BATCH);
     g.bench_function("set_command_in_cache", |b| {
         b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            let mut left = iters as usize;
-            while left > 0 {
-                let round = left.min(BATCH);
+            let fill = |cmds: &mut Vec<Command>, round: usize| {
                 cmds.clear();
                 for _ in 0..round {
                     i += 1;
                     cmds.push(set(names[spread(i, n)].clone(), v.clone()));
                 }
-                let start = cpu_now();
-                for c in &cmds {
-                    black_box(store.apply(c).unwrap());
-                }
-                total += cpu_now() - start;
-                left -= round;
-            }
-            total
+            };
+            cpu_time_batched(iters, &mut cmds, fill, |c| {
+                black_box(store.apply(c).unwrap());
+            })
         })
     });
 

@@ -190,7 +190,8 @@ fn spawn_member(
         .spawn()?)
 }
 
-/// Member 1 of a 3-member cluster, in this process, serving its peer port.
+/// A member of a 3-member cluster serving its peer port: member 1 in the bench process,
+/// or a child process's member.
 struct Local {
     node: Node<Map>,
     stop: tokio::sync::oneshot::Sender<()>,
@@ -198,18 +199,15 @@ struct Local {
 }
 
 impl Local {
-    async fn open(
-        root: &std::path::Path,
+    /// Opens member `id` in `dir` and serves its peer port on `listener`.
+    async fn start(
+        id: u64,
+        dir: &std::path::Path,
         members: &[Member],
         listener: tokio::net::TcpListener,
     ) -> Result<Local, Box<dyn std::error::Error>> {
         let transport = GrpcTransport::new(7);
-        let node = Node::open(
-            config(1, &root.join("m1"), members),
-            Map::default(),
-            transport.clone(),
-        )
-        .await?;
+        let node = Node::open(config(id, dir, members), Map::default(), transport.clone()).await?;
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(async move {
             transport
@@ -218,6 +216,17 @@ impl Local {
                 })
                 .await
         });
+        Ok(Local { node, stop, server })
+    }
+
+    /// Member 1 in `root/m1`, once the cluster commits.
+    async fn open(
+        root: &std::path::Path,
+        members: &[Member],
+        listener: tokio::net::TcpListener,
+    ) -> Result<Local, Box<dyn std::error::Error>> {
+        let local = Local::start(1, &root.join("m1"), members, listener).await?;
+        let node = &local.node;
         // Wait until the cluster commits.
         let deadline = Instant::now() + Duration::from_secs(60);
         while node.write(&("warmup".into(), "x".into())).await.is_err() {
@@ -227,7 +236,7 @@ impl Local {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        Ok(Local { node, stop, server })
+        Ok(local)
     }
 
     /// Makes `to` the leader (raft hands over once `to` is caught up).
@@ -351,32 +360,14 @@ async fn member(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
             Err(e) => return Err(e.into()),
         }
     };
-    let transport = GrpcTransport::new(7);
-    let node = Node::open(
-        config(id, std::path::Path::new(dir), &members),
-        Map::default(),
-        transport.clone(),
-    )
-    .await?;
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(async move {
-        transport
-            .serve(listener, async move {
-                let _ = stopped.await;
-            })
-            .await
-    });
+    let local = Local::start(id, std::path::Path::new(dir), &members, listener).await?;
     // Block (off the runtime) until the parent closes our stdin.
     tokio::task::spawn_blocking(|| {
         let mut sink = Vec::new();
         let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut sink);
     })
     .await?;
-    node.shutdown().await;
-    let _ = stop.send(());
-    // Graceful shutdown waits for peers' streams to close; do not let a peer that is still
-    // up hold the benchmark forever.
-    let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
+    local.close().await;
     Ok(())
 }
 
