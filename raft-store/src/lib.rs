@@ -139,6 +139,7 @@ mod kv;
 #[cfg(any(test, feature = "test-util"))]
 mod memory;
 mod node;
+mod persist;
 mod state_machine;
 pub mod storage;
 pub mod tls;

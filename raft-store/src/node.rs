@@ -17,6 +17,7 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use crate::config::{Config, Member};
 use crate::error::{Error, Result, StorageError};
+use crate::persist::{Done, Job, Persister};
 use crate::state_machine::StateMachine;
 use crate::storage::{DataDir, LogStore, RocksLogStore};
 use crate::transport::{Inbox, NetEvent, Transport};
@@ -372,8 +373,11 @@ impl<S: StateMachine> Node<S> {
         });
         let (req_tx, req_rx) = mpsc::unbounded_channel();
         let (net_tx, net_rx) = mpsc::unbounded_channel();
+        let (done_tx, done_rx) = mpsc::unbounded_channel();
+        let persister = Persister::start(id, store.clone(), transport.clone(), done_tx)?;
         transport.attach(id, Inbox { tx: net_tx });
         let mut lp = Loop {
+            persister,
             shared: shared.clone(),
             raw,
             store,
@@ -394,7 +398,7 @@ impl<S: StateMachine> Node<S> {
             removed: false,
         };
         let task = tokio::spawn(async move {
-            let result = lp.run(req_rx, net_rx).await;
+            let result = lp.run(req_rx, net_rx, done_rx).await;
             if let Err(e) = &result {
                 tracing::error!(member = lp.shared.id, error = %e, "raft loop failed");
                 *lp.shared.failure.lock() = Some(e.to_string());
@@ -741,6 +745,8 @@ type ProposeOutcome<S> = (u64, Arc<<S as StateMachine>::Output>);
 
 /// The raft loop's state. Only the loop task touches it.
 struct Loop<S: StateMachine> {
+    // First, so it is dropped first: its thread holds the database open.
+    persister: Persister,
     shared: Arc<Shared<S>>,
     raw: RawNode<RocksLogStore>,
     store: RocksLogStore,
@@ -771,7 +777,7 @@ type ReadWaiters = Vec<oneshot::Sender<Result<u64>>>;
 
 /// Runs `f`, which blocks on disk I/O, without stalling other tasks of a multi-threaded
 /// runtime.
-fn blocking<R>(f: impl FnOnce() -> R) -> R {
+pub(crate) fn blocking<R>(f: impl FnOnce() -> R) -> R {
     match tokio::runtime::Handle::try_current() {
         Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
             tokio::task::block_in_place(f)
@@ -785,6 +791,7 @@ impl<S: StateMachine> Loop<S> {
         &mut self,
         mut requests: mpsc::UnboundedReceiver<Request<S>>,
         mut net: mpsc::UnboundedReceiver<NetEvent>,
+        mut persisted: mpsc::UnboundedReceiver<Done>,
     ) -> Result<()> {
         let mut ticker = tokio::time::interval(self.config.tick_interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -814,6 +821,23 @@ impl<S: StateMachine> Loop<S> {
                             Ok(e) => self.handle_net(e),
                             Err(_) => break,
                         }
+                    }
+                }
+                Some(d) = persisted.recv() => {
+                    let mut newest = None;
+                    let mut next = Some(d);
+                    while let Some(d) = next.take() {
+                        match d {
+                            Done::Persisted { number, jobs } => {
+                                self.persister.completed(jobs);
+                                newest = Some(number);
+                            }
+                            Done::Failed => return Err(self.persister.failure()),
+                        }
+                        next = persisted.try_recv().ok();
+                    }
+                    if let Some(number) = newest {
+                        self.raw.on_persist_ready(number);
                     }
                 }
             }
@@ -850,6 +874,9 @@ impl<S: StateMachine> Loop<S> {
     }
 
     fn stop(&mut self) {
+        // What was staged is written before the member lets go of its directory (a crash,
+        // by contrast, drops it). After a failure this returns at once.
+        let _ = self.persister.flush();
         self.transport.detach(self.shared.id);
         for (_, p) in self.pending.drain() {
             p.fail(Error::Stopped);
@@ -1085,13 +1112,52 @@ impl<S: StateMachine> Loop<S> {
         }
     }
 
+    /// Handles a `Ready` asynchronously: messages a leader may send before its own write go
+    /// out, committed entries are applied, and the entries and hard state are staged and
+    /// handed to the persistence thread, which sends the messages that must wait for them
+    /// (a follower's acknowledgements) once they are durable.
     fn on_ready(&mut self) -> Result<()> {
         let mut rd = self.raw.ready();
-        self.send(rd.take_messages());
         if !rd.snapshot().is_empty() {
-            let snap = rd.snapshot().clone();
-            self.install_snapshot(&snap)?;
+            return self.on_snapshot_ready(rd);
         }
+        self.send(rd.take_messages());
+        self.apply(rd.take_committed_entries())?;
+        self.answer_reads(rd.take_read_states());
+        let entries = rd.take_entries();
+        let hs = rd.hs().cloned();
+        let messages = rd.take_persisted_messages();
+        let number = rd.number();
+        if entries.is_empty() && hs.is_none() && messages.is_empty() {
+            self.raw.advance_append_async(rd);
+            // Nothing to write: durable as soon as everything before it is.
+            if self.persister.idle() {
+                self.raw.on_persist_ready(number);
+            }
+        } else {
+            self.note_placed(&entries);
+            let staged = self.store.stage(entries, hs)?;
+            let sync = rd.must_sync();
+            self.raw.advance_append_async(rd);
+            self.persister.submit(Job {
+                number,
+                staged,
+                sync,
+                messages,
+            })?;
+        }
+        self.raw.advance_apply();
+        self.maybe_snapshot()?;
+        Ok(())
+    }
+
+    /// Handles a `Ready` carrying a snapshot from the leader, synchronously: the writes
+    /// before it are flushed first, since installing it replaces the whole log.
+    fn on_snapshot_ready(&mut self, mut rd: raft::Ready) -> Result<()> {
+        self.persister.flush()?;
+        self.send(rd.take_messages());
+        let snap = rd.snapshot().clone();
+        self.install_snapshot(&snap)?;
         self.apply(rd.take_committed_entries())?;
         if !rd.entries().is_empty() || rd.hs().is_some() {
             self.note_placed(rd.entries());
@@ -1101,13 +1167,7 @@ impl<S: StateMachine> Loop<S> {
             self.failpoint("raft_store::after_persist")?;
         }
         self.send(rd.take_persisted_messages());
-        for rs in rd.take_read_states() {
-            if let Some((txs, _)) = self.reads.remove(&rs.request_ctx[..]) {
-                for tx in txs {
-                    let _ = tx.send(Ok(rs.index));
-                }
-            }
-        }
+        self.answer_reads(rd.take_read_states());
         let mut light = self.raw.advance(rd);
         if let Some(commit) = light.commit_index() {
             let mut hs = self.store.hard_state();
@@ -1120,6 +1180,16 @@ impl<S: StateMachine> Loop<S> {
         self.raw.advance_apply();
         self.maybe_snapshot()?;
         Ok(())
+    }
+
+    fn answer_reads(&mut self, states: Vec<raft::ReadState>) {
+        for rs in states {
+            if let Some((txs, _)) = self.reads.remove(&rs.request_ctx[..]) {
+                for tx in txs {
+                    let _ = tx.send(Ok(rs.index));
+                }
+            }
+        }
     }
 
     fn install_snapshot(&mut self, snap: &Snapshot) -> Result<()> {

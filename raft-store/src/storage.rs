@@ -156,10 +156,19 @@ fn limit(entries: &mut Vec<Entry>, max_size: Option<u64>) {
 /// persisted to apply them, and a read through RocksDB would seek every SST file of the
 /// log (a range seek has no bloom filter), reading and checksumming blocks that hold none
 /// of them. Holds a contiguous run of the log's last entries, bounded in count and bytes.
+///
+/// It is also where raft reads entries that are staged but not yet written
+/// ([`RocksLogStore::stage`]): those are pinned until [`RocksLogStore::persist`] has written
+/// them, so the bounds may be exceeded while writes are in flight.
 #[derive(Debug, Default)]
 struct EntryCache {
     entries: std::collections::VecDeque<Entry>,
     bytes: u64,
+    /// Staged writes not yet persisted, oldest first: their sequence number and the first
+    /// index they write (None for a write of the hard state alone). No entry at or after
+    /// the lowest such index may leave the cache, as RocksDB does not hold it yet.
+    unwritten: std::collections::VecDeque<(u64, Option<u64>)>,
+    next_seq: u64,
 }
 
 /// Bounds of [`EntryCache`]: enough for the entries between persisting and applying
@@ -196,10 +205,38 @@ impl EntryCache {
             self.bytes += u64::from(e.compute_size());
             self.entries.push_back(e.clone());
         }
+        self.trim();
+    }
+
+    /// Records `entries` as staged and not yet written; returns the write's sequence number.
+    fn stage(&mut self, entries: &[Entry]) -> u64 {
+        self.next_seq += 1;
+        self.unwritten
+            .push_back((self.next_seq, entries.first().map(|e| e.index)));
+        self.append(entries);
+        self.next_seq
+    }
+
+    /// The staged writes up to sequence number `seq` are durable.
+    fn written(&mut self, seq: u64) {
+        while self.unwritten.front().is_some_and(|&(s, _)| s <= seq) {
+            self.unwritten.pop_front();
+        }
+        self.trim();
+    }
+
+    /// Drops the oldest entries beyond the bounds, keeping every entry not yet written.
+    fn trim(&mut self) {
+        let keep_from = self.unwritten.iter().filter_map(|&(_, f)| f).min();
         while self.entries.len() > CACHE_MAX_ENTRIES || self.bytes > CACHE_MAX_BYTES {
-            match self.entries.pop_front() {
-                Some(e) => self.bytes -= u64::from(e.compute_size()),
-                None => break,
+            if self
+                .first()
+                .is_none_or(|f| keep_from.is_some_and(|k| f >= k))
+            {
+                break;
+            }
+            if let Some(e) = self.entries.pop_front() {
+                self.bytes -= u64::from(e.compute_size());
             }
         }
     }
@@ -620,6 +657,23 @@ fn encode<M: protobuf::Message>(m: &M) -> Vec<u8> {
     seal(&m.write_to_bytes().unwrap_or_default())
 }
 
+/// A write accepted by [`RocksLogStore::stage`], visible to raft and not yet durable.
+#[derive(Debug)]
+pub struct Staged {
+    seq: u64,
+    entries: Vec<Entry>,
+    /// Entries `from..to` replaced by this write (a new leader rewrote the log's tail).
+    truncate: Option<(u64, u64)>,
+    hard_state: Option<HardState>,
+}
+
+impl Staged {
+    /// The entries this write appends.
+    pub fn entries(&self) -> &[Entry] {
+        &self.entries
+    }
+}
+
 /// The RocksDB-backed [`LogStore`].
 #[derive(Clone)]
 pub struct RocksLogStore {
@@ -710,6 +764,82 @@ impl RocksLogStore {
             meta: Arc::new(Mutex::new(meta)),
             cache: Arc::new(Mutex::new(EntryCache::default())),
         })
+    }
+
+    /// The first half of [`LogStore::append`]: checks `entries`, makes them (and
+    /// `hard_state`) visible to raft's reads at once, and returns the write to hand to
+    /// [`RocksLogStore::persist`]. Raft's asynchronous ready needs this split: entries must be
+    /// readable before they are durable, so the next `Ready` can be built while the fsync of
+    /// the last one runs.
+    ///
+    /// Staged writes must be persisted in the order they were staged. Until a staged write
+    /// is persisted, its entries stay in memory; if persisting fails, the store must not be
+    /// used further (the member stops, and reopening reads what is on disk).
+    ///
+    /// # Errors
+    ///
+    /// [`StorageError::BadAppend`] if the entries would leave a gap or rewrite compacted
+    /// entries; nothing is staged then.
+    pub fn stage(
+        &self,
+        entries: Vec<Entry>,
+        hard_state: Option<HardState>,
+    ) -> Result<Staged, StorageError> {
+        let mut m = self.meta.lock();
+        m.check_append(&entries)?;
+        let mut truncate = None;
+        if let Some(first) = entries.first() {
+            let new_last = first.index + entries.len() as u64 - 1;
+            if new_last < m.last_index {
+                truncate = Some((new_last + 1, m.last_index + 1));
+            }
+            m.last_index = new_last;
+        }
+        if let Some(hs) = &hard_state {
+            m.hard_state = hs.clone();
+        }
+        let seq = self.cache.lock().stage(&entries);
+        Ok(Staged {
+            seq,
+            entries,
+            truncate,
+            hard_state,
+        })
+    }
+
+    /// Writes staged writes, oldest first, in one atomic RocksDB write; with `sync`, returns
+    /// only once it is durable.
+    ///
+    /// # Errors
+    ///
+    /// RocksDB errors; then the store must not be used further.
+    pub fn persist<'a>(
+        &self,
+        staged: impl IntoIterator<Item = &'a Staged>,
+        sync: bool,
+    ) -> Result<(), StorageError> {
+        let mut batch = rocksdb::WriteBatch::default();
+        let mut last = None;
+        for s in staged {
+            last = Some(s.seq);
+            for e in &s.entries {
+                batch.put(entry_key(e.index), encode(e));
+            }
+            if let Some((from, to)) = s.truncate {
+                batch.delete_range(entry_key(from), entry_key(to));
+            }
+            if let Some(hs) = &s.hard_state {
+                batch.put(KEY_HARD_STATE, encode(hs));
+            }
+        }
+        // A ready with only messages to hold back stages an empty write: nothing to store.
+        if !batch.is_empty() {
+            self.write(batch, sync)?;
+        }
+        if let Some(seq) = last {
+            self.cache.lock().written(seq);
+        }
+        Ok(())
     }
 
     fn read_entry(&self, index: u64) -> Result<Entry, StorageError> {
@@ -842,29 +972,8 @@ impl LogStore for RocksLogStore {
         hard_state: Option<&HardState>,
         sync: bool,
     ) -> Result<(), StorageError> {
-        let mut m = self.meta.lock();
-        m.check_append(entries)?;
-        let mut batch = rocksdb::WriteBatch::default();
-        let mut new_last = m.last_index;
-        if let Some(first) = entries.first() {
-            for e in entries {
-                batch.put(entry_key(e.index), encode(e));
-            }
-            new_last = first.index + entries.len() as u64 - 1;
-            if new_last < m.last_index {
-                batch.delete_range(entry_key(new_last + 1), entry_key(m.last_index + 1));
-            }
-        }
-        if let Some(hs) = hard_state {
-            batch.put(KEY_HARD_STATE, encode(hs));
-        }
-        self.write(batch, sync)?;
-        m.last_index = new_last;
-        if let Some(hs) = hard_state {
-            m.hard_state = hs.clone();
-        }
-        self.cache.lock().append(entries);
-        Ok(())
+        let staged = self.stage(entries.to_vec(), hard_state.cloned())?;
+        self.persist([&staged], sync)
     }
 
     fn apply_snapshot(&self, snapshot: &Snapshot) -> Result<(), StorageError> {
