@@ -875,6 +875,39 @@ fn kvctl(args: &[&str]) -> (Option<i32>, String, String) {
     )
 }
 
+#[test]
+fn kvctl_over_grpc_prints_kvd_limits_as_over_http() {
+    let server = kvd(&[
+        "--max-request-bytes",
+        "4096",
+        "--max-watchers-per-conn",
+        "0",
+    ]);
+    let big = "x".repeat(8192);
+    // (A key over the key limit cannot be sent over HTTP: it is longer than a URL may be.)
+    for (what, args) in [
+        (
+            "a value over the request limit",
+            vec!["set", "/big", big.as_str()],
+        ),
+        ("a watch over the watcher limit", vec!["watch", "/w"]),
+    ] {
+        let run = |api: &str| {
+            let mut a = vec!["--endpoints", server.url.as_str(), "--api", api];
+            a.extend(&args);
+            kvctl(&a)
+        };
+        let (http, grpc) = (run("http"), run("grpc"));
+        assert_eq!(grpc, http, "{what}: gRPC and HTTP differ");
+        assert_eq!(http.0, Some(4), "{what}: {http:?}");
+        assert!(
+            http.2
+                .starts_with("Error:  300: Raft Internal Error (etcdserver: "),
+            "{what}: {http:?}"
+        );
+    }
+}
+
 /// Reads `child`'s stdout lines into a channel (so a test can wait for one with a deadline).
 fn lines_of(child: &mut std::process::Child) -> std::sync::mpsc::Receiver<String> {
     use std::io::BufRead as _;

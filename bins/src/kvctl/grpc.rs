@@ -4,7 +4,8 @@
 //! The answers are turned into the v2 HTTP API's vocabulary (hex member ids, RFC 3339
 //! expirations, the root's empty key, `X-Etcd-Index`) and kv.v1's errors, which carry
 //! etcd's code, cause and index, into etcd's error text, so the commands print exactly
-//! what they print over HTTP.
+//! what they print over HTTP (limits too: kvd's `RESOURCE_EXHAUSTED` names the cause of
+//! the etcd error its HTTP API answers).
 //!
 //! Endpoints fail over as etcdctl's client does: a call that cannot reach its member (no
 //! connection could be made, so nothing was sent) goes to the next endpoint, which is then
@@ -251,6 +252,16 @@ pub(super) fn call_fail(ep: &str, e: &ClientError) -> Fail {
                 },
             )
         }
+        // A kvd limit: the etcd error its HTTP API answers for the same limit.
+        ClientError::Status(s) if crate::grpc::limit_cause(s).is_some() => error(
+            exit::SERVER_ERROR,
+            CError {
+                error_code: 300,
+                message: crate::store::error_message(300).to_owned(),
+                cause: crate::grpc::limit_cause(s).unwrap_or_default().to_owned(),
+                index: 0,
+            },
+        ),
         ClientError::Status(s) => {
             let cause = match std::error::Error::source(s) {
                 Some(src) => root_cause(src),
@@ -616,6 +627,22 @@ mod tests {
         );
         assert_eq!(member_id("8e9e05c52164694d"), Ok(0x8e9e_05c5_2164_694d));
         assert_eq!(member_id("node1"), Err("No such member: node1".into()));
+    }
+
+    #[test]
+    fn limits_print_as_over_http() {
+        let s = tonic::Status::resource_exhausted(
+            "etcdserver: request is too large; the limit is 4096 bytes",
+        );
+        let over_grpc = call_fail("http://x", &ClientError::from(s));
+        let body = r#"{"errorCode":300,"message":"Raft Internal Error","cause":"etcdserver: request is too large","index":0}"#;
+        let over_http = super::super::http::decode_keys_body(body, 0).unwrap_err();
+        assert_eq!(over_grpc.message, over_http.message);
+        assert_eq!(
+            over_grpc.message,
+            "Error:  300: Raft Internal Error (etcdserver: request is too large) [0]"
+        );
+        assert_eq!(over_grpc.code, exit::SERVER_ERROR);
     }
 
     #[test]
