@@ -14,6 +14,9 @@
 //! watches are counted apart from HTTP long polls). Its message starts with the cause of
 //! the etcd error (300) the HTTP API answers for the same limit, then `; ` and details
 //! ([`limit_cause`] reads it back), so a client can print what an HTTP client prints.
+//!
+//! A watch's response metadata `kv-etcd-index` ([`crate::client::ETCD_INDEX_METADATA`]) is
+//! the store index when it was registered, the HTTP API's `X-Etcd-Index` of a long poll.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -445,7 +448,12 @@ impl<B: KvBackend> Kv for KvService<B> {
                 }
             });
         let stream: EventStream = Box::pin(stream);
-        Ok(tonic::Response::new(stream))
+        let mut response = tonic::Response::new(stream);
+        response.metadata_mut().insert(
+            crate::client::ETCD_INDEX_METADATA,
+            tonic::metadata::MetadataValue::from(w.start_index),
+        );
+        Ok(response)
     }
 
     async fn member_list(

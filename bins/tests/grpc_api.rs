@@ -361,10 +361,12 @@ fn grpc_watch_from_a_past_index_live_and_cleared() {
         let kv = KvClient::connect(&url).await.expect("connect");
         let first = kv.put("/w/a", "1").await.expect("put");
         kv.put("/other", "x").await.expect("put");
-        kv.put("/w/b", "2").await.expect("put");
+        let b = kv.put("/w/b", "2").await.expect("put");
 
-        // From a past index: the history first, in order, then live events.
+        // From a past index: the history first, in order, then live events. The response
+        // carries the store index at registration (the HTTP API's `X-Etcd-Index`).
         let mut w = kv.watch("/w", true, first.index).await.expect("watch");
+        assert_eq!(w.etcd_index(), Some(b.index));
         let e = next_event(&mut w).await;
         assert_eq!((e.node.key.as_str(), e.index), ("/w/a", first.index));
         let e = next_event(&mut w).await;
@@ -906,6 +908,170 @@ fn kvctl_over_grpc_prints_kvd_limits_as_over_http() {
             "{what}: {http:?}"
         );
     }
+}
+
+/// A `kv.v1` server whose indexes differ the way they can under concurrent writes: its
+/// watches were registered at index 7 (the `kv-etcd-index` of the response), the store is
+/// at 9 when `Status` is asked, and the watch's event is at 12.
+struct SkewedIndexes;
+
+type Stream<T> = std::pin::Pin<Box<dyn futures::Stream<Item = Result<T, tonic::Status>> + Send>>;
+
+#[tonic::async_trait]
+impl wire::kv_server::Kv for SkewedIndexes {
+    async fn get(
+        &self,
+        _: tonic::Request<wire::GetRequest>,
+    ) -> Result<tonic::Response<wire::EventResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented("get"))
+    }
+
+    async fn put(
+        &self,
+        _: tonic::Request<wire::PutRequest>,
+    ) -> Result<tonic::Response<wire::EventResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented("put"))
+    }
+
+    async fn delete(
+        &self,
+        _: tonic::Request<wire::DeleteRequest>,
+    ) -> Result<tonic::Response<wire::EventResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented("delete"))
+    }
+
+    async fn compare_and_swap(
+        &self,
+        _: tonic::Request<wire::CompareAndSwapRequest>,
+    ) -> Result<tonic::Response<wire::EventResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented("compare_and_swap"))
+    }
+
+    async fn txn(
+        &self,
+        _: tonic::Request<wire::TxnRequest>,
+    ) -> Result<tonic::Response<wire::TxnResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented("txn"))
+    }
+
+    async fn batch_put(
+        &self,
+        _: tonic::Request<wire::BatchPutRequest>,
+    ) -> Result<tonic::Response<wire::TxnResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented("batch_put"))
+    }
+
+    type WatchStream = Stream<wire::Event>;
+
+    async fn watch(
+        &self,
+        _: tonic::Request<wire::WatchRequest>,
+    ) -> Result<tonic::Response<Self::WatchStream>, tonic::Status> {
+        let event = wire::Event {
+            action: wire::Action::Set as i32,
+            node: Some(wire::Node {
+                key: "/k".into(),
+                value: Some("v".into()),
+                created_index: 12,
+                modified_index: 12,
+                ..Default::default()
+            }),
+            prev_node: None,
+            index: 12,
+        };
+        let events = futures::StreamExt::chain(
+            futures::stream::iter([Ok::<_, tonic::Status>(event)]),
+            futures::stream::pending(),
+        );
+        let mut response = tonic::Response::new(Box::pin(events) as Self::WatchStream);
+        response.metadata_mut().insert(
+            bins::client::ETCD_INDEX_METADATA,
+            tonic::metadata::MetadataValue::from(7u64),
+        );
+        Ok(response)
+    }
+
+    async fn member_list(
+        &self,
+        _: tonic::Request<wire::MemberListRequest>,
+    ) -> Result<tonic::Response<wire::MemberListResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented("member_list"))
+    }
+
+    async fn member_add(
+        &self,
+        _: tonic::Request<wire::MemberAddRequest>,
+    ) -> Result<tonic::Response<wire::Member>, tonic::Status> {
+        Err(tonic::Status::unimplemented("member_add"))
+    }
+
+    async fn member_remove(
+        &self,
+        _: tonic::Request<wire::MemberRemoveRequest>,
+    ) -> Result<tonic::Response<wire::MemberRemoveResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented("member_remove"))
+    }
+
+    async fn member_update(
+        &self,
+        _: tonic::Request<wire::MemberUpdateRequest>,
+    ) -> Result<tonic::Response<wire::MemberUpdateResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented("member_update"))
+    }
+
+    async fn status(
+        &self,
+        _: tonic::Request<wire::StatusRequest>,
+    ) -> Result<tonic::Response<wire::StatusResponse>, tonic::Status> {
+        Ok(tonic::Response::new(wire::StatusResponse {
+            etcd_index: 9,
+            ..Default::default()
+        }))
+    }
+
+    type SnapshotStream = Stream<wire::SnapshotChunk>;
+
+    async fn snapshot(
+        &self,
+        _: tonic::Request<wire::SnapshotRequest>,
+    ) -> Result<tonic::Response<Self::SnapshotStream>, tonic::Status> {
+        Err(tonic::Status::unimplemented("snapshot"))
+    }
+}
+
+#[test]
+fn kvctl_over_grpc_prints_the_index_of_the_watch_response_itself() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    rt.spawn(
+        tonic::transport::Server::builder()
+            .add_service(wire::kv_server::KvServer::new(SkewedIndexes))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    // Over HTTP, `Index:` is the `X-Etcd-Index` of the long poll's own answer (the index
+    // when the watch was registered), never a later one asked for separately.
+    let (code, out, err) = kvctl(&[
+        "--endpoints",
+        &url,
+        "--api",
+        "grpc",
+        "-o",
+        "extended",
+        "watch",
+        "/k",
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(
+        out,
+        "Key: /k\nCreated-Index: 12\nModified-Index: 12\nTTL: 0\nIndex: 7\n\nv\n"
+    );
 }
 
 /// Reads `child`'s stdout lines into a channel (so a test can wait for one with a deadline).

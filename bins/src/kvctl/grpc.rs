@@ -424,26 +424,31 @@ impl Transport for GrpcTransport {
         Ok(response(ev, index))
     }
 
-    /// A watch stream from `wait_index`, closed after its first event. Over HTTP the
-    /// index of a watch's answer is the store's when the wait began; kv.v1's events carry
-    /// their own, so the store index is asked for just before the watch opens. When the
-    /// stream breaks because its member went away, `Ok(None)` has the watch opened again
-    /// (on the next endpoint).
+    /// A watch stream from `wait_index`, closed after its first event. Its index is the
+    /// store's when the watch was registered, which kvd sends with the stream's headers
+    /// (as the HTTP API's `X-Etcd-Index` of a long poll). When the stream breaks because
+    /// its member went away, `Ok(None)` has the watch opened again (on the next endpoint).
     fn wait(
         &self,
         key: &str,
         wait_index: Option<u64>,
         recursive: bool,
     ) -> Result<Option<CResponse>, Fail> {
-        // (Both only read, so a broken connection has them asked of the next endpoint.)
-        let (_, status) = self.call_on("Status", true, |kv| async move { kv.status().await })?;
-        let index = status.etcd_index;
         let key = abs(key);
         let start = wait_index.unwrap_or(0);
         let (ep, mut w) = self.call_on("Watch", true, |kv| {
             let key = key.clone();
             async move { kv.watch(&key, recursive, start).await }
         })?;
+        let index = match w.etcd_index() {
+            Some(i) => i,
+            // A server that does not send it: the store index now, as near as can be.
+            None => {
+                self.call_on("Status", true, |kv| async move { kv.status().await })?
+                    .1
+                    .etcd_index
+            }
+        };
         if self.debug {
             eprintln!("gRPC: {ep} watching {key} from index {start} (store index {index})");
         }
