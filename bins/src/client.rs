@@ -136,13 +136,25 @@ pub struct TxnOutcome {
     pub index: u64,
 }
 
+/// The response metadata of a `Watch` that carries the store index when the watch was
+/// registered (what the v2 HTTP API sends as a long poll's `X-Etcd-Index`).
+pub const ETCD_INDEX_METADATA: &str = "kv-etcd-index";
+
 /// A watch: the matching events, in order, from the requested index.
 #[derive(Debug)]
 pub struct Watch {
     stream: tonic::Streaming<wire::Event>,
+    etcd_index: Option<u64>,
 }
 
 impl Watch {
+    /// The store index when the server registered the watch (etcd's `X-Etcd-Index` of a
+    /// watch, which `etcdctl -o extended` prints as `Index:`), from the response's
+    /// [`ETCD_INDEX_METADATA`]; `None` from a server that does not send it.
+    pub fn etcd_index(&self) -> Option<u64> {
+        self.etcd_index
+    }
+
     /// The next event; `None` when the stream ended without an error. When the server
     /// ends the watch (the watcher fell behind, the member stopped) this is an
     /// [`ClientError::Etcd`] with code 400: watch again from the last event's index (events
@@ -389,7 +401,7 @@ impl KvClient {
         recursive: bool,
         start_index: u64,
     ) -> Result<Watch, ClientError> {
-        let stream = self
+        let response = self
             .raw
             .clone()
             .watch(wire::WatchRequest {
@@ -397,9 +409,16 @@ impl KvClient {
                 recursive,
                 start_index,
             })
-            .await?
-            .into_inner();
-        Ok(Watch { stream })
+            .await?;
+        let etcd_index = response
+            .metadata()
+            .get(ETCD_INDEX_METADATA)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok());
+        Ok(Watch {
+            stream: response.into_inner(),
+            etcd_index,
+        })
     }
 
     /// The cluster members, the leader marked.

@@ -11,7 +11,12 @@
 //! Limits give `RESOURCE_EXHAUSTED`: a request larger than `max_request_bytes` (checked
 //! before it is decoded), a key longer than `max_key_bytes`, more watches on one
 //! connection than `max_watchers_per_conn` or on the server than `max_watchers` (gRPC
-//! watches are counted apart from HTTP long polls).
+//! watches are counted apart from HTTP long polls). Its message starts with the cause of
+//! the etcd error (300) the HTTP API answers for the same limit, then `; ` and details
+//! ([`limit_cause`] reads it back), so a client can print what an HTTP client prints.
+//!
+//! A watch's response metadata `kv-etcd-index` ([`crate::client::ETCD_INDEX_METADATA`]) is
+//! the store index when it was registered, the HTTP API's `X-Etcd-Index` of a long poll.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -93,10 +98,10 @@ pub async fn serve_request<B: KvBackend>(
     let bytes = match axum::body::to_bytes(body, limit).await {
         Ok(b) => b,
         Err(_) => {
-            return Status::resource_exhausted(format!(
-                "etcdserver: request is too large (limit {} bytes)",
-                limits.max_request_bytes
-            ))
+            return limit_status(
+                TOO_LARGE,
+                &format!("the limit is {} bytes", limits.max_request_bytes),
+            )
             .into_http();
         }
     };
@@ -105,6 +110,30 @@ pub async fn serve_request<B: KvBackend>(
         Ok(resp) => resp.map(Body::new),
         Err(never) => match never {},
     }
+}
+
+/// The cause of etcd's error 300 that the HTTP API answers for a request, key or value
+/// beyond the size limits.
+const TOO_LARGE: &str = "etcdserver: request is too large";
+
+/// A limit's `RESOURCE_EXHAUSTED`: `cause` (the HTTP API's, for the same limit) and why.
+fn limit_status(cause: &str, detail: &str) -> Status {
+    Status::resource_exhausted(format!("{cause}; {detail}"))
+}
+
+/// The HTTP API's cause for too many watchers (it names the per-connection limit).
+fn too_many_watchers(per_conn: usize) -> String {
+    format!("etcdserver: too many watchers (limit {per_conn})")
+}
+
+/// The cause of the etcd error (300, "Raft Internal Error") that kvd's HTTP API answers
+/// for the limit a `RESOURCE_EXHAUSTED` status of this service reports; `None` for any
+/// other status.
+pub fn limit_cause(s: &Status) -> Option<&str> {
+    if s.code() != tonic::Code::ResourceExhausted || !s.message().starts_with("etcdserver: ") {
+        return None;
+    }
+    s.message().split("; ").next()
 }
 
 /// Watches open over gRPC, on the server and per client connection.
@@ -167,7 +196,7 @@ fn keys_status(e: KeysError) -> Status {
         KeysError::Store(s) => conv::etcd_status(s.code, &s.cause, s.index),
         KeysError::Internal(cause) => conv::etcd_status(300, &cause, 0),
         KeysError::TooManyWatchers(n) => {
-            Status::resource_exhausted(format!("too many watchers (limit {n})"))
+            limit_status(&too_many_watchers(n), "too many watches on this member")
         }
     }
 }
@@ -241,11 +270,14 @@ impl<B: KvBackend> KvService<B> {
 
     fn check_key(&self, key: &str) -> Result<(), Status> {
         if key.len() > self.limits.max_key_bytes {
-            return Err(Status::resource_exhausted(format!(
-                "key of {} bytes is longer than the limit of {} bytes",
-                key.len(),
-                self.limits.max_key_bytes
-            )));
+            return Err(limit_status(
+                TOO_LARGE,
+                &format!(
+                    "a key of {} bytes is longer than the limit of {} bytes",
+                    key.len(),
+                    self.limits.max_key_bytes
+                ),
+            ));
         }
         Ok(())
     }
@@ -383,10 +415,13 @@ impl<B: KvBackend> Kv for KvService<B> {
         let r = request.into_inner();
         self.check_key(&r.key)?;
         let Some(guard) = WatchGuard::acquire(&self.watches, conn, &self.limits) else {
-            return Err(Status::resource_exhausted(format!(
-                "too many watches (limits: {} per connection, {} in all)",
-                self.limits.max_watchers_per_conn, self.limits.max_watchers
-            )));
+            return Err(limit_status(
+                &too_many_watchers(self.limits.max_watchers_per_conn),
+                &format!(
+                    "the limits are {} per connection and {} in all",
+                    self.limits.max_watchers_per_conn, self.limits.max_watchers
+                ),
+            ));
         };
         let w = self
             .backend
@@ -413,7 +448,12 @@ impl<B: KvBackend> Kv for KvService<B> {
                 }
             });
         let stream: EventStream = Box::pin(stream);
-        Ok(tonic::Response::new(stream))
+        let mut response = tonic::Response::new(stream);
+        response.metadata_mut().insert(
+            crate::client::ETCD_INDEX_METADATA,
+            tonic::metadata::MetadataValue::from(w.start_index),
+        );
+        Ok(response)
     }
 
     async fn member_list(
@@ -519,5 +559,28 @@ impl<B: KvBackend> Kv for KvService<B> {
             .collect();
         let stream: ChunkStream = Box::pin(futures::stream::iter(chunks));
         Ok(tonic::Response::new(stream))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limit_statuses_name_the_http_apis_cause_first() {
+        let too_large = limit_status(TOO_LARGE, "the limit is 4096 bytes");
+        assert_eq!(too_large.code(), tonic::Code::ResourceExhausted);
+        assert_eq!(limit_cause(&too_large), Some(TOO_LARGE));
+        let watchers = keys_status(KeysError::TooManyWatchers(3));
+        assert_eq!(
+            limit_cause(&watchers),
+            Some("etcdserver: too many watchers (limit 3)")
+        );
+        // Other statuses, and exhaustion that is not one of kvd's limits, are not limits.
+        assert_eq!(limit_cause(&Status::unavailable(TOO_LARGE)), None);
+        assert_eq!(
+            limit_cause(&Status::resource_exhausted("too many pings")),
+            None
+        );
     }
 }

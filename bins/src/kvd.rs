@@ -17,6 +17,17 @@
 //! `https://` peer URLs do the same between members with the `--peer-*` flags; members
 //! verify each other against `--peer-trusted-ca-file`, or not at all with `--peer-auto-tls`
 //! (self-signed certificates under `<data-dir>/fixtures/peer`), as etcd does.
+//!
+//! Renewed certificates need no restart, as in etcd 3.4: when the files of `--cert-file`/
+//! `--key-file` or `--peer-cert-file`/`--peer-key-file` are replaced (or rewritten), new
+//! connections get the new pair within about a second, on the client port, on the peer
+//! port, and as the certificate this member presents to its peers; connections already open
+//! keep theirs. `--client-crl-file` and `--peer-crl-file` are re-read the same way (etcd
+//! reads them on every connection). A replacement that cannot be read, is not PEM, or whose
+//! key does not belong to its certificate is logged as a warning naming the file and the
+//! previous pair (or CRL) stays in use until the files change again; etcd would instead fail
+//! the handshakes. `--trusted-ca-file` and `--peer-trusted-ca-file` are read at start-up
+//! only, as etcd reads them: a new CA needs a restart.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -5,9 +5,18 @@
 //!
 //! rustls with the ring provider throughout. Every error names the flag and the file it
 //! came from.
+//!
+//! Renewed certificates are picked up without a restart, as etcd 3.4 does: the
+//! certificate/key pair of a configuration built here (a server's identity and the one a
+//! client presents) and a server's CRL are re-read when their files change on disk (their
+//! size, modification time or inode), looked at no more than once per
+//! [`RELOAD_CHECK_INTERVAL`], on the next handshake. A replacement that cannot be read,
+//! parsed or paired is logged as a warning naming the file and the previous certificate
+//! (or CRL) stays in use. Trusted CA files are read once, at start-up, as in etcd.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
@@ -15,7 +24,13 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{
     CertificateDer, CertificateRevocationListDer, PrivateKeyDer, ServerName, UnixTime,
 };
+use rustls::sign::CertifiedKey;
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme};
+
+/// How often, at most, the files behind a configuration are looked at for a change. etcd
+/// re-reads them on every handshake; one `stat` per file per second keeps a busy listener
+/// from doing that while still seeing a renewal within a second.
+pub const RELOAD_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
 /// A TLS set-up failure, naming the flag and file at fault.
 #[derive(Debug, thiserror::Error)]
@@ -198,6 +213,12 @@ impl CertKey {
         ))
     }
 
+    /// The pair as rustls signs with it; the key must belong to the certificate.
+    fn certified(&self, provider: &CryptoProvider) -> Result<CertifiedKey, TlsError> {
+        let (certs, key) = self.load()?;
+        CertifiedKey::from_der(certs, key, provider).map_err(|e| self.pair_error(&e))
+    }
+
     fn pair_error(&self, e: &rustls::Error) -> TlsError {
         let reason = match e {
             rustls::Error::InconsistentKeys(_) => {
@@ -288,8 +309,9 @@ pub fn load_roots(flag: &str, path: &Path) -> Result<RootCertStore, TlsError> {
     Ok(roots)
 }
 
-/// A server configuration presenting `identity`; with `client_cas`, clients must present a
-/// certificate issued by one of them. ALPN offers `alpn` in order.
+/// A server configuration presenting `identity` (re-read when its files change, see the
+/// module documentation); with `client_cas`, clients must present a certificate issued by
+/// one of them. ALPN offers `alpn` in order.
 ///
 /// # Errors
 /// A file cannot be read or parsed, the key does not match the certificate, or the CA
@@ -302,8 +324,8 @@ pub fn server_config(
     server_config_with(identity, client_cas, &Policy::default(), alpn)
 }
 
-/// [`server_config`] under `policy`: its TLS 1.2 cipher suites, and its CRL checked
-/// against client certificates (which needs `client_cas`).
+/// [`server_config`] under `policy`: its TLS 1.2 cipher suites, and its CRL (re-read when
+/// the file changes) checked against client certificates (which needs `client_cas`).
 ///
 /// # Errors
 /// As [`server_config`]; an unknown cipher suite; a CRL without client verification or
@@ -314,11 +336,11 @@ pub fn server_config_with(
     policy: &Policy,
     alpn: &[&[u8]],
 ) -> Result<ServerConfig, TlsError> {
-    let (certs, key) = identity.load()?;
     let provider = policy.provider()?;
-    let crls = match (&policy.crl, client_cas) {
-        (None, _) => Vec::new(),
-        (Some((flag, path)), Some(_)) => load_crls(flag, path)?,
+    let resolver = ReloadingCert::new(identity, provider.clone())?;
+    let crl = match (&policy.crl, client_cas) {
+        (None, _) => None,
+        (Some((flag, path)), Some(_)) => Some((flag.as_str(), path.as_path())),
         (Some((flag, _)), None) => {
             return Err(TlsError::Flags(format!(
                 "{flag} checks client certificates, which this listener does not verify: give its trusted CA file too"
@@ -338,26 +360,288 @@ pub fn server_config_with(
         })?;
     let builder = match client_cas {
         Some((flag, path)) => {
-            let roots = load_roots(flag, path)?;
-            let verifier =
-                rustls::server::WebPkiClientVerifier::builder_with_provider(roots.into(), provider)
-                    .with_crls(crls)
-                    .only_check_end_entity_revocation()
-                    .allow_unknown_revocation_status()
-                    .build()
-                    .map_err(|e| TlsError::Config {
-                        what: format!("{flag} {}", path.display()),
-                        reason: e.to_string(),
-                    })?;
+            let roots = Arc::new(load_roots(flag, path)?);
+            let ca = (flag.to_owned(), path.to_owned());
+            let verifier = match crl {
+                None => client_verifier(&roots, Vec::new(), &provider, &ca)?,
+                Some((crl_flag, crl_path)) => {
+                    ReloadingCrl::verifier(roots, crl_flag, crl_path, provider.clone(), ca)?
+                }
+            };
             builder.with_client_cert_verifier(AllowedClients::wrap(verifier, policy)?)
         }
         None => builder.with_no_client_auth(),
     };
-    let mut config = builder
-        .with_single_cert(certs, key)
-        .map_err(|e| identity.pair_error(&e))?;
+    let mut config = builder.with_cert_resolver(Arc::new(resolver));
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Ok(config)
+}
+
+/// The verifier of client certificates issued by `roots` (the CA file `ca`: flag and
+/// path, for errors), refusing those `crls` revoke. As etcd, only the presented
+/// certificate is looked up, and one whose issuer has no CRL is accepted.
+fn client_verifier(
+    roots: &Arc<RootCertStore>,
+    crls: Vec<CertificateRevocationListDer<'static>>,
+    provider: &Arc<CryptoProvider>,
+    ca: &(String, PathBuf),
+) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, TlsError> {
+    rustls::server::WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone())
+        .with_crls(crls)
+        .only_check_end_entity_revocation()
+        .allow_unknown_revocation_status()
+        .build()
+        .map_err(|e| TlsError::Config {
+            what: format!("{} {}", ca.0, ca.1.display()),
+            reason: e.to_string(),
+        })
+}
+
+/// A file's identity and version as `stat` sees it: a renewal that rewrites the file or
+/// renames another over it changes at least one of these.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct FileStamp {
+    len: u64,
+    modified: Option<std::time::SystemTime>,
+    /// Device, inode and status-change time (nanoseconds) on Unix, where a rename over
+    /// the file changes the inode even when size and mtime are equal.
+    #[cfg(unix)]
+    node: (u64, u64, i64, i64),
+}
+
+impl FileStamp {
+    /// The stamp of `path`; `None` when it cannot be read (a replacement under way).
+    fn of(path: &Path) -> Option<FileStamp> {
+        let m = std::fs::metadata(path).ok()?;
+        Some(FileStamp {
+            len: m.len(),
+            modified: m.modified().ok(),
+            #[cfg(unix)]
+            node: {
+                use std::os::unix::fs::MetadataExt as _;
+                (m.dev(), m.ino(), m.ctime(), m.ctime_nsec())
+            },
+        })
+    }
+}
+
+/// The loader of a [`Reloading`] value.
+type Loader<T> = Box<dyn Fn() -> Result<T, TlsError> + Send + Sync>;
+
+/// A value built from files, rebuilt when one of them changes on disk. [`Reloading::get`]
+/// looks at the files no more than once per [`RELOAD_CHECK_INTERVAL`]; a rebuild that fails
+/// is logged and the previous value kept, and it is not retried until the files change
+/// again (so a bad file is warned about once, not on every handshake).
+struct Reloading<T> {
+    /// What the value is, for the log (`client certificate --cert-file ...`).
+    what: String,
+    files: Vec<PathBuf>,
+    load: Loader<T>,
+    state: parking_lot::Mutex<ReloadState<T>>,
+}
+
+struct ReloadState<T> {
+    current: Arc<T>,
+    stamps: Vec<Option<FileStamp>>,
+    checked: Instant,
+    /// Rebuilds tried, so tests can wait for one instead of sleeping.
+    #[cfg(test)]
+    attempts: u64,
+}
+
+impl<T> Reloading<T> {
+    /// Builds the value once (its error is returned: at start-up a bad file is fatal).
+    fn new(what: String, files: Vec<PathBuf>, load: Loader<T>) -> Result<Self, TlsError> {
+        // Stamps before loading: a change made while loading is seen at the next check.
+        let stamps = files.iter().map(|f| FileStamp::of(f)).collect();
+        let current = Arc::new(load()?);
+        Ok(Reloading {
+            what,
+            files,
+            load,
+            state: parking_lot::Mutex::new(ReloadState {
+                current,
+                stamps,
+                checked: Instant::now(),
+                #[cfg(test)]
+                attempts: 0,
+            }),
+        })
+    }
+
+    /// The current value, first rebuilt if the files changed since they were last read.
+    fn get(&self) -> Arc<T> {
+        let mut st = self.state.lock();
+        if st.checked.elapsed() >= RELOAD_CHECK_INTERVAL {
+            st.checked = Instant::now();
+            let stamps: Vec<_> = self.files.iter().map(|f| FileStamp::of(f)).collect();
+            if stamps != st.stamps {
+                st.stamps = stamps;
+                #[cfg(test)]
+                {
+                    st.attempts += 1;
+                }
+                match (self.load)() {
+                    Ok(v) => {
+                        st.current = Arc::new(v);
+                        tracing::info!("reloaded the {} after it changed on disk", self.what);
+                    }
+                    Err(e) => tracing::warn!(
+                        "the {} changed on disk but cannot be used ({e}); still using the previous one",
+                        self.what
+                    ),
+                }
+            }
+        }
+        Arc::clone(&st.current)
+    }
+}
+
+/// A certificate/key pair re-read when its files change: the identity a server presents
+/// (`ResolvesServerCert`) or a client presents (`ResolvesClientCert`), e.g. a member to
+/// its peers.
+struct ReloadingCert(Reloading<CertifiedKey>);
+
+impl std::fmt::Debug for ReloadingCert {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReloadingCert")
+            .field("files", &self.0.files)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ReloadingCert {
+    fn new(identity: &CertKey, provider: Arc<CryptoProvider>) -> Result<Self, TlsError> {
+        let id = identity.clone();
+        let what = format!(
+            "certificate {} {} and key {} {}",
+            id.cert_flag,
+            id.cert.display(),
+            id.key_flag,
+            id.key.display()
+        );
+        let files = vec![id.cert.clone(), id.key.clone()];
+        let load: Loader<CertifiedKey> = Box::new(move || id.certified(&provider));
+        Reloading::new(what, files, load).map(ReloadingCert)
+    }
+}
+
+impl rustls::server::ResolvesServerCert for ReloadingCert {
+    fn resolve(&self, _hello: rustls::server::ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.get())
+    }
+}
+
+impl rustls::client::ResolvesClientCert for ReloadingCert {
+    fn resolve(
+        &self,
+        _root_hint_subjects: &[&[u8]],
+        _sigschemes: &[SignatureScheme],
+    ) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.get())
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
+}
+
+/// A client-certificate verifier whose CRL file is re-read when it changes (etcd re-reads
+/// it for every connection); the trusted CAs stay those read at start-up, as in etcd.
+struct ReloadingCrl {
+    current: Reloading<Arc<dyn rustls::server::danger::ClientCertVerifier>>,
+    /// The CA subjects offered to clients: they come from the CA file, which is not
+    /// reloaded, so the first verifier's list stays right.
+    hints: Vec<rustls::DistinguishedName>,
+    mandatory: bool,
+    schemes: Vec<SignatureScheme>,
+}
+
+impl std::fmt::Debug for ReloadingCrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReloadingCrl")
+            .field("files", &self.current.files)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ReloadingCrl {
+    /// The verifier of client certificates issued by `roots` (the CA file `ca`), refusing
+    /// those the CRL file `crl` (given by `crl_flag`) revokes as it reads now.
+    fn verifier(
+        roots: Arc<RootCertStore>,
+        crl_flag: &str,
+        crl: &Path,
+        provider: Arc<CryptoProvider>,
+        ca: (String, PathBuf),
+    ) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, TlsError> {
+        let (flag, path) = (crl_flag.to_owned(), crl.to_owned());
+        let what = format!("revocation list {flag} {}", path.display());
+        let load: Loader<Arc<dyn rustls::server::danger::ClientCertVerifier>> =
+            Box::new(move || {
+                let crls = load_crls(&flag, &path)?;
+                client_verifier(&roots, crls, &provider, &ca)
+            });
+        let current = Reloading::new(what, vec![crl.to_owned()], load)?;
+        let first = current.get();
+        Ok(Arc::new(ReloadingCrl {
+            hints: first.root_hint_subjects().to_vec(),
+            mandatory: first.client_auth_mandatory(),
+            schemes: first.supported_verify_schemes(),
+            current,
+        }))
+    }
+}
+
+impl rustls::server::danger::ClientCertVerifier for ReloadingCrl {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        self.mandatory
+    }
+
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        &self.hints
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
+        self.current
+            .get()
+            .verify_client_cert(end_entity, intermediates, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.current
+            .get()
+            .verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.current
+            .get()
+            .verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.schemes.clone()
+    }
 }
 
 /// A client-certificate verifier that, after the CA (and CRL) checks, also requires the
@@ -531,7 +815,8 @@ pub enum ServerVerification {
 }
 
 /// A client configuration verifying servers as `verify` says and presenting `identity`
-/// when given (for servers that require client certificates).
+/// when given (for servers that require client certificates; re-read when its files
+/// change, so a member presents its renewed peer certificate on its next connections).
 ///
 /// # Errors
 /// A file cannot be read or parsed, or the key does not match the certificate.
@@ -554,7 +839,8 @@ pub fn client_config_with(
     policy: &Policy,
     alpn: &[&[u8]],
 ) -> Result<ClientConfig, TlsError> {
-    let builder = ClientConfig::builder_with_provider(policy.provider()?)
+    let provider = policy.provider()?;
+    let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| TlsError::Config {
             what: "TLS client".into(),
@@ -567,15 +853,10 @@ pub fn client_config_with(
         ServerVerification::System => builder.with_root_certificates(system_roots()),
         ServerVerification::None => builder
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(NoServerVerification(provider()))),
+            .with_custom_certificate_verifier(Arc::new(NoServerVerification(provider.clone()))),
     };
     let mut config = match identity {
-        Some(id) => {
-            let (certs, key) = id.load()?;
-            builder
-                .with_client_auth_cert(certs, key)
-                .map_err(|e| id.pair_error(&e))?
-        }
+        Some(id) => builder.with_client_cert_resolver(Arc::new(ReloadingCert::new(id, provider)?)),
         None => builder.with_no_client_auth(),
     };
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
@@ -799,6 +1080,93 @@ mod tests {
             Some("example.com")
         );
         assert_eq!(url_host("https://:2379"), None);
+    }
+
+    /// A self-signed certificate for `cn` and its key, as PEM, and the certificate's DER.
+    fn generate(cn: &str) -> (String, String, CertificateDer<'static>) {
+        let mut params =
+            rcgen::CertificateParams::new(vec!["localhost".to_string()]).expect("params");
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, cn);
+        let key = rcgen::KeyPair::generate().expect("key");
+        let cert = params.self_signed(&key).expect("cert");
+        (cert.pem(), key.serialize_pem(), cert.der().clone())
+    }
+
+    /// Replaces `path` by renaming a new file over it, as certificate renewal tools do.
+    fn replace(path: &Path, bytes: &[u8]) {
+        let tmp = path.with_extension("new");
+        std::fs::write(&tmp, bytes).expect("write");
+        std::fs::rename(&tmp, path).expect("rename");
+    }
+
+    /// Polls `done` until it holds, for at most 10 s.
+    fn eventually(what: &str, mut done: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !done() {
+            assert!(Instant::now() < deadline, "not within 10 s: {what}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    #[test]
+    fn a_renewed_pair_is_presented_and_a_broken_one_is_not() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pair = CertKey::new(
+            "--peer-cert-file",
+            &dir.path().join("cert.pem"),
+            "--peer-key-file",
+            &dir.path().join("key.pem"),
+        );
+        let write = |(cert, key, der): (String, String, CertificateDer<'static>)| {
+            replace(&pair.cert, cert.as_bytes());
+            replace(&pair.key, key.as_bytes());
+            der
+        };
+        let a = write(generate("A"));
+        // The certificate a member presents to its peers (the client side of the peer
+        // transport) follows the files.
+        let config =
+            client_config(&ServerVerification::None, Some(&pair), &[b"h2"]).expect("config");
+        let presented = || {
+            config
+                .client_auth_cert_resolver
+                .resolve(&[], &[])
+                .expect("a certificate")
+                .cert[0]
+                .clone()
+        };
+        assert_eq!(presented(), a);
+        let b = write(generate("B"));
+        eventually("the renewed certificate is presented", || presented() == b);
+
+        // Broken replacements are tried once each and the last good pair stays.
+        let reloading = ReloadingCert::new(&pair, provider()).expect("B loads");
+        let attempts = || reloading.0.state.lock().attempts;
+        replace(&pair.key, b"not a key\n");
+        eventually("the garbage key is tried", || {
+            reloading.0.get();
+            attempts() == 1
+        });
+        assert_eq!(reloading.0.get().cert[0], b);
+        let (c_cert, _, _) = generate("C");
+        let (_, d_key, _) = generate("D");
+        replace(&pair.cert, c_cert.as_bytes());
+        replace(&pair.key, d_key.as_bytes());
+        eventually("the mismatched pair is tried", || {
+            reloading.0.get();
+            attempts() >= 2
+        });
+        assert_eq!(reloading.0.get().cert[0], b);
+        // (At start-up the same pair is an error naming both files.)
+        let err = ReloadingCert::new(&pair, provider()).expect_err("a mismatched pair");
+        assert!(err.to_string().contains("does not belong"), "{err}");
+        // A good pair again is taken.
+        let e = write(generate("E"));
+        eventually("the next good pair is used", || {
+            reloading.0.get().cert[0] == e
+        });
     }
 
     #[test]

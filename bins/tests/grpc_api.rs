@@ -361,10 +361,12 @@ fn grpc_watch_from_a_past_index_live_and_cleared() {
         let kv = KvClient::connect(&url).await.expect("connect");
         let first = kv.put("/w/a", "1").await.expect("put");
         kv.put("/other", "x").await.expect("put");
-        kv.put("/w/b", "2").await.expect("put");
+        let b = kv.put("/w/b", "2").await.expect("put");
 
-        // From a past index: the history first, in order, then live events.
+        // From a past index: the history first, in order, then live events. The response
+        // carries the store index at registration (the HTTP API's `X-Etcd-Index`).
         let mut w = kv.watch("/w", true, first.index).await.expect("watch");
+        assert_eq!(w.etcd_index(), Some(b.index));
         let e = next_event(&mut w).await;
         assert_eq!((e.node.key.as_str(), e.index), ("/w/a", first.index));
         let e = next_event(&mut w).await;
@@ -423,38 +425,40 @@ fn grpc_watch_from_a_past_index_live_and_cleared() {
 }
 
 /// A member of a 3-member cluster: name, client URL, peer URL.
-struct Spec {
-    name: String,
-    client: String,
-    peer: String,
-}
-
-#[test]
-fn grpc_members_and_status_on_three_members() {
-    let specs: Vec<Spec> = (1..=3)
-        .map(|i| Spec {
-            name: format!("m{i}"),
-            client: format!("http://127.0.0.1:{}", util::free_port()),
-            peer: format!("http://127.0.0.1:{}", util::free_port()),
+/// Three kvd members on loopback (data in `dir`), started and healthy, in order m1..m3.
+fn three_members(dir: &std::path::Path) -> Vec<Server> {
+    let specs: Vec<(String, String, String)> = (1..=3)
+        .map(|i| {
+            (
+                format!("m{i}"),
+                format!("http://127.0.0.1:{}", util::free_port()),
+                format!("http://127.0.0.1:{}", util::free_port()),
+            )
         })
         .collect();
     let cluster = specs
         .iter()
-        .map(|s| format!("{}={}", s.name, s.peer))
+        .map(|(name, _, peer)| format!("{name}={peer}"))
         .collect::<Vec<_>>()
         .join(",");
-    let dir = tempfile::tempdir().expect("tempdir");
     let mut servers: Vec<Server> = specs
         .iter()
-        .map(|s| {
-            let args = util::member_args(&s.name, dir.path(), &s.client, &s.peer, &cluster);
-            util::kvd_spawn(args, s.client.clone(), s.peer.clone())
+        .map(|(name, client, peer)| {
+            let args = util::member_args(name, dir, client, peer, &cluster);
+            util::kvd_spawn(args, client.clone(), peer.clone())
         })
         .collect();
     for s in &mut servers {
         s.wait_healthy("kvd cluster member");
     }
-    let urls: Vec<String> = specs.iter().map(|s| s.client.clone()).collect();
+    servers
+}
+
+#[test]
+fn grpc_members_and_status_on_three_members() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let servers = three_members(dir.path());
+    let urls: Vec<String> = servers.iter().map(|s| s.url.clone()).collect();
     block_on(async move {
         let mut clients = Vec::new();
         for u in &urls {
@@ -857,4 +861,343 @@ fn kvctl_over_grpc_saves_the_snapshot_http_saves_and_watches_forever() {
     let expected = "[set] /w/a\n1\n[set] /w/b\n2\n[delete] /w/a\nPrevNode.Value: 1\n";
     assert_eq!(outputs[0], expected, "over HTTP");
     assert_eq!(outputs[1], expected, "over gRPC");
+}
+
+/// Runs kvctl with `args`: (exit code, stdout, stderr).
+fn kvctl(args: &[&str]) -> (Option<i32>, String, String) {
+    let out = std::process::Command::new(util::kvctl_bin())
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("kvctl");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn kvctl_over_grpc_prints_kvd_limits_as_over_http() {
+    let server = kvd(&[
+        "--max-request-bytes",
+        "4096",
+        "--max-watchers-per-conn",
+        "0",
+    ]);
+    let big = "x".repeat(8192);
+    // (A key over the key limit cannot be sent over HTTP: it is longer than a URL may be.)
+    for (what, args) in [
+        (
+            "a value over the request limit",
+            vec!["set", "/big", big.as_str()],
+        ),
+        ("a watch over the watcher limit", vec!["watch", "/w"]),
+    ] {
+        let run = |api: &str| {
+            let mut a = vec!["--endpoints", server.url.as_str(), "--api", api];
+            a.extend(&args);
+            kvctl(&a)
+        };
+        let (http, grpc) = (run("http"), run("grpc"));
+        assert_eq!(grpc, http, "{what}: gRPC and HTTP differ");
+        assert_eq!(http.0, Some(4), "{what}: {http:?}");
+        assert!(
+            http.2
+                .starts_with("Error:  300: Raft Internal Error (etcdserver: "),
+            "{what}: {http:?}"
+        );
+    }
+}
+
+/// A `kv.v1` server whose indexes differ the way they can under concurrent writes: its
+/// watches were registered at index 7 (the `kv-etcd-index` of the response), the store is
+/// at 9 when `Status` is asked, and the watch's event is at 12.
+struct SkewedIndexes;
+
+type Stream<T> = std::pin::Pin<Box<dyn futures::Stream<Item = Result<T, tonic::Status>> + Send>>;
+
+#[tonic::async_trait]
+impl wire::kv_server::Kv for SkewedIndexes {
+    async fn get(
+        &self,
+        _: tonic::Request<wire::GetRequest>,
+    ) -> Result<tonic::Response<wire::EventResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented("get"))
+    }
+
+    async fn put(
+        &self,
+        _: tonic::Request<wire::PutRequest>,
+    ) -> Result<tonic::Response<wire::EventResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented("put"))
+    }
+
+    async fn delete(
+        &self,
+        _: tonic::Request<wire::DeleteRequest>,
+    ) -> Result<tonic::Response<wire::EventResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented("delete"))
+    }
+
+    async fn compare_and_swap(
+        &self,
+        _: tonic::Request<wire::CompareAndSwapRequest>,
+    ) -> Result<tonic::Response<wire::EventResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented("compare_and_swap"))
+    }
+
+    async fn txn(
+        &self,
+        _: tonic::Request<wire::TxnRequest>,
+    ) -> Result<tonic::Response<wire::TxnResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented("txn"))
+    }
+
+    async fn batch_put(
+        &self,
+        _: tonic::Request<wire::BatchPutRequest>,
+    ) -> Result<tonic::Response<wire::TxnResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented("batch_put"))
+    }
+
+    type WatchStream = Stream<wire::Event>;
+
+    async fn watch(
+        &self,
+        _: tonic::Request<wire::WatchRequest>,
+    ) -> Result<tonic::Response<Self::WatchStream>, tonic::Status> {
+        let event = wire::Event {
+            action: wire::Action::Set as i32,
+            node: Some(wire::Node {
+                key: "/k".into(),
+                value: Some("v".into()),
+                created_index: 12,
+                modified_index: 12,
+                ..Default::default()
+            }),
+            prev_node: None,
+            index: 12,
+        };
+        let events = futures::StreamExt::chain(
+            futures::stream::iter([Ok::<_, tonic::Status>(event)]),
+            futures::stream::pending(),
+        );
+        let mut response = tonic::Response::new(Box::pin(events) as Self::WatchStream);
+        response.metadata_mut().insert(
+            bins::client::ETCD_INDEX_METADATA,
+            tonic::metadata::MetadataValue::from(7u64),
+        );
+        Ok(response)
+    }
+
+    async fn member_list(
+        &self,
+        _: tonic::Request<wire::MemberListRequest>,
+    ) -> Result<tonic::Response<wire::MemberListResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented("member_list"))
+    }
+
+    async fn member_add(
+        &self,
+        _: tonic::Request<wire::MemberAddRequest>,
+    ) -> Result<tonic::Response<wire::Member>, tonic::Status> {
+        Err(tonic::Status::unimplemented("member_add"))
+    }
+
+    async fn member_remove(
+        &self,
+        _: tonic::Request<wire::MemberRemoveRequest>,
+    ) -> Result<tonic::Response<wire::MemberRemoveResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented("member_remove"))
+    }
+
+    async fn member_update(
+        &self,
+        _: tonic::Request<wire::MemberUpdateRequest>,
+    ) -> Result<tonic::Response<wire::MemberUpdateResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented("member_update"))
+    }
+
+    async fn status(
+        &self,
+        _: tonic::Request<wire::StatusRequest>,
+    ) -> Result<tonic::Response<wire::StatusResponse>, tonic::Status> {
+        Ok(tonic::Response::new(wire::StatusResponse {
+            etcd_index: 9,
+            ..Default::default()
+        }))
+    }
+
+    type SnapshotStream = Stream<wire::SnapshotChunk>;
+
+    async fn snapshot(
+        &self,
+        _: tonic::Request<wire::SnapshotRequest>,
+    ) -> Result<tonic::Response<Self::SnapshotStream>, tonic::Status> {
+        Err(tonic::Status::unimplemented("snapshot"))
+    }
+}
+
+#[test]
+fn kvctl_over_grpc_prints_the_index_of_the_watch_response_itself() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    rt.spawn(
+        tonic::transport::Server::builder()
+            .add_service(wire::kv_server::KvServer::new(SkewedIndexes))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    // Over HTTP, `Index:` is the `X-Etcd-Index` of the long poll's own answer (the index
+    // when the watch was registered), never a later one asked for separately.
+    let (code, out, err) = kvctl(&[
+        "--endpoints",
+        &url,
+        "--api",
+        "grpc",
+        "-o",
+        "extended",
+        "watch",
+        "/k",
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(
+        out,
+        "Key: /k\nCreated-Index: 12\nModified-Index: 12\nTTL: 0\nIndex: 7\n\nv\n"
+    );
+}
+
+/// Reads `child`'s stdout lines into a channel (so a test can wait for one with a deadline).
+fn lines_of(child: &mut std::process::Child) -> std::sync::mpsc::Receiver<String> {
+    use std::io::BufRead as _;
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+#[test]
+fn kvctl_fails_over_to_the_next_endpoint_when_its_member_dies_mid_run() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut servers = three_members(dir.path());
+    let endpoints = servers
+        .iter()
+        .map(|s| s.url.clone())
+        .collect::<Vec<_>>()
+        .join(",");
+    let others: Vec<String> = servers[1..].iter().map(|s| s.url.clone()).collect();
+    let mut watchers: Vec<(&str, std::process::Child)> = ["http", "grpc"]
+        .into_iter()
+        .map(|api| {
+            let child = std::process::Command::new(util::kvctl_bin())
+                .args(["--endpoints", &endpoints, "--api", api])
+                .args(["watch", "--forever", "/fo"])
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::piped())
+                .stderr(
+                    std::fs::File::create(dir.path().join(format!("kvctl-{api}.stderr")))
+                        .expect("stderr file"),
+                )
+                .spawn()
+                .expect("kvctl watch");
+            (api, child)
+        })
+        .collect();
+    let lines: Vec<_> = watchers.iter_mut().map(|(_, c)| lines_of(c)).collect();
+    // A put through a surviving member, retried while an election runs.
+    let put = |value: &str| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        block_on(async {
+            loop {
+                for url in &others {
+                    if let Ok(kv) = KvClient::connect(url).await
+                        && kv.put("/fo", value).await.is_ok()
+                    {
+                        return;
+                    }
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "no member took the put of {value}"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        });
+    };
+    let expect_line = |i: usize, want: &str| {
+        let got = lines[i].recv_timeout(Duration::from_secs(20));
+        let api = ["http", "grpc"][i];
+        let stderr = || {
+            std::fs::read_to_string(dir.path().join(format!("kvctl-{api}.stderr")))
+                .unwrap_or_default()
+        };
+        assert_eq!(
+            got.as_deref(),
+            Ok(want),
+            "kvctl --api {api} watch --forever; its stderr:\n{}",
+            stderr()
+        );
+    };
+    // Both watch through the first endpoint, m1.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    block_on(async {
+        let kv = KvClient::connect(&servers[0].url).await.expect("connect");
+        while kv.status().await.expect("status").watchers < 2 {
+            assert!(
+                Instant::now() < deadline,
+                "the watchers did not register on m1"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    put("one");
+    expect_line(0, "one");
+    expect_line(1, "one");
+    // m1 dies (SIGKILL): both carry on through the next endpoint, from the next index.
+    drop(servers.remove(0));
+    put("two");
+    expect_line(0, "two");
+    expect_line(1, "two");
+    put("three");
+    expect_line(0, "three");
+    expect_line(1, "three");
+    for (api, child) in &mut watchers {
+        if let Ok(Some(status)) = child.try_wait() {
+            let err = std::fs::read_to_string(dir.path().join(format!("kvctl-{api}.stderr")));
+            panic!("kvctl --api {api} watch exited with {status}: {err:?}");
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
+    // Commands of several calls with the dead endpoint first: the same answers as over HTTP.
+    let dead_first = endpoints.clone();
+    let list = |api: &str| kvctl(&["--endpoints", &dead_first, "--api", api, "member", "list"]);
+    let (http, grpc) = (list("http"), list("grpc"));
+    assert_eq!(http.0, Some(0), "{http:?}");
+    // The leader may change between the two runs, so compare without `isLeader`.
+    let members = |out: &str| {
+        let mut v: Vec<String> = out
+            .lines()
+            .map(|l| l.split(" isLeader=").next().unwrap_or(l).to_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(members(&grpc.1), members(&http.1), "{grpc:?}");
+    assert_eq!(members(&http.1).len(), 3, "{http:?}");
 }

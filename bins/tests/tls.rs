@@ -25,8 +25,9 @@ impl Pki {
     fn ca(&self) -> PathBuf {
         self.path("ca.pem")
     }
-    /// `server` (for 127.0.0.1 and localhost), `client`, `revoked` (listed in `crl.pem`),
-    /// `peer1..3` (both uses), `elsewhere` (valid only for `elsewhere.invalid`).
+    /// `server` (for 127.0.0.1 and localhost), `client`, `revoked` (listed in `crl.pem`,
+    /// not in `crl-empty.pem`), `peer1..3` (both uses), `elsewhere` (valid only for
+    /// `elsewhere.invalid`), `renewed` (as `server`, another key and serial).
     fn pair(&self, name: &str) -> CertKey {
         CertKey::new(
             "--cert-file",
@@ -64,6 +65,7 @@ fn pki() -> Pki {
         "peer2",
         "peer3",
         "elsewhere",
+        "renewed",
     ];
     for (serial, name) in (1u64..).zip(names) {
         let hosts = if name == "elsewhere" {
@@ -87,23 +89,28 @@ fn pki() -> Pki {
         )
         .expect("write key");
     }
-    // The CA revokes `revoked` (serial 3).
-    let crl = rcgen::CertificateRevocationListParams {
-        this_update: rcgen::date_time_ymd(2025, 1, 1),
-        next_update: rcgen::date_time_ymd(2099, 1, 1),
-        crl_number: rcgen::SerialNumber::from(1u64),
-        issuing_distribution_point: None,
-        revoked_certs: vec![rcgen::RevokedCertParams {
-            serial_number: rcgen::SerialNumber::from(3u64),
-            revocation_time: rcgen::date_time_ymd(2025, 1, 1),
-            reason_code: Some(rcgen::RevocationReason::KeyCompromise),
-            invalidity_date: None,
-        }],
-        key_identifier_method: rcgen::KeyIdMethod::Sha256,
+    // The CA revokes `revoked` (serial 3) in `crl.pem`; `crl-empty.pem` revokes nothing.
+    for (file, revoked) in [("crl.pem", vec![3u64]), ("crl-empty.pem", vec![])] {
+        let crl = rcgen::CertificateRevocationListParams {
+            this_update: rcgen::date_time_ymd(2025, 1, 1),
+            next_update: rcgen::date_time_ymd(2099, 1, 1),
+            crl_number: rcgen::SerialNumber::from(1u64),
+            issuing_distribution_point: None,
+            revoked_certs: revoked
+                .into_iter()
+                .map(|serial| rcgen::RevokedCertParams {
+                    serial_number: rcgen::SerialNumber::from(serial),
+                    revocation_time: rcgen::date_time_ymd(2025, 1, 1),
+                    reason_code: Some(rcgen::RevocationReason::KeyCompromise),
+                    invalidity_date: None,
+                })
+                .collect(),
+            key_identifier_method: rcgen::KeyIdMethod::Sha256,
+        }
+        .signed_by(&ca)
+        .expect("CRL");
+        std::fs::write(dir.path().join(file), crl.pem().expect("CRL PEM")).expect("write CRL");
     }
-    .signed_by(&ca)
-    .expect("CRL");
-    std::fs::write(dir.path().join("crl.pem"), crl.pem().expect("CRL PEM")).expect("write CRL");
     Pki { dir }
 }
 
@@ -763,4 +770,149 @@ fn three_members_replicate_over_peer_auto_tls() {
     // TLS with a self-signed certificate: encrypted, not verified (as etcd's auto TLS).
     let any = bins::tls::client_config(&ServerVerification::None, None, &[b"h2"]).expect("TLS");
     h2_over_tls(&peers[0], any).expect("the peer port serves TLS");
+}
+
+/// The certificate the TLS server at `url` presents on a new connection (a new client
+/// configuration, so no session is resumed), to a client trusting the test CA and
+/// presenting `client`.
+fn served_certificate(pki: &Pki, url: &str, client: &CertKey) -> Result<Vec<u8>, String> {
+    let config = bins::tls::client_config(&ca_verify(pki), Some(client), &[b"h2"])
+        .map_err(|e| e.to_string())?;
+    let addr = url.trim_start_matches("https://");
+    let mut tcp = std::net::TcpStream::connect(addr).map_err(|e| e.to_string())?;
+    tcp.set_read_timeout(Some(Duration::from_secs(5)))
+        .map_err(|e| e.to_string())?;
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").map_err(|e| e.to_string())?;
+    let mut conn =
+        rustls::ClientConnection::new(Arc::new(config), name).map_err(|e| e.to_string())?;
+    while conn.is_handshaking() {
+        conn.complete_io(&mut tcp).map_err(|e| e.to_string())?;
+    }
+    let leaf = conn
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .ok_or("no server certificate")?;
+    Ok(leaf.to_vec())
+}
+
+/// The DER of the (first) certificate in `path`.
+fn der_of(path: &Path) -> Vec<u8> {
+    bins::tls::load_certs("--cert-file", path).expect("certificate")[0].to_vec()
+}
+
+/// Polls `done` until it holds; panics after 20 s with `what` and kvd's log.
+fn eventually(server: &Server, what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !done() {
+        assert!(
+            Instant::now() < deadline,
+            "not within 20 s: {what}; kvd's log:\n{}",
+            server.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn renewed_certificates_and_crls_are_used_without_a_restart() {
+    let pki = pki();
+    // The files kvd is given, replaced the way renewal tools do (a rename over them).
+    let live = tempfile::tempdir().expect("tempdir");
+    let install = |from: &str, to: &str| {
+        let tmp = live.path().join(format!("{to}.new"));
+        std::fs::copy(pki.path(from), &tmp).expect("copy");
+        std::fs::rename(&tmp, live.path().join(to)).expect("rename");
+    };
+    install("server.pem", "cert.pem");
+    install("server-key.pem", "key.pem");
+    install("peer1.pem", "peer.pem");
+    install("peer1-key.pem", "peer-key.pem");
+    install("crl-empty.pem", "crl.pem");
+    let f = |name: &str| s(&live.path().join(name));
+    let data = tempfile::tempdir().expect("tempdir");
+    let client_url = format!("https://127.0.0.1:{}", util::free_port());
+    let peer_url = format!("https://127.0.0.1:{}", util::free_port());
+    let mut args = member_args(
+        "node1",
+        data.path(),
+        &client_url,
+        &peer_url,
+        &format!("node1={peer_url}"),
+    );
+    args.extend([
+        "--cert-file".into(),
+        f("cert.pem"),
+        "--key-file".into(),
+        f("key.pem"),
+        "--trusted-ca-file".into(),
+        s(&pki.ca()),
+        "--client-crl-file".into(),
+        f("crl.pem"),
+        "--peer-cert-file".into(),
+        f("peer.pem"),
+        "--peer-key-file".into(),
+        f("peer-key.pem"),
+        "--peer-trusted-ca-file".into(),
+        s(&pki.ca()),
+        "--peer-client-cert-auth".into(),
+    ]);
+    let mut kvd = util::kvd_spawn(args, client_url, peer_url);
+    let client = pki.pair("client");
+    let http = https(ca_verify(&pki), Some(&client));
+    wait_healthy(&mut kvd, &http);
+    let pid = kvd.pid();
+    let peer = pki.pair("peer3");
+    let served = |url: &str, id: &CertKey| served_certificate(&pki, url, id).unwrap_or_default();
+    assert_eq!(served(&kvd.url, &client), der_of(&pki.path("server.pem")));
+    assert_eq!(served(&kvd.peer_url, &peer), der_of(&pki.path("peer1.pem")));
+    let revoked = || {
+        let tls = bins::tls::client_config(&ca_verify(&pki), Some(&pki.pair("revoked")), &[b"h2"])
+            .expect("TLS client");
+        h2_over_tls(&kvd.url, tls)
+    };
+    revoked().expect("`revoked` is served while the CRL does not list it");
+
+    // A broken renewal (a key file without a key): kvd warns, naming the file, and keeps
+    // presenting the certificate it has.
+    std::fs::write(live.path().join("key.pem"), "not a key\n").expect("write");
+    eventually(&kvd, "a warning about the broken key file", || {
+        // The files are looked at on a handshake.
+        served(&kvd.url, &client);
+        let log = kvd.log();
+        log.contains(&f("key.pem")) && log.contains("still using the previous one")
+    });
+    assert_eq!(served(&kvd.url, &client), der_of(&pki.path("server.pem")));
+    let r = http
+        .get(format!("{}/health", kvd.url))
+        .send()
+        .expect("health");
+    assert!(r.status().is_success());
+
+    // The renewal: new connections get the new certificates, on both ports.
+    install("renewed-key.pem", "key.pem");
+    install("renewed.pem", "cert.pem");
+    install("peer2.pem", "peer.pem");
+    install("peer2-key.pem", "peer-key.pem");
+    let renewed = der_of(&pki.path("renewed.pem"));
+    eventually(&kvd, "the renewed client-port certificate", || {
+        served(&kvd.url, &client) == renewed
+    });
+    let peer2 = der_of(&pki.path("peer2.pem"));
+    eventually(&kvd, "the renewed peer-port certificate", || {
+        served(&kvd.peer_url, &peer) == peer2
+    });
+    // A new CRL revoking `revoked` applies to new connections too.
+    install("crl.pem", "crl.pem");
+    eventually(&kvd, "the new CRL refusing `revoked`", || {
+        revoked().is_err()
+    });
+
+    // The same process served all of it, and still does.
+    assert_eq!(kvd.pid(), pid);
+    let r = http
+        .put(format!("{}/v2/keys/renewed", kvd.url))
+        .form(&[("value", "yes")])
+        .send()
+        .expect("PUT after the renewal");
+    assert_eq!(r.status(), 201);
 }

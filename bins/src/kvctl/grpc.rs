@@ -4,9 +4,15 @@
 //! The answers are turned into the v2 HTTP API's vocabulary (hex member ids, RFC 3339
 //! expirations, the root's empty key, `X-Etcd-Index`) and kv.v1's errors, which carry
 //! etcd's code, cause and index, into etcd's error text, so the commands print exactly
-//! what they print over HTTP.
+//! what they print over HTTP (limits too: kvd's `RESOURCE_EXHAUSTED` names the cause of
+//! the etcd error its HTTP API answers).
+//!
+//! Endpoints fail over as etcdctl's client does: a call that cannot reach its member (no
+//! connection could be made, so nothing was sent) goes to the next endpoint, which is then
+//! used until it fails in turn; a watch whose member went away is opened again on the next
+//! one, from the same index.
 
-use std::cell::OnceCell;
+use std::cell::RefCell;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,7 +28,7 @@ use crate::client::{ClientError, KvClient, wire};
 /// How long `cluster-health` waits for each member (as over HTTP).
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// A `kv.v1` client of the first endpoint that accepts a connection.
+/// A `kv.v1` client of the endpoints, on the first that accepts a connection and answers.
 pub(super) struct GrpcTransport {
     endpoints: Vec<String>,
     /// The TLS of the flags (ALPN `h2`), used for `https://` URLs.
@@ -31,8 +37,9 @@ pub(super) struct GrpcTransport {
     total_timeout: Duration,
     debug: bool,
     rt: tokio::runtime::Runtime,
-    /// The endpoint connected to and its client, made on first use.
-    conn: OnceCell<(String, KvClient)>,
+    /// The endpoint in use (its position in `endpoints`) and its client: made on first
+    /// use, replaced when a call cannot reach that member.
+    conn: RefCell<Option<(usize, KvClient)>>,
 }
 
 impl GrpcTransport {
@@ -52,7 +59,7 @@ impl GrpcTransport {
             total_timeout: settings.total_timeout,
             debug: settings.debug,
             rt,
-            conn: OnceCell::new(),
+            conn: RefCell::new(None),
         })
     }
 
@@ -64,24 +71,51 @@ impl GrpcTransport {
             .cloned()
     }
 
-    /// The connection, made to the first endpoint that accepts one (in order, as the
-    /// HTTP transport tries them); etcdctl's "unavailable" error (exit 2) when none does.
-    fn client(&self) -> Result<(String, KvClient), Fail> {
-        if let Some(c) = self.conn.get() {
-            return Ok(c.clone());
+    /// The client of endpoint `i`: the one in use, or a new connection (which becomes the
+    /// one in use).
+    fn client_at(&self, i: usize) -> Result<KvClient, ClientError> {
+        if let Some((at, kv)) = self.conn.borrow().as_ref()
+            && *at == i
+        {
+            return Ok(kv.clone());
         }
+        let ep = &self.endpoints[i];
+        if self.debug {
+            eprintln!("gRPC: connecting to {ep}");
+        }
+        let kv = self
+            .rt
+            .block_on(KvClient::connect_with(ep, self.tls_for(ep), self.timeout))?;
+        *self.conn.borrow_mut() = Some((i, kv.clone()));
+        Ok(kv)
+    }
+
+    /// Runs one call, within `timeout` when given: its outcome and the endpoint that gave
+    /// it (for messages). The endpoint in use is tried first, then the others in order
+    /// (as etcdctl's client does); one that cannot be reached is skipped, and etcdctl's
+    /// "unavailable" error (exit 2) lists them all when none can. `f` makes the call on a
+    /// client, once per endpoint tried. With `idempotent` (a watch), a call whose
+    /// connection broke before it was answered also goes to the next endpoint.
+    fn run<T, Fut>(
+        &self,
+        method: &str,
+        timeout: Option<Duration>,
+        idempotent: bool,
+        f: impl Fn(KvClient) -> Fut,
+    ) -> Result<(String, Result<T, ClientError>), Fail>
+    where
+        Fut: Future<Output = Result<T, ClientError>>,
+    {
+        let n = self.endpoints.len();
+        let first = self.conn.borrow().as_ref().map_or(0, |(i, _)| *i);
         let mut errors = Vec::new();
-        for ep in &self.endpoints {
-            if self.debug {
-                eprintln!("gRPC: connecting to {ep}");
-            }
-            let connected =
-                self.rt
-                    .block_on(KvClient::connect_with(ep, self.tls_for(ep), self.timeout));
-            match connected {
-                Ok(kv) => return Ok(self.conn.get_or_init(|| (ep.clone(), kv)).clone()),
+        for i in (first..n).chain(0..first) {
+            let ep = &self.endpoints[i];
+            let kv = match self.client_at(i) {
+                Ok(kv) => kv,
                 Err(e @ ClientError::Connect { .. }) => {
                     errors.push(format!("{ep}: {}", root_cause(&e)));
+                    continue;
                 }
                 Err(e) => {
                     return Err(error(
@@ -89,53 +123,65 @@ impl GrpcTransport {
                         format!("client: endpoint {ep}: {}", root_cause(&e)),
                     ));
                 }
+            };
+            if self.debug {
+                eprintln!("gRPC call: {ep} kv.v1.KV/{method}");
+            }
+            let fut = f(kv);
+            let res = match timeout {
+                None => self.rt.block_on(fut),
+                // The timer is made inside the runtime, which drives it.
+                Some(t) => match self
+                    .rt
+                    .block_on(async { tokio::time::timeout(t, fut).await })
+                {
+                    Ok(r) => r,
+                    Err(_) => {
+                        return Err(error(
+                            exit::SERVER_ERROR,
+                            format!("client: endpoint {ep}: operation timed out"),
+                        ));
+                    }
+                },
+            };
+            match res {
+                Err(e) if unreachable(&e) || (idempotent && watch_broken(&e)) => {
+                    if self.debug {
+                        eprintln!("gRPC: {ep} is unreachable: {}", root_cause(&e));
+                    }
+                    errors.push(format!("{ep}: {}", root_cause(&e)));
+                    *self.conn.borrow_mut() = None;
+                }
+                res => return Ok((ep.clone(), res)),
             }
         }
         Err(unavailable(&errors))
     }
 
-    /// Runs one call on the connection, within `timeout` when given: its outcome, or the
-    /// failure to connect or to answer in time. Also returns the endpoint, for messages.
-    fn run<T, Fut>(
-        &self,
-        method: &str,
-        timeout: Option<Duration>,
-        f: impl FnOnce(KvClient) -> Fut,
-    ) -> Result<(String, Result<T, ClientError>), Fail>
+    /// Runs one call within `--total-timeout`; every error as etcdctl prints it.
+    fn call<T, Fut>(&self, method: &str, f: impl Fn(KvClient) -> Fut) -> Result<T, Fail>
     where
         Fut: Future<Output = Result<T, ClientError>>,
     {
-        let (ep, kv) = self.client()?;
-        if self.debug {
-            eprintln!("gRPC call: {ep} kv.v1.KV/{method}");
-        }
-        let fut = f(kv);
-        let res = match timeout {
-            None => self.rt.block_on(fut),
-            // The timer is made inside the runtime, which drives it.
-            Some(t) => match self
-                .rt
-                .block_on(async { tokio::time::timeout(t, fut).await })
-            {
-                Ok(r) => r,
-                Err(_) => {
-                    return Err(error(
-                        exit::SERVER_ERROR,
-                        format!("client: endpoint {ep}: operation timed out"),
-                    ));
-                }
-            },
-        };
-        Ok((ep, res))
+        self.call_on(method, false, f).map(|(_, v)| v)
     }
 
-    /// Runs one call within `--total-timeout`; every error as etcdctl prints it.
-    fn call<T, Fut>(&self, method: &str, f: impl FnOnce(KvClient) -> Fut) -> Result<T, Fail>
+    /// [`GrpcTransport::call`], also returning the endpoint that answered (`idempotent`: as
+    /// in [`GrpcTransport::run`]).
+    fn call_on<T, Fut>(
+        &self,
+        method: &str,
+        idempotent: bool,
+        f: impl Fn(KvClient) -> Fut,
+    ) -> Result<(String, T), Fail>
     where
         Fut: Future<Output = Result<T, ClientError>>,
     {
-        let (ep, res) = self.run(method, Some(self.total_timeout), f)?;
-        res.map_err(|e| call_fail(&ep, &e))
+        let (ep, res) = self.run(method, Some(self.total_timeout), idempotent, f)?;
+        match res {
+            Ok(v) => Ok((ep, v)),
+            Err(e) => Err(call_fail(&ep, &e)),
+        }
     }
 
     /// A membership call: `Ok(Err(message))` when the server refused it (the message the
@@ -143,12 +189,12 @@ impl GrpcTransport {
     fn member_call<T, Fut>(
         &self,
         method: &str,
-        f: impl FnOnce(KvClient) -> Fut,
+        f: impl Fn(KvClient) -> Fut,
     ) -> Result<Result<T, String>, Fail>
     where
         Fut: Future<Output = Result<T, ClientError>>,
     {
-        let (ep, res) = self.run(method, Some(self.total_timeout), f)?;
+        let (ep, res) = self.run(method, Some(self.total_timeout), false, f)?;
         match res {
             Ok(v) => Ok(Ok(v)),
             Err(e) => match refusal(&e) {
@@ -157,6 +203,36 @@ impl GrpcTransport {
             },
         }
     }
+}
+
+/// Whether a call failed without reaching its member: no connection could be made (tonic
+/// reports a failed reconnection as a `ConnectError` in the status' sources), so the
+/// request was not sent and another member may be asked, writes included.
+pub(super) fn unreachable(e: &ClientError) -> bool {
+    match e {
+        ClientError::Connect { .. } => true,
+        ClientError::Status(s) => {
+            let mut cur = std::error::Error::source(s);
+            while let Some(err) = cur {
+                if err.is::<tonic::ConnectError>() {
+                    return true;
+                }
+                cur = err.source();
+            }
+            false
+        }
+        _ => false,
+    }
+}
+
+/// Whether a watch ended, or could not be opened, because its member went away (the
+/// connection broke) rather than by the server's answer: then the watch is opened again, on
+/// the next member if this one is gone. kvd itself ends a watch only with etcd's 400.
+fn watch_broken(e: &ClientError) -> bool {
+    matches!(e, ClientError::Status(s) if matches!(
+        s.code(),
+        tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Internal | tonic::Code::Cancelled
+    ))
 }
 
 /// The failure etcdctl prints for a failed call to `ep`: etcd's errors as the keys API's
@@ -176,6 +252,16 @@ pub(super) fn call_fail(ep: &str, e: &ClientError) -> Fail {
                 },
             )
         }
+        // A kvd limit: the etcd error its HTTP API answers for the same limit.
+        ClientError::Status(s) if crate::grpc::limit_cause(s).is_some() => error(
+            exit::SERVER_ERROR,
+            CError {
+                error_code: 300,
+                message: crate::store::error_message(300).to_owned(),
+                cause: crate::grpc::limit_cause(s).unwrap_or_default().to_owned(),
+                index: 0,
+            },
+        ),
         ClientError::Status(s) => {
             let cause = match std::error::Error::source(s) {
                 Some(src) => root_cause(src),
@@ -272,7 +358,10 @@ impl Transport for GrpcTransport {
                     sorted: *sorted,
                     consistency: consistency as i32,
                 };
-                self.call("Get", |kv| async move { kv.get_with(r).await })?
+                self.call("Get", |kv| {
+                    let r = r.clone();
+                    async move { kv.get_with(r).await }
+                })?
             }
             KeysRequest::Put(p) if p.prev_value.is_some() || p.prev_index > 0 => {
                 let r = wire::CompareAndSwapRequest {
@@ -283,8 +372,9 @@ impl Transport for GrpcTransport {
                     ttl: p.ttl,
                     refresh: false,
                 };
-                self.call("CompareAndSwap", |kv| async move {
-                    kv.compare_and_swap_with(r).await
+                self.call("CompareAndSwap", |kv| {
+                    let r = r.clone();
+                    async move { kv.compare_and_swap_with(r).await }
                 })?
             }
             KeysRequest::Put(Put {
@@ -305,7 +395,10 @@ impl Transport for GrpcTransport {
                     prev_exist: *prev_exist,
                     in_order: *in_order,
                 };
-                self.call("Put", |kv| async move { kv.put_with(r).await })?
+                self.call("Put", |kv| {
+                    let r = r.clone();
+                    async move { kv.put_with(r).await }
+                })?
             }
             KeysRequest::Delete {
                 key,
@@ -321,38 +414,58 @@ impl Transport for GrpcTransport {
                     prev_value: prev_value.clone(),
                     prev_index: (*prev_index > 0).then_some(*prev_index),
                 };
-                self.call("Delete", |kv| async move { kv.delete_with(r).await })?
+                self.call("Delete", |kv| {
+                    let r = r.clone();
+                    async move { kv.delete_with(r).await }
+                })?
             }
         };
         let index = ev.index;
         Ok(response(ev, index))
     }
 
-    /// A watch stream from `wait_index`, closed after its first event. Over HTTP the
-    /// index of a watch's answer is the store's when the wait began; kv.v1's events carry
-    /// their own, so the store index is asked for just before the watch opens.
+    /// A watch stream from `wait_index`, closed after its first event. Its index is the
+    /// store's when the watch was registered, which kvd sends with the stream's headers
+    /// (as the HTTP API's `X-Etcd-Index` of a long poll). When the stream breaks because
+    /// its member went away, `Ok(None)` has the watch opened again (on the next endpoint).
     fn wait(
         &self,
         key: &str,
         wait_index: Option<u64>,
         recursive: bool,
     ) -> Result<Option<CResponse>, Fail> {
-        let index = self
-            .call("Status", |kv| async move { kv.status().await })?
-            .etcd_index;
         let key = abs(key);
-        let mut w = self.call("Watch", |kv| async move {
-            kv.watch(&key, recursive, wait_index.unwrap_or(0)).await
+        let start = wait_index.unwrap_or(0);
+        let (ep, mut w) = self.call_on("Watch", true, |kv| {
+            let key = key.clone();
+            async move { kv.watch(&key, recursive, start).await }
         })?;
-        let (ep, res) = self.run("Watch (next event)", None, |_| async move {
-            w.next().await.transpose()
-        })?;
-        match res {
-            Ok(Some(ev)) => Ok(Some(response(ev, index))),
+        let index = match w.etcd_index() {
+            Some(i) => i,
+            // A server that does not send it: the store index now, as near as can be.
+            None => {
+                self.call_on("Status", true, |kv| async move { kv.status().await })?
+                    .1
+                    .etcd_index
+            }
+        };
+        if self.debug {
+            eprintln!("gRPC: {ep} watching {key} from index {start} (store index {index})");
+        }
+        match self.rt.block_on(w.next()) {
+            Some(Ok(ev)) => Ok(Some(response(ev, index))),
             // The stream ended, or the server ended the watch (etcd's 400): wait again.
-            Ok(None) => Ok(None),
-            Err(e) if e.etcd_code() == Some(400) => Ok(None),
-            Err(e) => Err(call_fail(&ep, &e)),
+            None => Ok(None),
+            Some(Err(e)) if e.etcd_code() == Some(400) => Ok(None),
+            Some(Err(e)) if watch_broken(&e) => {
+                if self.debug {
+                    eprintln!("gRPC: the watch on {ep} broke: {}", root_cause(&e));
+                }
+                // Its connection may be gone: the next watch connects afresh.
+                *self.conn.borrow_mut() = None;
+                Ok(None)
+            }
+            Some(Err(e)) => Err(call_fail(&ep, &e)),
         }
     }
 
@@ -371,7 +484,10 @@ impl Transport for GrpcTransport {
 
     fn add_member(&self, peer_url: &str) -> Result<Result<CMember, String>, Fail> {
         let urls = vec![peer_url.to_owned()];
-        let added = self.member_call("MemberAdd", |kv| async move { kv.add_member(urls).await })?;
+        let added = self.member_call("MemberAdd", |kv| {
+            let urls = urls.clone();
+            async move { kv.add_member(urls).await }
+        })?;
         Ok(added.map(cmember))
     }
 
@@ -392,8 +508,9 @@ impl Transport for GrpcTransport {
             Err(msg) => return Ok(Err(msg)),
         };
         let urls: Vec<String> = peer_urls.iter().map(|u| (*u).to_owned()).collect();
-        self.member_call("MemberUpdate", |kv| async move {
-            kv.update_member(id, urls).await
+        self.member_call("MemberUpdate", |kv| {
+            let urls = urls.clone();
+            async move { kv.update_member(id, urls).await }
         })
     }
 
@@ -415,7 +532,12 @@ impl Transport for GrpcTransport {
     }
 
     fn snapshot(&self) -> Result<Vec<u8>, Fail> {
-        let (_, res) = self.run("Snapshot", None, |kv| async move { kv.snapshot().await })?;
+        let (_, res) = self.run(
+            "Snapshot",
+            None,
+            false,
+            |kv| async move { kv.snapshot().await },
+        )?;
         res.map_err(|e| {
             let cause = match &e {
                 ClientError::Status(s) => s.message().to_owned(),
@@ -510,6 +632,40 @@ mod tests {
         );
         assert_eq!(member_id("8e9e05c52164694d"), Ok(0x8e9e_05c5_2164_694d));
         assert_eq!(member_id("node1"), Err("No such member: node1".into()));
+    }
+
+    #[test]
+    fn limits_print_as_over_http() {
+        let s = tonic::Status::resource_exhausted(
+            "etcdserver: request is too large; the limit is 4096 bytes",
+        );
+        let over_grpc = call_fail("http://x", &ClientError::from(s));
+        let body = r#"{"errorCode":300,"message":"Raft Internal Error","cause":"etcdserver: request is too large","index":0}"#;
+        let over_http = super::super::http::decode_keys_body(body, 0).unwrap_err();
+        assert_eq!(over_grpc.message, over_http.message);
+        assert_eq!(
+            over_grpc.message,
+            "Error:  300: Raft Internal Error (etcdserver: request is too large) [0]"
+        );
+        assert_eq!(over_grpc.code, exit::SERVER_ERROR);
+    }
+
+    #[test]
+    fn only_calls_that_could_not_connect_fail_over() {
+        let refused = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        let connect = tonic::Status::from_error(Box::new(tonic::ConnectError(Box::new(refused))));
+        assert_eq!(connect.code(), tonic::Code::Unavailable);
+        assert!(unreachable(&ClientError::from(connect)));
+        // A connection that broke during the call may have delivered the request.
+        let reset = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset");
+        let broken = ClientError::from(tonic::Status::from_error(Box::new(reset)));
+        assert!(!unreachable(&broken));
+        assert!(watch_broken(&broken));
+        // The server's own answers are neither.
+        let no_quorum = etcd(300, "no leader", 0);
+        assert!(!unreachable(&no_quorum) && !watch_broken(&no_quorum));
+        let refusal = ClientError::from(tonic::Status::unavailable("member is removed"));
+        assert!(!unreachable(&refusal));
     }
 
     #[test]

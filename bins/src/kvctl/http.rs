@@ -90,6 +90,14 @@ impl HttpTransport {
             match req.send() {
                 Ok(r) => return Ok(r),
                 Err(e) if e.is_connect() => errors.push(format!("{url}: {}", root_cause(&e))),
+                // A long poll whose connection broke before its answer (the member went away
+                // with the request in flight): it only reads, so the next endpoint is asked.
+                Err(e) if watch && e.is_request() && !e.is_timeout() => {
+                    if self.debug {
+                        eprintln!("the long poll broke: {}", root_cause(&e));
+                    }
+                    errors.push(format!("{url}: {}", root_cause(&e)));
+                }
                 Err(e) => {
                     return Err(error(
                         exit::SERVER_ERROR,
@@ -212,9 +220,15 @@ impl Transport for HttpTransport {
         let index = etcd_index(&resp);
         let mut reader = BufReader::new(resp);
         let mut line = String::new();
-        reader
-            .read_line(&mut line)
-            .map_err(|e| error(exit::SERVER_ERROR, e))?;
+        if let Err(e) = reader.read_line(&mut line) {
+            // The connection broke during the long poll (its member went away, as etcdctl's
+            // client sees it too): wait again, which skips an endpoint that no longer
+            // accepts connections.
+            if self.debug {
+                eprintln!("the long poll broke: {}", root_cause(&e));
+            }
+            return Ok(None);
+        }
         if line.trim().is_empty() {
             // An empty body ends a long poll without an event (server shutdown): retry.
             return Ok(None);
