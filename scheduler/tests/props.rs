@@ -393,7 +393,14 @@ proptest! {
                     let now = p.machine();
                     if was.is_some() && was != now && was != Some(lost.as_str()) {
                         let pushed = model.units.values().any(|x| replaces(x, &model.units[name]));
-                        prop_assert!(pushed, "{} moved from {:?} to {:?} when {} left", name, was, now, lost);
+                        // A MachineOf= unit follows its target wherever that went (a
+                        // target pushed by Replaces= takes its followers along).
+                        let moved = |t: &String| {
+                            before.placements.get(t).and_then(|p| p.machine())
+                                != inc.placements.get(t).and_then(|p| p.machine())
+                        };
+                        let follows = model.units[name].machine_of.iter().any(moved);
+                        prop_assert!(pushed || follows, "{} moved from {:?} to {:?} when {} left", name, was, now, lost);
                     }
                 }
             }
