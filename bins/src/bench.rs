@@ -121,7 +121,28 @@ async fn wait_healthy(url: &str, child: &mut Child) -> anyhow::Result<()> {
 
 /// Starts a cluster of `members` processes of `program` (kvd and etcd take the same
 /// flags) on free loopback ports; returns their client URLs once every member is healthy.
+///
+/// A port found free may be taken by another process before the server binds it (tests
+/// run side by side); a member that exits during start-up gets the cluster restarted on
+/// new ports, up to three times.
 async fn spawn(
+    program: &std::path::Path,
+    etcd_style_name: &str,
+    members: usize,
+) -> anyhow::Result<(Vec<String>, Vec<Spawned>)> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match spawn_once(program, etcd_style_name, members).await {
+            Err(e) if attempt < 3 && e.to_string().contains("exited during start-up") => {
+                eprintln!("kvbench: {e}; retrying on other ports");
+            }
+            r => return r,
+        }
+    }
+}
+
+async fn spawn_once(
     program: &std::path::Path,
     etcd_style_name: &str,
     members: usize,
