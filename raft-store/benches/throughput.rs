@@ -487,10 +487,9 @@ fn disk_baseline(p: &Params) -> Result<(), Box<dyn std::error::Error>> {
         n as f64 / secs,
         p.value
     );
-    // Whether the disk serves several flushes at once, as raft-store's log asks of it:
-    // writers appending to one file, each fdatasync'ing after every record it appends. On
-    // the VMs here a lone writer waits far longer per flush than each of several concurrent
-    // ones does.
+    // How the disk serves several flushes at once: writers appending to one file, each
+    // fdatasync'ing after every record it appends (what a log flushed by several threads
+    // would ask of it; see docs/benchmarks.md for why raft-store does not do that).
     for threads in [1usize, 2, 4] {
         let path = dir.path().join(format!("append-{threads}"));
         let file = Arc::new(

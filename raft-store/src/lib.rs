@@ -108,7 +108,7 @@
 //!
 //! * **The loop.** One tokio task per member owns raft's `RawNode`. It ticks, steps
 //!   incoming messages, and takes every queued proposal before handling the next `Ready`,
-//!   so all proposals that arrived together share one log write and one fsync
+//!   so all proposals that arrived together share one RocksDB write batch and one fsync
 //!   (group commit). A `Ready` is handled in raft's order: send the leader's messages,
 //!   install a snapshot, apply committed entries, persist entries and hard state (synced),
 //!   send the messages that had to wait for persistence, advance. `check_quorum` and
@@ -128,11 +128,9 @@
 //! * **Snapshots** are taken every [`Config::snapshot_entries`] applied entries; the log is
 //!   compacted behind them keeping [`Config::catchup_entries`] for slow followers. The
 //!   snapshot data holds the member list and the state machine's bytes, with a checksum.
-//! * **Data directory.** A version file (format 2), an OS lock on a lock file, `wal/` (the
-//!   entries and hard state: raft-store's own write-ahead log, flushed by several threads at
-//!   once, see docs/architecture.md) and `db/` (RocksDB: snapshot and conf state). Foreign,
-//!   newer, corrupt and locked directories are refused with a [`StorageError`] naming the
-//!   problem; stored records carry CRCs.
+//! * **Data directory.** A version file (format 1), an OS lock on a lock file, and
+//!   `db/`. Foreign, newer, corrupt and locked directories are refused with a
+//!   [`StorageError`] naming the problem; stored records carry CRCs.
 
 mod config;
 mod error;
@@ -146,7 +144,6 @@ mod state_machine;
 pub mod storage;
 pub mod tls;
 mod transport;
-mod wal;
 
 pub use config::{Config, Member};
 pub use error::{Error, Result, StorageError};

@@ -4,11 +4,9 @@
 //!
 //! The loop stages a ready's entries and hard state in the store (raft can read them at
 //! once), hands the write here and tells raft `advance_append_async`. This thread takes every
-//! write queued since its last one and appends them to the write-ahead log in one write;
-//! [`SYNC_THREADS`] flushing threads `fdatasync` the log, several at once, each making
-//! durable every write that finished before its flush began. As readies become durable, in
-//! order, the messages that had to wait for them (a follower's append and vote responses)
-//! are sent and the newest ready number is reported back, for `on_persist_ready`.
+//! write queued since its last one, writes them as one RocksDB batch with one fsync, then
+//! sends the messages that had to wait for that durability (a follower's append and vote
+//! responses) and reports the newest ready number back, for `on_persist_ready`.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -18,7 +16,7 @@ use raft::eraftpb::Message;
 use tokio::sync::mpsc;
 
 use crate::error::{Error, Result};
-use crate::storage::{RocksLogStore, Staged, SyncHandle};
+use crate::storage::{RocksLogStore, Staged};
 use crate::transport::Transport;
 
 /// One ready's write.
@@ -73,64 +71,20 @@ impl Persister {
         let stop = Arc::new(AtomicBool::new(false));
         let failure = Arc::new(parking_lot::Mutex::new(None));
         let runtime = tokio::runtime::Handle::try_current().ok();
-        let sync = Arc::new(Flushing {
-            id,
-            state: parking_lot::Mutex::new(SyncState {
-                handle: None,
-                written: 0,
-                need: 0,
-                started: 0,
-                durable: 0,
-                pending: Default::default(),
-                stop: false,
-                failed: false,
-            }),
-            cond: parking_lot::Condvar::new(),
-            transport,
-            done,
-            failure: failure.clone(),
-        });
-        let spawn_err =
-            |e: std::io::Error| Error::Config(format!("starting the persistence thread: {e}"));
-        let mut flushers = Vec::with_capacity(SYNC_THREADS);
-        for k in 0..SYNC_THREADS {
-            let (flushing, runtime) = (sync.clone(), runtime.clone());
-            let t = std::thread::Builder::new()
-                .name(format!("raft-sync-{id:x}-{k}"))
-                .spawn(move || {
-                    // Transports may spawn tasks when sending (delayed delivery in tests).
-                    let _guard = runtime.as_ref().map(|h| h.enter());
-                    flushing.flusher();
-                });
-            match t {
-                Ok(t) => flushers.push(t),
-                Err(e) => {
-                    sync.state.lock().stop = true;
-                    sync.cond.notify_all();
-                    for t in flushers {
-                        let _ = t.join();
-                    }
-                    return Err(spawn_err(e));
-                }
-            }
-        }
         let thread = {
             let stop = stop.clone();
+            let failure = failure.clone();
             std::thread::Builder::new()
                 .name(format!("raft-persist-{id:x}"))
                 .spawn(move || {
+                    // Transports may spawn tasks when sending (delayed delivery in tests).
                     let _guard = runtime.as_ref().map(|h| h.enter());
-                    if let Err(e) = run(&sync, &store, &rx, &stop) {
-                        sync.fail(e);
-                    }
-                    // Flushes in progress finish; nothing new starts.
-                    sync.state.lock().stop = true;
-                    sync.cond.notify_all();
-                    for t in flushers {
-                        let _ = t.join();
+                    if let Err(e) = run(id, &store, &*transport, &rx, &stop, &done) {
+                        *failure.lock() = Some(e);
+                        let _ = done.send(Done::Failed);
                     }
                 })
-                .map_err(spawn_err)?
+                .map_err(|e| Error::Config(format!("starting the persistence thread: {e}")))?
         };
         Ok(Persister {
             tx: Some(tx),
@@ -190,121 +144,13 @@ impl Drop for Persister {
     }
 }
 
-/// Flushing threads per member. Four overlapping `fdatasync`s got most of what the disks
-/// here give (docs/benchmarks.md: concurrent fdatasync figures); more add threads and little
-/// else.
-const SYNC_THREADS: usize = 4;
-
-/// What the writing thread and the flushing threads share.
-struct SyncState {
-    /// The segment the newest write went to.
-    handle: Option<SyncHandle>,
-    /// The newest ready number written.
-    written: u64,
-    /// The newest written ready number that must be flushed to count.
-    need: u64,
-    /// The newest ready number a flush already started covers.
-    started: u64,
-    /// The newest ready number known durable (and reported).
-    durable: u64,
-    /// Written jobs not yet durable, oldest first: their number and held-back messages.
-    pending: std::collections::VecDeque<(u64, Vec<Message>)>,
-    stop: bool,
-    failed: bool,
-}
-
-struct Flushing {
-    id: u64,
-    state: parking_lot::Mutex<SyncState>,
-    cond: parking_lot::Condvar,
-    transport: Arc<dyn Transport>,
-    done: mpsc::UnboundedSender<Done>,
-    failure: Arc<parking_lot::Mutex<Option<Error>>>,
-}
-
-impl Flushing {
-    /// Everything up to `upto` is durable: sends the messages that waited for it and
-    /// reports it, in order (called with the state locked, so reports never go backwards).
-    fn release(&self, s: &mut SyncState, upto: u64) {
-        let mut jobs = 0;
-        while s.pending.front().is_some_and(|&(n, _)| n <= upto) {
-            if let Some((_, messages)) = s.pending.pop_front()
-                && !messages.is_empty()
-            {
-                self.transport.send(messages);
-            }
-            jobs += 1;
-        }
-        s.durable = s.durable.max(upto);
-        if jobs > 0 {
-            let _ = self.done.send(Done::Persisted {
-                number: s.durable,
-                jobs,
-            });
-        }
-    }
-
-    /// Once nothing written waits for a flush, what was written without needing one
-    /// counts as durable too.
-    fn release_unsynced(&self, s: &mut SyncState) {
-        if s.need <= s.durable && s.written > s.durable {
-            let written = s.written;
-            self.release(s, written);
-        }
-    }
-
-    fn fail(&self, e: Error) {
-        let mut s = self.state.lock();
-        if !s.failed {
-            s.failed = true;
-            self.failure.lock().get_or_insert(e);
-            let _ = self.done.send(Done::Failed);
-        }
-        self.cond.notify_all();
-    }
-
-    /// A flushing thread: whenever something written needs a flush no started flush covers,
-    /// flush; several run at once, each covering every write before it started.
-    fn flusher(&self) {
-        loop {
-            let (target, handle) = {
-                let mut s = self.state.lock();
-                while !(s.stop || s.failed || s.need > s.started) {
-                    self.cond.wait(&mut s);
-                }
-                if s.stop || s.failed {
-                    return;
-                }
-                s.started = s.written;
-                (s.written, s.handle.clone())
-            };
-            let result = match handle {
-                Some(h) => h.sync().map_err(Error::from),
-                None => Ok(()),
-            };
-            let result = result.and_then(|()| failpoint(self.id, "raft_store::after_persist"));
-            if let Err(e) = result {
-                self.fail(e);
-                return;
-            }
-            let mut s = self.state.lock();
-            if s.failed {
-                return;
-            }
-            if target > s.durable {
-                self.release(&mut s, target);
-            }
-            self.release_unsynced(&mut s);
-            self.cond.notify_all();
-        }
-    }
-}
-
 fn run(
-    sync: &Arc<Flushing>,
+    id: u64,
     store: &RocksLogStore,
+    transport: &dyn Transport,
     rx: &std_mpsc::Receiver<Cmd>,
     stop: &AtomicBool,
+    done: &mpsc::UnboundedSender<Done>,
 ) -> Result<()> {
     let mut jobs: Vec<Job> = Vec::new();
     let mut flushes = Vec::new();
@@ -319,43 +165,35 @@ fn run(
                 next = rx.try_recv().ok();
             }
         }
-        if stop.load(Ordering::SeqCst) || sync.state.lock().failed {
+        if stop.load(Ordering::SeqCst) {
             return Ok(());
         }
-        if let Some(last) = jobs.last().map(|j| j.number) {
-            failpoint(sync.id, "raft_store::before_persist")?;
-            let handle = store.write(jobs.iter().map(|j| &j.staged))?;
-            let needs_sync = jobs.iter().any(|j| j.sync);
-            let mut s = sync.state.lock();
-            s.handle = Some(handle);
-            s.written = last;
-            if needs_sync {
-                s.need = last;
+        write(id, store, &jobs)?;
+        let number = jobs.last().map(|j| j.number);
+        let n = jobs.len();
+        for j in jobs.drain(..) {
+            if !j.messages.is_empty() {
+                transport.send(j.messages);
             }
-            for j in jobs.drain(..) {
-                s.pending.push_back((j.number, j.messages));
-            }
-            if !needs_sync && s.need <= s.durable {
-                // Nothing to flush (a commit index, or messages alone): the crash point
-                // after persisting is here for such writes.
-                drop(s);
-                failpoint(sync.id, "raft_store::after_persist")?;
-                s = sync.state.lock();
-            }
-            sync.release_unsynced(&mut s);
-            sync.cond.notify_all();
+        }
+        if let Some(number) = number {
+            let _ = done.send(Done::Persisted { number, jobs: n });
         }
         for f in flushes.drain(..) {
-            let mut s = sync.state.lock();
-            while !(s.failed || s.durable >= s.written) {
-                sync.cond.wait(&mut s);
-            }
-            if s.failed {
-                return Ok(());
-            }
             let _ = f.send(());
         }
     }
+    Ok(())
+}
+
+fn write(id: u64, store: &RocksLogStore, jobs: &[Job]) -> Result<()> {
+    if jobs.is_empty() {
+        return Ok(());
+    }
+    failpoint(id, "raft_store::before_persist")?;
+    let sync = jobs.iter().any(|j| j.sync);
+    store.persist(jobs.iter().map(|j| &j.staged), sync)?;
+    failpoint(id, "raft_store::after_persist")?;
     Ok(())
 }
 

@@ -9,10 +9,6 @@
 //!
 //! On disk every record carries a CRC32 of its bytes, so a flipped bit is reported as
 //! [`StorageError::Corrupt`] naming the record rather than decoded into garbage.
-//!
-//! [`RocksLogStore`] keeps the entries and hard state in raft-store's own write-ahead log
-//! (segment files under `wal/`, flushed by several threads at once; see the `wal` module) and
-//! the snapshot and conf state in RocksDB (`db/`).
 
 use std::fs::{File, OpenOptions};
 use std::io::Write as _;
@@ -26,16 +22,13 @@ use raft::eraftpb::{ConfState, Entry, HardState, Snapshot, SnapshotMetadata};
 use raft::{GetEntriesContext, RaftState, Storage};
 
 use crate::error::StorageError;
-use crate::wal::Wal;
 
 /// Name of the file that marks and versions a data directory.
 pub const VERSION_FILE: &str = "flotilla-raft-store.version";
 /// Name of the lock file held while a process has the directory open.
 pub const LOCK_FILE: &str = "flotilla-raft-store.lock";
-/// The on-disk format this build writes and the newest it reads. Format 1 kept the entries
-/// and hard state in RocksDB; format 2 keeps them in the write-ahead log. A format-1
-/// directory is converted when it is opened.
-pub const FORMAT_VERSION: u32 = 2;
+/// The on-disk format this build writes and the newest it reads.
+pub const FORMAT_VERSION: u32 = 1;
 const MAGIC: &str = "flotilla-raft-store";
 
 /// The write side of raft storage, shared by [`RocksLogStore`] and [`MemLogStore`].
@@ -486,8 +479,6 @@ pub struct DataDir {
     // Holding the open file holds the lock; it is released when the handle is dropped.
     _lock: File,
     fresh: bool,
-    /// The format version found (this build's for a fresh directory).
-    version: u32,
 }
 
 impl DataDir {
@@ -526,8 +517,11 @@ impl DataDir {
             Err(std::fs::TryLockError::Error(e)) => return Err(io("lock", &lock_path)(e)),
         }
         let version_path = path.join(VERSION_FILE);
-        let (fresh, version) = match std::fs::read(&version_path) {
-            Ok(bytes) => (false, check_version(path, &bytes)?),
+        let fresh = match std::fs::read(&version_path) {
+            Ok(bytes) => {
+                check_version(path, &bytes)?;
+                false
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let others: Vec<String> = std::fs::read_dir(path)
                     .map_err(io("read directory", path))?
@@ -545,8 +539,16 @@ impl DataDir {
                         ),
                     });
                 }
-                write_version(path, FORMAT_VERSION)?;
-                (true, FORMAT_VERSION)
+                let tmp = path.join(format!("{VERSION_FILE}.tmp"));
+                let mut f = File::create(&tmp).map_err(io("create", &tmp))?;
+                f.write_all(format!("{MAGIC}\nformat {FORMAT_VERSION}\n").as_bytes())
+                    .and_then(|()| f.sync_all())
+                    .map_err(io("write", &tmp))?;
+                std::fs::rename(&tmp, &version_path).map_err(io("rename", &tmp))?;
+                File::open(path)
+                    .and_then(|d| d.sync_all())
+                    .map_err(io("sync directory", path))?;
+                true
             }
             Err(e) => return Err(io("read", &version_path)(e)),
         };
@@ -554,7 +556,6 @@ impl DataDir {
             path: path.to_path_buf(),
             _lock: lock,
             fresh,
-            version,
         })
     }
 
@@ -569,29 +570,7 @@ impl DataDir {
     }
 }
 
-/// Writes the version file atomically (a temporary file renamed over it, both synced).
-fn write_version(path: &Path, version: u32) -> Result<(), StorageError> {
-    let io = |op, p: &Path| {
-        let p = p.to_path_buf();
-        move |source| StorageError::Io {
-            op,
-            path: p,
-            source,
-        }
-    };
-    let version_path = path.join(VERSION_FILE);
-    let tmp = path.join(format!("{VERSION_FILE}.tmp"));
-    let mut f = File::create(&tmp).map_err(io("create", &tmp))?;
-    f.write_all(format!("{MAGIC}\nformat {version}\n").as_bytes())
-        .and_then(|()| f.sync_all())
-        .map_err(io("write", &tmp))?;
-    std::fs::rename(&tmp, &version_path).map_err(io("rename", &tmp))?;
-    File::open(path)
-        .and_then(|d| d.sync_all())
-        .map_err(io("sync directory", path))
-}
-
-fn check_version(path: &Path, bytes: &[u8]) -> Result<u32, StorageError> {
+fn check_version(path: &Path, bytes: &[u8]) -> Result<(), StorageError> {
     let corrupt = |detail: String| StorageError::Corrupt {
         what: path.join(VERSION_FILE).display().to_string(),
         detail,
@@ -619,7 +598,7 @@ fn check_version(path: &Path, bytes: &[u8]) -> Result<u32, StorageError> {
             supported: FORMAT_VERSION,
         });
     }
-    Ok(found)
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -683,6 +662,8 @@ fn encode<M: protobuf::Message>(m: &M) -> Vec<u8> {
 pub struct Staged {
     seq: u64,
     entries: Vec<Entry>,
+    /// Entries `from..to` replaced by this write (a new leader rewrote the log's tail).
+    truncate: Option<(u64, u64)>,
     hard_state: Option<HardState>,
 }
 
@@ -693,16 +674,13 @@ impl Staged {
     }
 }
 
-/// The durable [`LogStore`]: entries and hard state in raft-store's write-ahead log, the
-/// snapshot and conf state in RocksDB.
+/// The RocksDB-backed [`LogStore`].
 #[derive(Clone)]
 pub struct RocksLogStore {
     db: Arc<rocksdb::DB>,
     meta: Arc<Mutex<Meta>>,
     /// Locked after `meta` when both are needed.
     cache: Arc<Mutex<EntryCache>>,
-    /// Locked after `meta` and `cache`, and held for no other lock.
-    wal: Arc<Mutex<Wal>>,
 }
 
 impl std::fmt::Debug for RocksLogStore {
@@ -716,36 +694,14 @@ impl std::fmt::Debug for RocksLogStore {
     }
 }
 
-/// A handle that makes a write durable: `fdatasync` of the log segment it went to. Several
-/// may be synced at once; each covers every write that returned before it started.
-#[derive(Debug, Clone)]
-pub struct SyncHandle(Arc<File>);
-
-impl SyncHandle {
-    /// Flushes the write (and every one before it) to disk.
-    ///
-    /// # Errors
-    ///
-    /// The I/O error; the store must not be used further then.
-    pub fn sync(&self) -> Result<(), StorageError> {
-        self.0.sync_data().map_err(|source| StorageError::Io {
-            op: "sync",
-            path: PathBuf::from(crate::wal::WAL_DIR),
-            source,
-        })
-    }
-}
-
 impl RocksLogStore {
-    /// Opens the log in `dir`, creating it if the directory is fresh, and loads and
-    /// verifies its state: the snapshot and conf state from RocksDB (`db/`), the entries and
-    /// hard state by replaying the write-ahead log (`wal/`). A format-1 directory (entries
-    /// in RocksDB) is converted to format 2 first.
+    /// Opens the log in `dir` (the `db/` subdirectory), creating it if the directory is fresh,
+    /// and loads and verifies its state records.
     ///
     /// # Errors
     ///
     /// [`StorageError::Corrupt`] for a record failing its checksum or decoding, or a missing
-    /// database or log in a directory that should have them; RocksDB and I/O errors.
+    /// database in a directory that should have one; RocksDB errors.
     pub fn open(dir: &DataDir) -> Result<RocksLogStore, StorageError> {
         let db_path = dir.path().join("db");
         let mut opts = rocksdb::Options::default();
@@ -762,42 +718,51 @@ impl RocksLogStore {
         let db = rocksdb::DB::open(&opts, &db_path)?;
         let mut meta = Meta::default();
         let what = |k: &'static [u8]| move || String::from_utf8_lossy(k).into_owned();
+        if let Some(v) = db.get(KEY_HARD_STATE)? {
+            meta.hard_state = decode(&what(KEY_HARD_STATE), &v)?;
+        }
         if let Some(v) = db.get(KEY_CONF_STATE)? {
             meta.conf_state = decode(&what(KEY_CONF_STATE), &v)?;
+        }
+        if let Some(v) = db.get(KEY_TRUNCATED)? {
+            let p = unseal(&what(KEY_TRUNCATED), &v)?;
+            if p.len() != 16 {
+                return Err(StorageError::Corrupt {
+                    what: what(KEY_TRUNCATED)(),
+                    detail: format!("{} bytes, expected 16", p.len()),
+                });
+            }
+            meta.truncated_index = u64::from_be_bytes(p[..8].try_into().unwrap_or_default());
+            meta.truncated_term = u64::from_be_bytes(p[8..].try_into().unwrap_or_default());
         }
         if let Some(v) = db.get(KEY_SNAPSHOT)? {
             meta.snapshot = Some(decode(&what(KEY_SNAPSHOT), &v)?);
         }
-        let mut wal = if dir.is_fresh() {
-            Wal::create(dir.path())?
-        } else if dir.version < 2 {
-            migrate_v1(dir.path(), &db)?
-        } else {
-            Wal::open(dir.path())?
-        };
-        drop_v1_log(&db)?;
-        // A snapshot RocksDB holds but the log does not reflect: installing one is two
-        // writes (RocksDB, then the log's reset), and a snapshot taken locally may be of
-        // entries the log had not written before a crash. The snapshot wins.
-        if let Some(md) = meta.snapshot.as_ref().map(|s| s.get_metadata())
-            && md.index > wal.truncated().0
-            && wal.term(md.index) != Some(md.term)
+        // The last entry's key gives the last index; entries are verified when read.
         {
-            let mut hs = wal.hard_state().clone();
-            hs.commit = hs.commit.max(md.index);
-            hs.term = hs.term.max(md.term);
-            wal.reset(md.index, md.term, &hs)?;
-            wal.sync()?;
-            wal.remove_obsolete()?;
+            let mut it = db.raw_iterator();
+            it.seek_for_prev(entry_key(u64::MAX));
+            meta.last_index = match it.key() {
+                Some(k) if k.len() == 9 && k[0] == ENTRY_PREFIX => {
+                    u64::from_be_bytes(k[1..].try_into().unwrap_or_default())
+                }
+                _ => meta.truncated_index,
+            };
+            it.status()?;
         }
-        meta.hard_state = wal.hard_state().clone();
-        (meta.truncated_index, meta.truncated_term) = wal.truncated();
-        meta.last_index = wal.last_index();
+        if meta.last_index < meta.truncated_index {
+            return Err(StorageError::Corrupt {
+                what: "log".into(),
+                detail: format!(
+                    "last entry {} is before the truncated index {}",
+                    meta.last_index, meta.truncated_index
+                ),
+            });
+        }
         Ok(RocksLogStore {
             db: Arc::new(db),
             meta: Arc::new(Mutex::new(meta)),
             cache: Arc::new(Mutex::new(EntryCache::default())),
-            wal: Arc::new(Mutex::new(wal)),
         })
     }
 
@@ -808,7 +773,7 @@ impl RocksLogStore {
     /// the last one runs.
     ///
     /// Staged writes must be persisted in the order they were staged. Until a staged write
-    /// is written, its entries stay in memory; if persisting fails, the store must not be
+    /// is persisted, its entries stay in memory; if persisting fails, the store must not be
     /// used further (the member stops, and reopening reads what is on disk).
     ///
     /// # Errors
@@ -822,8 +787,13 @@ impl RocksLogStore {
     ) -> Result<Staged, StorageError> {
         let mut m = self.meta.lock();
         m.check_append(&entries)?;
+        let mut truncate = None;
         if let Some(first) = entries.first() {
-            m.last_index = first.index + entries.len() as u64 - 1;
+            let new_last = first.index + entries.len() as u64 - 1;
+            if new_last < m.last_index {
+                truncate = Some((new_last + 1, m.last_index + 1));
+            }
+            m.last_index = new_last;
         }
         if let Some(hs) = &hard_state {
             m.hard_state = hs.clone();
@@ -832,163 +802,78 @@ impl RocksLogStore {
         Ok(Staged {
             seq,
             entries,
+            truncate,
             hard_state,
         })
     }
 
-    /// Writes staged writes, oldest first, to the log without flushing them, and returns
-    /// the handle whose [`SyncHandle::sync`] makes them durable. They are readable from the
-    /// log (through the page cache) at once.
+    /// Writes staged writes, oldest first, in one atomic RocksDB write; with `sync`, returns
+    /// only once it is durable.
     ///
     /// # Errors
     ///
-    /// I/O errors; then the store must not be used further.
-    pub fn write<'a>(
-        &self,
-        staged: impl IntoIterator<Item = &'a Staged>,
-    ) -> Result<SyncHandle, StorageError> {
-        let mut last = None;
-        let handle = {
-            let mut wal = self.wal.lock();
-            for s in staged {
-                last = Some(s.seq);
-                // A ready with only messages to hold back stages an empty write.
-                if !s.entries.is_empty() || s.hard_state.is_some() {
-                    wal.append(&s.entries, s.hard_state.as_ref())?;
-                }
-            }
-            SyncHandle(wal.sync_handle())
-        };
-        if let Some(seq) = last {
-            self.cache.lock().written(seq);
-        }
-        Ok(handle)
-    }
-
-    /// Writes staged writes, oldest first; with `sync`, returns only once they are durable.
-    ///
-    /// # Errors
-    ///
-    /// I/O errors; then the store must not be used further.
+    /// RocksDB errors; then the store must not be used further.
     pub fn persist<'a>(
         &self,
         staged: impl IntoIterator<Item = &'a Staged>,
         sync: bool,
     ) -> Result<(), StorageError> {
-        let handle = self.write(staged)?;
-        if sync {
-            handle.sync()?;
+        let mut batch = rocksdb::WriteBatch::default();
+        let mut last = None;
+        for s in staged {
+            last = Some(s.seq);
+            for e in &s.entries {
+                batch.put(entry_key(e.index), encode(e));
+            }
+            if let Some((from, to)) = s.truncate {
+                batch.delete_range(entry_key(from), entry_key(to));
+            }
+            if let Some(hs) = &s.hard_state {
+                batch.put(KEY_HARD_STATE, encode(hs));
+            }
+        }
+        // A ready with only messages to hold back stages an empty write: nothing to store.
+        if !batch.is_empty() {
+            self.write(batch, sync)?;
+        }
+        if let Some(seq) = last {
+            self.cache.lock().written(seq);
         }
         Ok(())
     }
 
-    /// The term of entry `index` (or of the truncated index), from the cache or the log.
-    fn term_of(&self, index: u64) -> Result<u64, StorageError> {
-        if let Some(term) = self
-            .cache
-            .lock()
-            .get(index, index + 1)
-            .and_then(|mut e| e.next().map(|e| e.term))
-        {
-            return Ok(term);
-        }
-        self.wal
-            .lock()
-            .term(index)
+    fn read_entry(&self, index: u64) -> Result<Entry, StorageError> {
+        let what = || format!("log entry {index}");
+        let v = self
+            .db
+            .get(entry_key(index))?
             .ok_or_else(|| StorageError::Corrupt {
-                what: format!("log entry {index}"),
+                what: what(),
                 detail: "missing".into(),
-            })
+            })?;
+        let e: Entry = decode(&what, &v)?;
+        if e.index != index {
+            return Err(StorageError::Corrupt {
+                what: what(),
+                detail: format!("holds index {}", e.index),
+            });
+        }
+        Ok(e)
     }
 
-    fn write_db(&self, batch: rocksdb::WriteBatch) -> Result<(), StorageError> {
+    fn write(&self, batch: rocksdb::WriteBatch, sync: bool) -> Result<(), StorageError> {
         let mut wo = rocksdb::WriteOptions::default();
-        wo.set_sync(true);
+        wo.set_sync(sync);
         self.db.write_opt(batch, &wo)?;
         Ok(())
     }
 }
 
-/// Converts a format-1 directory: its entries, hard state and truncated state move from
-/// RocksDB into a new write-ahead log; the version file then says 2 (RocksDB's copies are
-/// dropped afterwards, by [`drop_v1_log`]). A crash part way leaves format 1 and the
-/// conversion starts over.
-fn migrate_v1(path: &Path, db: &rocksdb::DB) -> Result<Wal, StorageError> {
-    let what = |k: &'static [u8]| move || String::from_utf8_lossy(k).into_owned();
-    let wal_dir = path.join(crate::wal::WAL_DIR);
-    if wal_dir.exists() {
-        std::fs::remove_dir_all(&wal_dir).map_err(|source| StorageError::Io {
-            op: "remove",
-            path: wal_dir.clone(),
-            source,
-        })?;
-    }
-    let hard_state: HardState = match db.get(KEY_HARD_STATE)? {
-        Some(v) => decode(&what(KEY_HARD_STATE), &v)?,
-        None => HardState::default(),
-    };
-    let mut truncated = (0, 0);
-    if let Some(v) = db.get(KEY_TRUNCATED)? {
-        let p = unseal(&what(KEY_TRUNCATED), &v)?;
-        if p.len() != 16 {
-            return Err(StorageError::Corrupt {
-                what: what(KEY_TRUNCATED)(),
-                detail: format!("{} bytes, expected 16", p.len()),
-            });
-        }
-        truncated = (
-            u64::from_be_bytes(p[..8].try_into().unwrap_or_default()),
-            u64::from_be_bytes(p[8..].try_into().unwrap_or_default()),
-        );
-    }
-    let mut wal = Wal::create_with(path, hard_state, truncated)?;
-    let mut it = db.raw_iterator();
-    it.seek(entry_key(truncated.0 + 1));
-    let mut want = truncated.0 + 1;
-    let mut chunk = Vec::with_capacity(1024);
-    while let (Some(k), Some(v)) = (it.key(), it.value()) {
-        if k.len() != 9 || k[0] != ENTRY_PREFIX {
-            break;
-        }
-        let what = || format!("log entry {want}");
-        let e: Entry = decode(&what, v)?;
-        if k != entry_key(want) || e.index != want {
-            return Err(StorageError::Corrupt {
-                what: what(),
-                detail: format!("missing (found entry {} next)", e.index),
-            });
-        }
-        chunk.push(e);
-        if chunk.len() == 1024 {
-            wal.append(&chunk, None)?;
-            chunk.clear();
-        }
-        want += 1;
-        it.next();
-    }
-    it.status()?;
-    wal.append(&chunk, None)?;
-    wal.sync()?;
-    write_version(path, 2)?;
-    Ok(wal)
-}
-
-/// Removes the log a format-1 directory kept in RocksDB, if it is still there.
-fn drop_v1_log(db: &rocksdb::DB) -> Result<(), StorageError> {
-    let mut it = db.raw_iterator();
-    it.seek([ENTRY_PREFIX]);
-    let has_entries = it.key().is_some_and(|k| k.first() == Some(&ENTRY_PREFIX));
-    it.status()?;
-    drop(it);
-    if has_entries || db.get(KEY_HARD_STATE)?.is_some() || db.get(KEY_TRUNCATED)?.is_some() {
-        let mut batch = rocksdb::WriteBatch::default();
-        batch.delete_range(entry_key(0), entry_key(u64::MAX));
-        batch.delete(entry_key(u64::MAX));
-        batch.delete(KEY_HARD_STATE);
-        batch.delete(KEY_TRUNCATED);
-        db.write(batch)?;
-    }
-    Ok(())
+fn truncated_value(index: u64, term: u64) -> Vec<u8> {
+    let mut p = Vec::with_capacity(16);
+    p.extend_from_slice(&index.to_be_bytes());
+    p.extend_from_slice(&term.to_be_bytes());
+    seal(&p)
 }
 
 impl Storage for RocksLogStore {
@@ -1022,13 +907,28 @@ impl Storage for RocksLogStore {
             }
             return Ok(out);
         }
-        let wal = self.wal.lock();
-        for i in low..high {
-            let e = wal.read(i)?;
+        let mut it = self.db.raw_iterator();
+        it.seek(entry_key(low));
+        let mut want = low;
+        while want < high {
+            let what = || format!("log entry {want}");
+            let e: Entry = match (it.key(), it.value()) {
+                (Some(k), Some(v)) if k == entry_key(want) => decode(&what, v)?,
+                _ => {
+                    it.status().map_err(StorageError::from)?;
+                    return Err(StorageError::Corrupt {
+                        what: what(),
+                        detail: "missing".into(),
+                    }
+                    .into());
+                }
+            };
             if !fits(&e, out.len()) {
                 break;
             }
             out.push(e);
+            want += 1;
+            it.next();
         }
         Ok(out)
     }
@@ -1041,7 +941,15 @@ impl Storage for RocksLogStore {
             }
             check_range(&m, idx, idx + 1)?;
         }
-        Ok(self.term_of(idx)?)
+        if let Some(term) = self
+            .cache
+            .lock()
+            .get(idx, idx + 1)
+            .and_then(|mut e| e.next().map(|e| e.term))
+        {
+            return Ok(term);
+        }
+        Ok(self.read_entry(idx)?.term)
     }
 
     fn first_index(&self) -> raft::Result<u64> {
@@ -1080,19 +988,15 @@ impl LogStore for RocksLogStore {
         let mut hs = m.hard_state.clone();
         hs.commit = md.index;
         hs.term = hs.term.max(md.term);
-        // RocksDB first: if the log's reset is lost in a crash, `open` redoes it from the
-        // snapshot found there.
         let mut batch = rocksdb::WriteBatch::default();
+        batch.delete_range(entry_key(0), entry_key(u64::MAX));
+        batch.delete(entry_key(u64::MAX));
+        batch.put(KEY_TRUNCATED, truncated_value(md.index, md.term));
         batch.put(KEY_CONF_STATE, encode(md.get_conf_state()));
+        batch.put(KEY_HARD_STATE, encode(&hs));
         batch.put(KEY_SNAPSHOT, encode(snapshot));
-        self.write_db(batch)?;
+        self.write(batch, true)?;
         self.cache.lock().clear();
-        {
-            let mut wal = self.wal.lock();
-            wal.reset(md.index, md.term, &hs)?;
-            wal.sync()?;
-            wal.remove_obsolete()?;
-        }
         m.truncated_index = md.index;
         m.truncated_term = md.term;
         m.last_index = md.index;
@@ -1116,7 +1020,7 @@ impl LogStore for RocksLogStore {
         let mut batch = rocksdb::WriteBatch::default();
         batch.put(KEY_SNAPSHOT, encode(&s));
         batch.put(KEY_CONF_STATE, encode(meta.get_conf_state()));
-        self.write_db(batch)?;
+        self.write(batch, true)?;
         m.conf_state = meta.get_conf_state().clone();
         m.snapshot = Some(s);
         Ok(())
@@ -1133,21 +1037,22 @@ impl LogStore for RocksLogStore {
                 last: m.last_index,
             });
         }
-        // Entries staged but not yet written stay: the log's compaction record must follow
-        // the entries it removes. Compacting less than asked is always allowed.
-        let index = index.min(self.wal.lock().last_index() + 1);
-        if index <= m.first_index() {
-            return Ok(());
-        }
-        let term = self.term_of(index - 1)?;
-        let handle = {
-            let mut wal = self.wal.lock();
-            wal.compact(index - 1, term)?;
-            SyncHandle(wal.sync_handle())
+        let term = {
+            let what = || format!("log entry {}", index - 1);
+            let v = self
+                .db
+                .get(entry_key(index - 1))?
+                .ok_or_else(|| StorageError::Corrupt {
+                    what: what(),
+                    detail: "missing".into(),
+                })?;
+            decode::<Entry>(&what, &v)?.term
         };
-        handle.sync()?;
+        let mut batch = rocksdb::WriteBatch::default();
+        batch.delete_range(entry_key(0), entry_key(index));
+        batch.put(KEY_TRUNCATED, truncated_value(index - 1, term));
+        self.write(batch, true)?;
         self.cache.lock().compact(index);
-        self.wal.lock().remove_obsolete()?;
         m.truncated_index = index - 1;
         m.truncated_term = term;
         Ok(())
