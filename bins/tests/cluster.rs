@@ -39,18 +39,33 @@ fn client() -> reqwest::blocking::Client {
 
 /// PUT, retried while there is no leader; whether it was acknowledged within 15 s.
 fn put_acked(http: &reqwest::blocking::Client, url: &str, key: &str, value: &str) -> bool {
+    put_until_acked(http, url, key, value).is_ok()
+}
+
+/// As [`put_acked`], but a failure says what the last attempt got.
+fn put_until_acked(
+    http: &reqwest::blocking::Client,
+    url: &str,
+    key: &str,
+    value: &str,
+) -> Result<(), String> {
     let deadline = Instant::now() + Duration::from_secs(15);
+    let mut last = String::new();
     while Instant::now() < deadline {
-        let r = http
+        match http
             .put(format!("{url}/v2/keys{key}"))
             .form(&[("value", value)])
-            .send();
-        if r.is_ok_and(|r| r.status().is_success()) {
-            return true;
+            .send()
+        {
+            Ok(r) if r.status().is_success() => return Ok(()),
+            Ok(r) => last = format!("{}: {}", r.status(), r.text().unwrap_or_default()),
+            Err(e) => last = e.to_string(),
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    false
+    Err(format!(
+        "PUT {url}/v2/keys{key} not acknowledged in 15 s; last: {last}"
+    ))
 }
 
 /// A quorum read's value (`None` for 404), retried while the cluster has no leader.
@@ -305,7 +320,15 @@ fn three_members_replicate_survive_leader_kill_and_change_membership() {
     cluster4.push(format!("n4={}", n4.peer));
     let mut s4 = spawn(&n4, &cluster4.join(","), "existing", dir.path());
     s4.wait_healthy("n4");
-    assert!(put_acked(&http, urls[leader], "/with-n4", "y"));
+    if let Err(e) = put_until_acked(&http, urls[leader], "/with-n4", "y") {
+        let logs: Vec<String> = servers
+            .iter()
+            .flatten()
+            .map(|s| s.log())
+            .chain([s4.log()])
+            .collect();
+        panic!("{e}\nmember logs:\n{}", logs.join("\n----\n"));
+    }
     let got = std::panic::catch_unwind(|| quorum_get(&client(), &n4.client, "/with-n4"));
     let Ok(got) = got else {
         panic!("n4 cannot serve a quorum read; its log:\n{}", s4.log());
