@@ -91,10 +91,19 @@ impl Drop for Spawned {
     }
 }
 
+/// A free port on 127.0.0.1, never one handed out before in this process (the kernel may
+/// give a released port again at once, e.g. as a member's client and peer port).
 fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+    static GIVEN: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        if GIVEN.lock().unwrap_or_else(|e| e.into_inner()).insert(port) {
+            return Ok(port);
+        }
+    }
 }
 
 async fn wait_healthy(url: &str, child: &mut Child) -> anyhow::Result<()> {

@@ -28,12 +28,21 @@ impl Drop for Etcd {
     }
 }
 
+/// A free port, never one handed out before in this process (the kernel may give a
+/// released port again at once, e.g. as etcd's client and peer port).
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static GIVEN: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        if GIVEN.lock().unwrap_or_else(|e| e.into_inner()).insert(port) {
+            return port;
+        }
+    }
 }
 
 fn start_etcd(http: &reqwest::blocking::Client) -> Etcd {
