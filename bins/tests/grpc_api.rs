@@ -1187,8 +1187,6 @@ fn kvctl_fails_over_to_the_next_endpoint_when_its_member_dies_mid_run() {
     // Commands of several calls with the dead endpoint first: the same answers as over HTTP.
     let dead_first = endpoints.clone();
     let list = |api: &str| kvctl(&["--endpoints", &dead_first, "--api", api, "member", "list"]);
-    let (http, grpc) = (list("http"), list("grpc"));
-    assert_eq!(http.0, Some(0), "{http:?}");
     // The leader may change between the two runs, so compare without `isLeader`.
     let members = |out: &str| {
         let mut v: Vec<String> = out
@@ -1198,6 +1196,17 @@ fn kvctl_fails_over_to_the_next_endpoint_when_its_member_dies_mid_run() {
         v.sort();
         v
     };
+    // A member's client URLs appear once its publication commits, which may happen
+    // between the two runs (a CI run saw m3's in the second only): poll until they agree.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let (http, grpc) = loop {
+        let (http, grpc) = (list("http"), list("grpc"));
+        if members(&grpc.1) == members(&http.1) || Instant::now() >= deadline {
+            break (http, grpc);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(http.0, Some(0), "{http:?}");
     assert_eq!(members(&grpc.1), members(&http.1), "{grpc:?}");
     assert_eq!(members(&http.1).len(), 3, "{http:?}");
 }
