@@ -92,8 +92,12 @@ impl Drop for Spawned {
 }
 
 /// A free port on 127.0.0.1, never one handed out before in this process (the kernel may
-/// give a released port again at once, e.g. as a member's client and peer port).
-fn free_port() -> anyhow::Result<u16> {
+/// give a released port again at once, e.g. as a member's client and peer port). The
+/// caller's server binds it right after; another process may still take it first.
+///
+/// # Errors
+/// Binding a probe socket on 127.0.0.1 fails.
+pub fn free_port() -> anyhow::Result<u16> {
     static GIVEN: std::sync::Mutex<std::collections::BTreeSet<u16>> =
         std::sync::Mutex::new(std::collections::BTreeSet::new());
     loop {
@@ -106,12 +110,25 @@ fn free_port() -> anyhow::Result<u16> {
     }
 }
 
+/// A server that exited before it answered `/health` (e.g. its port was taken between
+/// [`free_port`] and its bind).
+#[derive(Debug, thiserror::Error)]
+#[error("server at {url} exited during start-up: {status}")]
+struct ExitedDuringStartup {
+    url: String,
+    status: std::process::ExitStatus,
+}
+
 async fn wait_healthy(url: &str, child: &mut Child) -> anyhow::Result<()> {
     let http = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         if let Some(s) = child.try_wait()? {
-            bail!("server at {url} exited during start-up: {s}");
+            return Err(ExitedDuringStartup {
+                url: url.to_owned(),
+                status: s,
+            }
+            .into());
         }
         if http
             .get(format!("{url}/health"))
@@ -143,7 +160,7 @@ async fn spawn(
     loop {
         attempt += 1;
         match spawn_once(program, etcd_style_name, members).await {
-            Err(e) if attempt < 3 && e.to_string().contains("exited during start-up") => {
+            Err(e) if attempt < 3 && e.downcast_ref::<ExitedDuringStartup>().is_some() => {
                 eprintln!("kvbench: {e}; retrying on other ports");
             }
             r => return r,

@@ -37,7 +37,8 @@ use tonic::{Status, async_trait};
 
 use crate::http::Limits;
 use crate::store::{
-    Action, Event, KeysError, KvBackend, MemberError, Node, RaftPosition, ReadRequest, WatchRequest,
+    Action, CAUSE_TOO_LARGE, Event, KeysError, KvBackend, MemberError, Node, RaftPosition,
+    ReadRequest, WatchRequest, too_many_watchers_cause,
 };
 
 /// Largest chunk of a `Snapshot` stream.
@@ -99,7 +100,7 @@ pub async fn serve_request<B: KvBackend>(
         Ok(b) => b,
         Err(_) => {
             return limit_status(
-                TOO_LARGE,
+                CAUSE_TOO_LARGE,
                 &format!("the limit is {} bytes", limits.max_request_bytes),
             )
             .into_http();
@@ -112,18 +113,9 @@ pub async fn serve_request<B: KvBackend>(
     }
 }
 
-/// The cause of etcd's error 300 that the HTTP API answers for a request, key or value
-/// beyond the size limits.
-const TOO_LARGE: &str = "etcdserver: request is too large";
-
 /// A limit's `RESOURCE_EXHAUSTED`: `cause` (the HTTP API's, for the same limit) and why.
 fn limit_status(cause: &str, detail: &str) -> Status {
     Status::resource_exhausted(format!("{cause}; {detail}"))
-}
-
-/// The HTTP API's cause for too many watchers (it names the per-connection limit).
-fn too_many_watchers(per_conn: usize) -> String {
-    format!("etcdserver: too many watchers (limit {per_conn})")
 }
 
 /// The cause of the etcd error (300, "Raft Internal Error") that kvd's HTTP API answers
@@ -195,9 +187,10 @@ fn keys_status(e: KeysError) -> Status {
     match e {
         KeysError::Store(s) => conv::etcd_status(s.code, &s.cause, s.index),
         KeysError::Internal(cause) => conv::etcd_status(300, &cause, 0),
-        KeysError::TooManyWatchers(n) => {
-            limit_status(&too_many_watchers(n), "too many watches on this member")
-        }
+        KeysError::TooManyWatchers(n) => limit_status(
+            &too_many_watchers_cause(n),
+            "too many watches on this member",
+        ),
     }
 }
 
@@ -271,7 +264,7 @@ impl<B: KvBackend> KvService<B> {
     fn check_key(&self, key: &str) -> Result<(), Status> {
         if key.len() > self.limits.max_key_bytes {
             return Err(limit_status(
-                TOO_LARGE,
+                CAUSE_TOO_LARGE,
                 &format!(
                     "a key of {} bytes is longer than the limit of {} bytes",
                     key.len(),
@@ -416,7 +409,7 @@ impl<B: KvBackend> Kv for KvService<B> {
         self.check_key(&r.key)?;
         let Some(guard) = WatchGuard::acquire(&self.watches, conn, &self.limits) else {
             return Err(limit_status(
-                &too_many_watchers(self.limits.max_watchers_per_conn),
+                &too_many_watchers_cause(self.limits.max_watchers_per_conn),
                 &format!(
                     "the limits are {} per connection and {} in all",
                     self.limits.max_watchers_per_conn, self.limits.max_watchers
@@ -568,16 +561,16 @@ mod tests {
 
     #[test]
     fn limit_statuses_name_the_http_apis_cause_first() {
-        let too_large = limit_status(TOO_LARGE, "the limit is 4096 bytes");
+        let too_large = limit_status(CAUSE_TOO_LARGE, "the limit is 4096 bytes");
         assert_eq!(too_large.code(), tonic::Code::ResourceExhausted);
-        assert_eq!(limit_cause(&too_large), Some(TOO_LARGE));
+        assert_eq!(limit_cause(&too_large), Some(CAUSE_TOO_LARGE));
         let watchers = keys_status(KeysError::TooManyWatchers(3));
         assert_eq!(
             limit_cause(&watchers),
             Some("etcdserver: too many watchers (limit 3)")
         );
         // Other statuses, and exhaustion that is not one of kvd's limits, are not limits.
-        assert_eq!(limit_cause(&Status::unavailable(TOO_LARGE)), None);
+        assert_eq!(limit_cause(&Status::unavailable(CAUSE_TOO_LARGE)), None);
         assert_eq!(
             limit_cause(&Status::resource_exhausted("too many pings")),
             None

@@ -613,13 +613,7 @@ fn bad_certificate_files_are_clear_errors() {
 /// frame: succeeds only if the server completed the handshake and accepted this client.
 fn h2_over_tls(url: &str, config: rustls::ClientConfig) -> Result<(), String> {
     use std::io::{Read as _, Write as _};
-    let addr = url.trim_start_matches("https://");
-    let mut tcp = std::net::TcpStream::connect(addr).map_err(|e| e.to_string())?;
-    tcp.set_read_timeout(Some(Duration::from_secs(5)))
-        .map_err(|e| e.to_string())?;
-    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").map_err(|e| e.to_string())?;
-    let mut conn =
-        rustls::ClientConnection::new(Arc::new(config), name).map_err(|e| e.to_string())?;
+    let (mut conn, mut tcp) = tls_connect(url, config)?;
     let mut tls = rustls::Stream::new(&mut conn, &mut tcp);
     tls.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
         .map_err(|e| e.to_string())?;
@@ -627,6 +621,21 @@ fn h2_over_tls(url: &str, config: rustls::ClientConfig) -> Result<(), String> {
     let mut frame = [0u8; 9];
     tls.read_exact(&mut frame).map_err(|e| e.to_string())?;
     Ok(())
+}
+
+/// A TCP connection to the `https://` `url` (5 s read timeout) and a TLS client
+/// connection over it with `config`, for server name 127.0.0.1; no byte is sent yet.
+fn tls_connect(
+    url: &str,
+    config: rustls::ClientConfig,
+) -> Result<(rustls::ClientConnection, std::net::TcpStream), String> {
+    let addr = url.trim_start_matches("https://");
+    let tcp = std::net::TcpStream::connect(addr).map_err(|e| e.to_string())?;
+    tcp.set_read_timeout(Some(Duration::from_secs(5)))
+        .map_err(|e| e.to_string())?;
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").map_err(|e| e.to_string())?;
+    let conn = rustls::ClientConnection::new(Arc::new(config), name).map_err(|e| e.to_string())?;
+    Ok((conn, tcp))
 }
 
 /// Starts three members on https:// peer URLs with `peer_flags(i)` and checks a write on
@@ -778,13 +787,7 @@ fn three_members_replicate_over_peer_auto_tls() {
 fn served_certificate(pki: &Pki, url: &str, client: &CertKey) -> Result<Vec<u8>, String> {
     let config = bins::tls::client_config(&ca_verify(pki), Some(client), &[b"h2"])
         .map_err(|e| e.to_string())?;
-    let addr = url.trim_start_matches("https://");
-    let mut tcp = std::net::TcpStream::connect(addr).map_err(|e| e.to_string())?;
-    tcp.set_read_timeout(Some(Duration::from_secs(5)))
-        .map_err(|e| e.to_string())?;
-    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").map_err(|e| e.to_string())?;
-    let mut conn =
-        rustls::ClientConnection::new(Arc::new(config), name).map_err(|e| e.to_string())?;
+    let (mut conn, mut tcp) = tls_connect(url, config)?;
     while conn.is_handshaking() {
         conn.complete_io(&mut tcp).map_err(|e| e.to_string())?;
     }

@@ -4,20 +4,10 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// A free TCP port on 127.0.0.1 (bound and released; the servers bind it right after),
-/// never one this test process handed out before: the kernel may give a released port
-/// again at once, and a CI run saw a member get the same port for its client and peer
-/// URLs.
+/// A free TCP port on 127.0.0.1, never one handed out before in this process
+/// ([`bins::bench::free_port`]); the servers bind it right after.
 pub(crate) fn free_port() -> u16 {
-    static GIVEN: std::sync::Mutex<std::collections::BTreeSet<u16>> =
-        std::sync::Mutex::new(std::collections::BTreeSet::new());
-    loop {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-        let port = l.local_addr().expect("local addr").port();
-        if GIVEN.lock().unwrap_or_else(|e| e.into_inner()).insert(port) {
-            return port;
-        }
-    }
+    bins::bench::free_port().expect("bind 127.0.0.1:0")
 }
 
 fn try_wait_healthy(url: &str, child: &mut Child, what: &str) -> Result<(), String> {

@@ -775,6 +775,20 @@ struct Loop<S: StateMachine> {
 /// Callers waiting on one ReadIndex request.
 type ReadWaiters = Vec<oneshot::Sender<Result<u64>>>;
 
+/// The crash point `name` for member `id` (see `Loop::failpoint`), also evaluated on the
+/// member's persistence thread.
+pub(crate) fn failpoint(id: u64, name: &'static str) -> Result<()> {
+    #[cfg(feature = "failpoints")]
+    {
+        let hit = fail::eval(name, |arg| arg.is_none_or(|a| a == id.to_string()));
+        if hit == Some(true) {
+            return Err(Error::Injected(name));
+        }
+    }
+    let _ = (id, name);
+    Ok(())
+}
+
 /// Runs `f`, which blocks on disk I/O, without stalling other tasks of a multi-threaded
 /// runtime.
 pub(crate) fn blocking<R>(f: impl FnOnce() -> R) -> R {
@@ -861,16 +875,7 @@ impl<S: StateMachine> Loop<S> {
     /// `return` (every member) or `return(<id>)` (one member) to make the member stop right
     /// there, as if the process died, with nothing after it written.
     fn failpoint(&self, name: &'static str) -> Result<()> {
-        #[cfg(feature = "failpoints")]
-        {
-            let id = self.shared.id;
-            let hit = fail::eval(name, |arg| arg.is_none_or(|a| a == id.to_string()));
-            if hit == Some(true) {
-                return Err(Error::Injected(name));
-            }
-        }
-        let _ = name;
-        Ok(())
+        failpoint(self.shared.id, name)
     }
 
     fn stop(&mut self) {

@@ -16,6 +16,7 @@ use raft::eraftpb::Message;
 use tokio::sync::mpsc;
 
 use crate::error::{Error, Result};
+use crate::node::failpoint;
 use crate::storage::{RocksLogStore, Staged};
 use crate::transport::Transport;
 
@@ -194,18 +195,5 @@ fn write(id: u64, store: &RocksLogStore, jobs: &[Job]) -> Result<()> {
     let sync = jobs.iter().any(|j| j.sync);
     store.persist(jobs.iter().map(|j| &j.staged), sync)?;
     failpoint(id, "raft_store::after_persist")?;
-    Ok(())
-}
-
-/// See `Loop::failpoint`: the same crash points, evaluated on this thread.
-fn failpoint(id: u64, name: &'static str) -> Result<()> {
-    #[cfg(feature = "failpoints")]
-    {
-        let hit = fail::eval(name, |arg| arg.is_none_or(|a| a == id.to_string()));
-        if hit == Some(true) {
-            return Err(Error::Injected(name));
-        }
-    }
-    let _ = (id, name);
     Ok(())
 }

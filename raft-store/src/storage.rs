@@ -667,13 +667,6 @@ pub struct Staged {
     hard_state: Option<HardState>,
 }
 
-impl Staged {
-    /// The entries this write appends.
-    pub fn entries(&self) -> &[Entry] {
-        &self.entries
-    }
-}
-
 /// The RocksDB-backed [`LogStore`].
 #[derive(Clone)]
 pub struct RocksLogStore {

@@ -58,9 +58,7 @@ pub(crate) async fn handle<B: KvBackend>(
     }
     let key = clean_key(&decoded[KEYS_PREFIX.len()..]);
     if key.len() > state.limits.max_key_bytes {
-        return state.keys_error(&KeysError::Internal(
-            "etcdserver: request is too large".into(),
-        ));
+        return state.keys_error(&KeysError::Internal(crate::store::CAUSE_TOO_LARGE.into()));
     }
 
     let mut form = Form::default();
@@ -79,9 +77,8 @@ pub(crate) async fn handle<B: KvBackend>(
         let bytes: Bytes = match axum::body::to_bytes(body, state.limits.max_request_bytes).await {
             Ok(b) => b,
             Err(_) => {
-                return state.keys_error(&KeysError::Internal(
-                    "etcdserver: request is too large".into(),
-                ));
+                return state
+                    .keys_error(&KeysError::Internal(crate::store::CAUSE_TOO_LARGE.into()));
             }
         };
         if is_form {
@@ -127,9 +124,7 @@ pub(crate) async fn handle<B: KvBackend>(
     }
 
     if p.value.len() > state.limits.max_request_bytes {
-        return state.keys_error(&KeysError::Internal(
-            "etcdserver: request is too large".into(),
-        ));
+        return state.keys_error(&KeysError::Internal(crate::store::CAUSE_TOO_LARGE.into()));
     }
     let op = write_op(&method, key, &p);
     let kind = op_kind(&op);
@@ -308,7 +303,7 @@ impl<B: KvBackend> AppState<B> {
             KeysError::Internal(cause) => self.store_error(&StoreError::new(300, cause.clone(), 0)),
             KeysError::TooManyWatchers(n) => self.store_error(&StoreError::new(
                 300,
-                format!("etcdserver: too many watchers (limit {n})"),
+                crate::store::too_many_watchers_cause(*n),
                 0,
             )),
         }

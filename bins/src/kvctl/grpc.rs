@@ -252,17 +252,19 @@ pub(super) fn call_fail(ep: &str, e: &ClientError) -> Fail {
                 },
             )
         }
-        // A kvd limit: the etcd error its HTTP API answers for the same limit.
-        ClientError::Status(s) if crate::grpc::limit_cause(s).is_some() => error(
-            exit::SERVER_ERROR,
-            CError {
-                error_code: 300,
-                message: crate::store::error_message(300).to_owned(),
-                cause: crate::grpc::limit_cause(s).unwrap_or_default().to_owned(),
-                index: 0,
-            },
-        ),
         ClientError::Status(s) => {
+            // A kvd limit: the etcd error its HTTP API answers for the same limit.
+            if let Some(cause) = crate::grpc::limit_cause(s) {
+                return error(
+                    exit::SERVER_ERROR,
+                    CError {
+                        error_code: 300,
+                        message: crate::store::error_message(300).to_owned(),
+                        cause: cause.to_owned(),
+                        index: 0,
+                    },
+                );
+            }
             let cause = match std::error::Error::source(s) {
                 Some(src) => root_cause(src),
                 None => s.message().to_owned(),

@@ -334,6 +334,15 @@ pub struct Watch {
     pub events: mpsc::Receiver<Event>,
 }
 
+/// The cause of etcd's error 300 for a request, key or value beyond the size limits, as
+/// both of kvd's front ends give it.
+pub const CAUSE_TOO_LARGE: &str = "etcdserver: request is too large";
+
+/// The cause of etcd's error 300 for too many watchers, naming the per-connection limit.
+pub fn too_many_watchers_cause(per_conn: usize) -> String {
+    format!("etcdserver: too many watchers (limit {per_conn})")
+}
+
 /// A failure of a keys operation.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
