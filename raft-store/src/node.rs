@@ -10,7 +10,7 @@ use parking_lot::{Mutex, RwLock};
 use protobuf::Message as _;
 use raft::eraftpb::{
     ConfChange, ConfChangeSingle, ConfChangeType, ConfChangeV2, ConfState, Entry, EntryType,
-    Message, Snapshot, SnapshotMetadata,
+    Message, MessageType, Snapshot, SnapshotMetadata,
 };
 use raft::{RawNode, ReadOnlyOption, SnapshotStatus, StateRole, Storage};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
@@ -393,6 +393,8 @@ impl<S: StateMachine> Node<S> {
             pending_conf: HashMap::new(),
             placed: BTreeMap::new(),
             term_seen: 0,
+            batch: Vec::new(),
+            batch_waiters: Vec::new(),
             read_queue: Vec::new(),
             reads: HashMap::new(),
             removed: false,
@@ -767,9 +769,27 @@ struct Loop<S: StateMachine> {
     placed: BTreeMap<u64, u64>,
     /// The term the pending proposals were last checked against.
     term_seen: u64,
+    /// Proposals taken this turn, not yet stepped into raft (see `Loop::propose_batch`).
+    batch: Vec<Entry>,
+    /// Their callers, in the same order, with their request ids.
+    batch_waiters: Vec<(u64, oneshot::Sender<Result<ProposeOutcome<S>>>)>,
     read_queue: Vec<oneshot::Sender<Result<u64>>>,
     reads: HashMap<Vec<u8>, (ReadWaiters, Instant)>,
     removed: bool,
+}
+
+/// The same error for each caller of a refused batch (`raft::Error` is not `Clone`).
+fn copy_raft_error(e: &raft::Error) -> raft::Error {
+    use raft::Error as E;
+    match e {
+        E::StepLocalMsg => E::StepLocalMsg,
+        E::StepPeerNotFound => E::StepPeerNotFound,
+        E::ProposalDropped => E::ProposalDropped,
+        E::RequestSnapshotDropped => E::RequestSnapshotDropped,
+        E::ConfigInvalid(s) => E::ConfigInvalid(s.clone()),
+        E::ConfChangeError(s) => E::ConfChangeError(s.clone()),
+        other => E::Io(std::io::Error::other(other.to_string())),
+    }
 }
 
 /// Callers waiting on one ReadIndex request.
@@ -827,6 +847,7 @@ impl<S: StateMachine> Loop<S> {
                             Err(_) => break,
                         }
                     }
+                    self.propose_batch();
                 }
                 Some(e) = net.recv() => {
                     self.handle_net(e);
@@ -905,6 +926,10 @@ impl<S: StateMachine> Loop<S> {
     }
 
     fn handle_request(&mut self, r: Request<S>) -> Result<bool> {
+        if !matches!(r, Request::Propose { .. }) {
+            // Requests take effect in the order they came.
+            self.propose_batch();
+        }
         match r {
             Request::Propose { data, tx } => {
                 if self.leader().is_none() {
@@ -913,18 +938,11 @@ impl<S: StateMachine> Loop<S> {
                 }
                 self.next_req += 1;
                 let req = self.nonce | self.next_req;
-                match self.raw.propose(encode_ctx(self.shared.id, req), data) {
-                    Ok(()) => {
-                        self.pending
-                            .insert(req, Pending::new(tx, self.raw.raft.term));
-                    }
-                    Err(raft::Error::ProposalDropped) => {
-                        let _ = tx.send(Err(Error::NoLeader));
-                    }
-                    Err(e) => {
-                        let _ = tx.send(Err(e.into()));
-                    }
-                }
+                let mut e = Entry::default();
+                e.data = data.into();
+                e.context = encode_ctx(self.shared.id, req).into();
+                self.batch.push(e);
+                self.batch_waiters.push((req, tx));
             }
             Request::ReadIndex { tx } => {
                 if self.leader().is_none() {
@@ -966,6 +984,36 @@ impl<S: StateMachine> Loop<S> {
             Request::Shutdown => return Ok(true),
         }
         Ok(false)
+    }
+
+    /// Steps the proposals taken since the last call into raft as one `MsgPropose`, which
+    /// is what `RawNode::propose` steps for a single entry. A leader broadcasts one append
+    /// per proposal message, so batching turns a turn's N proposals into one append per
+    /// follower (and one acknowledgement back) instead of N, and a follower forwards them to
+    /// the leader in one message.
+    fn propose_batch(&mut self) {
+        if self.batch.is_empty() {
+            return;
+        }
+        let mut m = Message::default();
+        m.set_msg_type(MessageType::MsgPropose);
+        m.from = self.shared.id;
+        m.set_entries(std::mem::take(&mut self.batch).into());
+        let term = self.raw.raft.term;
+        let result = self.raw.raft.step(m);
+        for (req, tx) in self.batch_waiters.drain(..) {
+            match &result {
+                Ok(()) => {
+                    self.pending.insert(req, Pending::new(tx, term));
+                }
+                Err(raft::Error::ProposalDropped) => {
+                    let _ = tx.send(Err(Error::NoLeader));
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(Error::Raft(copy_raft_error(e))));
+                }
+            }
+        }
     }
 
     fn handle_net(&mut self, e: NetEvent) {

@@ -316,3 +316,35 @@ async fn single_member_commits_and_restarts() {
     assert_eq!(c.map(1).await.len(), 20);
     c.shutdown().await;
 }
+
+/// Proposals queued together go to raft as one: the leader sends one append per follower
+/// for all of them, not one per proposal (and gets one acknowledgement back for each), and
+/// a follower forwards them to the leader in one message. A single-threaded runtime lets
+/// every write queue before the raft loop runs.
+#[tokio::test(flavor = "current_thread")]
+async fn writes_queued_together_are_replicated_together() {
+    let c = Cluster::new(3).await;
+    let leader = c.leader().await;
+    let follower = (1..=3).find(|&i| i != leader).unwrap();
+    c.converged().await;
+    for via in [leader, follower] {
+        let (before, _) = c.net.counters();
+        let writes = (0..300).map(|i| {
+            let n = c.node(via).clone();
+            async move { n.write(&Cmd::Set(format!("k{i}"), format!("v{via}"))).await }
+        });
+        for r in futures::future::join_all(writes).await {
+            assert!(r.expect("write").1.ok);
+        }
+        let (after, _) = c.net.counters();
+        // Unbatched, 300 writes take at least 600 appends and 600 acknowledgements.
+        assert!(
+            after - before < 100,
+            "300 writes via member {via} took {} messages",
+            after - before
+        );
+    }
+    c.converged().await;
+    assert_eq!(c.map(follower).await.len(), 300);
+    c.shutdown().await;
+}
