@@ -36,6 +36,10 @@ use crate::transport::{Inbox, Transport};
 const SNAPSHOT_CHUNK: usize = 1 << 20;
 /// Messages per batch on the wire (raft's own batching keeps most batches small).
 const MAX_BATCH: usize = 512;
+/// Bytes per batch on the wire, well under what a peer decodes (16 MiB): a follower
+/// catching up receives appends of up to 1 MiB each, and a batch of many of them must not be
+/// refused whole, again and again.
+const MAX_BATCH_BYTES: usize = 8 << 20;
 /// Largest snapshot accepted (a corrupt length must not make us allocate without bound).
 const MAX_SNAPSHOT: u64 = 4 << 30;
 
@@ -242,6 +246,37 @@ fn encode(m: &Message) -> Bytes {
     Bytes::from(m.write_to_bytes().unwrap_or_default())
 }
 
+/// Takes `first` and the messages queued behind it into one batch of at most [`MAX_BATCH`]
+/// messages and `max_bytes` bytes (a larger message goes alone). Returns the encoded batch,
+/// the snapshots among them (they travel on a call of their own), and the message that
+/// starts the next batch if the byte bound ended this one.
+fn take_batch(
+    first: Message,
+    queue: &mut mpsc::UnboundedReceiver<Message>,
+    max_bytes: usize,
+) -> (Vec<Bytes>, Vec<Message>, Option<Message>) {
+    let mut batch: Vec<Bytes> = Vec::new();
+    let mut snapshots = Vec::new();
+    let mut bytes = 0;
+    let mut pending = Some(first);
+    while let Some(m) = pending.take() {
+        if m.get_msg_type() == MessageType::MsgSnapshot {
+            snapshots.push(m);
+        } else {
+            let size = m.compute_size() as usize;
+            if !batch.is_empty() && bytes + size > max_bytes {
+                return (batch, snapshots, Some(m));
+            }
+            bytes += size;
+            batch.push(encode(&m));
+        }
+        if batch.len() < MAX_BATCH {
+            pending = queue.try_recv().ok();
+        }
+    }
+    (batch, snapshots, None)
+}
+
 async fn peer_loop(
     t: GrpcTransport,
     me: u64,
@@ -285,17 +320,10 @@ async fn peer_loop(
             // Peers may be learned before the member attaches (a joining member is seeded
             // with the cluster's peers), so the sender id is read when sending.
             let me = t.inner.me.lock().as_ref().map_or(me, |(i, _)| *i);
-            let mut batch = Vec::new();
-            let mut pending = Some(first);
-            while let Some(m) = pending.take() {
-                if m.get_msg_type() == MessageType::MsgSnapshot {
-                    tokio::spawn(send_snapshot(t.clone(), client.clone(), me, m));
-                } else {
-                    batch.push(encode(&m));
-                }
-                if batch.len() < MAX_BATCH {
-                    pending = queue.try_recv().ok();
-                }
+            let (batch, snapshots, next) = take_batch(first, &mut queue, MAX_BATCH_BYTES);
+            carry = next;
+            for m in snapshots {
+                tokio::spawn(send_snapshot(t.clone(), client.clone(), me, m));
             }
             if batch.is_empty() {
                 continue;
@@ -505,4 +533,54 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<(tokio::net::TcpListener,
     let l = tokio::net::TcpListener::bind(addr).await?;
     let url = format!("http://{}", l.local_addr()?);
     Ok((l, url))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use protobuf::Message as _;
+    use raft::eraftpb::Entry;
+
+    fn append(index: u64, bytes: usize) -> Message {
+        let mut m = Message::default();
+        m.set_msg_type(MessageType::MsgAppend);
+        m.index = index;
+        let mut e = Entry::default();
+        e.data = vec![b'x'; bytes].into();
+        m.mut_entries().push(e);
+        m
+    }
+
+    #[test]
+    fn batches_stay_under_the_byte_bound_and_keep_every_message_in_order() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        for i in 1..20 {
+            tx.send(append(i, 1 << 20)).unwrap();
+        }
+        // A message over the bound on its own, then small ones.
+        tx.send(append(20, 3 << 20)).unwrap();
+        for i in 21..30 {
+            tx.send(append(i, 10)).unwrap();
+        }
+        let mut snap = Message::default();
+        snap.set_msg_type(MessageType::MsgSnapshot);
+        tx.send(snap).unwrap();
+        drop(tx);
+        let mut next = Some(append(0, 10));
+        let (mut seen, mut batches, mut snapshots) = (Vec::new(), Vec::new(), 0);
+        while let Some(first) = next.take().or_else(|| rx.try_recv().ok()) {
+            let (batch, snaps, carry) = take_batch(first, &mut rx, 2 << 20);
+            snapshots += snaps.len();
+            let size: usize = batch.iter().map(Bytes::len).sum();
+            assert!(batch.len() == 1 || size <= 2 << 20, "{size} bytes");
+            for b in &batch {
+                seen.push(Message::parse_from_bytes(b).unwrap().index);
+            }
+            batches.push(batch.len());
+            next = carry;
+        }
+        assert_eq!(seen, (0..30).collect::<Vec<_>>());
+        assert_eq!(snapshots, 1);
+        assert!(batches.len() >= 10, "{batches:?}");
+    }
 }

@@ -394,6 +394,7 @@ impl<S: StateMachine> Node<S> {
             placed: BTreeMap::new(),
             term_seen: 0,
             batch: Vec::new(),
+            batch_bytes: 0,
             batch_waiters: Vec::new(),
             read_queue: Vec::new(),
             reads: HashMap::new(),
@@ -771,12 +772,19 @@ struct Loop<S: StateMachine> {
     term_seen: u64,
     /// Proposals taken this turn, not yet stepped into raft (see `Loop::propose_batch`).
     batch: Vec<Entry>,
+    /// The size of their commands.
+    batch_bytes: usize,
     /// Their callers, in the same order, with their request ids.
     batch_waiters: Vec<(u64, oneshot::Sender<Result<ProposeOutcome<S>>>)>,
     read_queue: Vec<oneshot::Sender<Result<u64>>>,
     reads: HashMap<Vec<u8>, (ReadWaiters, Instant)>,
     removed: bool,
 }
+
+/// The most command bytes stepped into raft as one proposal message (raft's own bound on
+/// an append, `max_size_per_msg`): a follower forwards the message to the leader whole, and
+/// the peer transport refuses messages over 16 MiB.
+const MAX_PROPOSE_BYTES: usize = 1 << 20;
 
 /// The same error for each caller of a refused batch (`raft::Error` is not `Clone`).
 fn copy_raft_error(e: &raft::Error) -> raft::Error {
@@ -941,8 +949,12 @@ impl<S: StateMachine> Loop<S> {
                 let mut e = Entry::default();
                 e.data = data.into();
                 e.context = encode_ctx(self.shared.id, req).into();
+                self.batch_bytes += e.data.len();
                 self.batch.push(e);
                 self.batch_waiters.push((req, tx));
+                if self.batch_bytes >= MAX_PROPOSE_BYTES {
+                    self.propose_batch();
+                }
             }
             Request::ReadIndex { tx } => {
                 if self.leader().is_none() {
@@ -999,6 +1011,7 @@ impl<S: StateMachine> Loop<S> {
         m.set_msg_type(MessageType::MsgPropose);
         m.from = self.shared.id;
         m.set_entries(std::mem::take(&mut self.batch).into());
+        self.batch_bytes = 0;
         let term = self.raw.raft.term;
         let result = self.raw.raft.step(m);
         for (req, tx) in self.batch_waiters.drain(..) {

@@ -11,5 +11,7 @@ mod membership;
 mod linear;
 // The gRPC transport over mutual TLS.
 mod tls;
+// The gRPC transport's bounds on what it sends at once.
+mod grpc;
 // Shared harness: a small key/value state machine and a cluster builder.
 mod util;
