@@ -538,16 +538,16 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<(tokio::net::TcpListener,
 #[cfg(test)]
 mod tests {
     use super::*;
-    use protobuf::Message as _;
     use raft::eraftpb::Entry;
 
     fn append(index: u64, bytes: usize) -> Message {
         let mut m = Message::default();
         m.set_msg_type(MessageType::MsgAppend);
         m.index = index;
-        let mut e = Entry::default();
-        e.data = vec![b'x'; bytes].into();
-        m.mut_entries().push(e);
+        m.mut_entries().push(Entry {
+            data: vec![b'x'; bytes].into(),
+            ..Default::default()
+        });
         m
     }
 

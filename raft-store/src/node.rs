@@ -946,9 +946,11 @@ impl<S: StateMachine> Loop<S> {
                 }
                 self.next_req += 1;
                 let req = self.nonce | self.next_req;
-                let mut e = Entry::default();
-                e.data = data.into();
-                e.context = encode_ctx(self.shared.id, req).into();
+                let e = Entry {
+                    data: data.into(),
+                    context: encode_ctx(self.shared.id, req).into(),
+                    ..Default::default()
+                };
                 self.batch_bytes += e.data.len();
                 self.batch.push(e);
                 self.batch_waiters.push((req, tx));
