@@ -3,9 +3,9 @@
 
 use std::time::Duration;
 
-use raft_store::{Config, GrpcTransport, Member, Node, ReadConsistency, Role};
+use raft_store::{Config, GrpcTransport, Member, ReadConsistency, Role};
 
-use crate::util::{Cmd, KvMachine, WAIT, eventually};
+use crate::util::{Cmd, WAIT, eventually, grpc_members};
 
 fn config(id: u64, dir: &std::path::Path, members: &[Member]) -> Config {
     let mut c = Config::new(id, dir);
@@ -23,39 +23,14 @@ fn config(id: u64, dir: &std::path::Path, members: &[Member]) -> Config {
 #[tokio::test(flavor = "current_thread")]
 async fn large_writes_queued_together_cross_the_transport() {
     let dirs = tempfile::tempdir().unwrap();
-    let mut members = Vec::new();
-    let mut listeners = Vec::new();
-    for id in 1..=3u64 {
-        let (l, url) = raft_store::grpc::bind("127.0.0.1:0".parse().unwrap())
-            .await
-            .unwrap();
-        let mut m = Member::new(id, format!("m{id}"));
-        m.peer_urls.push(url);
-        members.push(m);
-        listeners.push(l);
-    }
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let mut nodes = Vec::new();
-    for (id, listener) in (1..=3u64).zip(listeners) {
-        let transport = GrpcTransport::new(0x6e7);
-        let dir = dirs.path().join(format!("m{id}"));
-        let node = Node::open(
-            config(id, &dir, &members),
-            KvMachine::default(),
-            transport.clone(),
-        )
-        .await
-        .unwrap();
-        let mut stopped = stopped.clone();
-        tokio::spawn(async move {
-            transport
-                .serve(listener, async move {
-                    let _ = stopped.wait_for(|s| *s).await;
-                })
-                .await
-        });
-        nodes.push(node);
-    }
+    let (nodes, _, stop) = grpc_members(
+        1..=3,
+        "http",
+        dirs.path(),
+        || GrpcTransport::new(0x6e7),
+        config,
+    )
+    .await;
     let mut follower = None;
     eventually(WAIT, "a leader that every member knows", || {
         let leaders: Vec<_> = nodes.iter().map(|n| n.status().leader).collect();

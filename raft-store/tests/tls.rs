@@ -6,10 +6,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use raft_store::tls::rustls;
-use raft_store::{Config, GrpcTransport, Member, Node, ReadConsistency, TransportTls};
+use raft_store::{Config, GrpcTransport, Member, ReadConsistency, TransportTls};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
-use crate::util::{Cmd, KvMachine, WAIT, eventually};
+use crate::util::{Cmd, WAIT, eventually, grpc_members};
 
 struct Ca {
     issuer: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
@@ -118,39 +118,14 @@ fn config(id: u64, dir: &std::path::Path, members: &[Member]) -> Config {
 async fn three_members_replicate_over_mutual_tls() {
     let ca = Ca::new();
     let dirs = tempfile::tempdir().unwrap();
-    let mut members = Vec::new();
-    let mut listeners = Vec::new();
-    for id in 1..=3u64 {
-        let (l, url) = raft_store::grpc::bind("127.0.0.1:0".parse().unwrap())
-            .await
-            .unwrap();
-        let mut m = Member::new(id, format!("m{id}"));
-        m.peer_urls.push(url.replace("http://", "https://"));
-        members.push(m);
-        listeners.push(l);
-    }
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let mut nodes = Vec::new();
-    for (id, listener) in (1..=3u64).zip(listeners) {
-        let transport = GrpcTransport::with_tls(0x715, ca.transport_tls());
-        let dir = dirs.path().join(format!("m{id}"));
-        let node = Node::open(
-            config(id, &dir, &members),
-            KvMachine::default(),
-            transport.clone(),
-        )
-        .await
-        .unwrap();
-        let mut stopped = stopped.clone();
-        tokio::spawn(async move {
-            transport
-                .serve(listener, async move {
-                    let _ = stopped.wait_for(|s| *s).await;
-                })
-                .await
-        });
-        nodes.push(node);
-    }
+    let (nodes, members, stop) = grpc_members(
+        1..=3,
+        "https",
+        dirs.path(),
+        || GrpcTransport::with_tls(0x715, ca.transport_tls()),
+        config,
+    )
+    .await;
     let set = Cmd::Set("k".into(), "over-tls".into());
     eventually(WAIT, "a write acknowledged over TLS", || {
         let n = &nodes[2];

@@ -305,3 +305,51 @@ impl Cluster {
         }
     }
 }
+
+/// Members on loopback gRPC, each serving its transport on a port of its own until the
+/// returned sender is sent `true`. `scheme` is the peer URLs' (`http` or `https`);
+/// `transport` builds each member's transport, `config` its configuration from its id, data
+/// directory and the initial members.
+pub(crate) async fn grpc_members(
+    ids: std::ops::RangeInclusive<u64>,
+    scheme: &str,
+    dirs: &std::path::Path,
+    transport: impl Fn() -> raft_store::GrpcTransport,
+    config: impl Fn(u64, &std::path::Path, &[Member]) -> Config,
+) -> (Vec<KvNode>, Vec<Member>, tokio::sync::watch::Sender<bool>) {
+    let mut members = Vec::new();
+    let mut listeners = Vec::new();
+    for id in ids.clone() {
+        let (l, url) = raft_store::grpc::bind("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        let mut m = Member::new(id, format!("m{id}"));
+        m.peer_urls
+            .push(url.replace("http://", &format!("{scheme}://")));
+        members.push(m);
+        listeners.push(l);
+    }
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let mut nodes = Vec::new();
+    for (id, listener) in ids.zip(listeners) {
+        let transport = transport();
+        let dir = dirs.join(format!("m{id}"));
+        let node = Node::open(
+            config(id, &dir, &members),
+            KvMachine::default(),
+            transport.clone(),
+        )
+        .await
+        .unwrap();
+        let mut stopped = stopped.clone();
+        tokio::spawn(async move {
+            transport
+                .serve(listener, async move {
+                    let _ = stopped.wait_for(|s| *s).await;
+                })
+                .await
+        });
+        nodes.push(node);
+    }
+    (nodes, members, stop)
+}
