@@ -36,10 +36,12 @@ use crate::transport::{Inbox, Transport};
 const SNAPSHOT_CHUNK: usize = 1 << 20;
 /// Messages per batch on the wire (raft's own batching keeps most batches small).
 const MAX_BATCH: usize = 512;
-/// Bytes per batch on the wire, well under what a peer decodes (16 MiB): a follower
-/// catching up receives appends of up to 1 MiB each, and a batch of many of them must not be
-/// refused whole, again and again.
-const MAX_BATCH_BYTES: usize = 8 << 20;
+/// The largest message a member decodes from a peer.
+const MAX_DECODE: usize = 16 << 20;
+/// Bytes per batch on the wire, well under what a peer decodes: a follower catching up
+/// receives appends of up to 1 MiB each, and a batch of many of them must not be refused
+/// whole, again and again.
+const MAX_BATCH_BYTES: usize = MAX_DECODE / 2;
 /// Largest snapshot accepted (a corrupt length must not make us allocate without bound).
 const MAX_SNAPSHOT: u64 = 4 << 30;
 
@@ -108,7 +110,7 @@ impl GrpcTransport {
         RaftServer::new(RaftService {
             inner: self.inner.clone(),
         })
-        .max_decoding_message_size(16 << 20)
+        .max_decoding_message_size(MAX_DECODE)
     }
 
     /// Serves the peer service on `listener` until `shutdown` completes, over TLS when the
@@ -288,7 +290,7 @@ async fn peer_loop(
     let mut carry: Option<Message> = None;
     loop {
         let client = match t.connect(&url).await {
-            Ok(c) => RaftClient::new(c).max_decoding_message_size(16 << 20),
+            Ok(c) => RaftClient::new(c).max_decoding_message_size(MAX_DECODE),
             Err(e) => {
                 tracing::debug!(to, %url, error = %e, "peer connect failed");
                 if let Some(inbox) = t.inbox() {

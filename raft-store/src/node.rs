@@ -337,7 +337,7 @@ impl<S: StateMachine> Node<S> {
             check_quorum: true,
             pre_vote: true,
             read_only_option: ReadOnlyOption::Safe,
-            max_size_per_msg: 1 << 20,
+            max_size_per_msg: MAX_MSG_BYTES as u64,
             max_inflight_msgs: 256,
             ..Default::default()
         };
@@ -781,10 +781,10 @@ struct Loop<S: StateMachine> {
     removed: bool,
 }
 
-/// The most command bytes stepped into raft as one proposal message (raft's own bound on
-/// an append, `max_size_per_msg`): a follower forwards the message to the leader whole, and
-/// the peer transport refuses messages over 16 MiB.
-const MAX_PROPOSE_BYTES: usize = 1 << 20;
+/// The most entry bytes in one raft message: raft's bound on an append
+/// (`max_size_per_msg`), and on the commands stepped into raft as one proposal, which a
+/// follower forwards to the leader whole (the peer transport refuses messages over 16 MiB).
+const MAX_MSG_BYTES: usize = 1 << 20;
 
 /// The same error for each caller of a refused batch (`raft::Error` is not `Clone`).
 fn copy_raft_error(e: &raft::Error) -> raft::Error {
@@ -954,7 +954,7 @@ impl<S: StateMachine> Loop<S> {
                 self.batch_bytes += e.data.len();
                 self.batch.push(e);
                 self.batch_waiters.push((req, tx));
-                if self.batch_bytes >= MAX_PROPOSE_BYTES {
+                if self.batch_bytes >= MAX_MSG_BYTES {
                     self.propose_batch();
                 }
             }
