@@ -1012,6 +1012,13 @@ fn print_ls(s: &mut String, n: &CNode, p: bool) {
 /// etcd's client `Watcher.Next` loop: long polls from `after_index + 1`, then from each
 /// event's `modifiedIndex + 1`. `on_event` returns whether to keep watching; directory
 /// events are skipped by `watch` and passed to `exec-watch`.
+/// A long poll that ends without an event sooner than this counts as a quick end.
+const WATCH_QUICK_END: Duration = Duration::from_secs(1);
+/// The wait before the second retry in a row after quick ends; it doubles from there.
+const WATCH_RETRY_FIRST: Duration = Duration::from_millis(100);
+/// The longest wait between retries after quick ends.
+const WATCH_RETRY_MAX: Duration = Duration::from_secs(2);
+
 fn watch(
     t: &dyn Transport,
     key: &str,
@@ -1021,10 +1028,24 @@ fn watch(
     mut on_event: impl FnMut(&CResponse) -> bool,
 ) -> Result<(), Fail> {
     let mut wait_index = (after_index > 0).then_some(after_index + 1);
+    let mut retry: Option<Duration> = None;
     loop {
+        let started = std::time::Instant::now();
         let Some(r) = t.wait(key, wait_index, recursive)? else {
+            // A member shutting down ends every long poll at once with an empty body: back
+            // off instead of hammering it. The first retry goes at once, as it usually
+            // reaches the next endpoint; a poll that lasted ended normally.
+            if started.elapsed() >= WATCH_QUICK_END {
+                retry = None;
+            } else {
+                if let Some(d) = retry {
+                    std::thread::sleep(d);
+                }
+                retry = Some(retry.map_or(WATCH_RETRY_FIRST, |d| (d * 2).min(WATCH_RETRY_MAX)));
+            }
             continue;
         };
+        retry = None;
         wait_index = Some(r.node.as_ref().map_or(0, |n| n.modified_index) + 1);
         if skip_dirs && r.node.as_ref().is_some_and(|n| n.dir) {
             continue;

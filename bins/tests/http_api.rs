@@ -341,3 +341,65 @@ pub(crate) fn kvctl_fails_over(options: &[&str]) {
     );
     assert!(err.contains(&format!("error #0: {dead}")), "{err}");
 }
+
+/// A member that ends every long poll at once with an empty body (as one shutting down
+/// does) gets a few retries a second from `kvctl watch --forever`, not a busy loop.
+#[test]
+fn kvctl_watch_backs_off_from_long_polls_that_end_at_once() {
+    use std::io::{BufRead as _, BufReader, Write as _};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let polls = Arc::new(AtomicUsize::new(0));
+    {
+        let polls = Arc::clone(&polls);
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(conn) = conn else { return };
+                let polls = Arc::clone(&polls);
+                std::thread::spawn(move || {
+                    let mut w = conn.try_clone().expect("clone");
+                    let mut r = BufReader::new(conn);
+                    let mut line = String::new();
+                    loop {
+                        line.clear();
+                        match r.read_line(&mut line) {
+                            Ok(0) | Err(_) => return,
+                            Ok(_) if line == "\r\n" => {
+                                polls.fetch_add(1, Ordering::SeqCst);
+                                let answer = "HTTP/1.1 200 OK\r\nX-Etcd-Index: 7\r\n\
+                                              Content-Length: 0\r\n\r\n";
+                                if w.write_all(answer.as_bytes()).is_err() {
+                                    return;
+                                }
+                            }
+                            Ok(_) => {}
+                        }
+                    }
+                });
+            }
+        });
+    }
+    let mut child = std::process::Command::new(util::kvctl_bin())
+        .args(["--endpoints", &url, "watch", "--forever", "/k"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("kvctl watch");
+    // A fixed window: the test counts what happens in it, it does not wait for anything.
+    let window = Duration::from_secs(3);
+    std::thread::sleep(window);
+    let exited = child.try_wait().expect("try_wait");
+    let _ = child.kill();
+    let out = child.wait_with_output().expect("kvctl output");
+    assert!(
+        exited.is_none(),
+        "kvctl watch --forever exited ({exited:?}): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // 0, 100, 200, 400, 800 ms and then 1.6 s between polls: 6 in 3 s. Without the back-off
+    // there are thousands.
+    let n = polls.load(Ordering::SeqCst);
+    assert!((2..=12).contains(&n), "{n} long polls in {window:?}");
+}
