@@ -835,7 +835,15 @@ impl<S: StateMachine> Loop<S> {
         mut net: mpsc::UnboundedReceiver<NetEvent>,
         mut persisted: mpsc::UnboundedReceiver<Done>,
     ) -> Result<()> {
-        let mut ticker = tokio::time::interval(self.config.tick_interval);
+        // Members started together would otherwise tick in step, and two followers that
+        // lose their leader together (`leader_lost`) then time out on the same tick one
+        // time in ten and split the vote, which costs another randomized election timeout.
+        // A random phase spreads the members' ticks over the interval.
+        let phase = self.config.tick_interval.mul_f64(random_fraction());
+        let mut ticker = tokio::time::interval_at(
+            tokio::time::Instant::now() + phase,
+            self.config.tick_interval,
+        );
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
@@ -1482,4 +1490,12 @@ mod tests {
         assert_eq!(decode_ctx(b"short"), None);
         assert_ne!(fresh_nonce(), fresh_nonce());
     }
+}
+
+/// A random number in [0, 1), from std's per-process random hash keys.
+fn random_fraction() -> f64 {
+    use std::hash::{BuildHasher as _, Hasher as _};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(std::process::id().into());
+    (h.finish() >> 11) as f64 / (1u64 << 53) as f64
 }
