@@ -1447,6 +1447,14 @@ impl<S: StateMachine> Loop<S> {
     }
 }
 
+/// A random number in [0, 1), from std's per-process random hash keys.
+fn random_fraction() -> f64 {
+    use std::hash::{BuildHasher as _, Hasher as _};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(std::process::id().into());
+    (h.finish() >> 11) as f64 / (1u64 << 53) as f64
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1490,12 +1498,4 @@ mod tests {
         assert_eq!(decode_ctx(b"short"), None);
         assert_ne!(fresh_nonce(), fresh_nonce());
     }
-}
-
-/// A random number in [0, 1), from std's per-process random hash keys.
-fn random_fraction() -> f64 {
-    use std::hash::{BuildHasher as _, Hasher as _};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u64(std::process::id().into());
-    (h.finish() >> 11) as f64 / (1u64 << 53) as f64
 }
