@@ -1009,9 +1009,6 @@ fn print_ls(s: &mut String, n: &CNode, p: bool) {
     }
 }
 
-/// etcd's client `Watcher.Next` loop: long polls from `after_index + 1`, then from each
-/// event's `modifiedIndex + 1`. `on_event` returns whether to keep watching; directory
-/// events are skipped by `watch` and passed to `exec-watch`.
 /// A long poll that ends without an event sooner than this counts as a quick end.
 const WATCH_QUICK_END: Duration = Duration::from_secs(1);
 /// The wait before the second retry in a row after quick ends; it doubles from there.
@@ -1019,6 +1016,9 @@ const WATCH_RETRY_FIRST: Duration = Duration::from_millis(100);
 /// The longest wait between retries after quick ends.
 const WATCH_RETRY_MAX: Duration = Duration::from_secs(2);
 
+/// etcd's client `Watcher.Next` loop: long polls from `after_index + 1`, then from each
+/// event's `modifiedIndex + 1`. `on_event` returns whether to keep watching; directory
+/// events are skipped by `watch` and passed to `exec-watch`.
 fn watch(
     t: &dyn Transport,
     key: &str,

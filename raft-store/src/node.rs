@@ -1447,11 +1447,11 @@ impl<S: StateMachine> Loop<S> {
     }
 }
 
-/// A random number in [0, 1), from std's per-process random hash keys.
+/// A random number in [0, 1): the hash of nothing under std's random keys (a fresh
+/// `RandomState` per call), as `fresh_nonce` does without a random-number dependency.
 fn random_fraction() -> f64 {
     use std::hash::{BuildHasher as _, Hasher as _};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u64(std::process::id().into());
+    let h = std::collections::hash_map::RandomState::new().build_hasher();
     (h.finish() >> 11) as f64 / (1u64 << 53) as f64
 }
 
