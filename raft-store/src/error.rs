@@ -140,6 +140,15 @@ pub enum Error {
     /// A command could not be encoded or decoded.
     #[error("command codec: {0}")]
     Codec(String),
+    /// A command's encoding is larger than [`crate::MAX_COMMAND_BYTES`]; nothing was
+    /// proposed.
+    #[error("command of {size} bytes (encoded) exceeds the limit of {limit} bytes")]
+    CommandTooLarge {
+        /// The command's encoded size.
+        size: usize,
+        /// The limit, [`crate::MAX_COMMAND_BYTES`].
+        limit: usize,
+    },
     /// A membership operation was refused.
     #[error("membership: {0}")]
     Membership(String),

@@ -150,7 +150,7 @@ pub use error::{Error, Result, StorageError};
 pub use grpc::GrpcTransport;
 #[cfg(any(test, feature = "test-util"))]
 pub use memory::{MemNetwork, MemTransport};
-pub use node::{Node, ReadConsistency, Role, Status, Watch};
+pub use node::{MAX_COMMAND_BYTES, Node, ReadConsistency, Role, Status, Watch};
 pub use state_machine::StateMachine;
 pub use tls::TransportTls;
 pub use transport::{Inbox, Transport};

@@ -453,9 +453,16 @@ impl<S: StateMachine> Node<S> {
     /// # Errors
     ///
     /// [`Error::NoLeader`] if no leader is known (retry), [`Error::Timeout`] if it did not
-    /// complete in time (its outcome is then unknown), [`Error::Stopped`] after shutdown.
+    /// complete in time (its outcome is then unknown), [`Error::Stopped`] after shutdown,
+    /// [`Error::CommandTooLarge`] if the encoded command exceeds [`MAX_COMMAND_BYTES`].
     pub async fn write(&self, command: &S::Command) -> Result<(u64, Arc<S::Output>)> {
         let data = serde_json::to_vec(command).map_err(|e| Error::Codec(e.to_string()))?;
+        if data.len() > MAX_COMMAND_BYTES {
+            return Err(Error::CommandTooLarge {
+                size: data.len(),
+                limit: MAX_COMMAND_BYTES,
+            });
+        }
         let (tx, rx) = oneshot::channel();
         self.call(Request::Propose { data, tx }, rx).await
     }
@@ -780,6 +787,13 @@ struct Loop<S: StateMachine> {
     reads: HashMap<Vec<u8>, (ReadWaiters, Instant)>,
     removed: bool,
 }
+
+/// The largest command [`Node::write`] accepts, in encoded bytes. Raft sends an entry larger
+/// than its per-message bound alone, and a peer's gRPC server decodes messages of up to
+/// 16 MiB: a larger entry would sit in the leader's log, never reach the followers, and
+/// stop every later write from committing. Half the peer limit leaves room for the
+/// message's envelope.
+pub const MAX_COMMAND_BYTES: usize = 8 << 20;
 
 /// The most entry bytes in one raft message: raft's bound on an append
 /// (`max_size_per_msg`), and on the commands stepped into raft as one proposal, which a

@@ -218,6 +218,12 @@ fn internal(e: raft_store::Error) -> KeysError {
         ),
         raft_store::Error::NoLeader => KeysError::Internal("etcdserver: no leader".into()),
         raft_store::Error::Stopped => KeysError::Internal("etcdserver: server stopped".into()),
+        // A request within kvd's limits can still encode past raft-store's command limit (a
+        // control character takes 6 bytes in the command's JSON): the same answer as a
+        // request over the limits.
+        raft_store::Error::CommandTooLarge { .. } => {
+            KeysError::Internal(crate::store::CAUSE_TOO_LARGE.into())
+        }
         other => KeysError::Internal(other.to_string()),
     }
 }
