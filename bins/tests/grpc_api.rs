@@ -458,7 +458,7 @@ fn three_members(dir: &std::path::Path) -> Vec<Server> {
 /// character takes 6 bytes in the log's JSON) is refused with etcd's "request is too large"
 /// while the request itself is within kvd's limits, and the cluster goes on: such an entry
 /// would otherwise stay in the leader's log, larger than what the followers decode, and no
-/// later write would commit.
+/// later write would commit. A value of etcd's default request limit still replicates.
 #[test]
 fn grpc_put_whose_command_outgrows_the_raft_limit_is_refused_and_the_cluster_goes_on() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -495,6 +495,24 @@ fn grpc_put_whose_command_outgrows_the_raft_limit_is_refused_and_the_cluster_goe
         }
         let e = clients[0].get("/escaped").await.unwrap_err();
         assert_eq!(e.etcd_code(), Some(100), "{e}");
+        // What etcd accepts by default (a 1.5 MiB request) fits, even as control characters:
+        // 9 MiB as a command.
+        let etcd_sized = "\u{1}".repeat(3 << 19);
+        clients[1]
+            .put("/etcd-sized", &etcd_sized)
+            .await
+            .expect("a put of etcd's default request size");
+        for (j, kv) in clients.iter().enumerate() {
+            let ev = kv
+                .get("/etcd-sized")
+                .await
+                .unwrap_or_else(|e| panic!("get via member {j}: {e}"));
+            assert_eq!(
+                ev.node.value.as_deref(),
+                Some(etcd_sized.as_str()),
+                "member {j}"
+            );
+        }
     });
     drop(servers);
 }

@@ -791,9 +791,10 @@ struct Loop<S: StateMachine> {
 /// The largest command [`Node::write`] accepts, in encoded bytes. Raft sends an entry larger
 /// than its per-message bound alone, and a peer's gRPC server decodes messages of up to
 /// 16 MiB: a larger entry would sit in the leader's log, never reach the followers, and
-/// stop every later write from committing. Half the peer limit leaves room for the
-/// message's envelope.
-pub const MAX_COMMAND_BYTES: usize = 8 << 20;
+/// stop every later write from committing. 12 MiB leaves room for the message's envelope,
+/// and holds the JSON of any value etcd accepts by default (1.5 MiB, even of control
+/// characters, which JSON escapes in 6 bytes each).
+pub const MAX_COMMAND_BYTES: usize = 12 << 20;
 
 /// The most entry bytes in one raft message: raft's bound on an append
 /// (`max_size_per_msg`), and on the commands stepped into raft as one proposal, which a
