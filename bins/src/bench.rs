@@ -31,6 +31,14 @@ pub struct BenchConfig {
     /// The kvd binary to start (default: `kvd` next to this executable).
     #[arg(long)]
     pub kvd_bin: Option<PathBuf>,
+    /// Process ids of the servers behind `--kvd-url`, comma-separated: kvbench then reports
+    /// their CPU time per operation, as it does for servers it starts. With two kvd builds
+    /// behind `--kvd-url` and `--etcd-url`, a same-run A/B of their CPU per operation.
+    #[arg(long, value_delimiter = ',', requires = "kvd_url")]
+    pub kvd_pids: Vec<u32>,
+    /// Process ids of the servers behind `--etcd-url` (see `--kvd-pids`).
+    #[arg(long, value_delimiter = ',', requires = "etcd_url")]
+    pub etcd_pids: Vec<u32>,
     /// Seconds per measurement.
     #[arg(long, default_value_t = 5.0)]
     pub duration: f64,
@@ -393,10 +401,22 @@ pub async fn run(cfg: BenchConfig) -> anyhow::Result<String> {
             .context("starting etcd (Debian package etcd-server)")?,
     };
     let targets = [("kvd", &kvd_urls[..]), ("etcd", &etcd_urls[..])];
+    let started = |procs: &[Spawned], given: &[u32]| -> Vec<u32> {
+        if procs.is_empty() {
+            given.to_vec()
+        } else {
+            procs.iter().map(|p| p.child.id()).collect()
+        }
+    };
     let pids: [Vec<u32>; 2] = [
-        kvd_procs.iter().map(|p| p.child.id()).collect(),
-        etcd_procs.iter().map(|p| p.child.id()).collect(),
+        started(&kvd_procs, &cfg.kvd_pids),
+        started(&etcd_procs, &cfg.etcd_pids),
     ];
+    for (name, pids) in [("kvd", &pids[0]), ("etcd", &pids[1])] {
+        if cpu_seconds(pids).is_none() && !pids.is_empty() {
+            anyhow::bail!("--{name}-pids: cannot read /proc/<pid>/stat of every one of {pids:?}");
+        }
+    }
     if cfg.rss || cfg.ops.iter().any(|o| !o.is_empty() && o != "put") {
         for (name, urls) in targets {
             eprintln!("kvbench: preloading {} keys into {name}", cfg.keys);
