@@ -426,6 +426,15 @@ fn grpc_watch_from_a_past_index_live_and_cleared() {
 
 /// A member of a 3-member cluster: name, client URL, peer URL.
 /// Three kvd members on loopback (data in `dir`), started and healthy, in order m1..m3.
+/// A client on each of `urls`, in order.
+async fn connect_all(urls: &[String]) -> Vec<KvClient> {
+    let mut clients = Vec::new();
+    for u in urls {
+        clients.push(KvClient::connect(u).await.expect("connect"));
+    }
+    clients
+}
+
 fn three_members(dir: &std::path::Path) -> Vec<Server> {
     let specs: Vec<(String, String, String)> = (1..=3)
         .map(|i| {
@@ -465,10 +474,7 @@ fn grpc_put_whose_command_outgrows_the_raft_limit_is_refused_and_the_cluster_goe
     let servers = three_members(dir.path());
     let urls: Vec<String> = servers.iter().map(|s| s.url.clone()).collect();
     block_on(async move {
-        let mut clients = Vec::new();
-        for u in &urls {
-            clients.push(KvClient::connect(u).await.expect("connect"));
-        }
+        let clients = connect_all(&urls).await;
         // 3 MiB on the wire (under the 4 MiB request limit), 18 MiB as a command: more than
         // a peer decodes in one message.
         let value = "\u{1}".repeat(3 << 20);
@@ -523,10 +529,7 @@ fn grpc_members_and_status_on_three_members() {
     let servers = three_members(dir.path());
     let urls: Vec<String> = servers.iter().map(|s| s.url.clone()).collect();
     block_on(async move {
-        let mut clients = Vec::new();
-        for u in &urls {
-            clients.push(KvClient::connect(u).await.expect("connect"));
-        }
+        let clients = connect_all(&urls).await;
         // Every member agrees on the leader and lists all three, with client URLs once
         // they are published.
         let deadline = Instant::now() + Duration::from_secs(15);
