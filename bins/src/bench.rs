@@ -401,16 +401,18 @@ pub async fn run(cfg: BenchConfig) -> anyhow::Result<String> {
             .context("starting etcd (Debian package etcd-server)")?,
     };
     let targets = [("kvd", &kvd_urls[..]), ("etcd", &etcd_urls[..])];
-    let started = |procs: &[Spawned], given: &[u32]| -> Vec<u32> {
-        if procs.is_empty() {
-            given.to_vec()
-        } else {
-            procs.iter().map(|p| p.child.id()).collect()
-        }
-    };
+    // Pids are given only with a URL (clap's `requires`), so one side of each is empty.
     let pids: [Vec<u32>; 2] = [
-        started(&kvd_procs, &cfg.kvd_pids),
-        started(&etcd_procs, &cfg.etcd_pids),
+        kvd_procs
+            .iter()
+            .map(|p| p.child.id())
+            .chain(cfg.kvd_pids.iter().copied())
+            .collect(),
+        etcd_procs
+            .iter()
+            .map(|p| p.child.id())
+            .chain(cfg.etcd_pids.iter().copied())
+            .collect(),
     ];
     for (name, pids) in [("kvd", &pids[0]), ("etcd", &pids[1])] {
         if cpu_seconds(pids).is_none() && !pids.is_empty() {

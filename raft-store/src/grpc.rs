@@ -39,8 +39,8 @@ const MAX_BATCH: usize = 512;
 /// The largest message a member decodes from a peer.
 const MAX_DECODE: usize = 16 << 20;
 // An append carrying the largest command alone must decode, and so must a follower's
-// forwarded proposal of it behind up to 1 MiB of smaller ones (the raft loop's batch bound).
-const _: () = assert!(crate::node::MAX_COMMAND_BYTES + (1 << 20) <= MAX_DECODE);
+// forwarded proposal of it behind a batch of smaller ones (the raft loop's batch bound).
+const _: () = assert!(crate::node::MAX_COMMAND_BYTES + crate::node::MAX_MSG_BYTES <= MAX_DECODE);
 /// Bytes per batch on the wire, well under what a peer decodes: a follower catching up
 /// receives appends of up to 1 MiB each, and a batch of many of them must not be refused
 /// whole, again and again.

@@ -799,7 +799,7 @@ pub const MAX_COMMAND_BYTES: usize = 12 << 20;
 /// The most entry bytes in one raft message: raft's bound on an append
 /// (`max_size_per_msg`), and on the commands stepped into raft as one proposal, which a
 /// follower forwards to the leader whole (the peer transport refuses messages over 16 MiB).
-const MAX_MSG_BYTES: usize = 1 << 20;
+pub(crate) const MAX_MSG_BYTES: usize = 1 << 20;
 
 /// The same error for each caller of a refused batch (`raft::Error` is not `Clone`).
 fn copy_raft_error(e: &raft::Error) -> raft::Error {
