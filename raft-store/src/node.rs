@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -215,6 +215,32 @@ const SNAP_VERSION: u8 = 1;
 /// Snapshot data: magic, version, the member list (JSON, length-prefixed), the state
 /// machine's bytes, and a CRC32 of everything before it.
 fn encode_snapshot<S: StateMachine>(members: &BTreeMap<u64, Member>, sm: &S) -> Result<Vec<u8>> {
+    encode_snapshot_until(members, sm, &AtomicBool::new(false))
+}
+
+/// [`encode_snapshot`], given up with an error as soon as `stop` is set (a member shutting
+/// down need not wait seconds for the encoding of a large state machine).
+fn encode_snapshot_until<S: StateMachine>(
+    members: &BTreeMap<u64, Member>,
+    sm: &S,
+    stop: &AtomicBool,
+) -> Result<Vec<u8>> {
+    struct Until<'a> {
+        out: Vec<u8>,
+        stop: &'a AtomicBool,
+    }
+    impl std::io::Write for Until<'_> {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            if self.stop.load(Ordering::Relaxed) {
+                return Err(std::io::Error::other("the member is stopping"));
+            }
+            self.out.extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
     let mut out = Vec::new();
     out.extend_from_slice(SNAP_MAGIC);
     out.push(SNAP_VERSION);
@@ -222,8 +248,10 @@ fn encode_snapshot<S: StateMachine>(members: &BTreeMap<u64, Member>, sm: &S) -> 
         .map_err(|e| Error::Codec(e.to_string()))?;
     out.extend_from_slice(&(m.len() as u32).to_le_bytes());
     out.extend_from_slice(&m);
-    sm.snapshot(&mut out)
+    let mut w = Until { out, stop };
+    sm.snapshot(&mut w)
         .map_err(|e| Error::Snapshot(e.to_string()))?;
+    let mut out = w.out;
     let crc = crc32fast::hash(&out);
     out.extend_from_slice(&crc.to_le_bytes());
     Ok(out)
@@ -374,10 +402,14 @@ impl<S: StateMachine> Node<S> {
         let (req_tx, req_rx) = mpsc::unbounded_channel();
         let (net_tx, net_rx) = mpsc::unbounded_channel();
         let (done_tx, done_rx) = mpsc::unbounded_channel();
+        let (snap_tx, snap_rx) = mpsc::unbounded_channel();
         let persister = Persister::start(id, store.clone(), transport.clone(), done_tx)?;
         transport.attach(id, Inbox { tx: net_tx });
         let mut lp = Loop {
             persister,
+            snapshotter: None,
+            snap_wake: snap_tx,
+            deferred: Vec::new(),
             shared: shared.clone(),
             raw,
             store,
@@ -401,7 +433,7 @@ impl<S: StateMachine> Node<S> {
             removed: false,
         };
         let task = tokio::spawn(async move {
-            let result = lp.run(req_rx, net_rx, done_rx).await;
+            let result = lp.run(req_rx, net_rx, done_rx, snap_rx).await;
             if let Err(e) = &result {
                 tracing::error!(member = lp.shared.id, error = %e, "raft loop failed");
                 *lp.shared.failure.lock() = Some(e.to_string());
@@ -757,6 +789,14 @@ type ProposeOutcome<S> = (u64, Arc<<S as StateMachine>::Output>);
 struct Loop<S: StateMachine> {
     // First, so it is dropped first: its thread holds the database open.
     persister: Persister,
+    /// The snapshot being taken off the loop, if any (dropped, and so waited for, before
+    /// the directory lock is released).
+    snapshotter: Option<Snapshotter>,
+    /// Wakes the loop when the snapshot thread has encoded or finished.
+    snap_wake: mpsc::UnboundedSender<()>,
+    /// Committed entries not yet applied because the snapshot thread still reads the state
+    /// machine (applied, in order, once it has let go).
+    deferred: Vec<Entry>,
     shared: Arc<Shared<S>>,
     raw: RawNode<RocksLogStore>,
     store: RocksLogStore,
@@ -843,12 +883,114 @@ pub(crate) fn blocking<R>(f: impl FnOnce() -> R) -> R {
     }
 }
 
+/// What a snapshot thread did.
+struct Saved {
+    bytes: usize,
+    encode: Duration,
+}
+
+/// A snapshot being encoded and saved on a thread of its own. A state machine of a million
+/// keys takes seconds to encode and write, longer than an election timeout: on the loop, that
+/// stopped the leader's heartbeats and made the followers elect another (etcd, too, saves its
+/// snapshots off its raft loop). Meanwhile the loop keeps ticking, replicating and persisting,
+/// and keeps the committed entries ([`Loop::apply_or_defer`]) until the thread has let go of
+/// the state machine.
+struct Snapshotter {
+    index: u64,
+    started: Instant,
+    /// Set once the thread has let go of the state machine.
+    encoded: Arc<AtomicBool>,
+    /// Tells the thread not to save (the member is being dropped, as in a crash).
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<Result<Saved>>>,
+}
+
+impl Snapshotter {
+    /// Starts encoding the state machine and `members` as of `md.index`, then saving them to
+    /// `store`; `wake` is sent to when the encoding is done and again when the thread ends.
+    fn start<S: StateMachine>(
+        shared: Arc<Shared<S>>,
+        store: RocksLogStore,
+        md: SnapshotMetadata,
+        members: BTreeMap<u64, Member>,
+        wake: mpsc::UnboundedSender<()>,
+    ) -> Result<Snapshotter> {
+        let id = shared.id;
+        let index = md.index;
+        let encoded = Arc::new(AtomicBool::new(false));
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (encoded, stop) = (encoded.clone(), stop.clone());
+            std::thread::Builder::new()
+                .name(format!("raft-snap-{id:x}"))
+                .spawn(move || {
+                    let t = Instant::now();
+                    let data = {
+                        let sm = shared.sm.read();
+                        encode_snapshot_until(&members, &*sm, &stop)
+                    };
+                    encoded.store(true, Ordering::Release);
+                    let _ = wake.send(());
+                    let encode = t.elapsed();
+                    let result = data.and_then(|data| {
+                        if stop.load(Ordering::Acquire) {
+                            return Err(Error::Stopped);
+                        }
+                        failpoint(id, "raft_store::before_snapshot")?;
+                        let bytes = data.len();
+                        store.save_snapshot(&md, Bytes::from(data))?;
+                        failpoint(id, "raft_store::after_snapshot")?;
+                        Ok(Saved { bytes, encode })
+                    });
+                    let _ = wake.send(());
+                    result
+                })
+                .map_err(|e| Error::Config(format!("starting the snapshot thread: {e}")))?
+        };
+        Ok(Snapshotter {
+            index,
+            started: Instant::now(),
+            encoded,
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// Whether the thread has let go of the state machine.
+    fn encoded(&self) -> bool {
+        self.encoded.load(Ordering::Acquire)
+    }
+
+    fn finished(&self) -> bool {
+        self.thread.as_ref().is_none_or(|t| t.is_finished())
+    }
+
+    /// Waits for the thread and returns what it did.
+    fn join(&mut self) -> Result<Saved> {
+        match self.thread.take().map(|t| t.join()) {
+            Some(Ok(result)) => result,
+            Some(Err(_)) => Err(Error::Snapshot("the snapshot thread panicked".into())),
+            None => Err(Error::Stopped),
+        }
+    }
+}
+
+impl Drop for Snapshotter {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 impl<S: StateMachine> Loop<S> {
     async fn run(
         &mut self,
         mut requests: mpsc::UnboundedReceiver<Request<S>>,
         mut net: mpsc::UnboundedReceiver<NetEvent>,
         mut persisted: mpsc::UnboundedReceiver<Done>,
+        mut snap_wake: mpsc::UnboundedReceiver<()>,
     ) -> Result<()> {
         // Members started together would otherwise tick in step, and two followers that
         // lose their leader together (`leader_lost`) then time out on the same tick one
@@ -906,6 +1048,10 @@ impl<S: StateMachine> Loop<S> {
                         self.raw.on_persist_ready(number);
                     }
                 }
+                Some(()) = snap_wake.recv() => {
+                    while snap_wake.try_recv().is_ok() {}
+                    self.poll_snapshotter()?;
+                }
             }
             self.start_reads();
             if self.raw.has_ready() {
@@ -934,6 +1080,9 @@ impl<S: StateMachine> Loop<S> {
         // What was staged is written before the member lets go of its directory (a crash,
         // by contrast, drops it). After a failure this returns at once.
         let _ = self.persister.flush();
+        // A snapshot still being taken is given up: the log behind it is only compacted
+        // once it is saved, so nothing is lost, and a large one would hold the stop up.
+        self.snapshotter = None;
         self.transport.detach(self.shared.id);
         for (_, p) in self.pending.drain() {
             p.fail(Error::Stopped);
@@ -1213,7 +1362,7 @@ impl<S: StateMachine> Loop<S> {
             return self.on_snapshot_ready(rd);
         }
         self.send(rd.take_messages());
-        self.apply(rd.take_committed_entries())?;
+        self.apply_or_defer(rd.take_committed_entries())?;
         self.answer_reads(rd.take_read_states());
         let entries = rd.take_entries();
         let hs = rd.hs().cloned();
@@ -1237,7 +1386,7 @@ impl<S: StateMachine> Loop<S> {
                 messages,
             })?;
         }
-        self.raw.advance_apply();
+        self.raw.advance_apply_to(self.applied);
         self.maybe_snapshot()?;
         Ok(())
     }
@@ -1245,6 +1394,9 @@ impl<S: StateMachine> Loop<S> {
     /// Handles a `Ready` carrying a snapshot from the leader, synchronously: the writes
     /// before it are flushed first, since installing it replaces the whole log.
     fn on_snapshot_ready(&mut self, mut rd: raft::Ready) -> Result<()> {
+        // Our own snapshot must not be saved over the leader's, and the state machine must
+        // be ours to replace.
+        self.finish_snapshot()?;
         self.persister.flush()?;
         self.send(rd.take_messages());
         let snap = rd.snapshot().clone();
@@ -1267,8 +1419,8 @@ impl<S: StateMachine> Loop<S> {
             self.store.append(&[], Some(&hs), false)?;
         }
         self.send(light.take_messages());
-        self.apply(light.take_committed_entries())?;
-        self.raw.advance_apply();
+        self.apply_or_defer(light.take_committed_entries())?;
+        self.raw.advance_apply_to(self.applied);
         self.maybe_snapshot()?;
         Ok(())
     }
@@ -1403,37 +1555,92 @@ impl<S: StateMachine> Loop<S> {
         Ok(())
     }
 
-    /// Takes a snapshot and compacts the log once enough entries were applied since the last.
+    /// Starts a snapshot once enough entries were applied since the last (or raft asked for
+    /// a newer one), unless one is being taken. The state machine is encoded and saved on a
+    /// thread of its own ([`Snapshotter`]); the log is compacted once it is saved.
     fn maybe_snapshot(&mut self) -> Result<()> {
+        if self.snapshotter.is_some() {
+            return Ok(());
+        }
         // Raft may need a newer snapshot than the threshold would give (for a member added
         // after the newest one): take one now if anything was applied since.
         let wanted = self.store.take_snapshot_request() && self.applied > self.snapshot_index;
         if !wanted && self.applied < self.snapshot_index + self.config.snapshot_entries {
             return Ok(());
         }
-        let data = {
-            let sm = self.shared.sm.read();
-            let members = self.shared.members.read();
-            encode_snapshot(&members, &*sm)?
-        };
         let mut md = SnapshotMetadata {
             index: self.applied,
             term: self.raw.raft.raft_log.term(self.applied)?,
             ..Default::default()
         };
         md.set_conf_state(self.conf_state.clone());
-        self.failpoint("raft_store::before_snapshot")?;
+        // Conf changes are applied in log order like any entry, so the member list matches
+        // the state machine as of `applied`, which stays put until the thread has encoded it.
+        let members = self.shared.members.read().clone();
+        self.snapshotter = Some(Snapshotter::start(
+            self.shared.clone(),
+            self.store.clone(),
+            md,
+            members,
+            self.snap_wake.clone(),
+        )?);
+        Ok(())
+    }
+
+    /// Applies committed entries, or keeps them while the snapshot thread still reads the
+    /// state machine (it must see the state as of the snapshot's index). Entries kept
+    /// earlier go first.
+    fn apply_or_defer(&mut self, entries: Vec<Entry>) -> Result<()> {
+        if self.snapshotter.as_ref().is_some_and(|s| !s.encoded()) {
+            self.deferred.extend(entries);
+            return Ok(());
+        }
+        if self.deferred.is_empty() {
+            return self.apply(entries);
+        }
+        let mut all = std::mem::take(&mut self.deferred);
+        all.extend(entries);
+        self.apply(all)
+    }
+
+    /// Called when the snapshot thread reports: applies what waited for its encoding, and
+    /// finishes the snapshot once it is saved.
+    fn poll_snapshotter(&mut self) -> Result<()> {
+        let Some(s) = &self.snapshotter else {
+            return Ok(());
+        };
+        let finished = s.finished();
+        if s.encoded() && !self.deferred.is_empty() {
+            self.apply_or_defer(Vec::new())?;
+            self.raw.advance_apply_to(self.applied);
+        }
+        if finished {
+            self.finish_snapshot()?;
+        }
+        Ok(())
+    }
+
+    /// Waits for the snapshot thread, applies what waited for it (the caller tells raft, with
+    /// `advance_apply_to`), and compacts the log behind the saved snapshot.
+    fn finish_snapshot(&mut self) -> Result<()> {
+        let Some(mut s) = self.snapshotter.take() else {
+            return Ok(());
+        };
+        let result = blocking(|| s.join());
+        self.apply_or_defer(Vec::new())?;
+        let saved = result?;
+        self.snapshot_index = s.index;
+        let compact_to = s.index.saturating_sub(self.config.catchup_entries) + 1;
         let store = &self.store;
-        blocking(|| store.save_snapshot(&md, Bytes::from(data)))?;
-        self.failpoint("raft_store::after_snapshot")?;
-        self.snapshot_index = self.applied;
-        let compact_to = self.applied.saturating_sub(self.config.catchup_entries) + 1;
         blocking(|| store.compact(compact_to))?;
-        tracing::debug!(
+        tracing::info!(
             member = self.shared.id,
-            index = md.index,
+            index = s.index,
+            bytes = saved.bytes,
+            encode_ms = saved.encode.as_millis() as u64,
+            total_ms = s.started.elapsed().as_millis() as u64,
             compact_to,
-            "snapshot taken"
+            "snapshot saved"
         );
         Ok(())
     }

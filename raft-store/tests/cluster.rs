@@ -1,5 +1,6 @@
 //! Elections, replication and faults on in-process clusters.
 
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use raft_store::{Error, ReadConsistency, Role};
@@ -346,5 +347,90 @@ async fn writes_queued_together_are_replicated_together() {
     }
     c.converged().await;
     assert_eq!(c.map(follower).await.len(), 300);
+    c.shutdown().await;
+}
+
+/// A snapshot whose encoding takes several election timeouts (a large state machine) is
+/// taken off the raft loop: while the leader encodes, it goes on replicating and committing
+/// (the entries are applied once the encoding is done), and it keeps its term. Taken on the
+/// loop, it stopped everything, heartbeats included, and the followers elected another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_snapshot_does_not_stop_the_leader() {
+    let c = Cluster::with_snapshots(3, 40).await;
+    let leader = c.leader().await;
+    c.converged().await;
+    let term = c.node(leader).status().term;
+    // Elections time out after 300-600 ms here; only the leader's snapshots are slow.
+    let delay = Duration::from_millis(2000);
+    c.node(leader)
+        .read(ReadConsistency::Serializable, |m| {
+            m.snapshot_delay_ms
+                .store(delay.as_millis() as u64, Ordering::Relaxed)
+        })
+        .await
+        .unwrap();
+    let in_snapshot = || async {
+        c.node(leader)
+            .read(ReadConsistency::Serializable, |m| {
+                m.in_snapshot.load(Ordering::SeqCst)
+            })
+            .await
+            .unwrap()
+    };
+    // Enough writes to reach the snapshot threshold; the last wait for the snapshot.
+    let first = {
+        let n = c.node(leader).clone();
+        tokio::spawn(async move {
+            for i in 0..45 {
+                n.write(&Cmd::Set(format!("k{i}"), "v".into()))
+                    .await
+                    .expect("write");
+            }
+        })
+    };
+    eventually(WAIT, "the leader's slow snapshot to start", in_snapshot).await;
+    let st = c.node(leader).status();
+    let started = Instant::now();
+    let more = {
+        let n = c.node(leader).clone();
+        tokio::spawn(async move {
+            for i in 45..50 {
+                n.write(&Cmd::Set(format!("k{i}"), "v".into()))
+                    .await
+                    .expect("write");
+            }
+        })
+    };
+    // While it encodes (for `delay`), the leader commits a new write.
+    loop {
+        let now = c.node(leader).status();
+        if now.commit > st.commit {
+            break;
+        }
+        assert!(
+            started.elapsed() < delay * 2 / 3 && in_snapshot().await,
+            "the leader committed nothing while encoding its snapshot (commit {}, applied {})",
+            now.commit,
+            now.applied,
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(in_snapshot().await, "the snapshot ended before the check");
+    first.await.unwrap();
+    more.await.unwrap();
+    eventually(WAIT, "the leader's snapshot saved", || {
+        let s = c.node(leader).status().snapshot_index;
+        async move { s >= 40 }
+    })
+    .await;
+    for id in 1..=3 {
+        let st = c.node(id).status();
+        assert_eq!(
+            (st.term, st.leader),
+            (term, Some(leader)),
+            "member {id} saw an election during the leader's snapshot"
+        );
+    }
+    assert_eq!(c.map(leader).await.len(), 50);
     c.shutdown().await;
 }

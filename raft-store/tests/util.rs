@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use raft_store::{Config, MemNetwork, Member, Node, ReadConsistency, Role, StateMachine};
@@ -36,6 +37,11 @@ pub(crate) struct KvMachine {
     pub(crate) map: BTreeMap<String, String>,
     pub(crate) index: u64,
     pub(crate) history: VecDeque<Out>,
+    /// How long [`StateMachine::snapshot`] takes, in milliseconds: a stand-in for the
+    /// encoding of a large state machine (set through [`Node::read`]).
+    pub(crate) snapshot_delay_ms: AtomicU64,
+    /// Set while [`StateMachine::snapshot`] runs.
+    pub(crate) in_snapshot: AtomicBool,
 }
 
 impl StateMachine for KvMachine {
@@ -81,6 +87,12 @@ impl StateMachine for KvMachine {
     }
 
     fn snapshot(&self, w: &mut dyn std::io::Write) -> std::io::Result<()> {
+        let delay = self.snapshot_delay_ms.load(Ordering::Relaxed);
+        if delay > 0 {
+            self.in_snapshot.store(true, Ordering::SeqCst);
+            std::thread::sleep(Duration::from_millis(delay));
+            self.in_snapshot.store(false, Ordering::SeqCst);
+        }
         serde_json::to_writer(w, &(&self.map, self.index, &self.history))
             .map_err(std::io::Error::other)
     }

@@ -71,11 +71,14 @@ pub enum KvOutput {
 }
 
 /// Replicated state shared with request handlers for answers that need no round trip.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Shared {
     etcd_index: AtomicU64,
     watchers: AtomicU64,
     expire_count: AtomicU64,
+    /// When the next TTL runs out (ms since the epoch; `u64::MAX`: no TTL), so the expiry
+    /// loop need not lock the store, which a snapshot holds for seconds in a large store.
+    next_expiry: AtomicU64,
     attributes: RwLock<BTreeMap<u64, Attributes>>,
 }
 
@@ -85,8 +88,21 @@ struct Inner {
     watchers: Watchers,
 }
 
+impl Default for Shared {
+    fn default() -> Self {
+        Shared {
+            etcd_index: AtomicU64::new(0),
+            watchers: AtomicU64::new(0),
+            expire_count: AtomicU64::new(0),
+            next_expiry: AtomicU64::new(u64::MAX),
+            attributes: RwLock::default(),
+        }
+    }
+}
+
 impl Inner {
-    /// Mirrors the store index and the watcher count for answers without a round trip.
+    /// Mirrors the store index, the watcher count and the next expiry for answers without
+    /// a round trip or a lock.
     fn publish_counters(&self, shared: &Shared) {
         shared
             .etcd_index
@@ -94,6 +110,10 @@ impl Inner {
         shared
             .watchers
             .store(self.watchers.open() as u64, Ordering::Relaxed);
+        shared.next_expiry.store(
+            self.store.next_expiry().unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
     }
 }
 
@@ -280,6 +300,10 @@ impl RaftBackend {
         let mut r = r;
         let store = Store::restore(&mut r)?;
         handle.0.etcd_index.store(store.index(), Ordering::Relaxed);
+        handle
+            .0
+            .next_expiry
+            .store(store.next_expiry().unwrap_or(u64::MAX), Ordering::Relaxed);
         Ok(KvMachine {
             inner: Mutex::new(Inner {
                 store,
@@ -292,7 +316,7 @@ impl RaftBackend {
     /// Wraps an opened node: starts the expiry ticker and publishes this member's
     /// attributes through the log.
     pub fn new(node: RaftNode<KvMachine>, handle: MachineHandle, identity: RaftIdentity) -> Self {
-        let expiry = tokio::spawn(expiry_loop(node.clone()));
+        let expiry = tokio::spawn(expiry_loop(node.clone(), Arc::clone(&handle.0)));
         let me = Attributes {
             id: node.id(),
             name: identity.name.clone(),
@@ -342,7 +366,7 @@ impl RaftBackend {
 #[derive(Debug, Clone)]
 pub struct MachineHandle(Arc<Shared>);
 
-async fn expiry_loop(node: RaftNode<KvMachine>) {
+async fn expiry_loop(node: RaftNode<KvMachine>, shared: Arc<Shared>) {
     let mut tick = tokio::time::interval(EXPIRY_TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -355,13 +379,7 @@ async fn expiry_loop(node: RaftNode<KvMachine>) {
             continue;
         }
         let now = now_ms();
-        let due = node
-            .read(ReadConsistency::Serializable, |m| {
-                m.inner.lock().store.next_expiry().is_some_and(|t| t <= now)
-            })
-            .await
-            .unwrap_or(false);
-        if due {
+        if shared.next_expiry.load(Ordering::Relaxed) <= now {
             // A failure (lost leadership, timeout) is retried on the next tick.
             let _ = node
                 .write(&KvCommand::Kv(Command::new(now, Op::Expire)))
