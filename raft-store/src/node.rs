@@ -900,6 +900,9 @@ struct Snapshotter {
     started: Instant,
     /// Set once the thread has let go of the state machine.
     encoded: Arc<AtomicBool>,
+    /// Set once the thread has its result (before its last wake-up: the loop may look
+    /// before the thread has exited, so `JoinHandle::is_finished` would miss it).
+    done: Arc<AtomicBool>,
     /// Tells the thread not to save (the member is being dropped, as in a crash).
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<Result<Saved>>>,
@@ -918,9 +921,10 @@ impl Snapshotter {
         let id = shared.id;
         let index = md.index;
         let encoded = Arc::new(AtomicBool::new(false));
+        let done = Arc::new(AtomicBool::new(false));
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
-            let (encoded, stop) = (encoded.clone(), stop.clone());
+            let (encoded, done, stop) = (encoded.clone(), done.clone(), stop.clone());
             std::thread::Builder::new()
                 .name(format!("raft-snap-{id:x}"))
                 .spawn(move || {
@@ -942,6 +946,7 @@ impl Snapshotter {
                         failpoint(id, "raft_store::after_snapshot")?;
                         Ok(Saved { bytes, encode })
                     });
+                    done.store(true, Ordering::Release);
                     let _ = wake.send(());
                     result
                 })
@@ -951,6 +956,7 @@ impl Snapshotter {
             index,
             started: Instant::now(),
             encoded,
+            done,
             stop,
             thread: Some(thread),
         })
@@ -961,8 +967,9 @@ impl Snapshotter {
         self.encoded.load(Ordering::Acquire)
     }
 
+    /// Whether the thread has its result ([`Snapshotter::join`] then returns at once).
     fn finished(&self) -> bool {
-        self.thread.as_ref().is_none_or(|t| t.is_finished())
+        self.done.load(Ordering::Acquire)
     }
 
     /// Waits for the thread and returns what it did.
