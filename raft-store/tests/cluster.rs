@@ -377,30 +377,22 @@ async fn a_slow_snapshot_does_not_stop_the_leader() {
             .await
             .unwrap()
     };
-    // Enough writes to reach the snapshot threshold; the last wait for the snapshot.
-    let first = {
+    let writes = |keys: std::ops::Range<u32>| {
         let n = c.node(leader).clone();
         tokio::spawn(async move {
-            for i in 0..45 {
+            for i in keys {
                 n.write(&Cmd::Set(format!("k{i}"), "v".into()))
                     .await
                     .expect("write");
             }
         })
     };
+    // Enough writes to reach the snapshot threshold; the last wait for the snapshot.
+    let first = writes(0..45);
     eventually(WAIT, "the leader's slow snapshot to start", in_snapshot).await;
     let st = c.node(leader).status();
     let started = Instant::now();
-    let more = {
-        let n = c.node(leader).clone();
-        tokio::spawn(async move {
-            for i in 45..50 {
-                n.write(&Cmd::Set(format!("k{i}"), "v".into()))
-                    .await
-                    .expect("write");
-            }
-        })
-    };
+    let more = writes(45..50);
     // While it encodes (for `delay`), the leader commits a new write.
     loop {
         let now = c.node(leader).status();
