@@ -298,17 +298,13 @@ impl RaftBackend {
         handle: &MachineHandle,
     ) -> Result<KvMachine, kv_core::SnapshotError> {
         let mut r = r;
-        let store = Store::restore(&mut r)?;
-        handle.0.etcd_index.store(store.index(), Ordering::Relaxed);
-        handle
-            .0
-            .next_expiry
-            .store(store.next_expiry().unwrap_or(u64::MAX), Ordering::Relaxed);
+        let inner = Inner {
+            store: Store::restore(&mut r)?,
+            watchers: Watchers::default(),
+        };
+        inner.publish_counters(&handle.0);
         Ok(KvMachine {
-            inner: Mutex::new(Inner {
-                store,
-                watchers: Watchers::default(),
-            }),
+            inner: Mutex::new(inner),
             shared: Arc::clone(&handle.0),
         })
     }
