@@ -426,3 +426,91 @@ async fn a_slow_snapshot_does_not_stop_the_leader() {
     assert_eq!(c.map(leader).await.len(), 50);
     c.shutdown().await;
 }
+
+/// A state machine that copies its state for a snapshot ([`StateMachine::snapshot_copy`])
+/// is free again as soon as the copy is taken: the leader applies new writes, and answers
+/// them, while the copy is still being written. The snapshot holds the state as of its
+/// index, no later: a member restarted from it applies the log after it and reaches the
+/// same machine index as the others.
+///
+/// [`StateMachine::snapshot_copy`]: raft_store::StateMachine::snapshot_copy
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copied_snapshot_lets_the_leader_apply_while_it_is_written() {
+    let mut c = Cluster::with_snapshots(3, 40).await;
+    let leader = c.leader().await;
+    c.converged().await;
+    let delay = Duration::from_millis(2000);
+    c.node(leader)
+        .read(ReadConsistency::Serializable, |m| {
+            m.snapshot_delay_ms
+                .store(delay.as_millis() as u64, Ordering::Relaxed);
+            m.copy_snapshots.store(true, Ordering::Relaxed);
+        })
+        .await
+        .unwrap();
+    let in_snapshot = || async {
+        c.node(leader)
+            .read(ReadConsistency::Serializable, |m| {
+                m.in_snapshot.load(Ordering::SeqCst)
+            })
+            .await
+            .unwrap()
+    };
+    // Enough writes to reach the snapshot threshold.
+    let n = c.node(leader).clone();
+    let first = tokio::spawn(async move {
+        for i in 0..45 {
+            n.write(&Cmd::Set(format!("k{i}"), "v".into()))
+                .await
+                .expect("write");
+        }
+    });
+    eventually(WAIT, "the leader's slow snapshot to start", in_snapshot).await;
+    first.await.unwrap();
+    let started = Instant::now();
+    for i in 45..50 {
+        let out = c
+            .node(leader)
+            .write(&Cmd::Set(format!("k{i}"), "v".into()))
+            .await
+            .expect("write");
+        assert!(out.ok);
+    }
+    assert!(
+        started.elapsed() < delay / 2 && in_snapshot().await,
+        "writes were not applied while the copy was written ({:?} for 5 writes)",
+        started.elapsed()
+    );
+    eventually(WAIT, "the leader's snapshot saved", || {
+        let s = c.node(leader).status().snapshot_index;
+        async move { s >= 40 }
+    })
+    .await;
+    let snapshot_index = c.node(leader).status().snapshot_index;
+    c.crash(leader).await;
+    c.restart(leader).await;
+    let st = c.node(leader).status();
+    assert!(
+        st.snapshot_index == snapshot_index && st.first_index > 1,
+        "the restarted member did not start from its snapshot at {snapshot_index}: {st:?}"
+    );
+    c.converged().await;
+    let index = |id: u64| {
+        let n = c.node(id).clone();
+        async move {
+            n.read(ReadConsistency::Serializable, |m| m.index)
+                .await
+                .unwrap()
+        }
+    };
+    let others: Vec<u64> = (1..=3).filter(|&id| id != leader).collect();
+    let expect = index(others[0]).await;
+    assert_eq!(index(others[1]).await, expect);
+    assert_eq!(
+        index(leader).await,
+        expect,
+        "the member restarted from the copied snapshot applied an entry twice or missed one"
+    );
+    assert_eq!(c.map(leader).await.len(), 50);
+    c.shutdown().await;
+}
