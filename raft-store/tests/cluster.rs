@@ -467,6 +467,10 @@ async fn a_copied_snapshot_lets_the_leader_apply_while_it_is_written() {
     });
     eventually(WAIT, "the leader's slow snapshot to start", in_snapshot).await;
     first.await.unwrap();
+    assert!(
+        in_snapshot().await,
+        "the writes after the snapshot's index waited until the snapshot was written"
+    );
     let started = Instant::now();
     for i in 45..50 {
         let out = c
@@ -474,7 +478,7 @@ async fn a_copied_snapshot_lets_the_leader_apply_while_it_is_written() {
             .write(&Cmd::Set(format!("k{i}"), "v".into()))
             .await
             .expect("write");
-        assert!(out.ok);
+        assert!(out.1.ok);
     }
     assert!(
         started.elapsed() < delay / 2 && in_snapshot().await,
@@ -487,7 +491,6 @@ async fn a_copied_snapshot_lets_the_leader_apply_while_it_is_written() {
     })
     .await;
     let snapshot_index = c.node(leader).status().snapshot_index;
-    c.crash(leader).await;
     c.restart(leader).await;
     let st = c.node(leader).status();
     assert!(

@@ -138,7 +138,7 @@ fn read_exact(r: &mut dyn Read, buf: &mut [u8], what: &str) -> Result<(), String
 fn write_snapshot_header(w: &mut dyn Write, attributes: &[u8]) -> std::io::Result<()> {
     w.write_all(SNAPSHOT_MAGIC)?;
     w.write_all(&(attributes.len() as u32).to_le_bytes())?;
-    w.write_all(&attributes)
+    w.write_all(attributes)
 }
 
 impl StateMachine for KvMachine {
