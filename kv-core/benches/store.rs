@@ -347,20 +347,6 @@ fn snapshots(c: &mut Criterion) {
             })
         })
     });
-    // What a replicated store holds its lock for when it snapshots a copy (kvd does); the
-    // copy is dropped after it is written, off the lock, so dropping is not counted.
-    g.bench_function("copy_for_snapshot", |b| {
-        b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            for _ in 0..iters {
-                let start = cpu_now();
-                let copy = store.copy_for_snapshot();
-                total += cpu_now() - start;
-                drop(black_box(copy));
-            }
-            total
-        })
-    });
     g.bench_function("restore", |b| {
         // Dropping the restored store is not part of restoring it.
         b.iter_custom(|iters| {

@@ -12,8 +12,7 @@
 //! reach the same state. [`Store::apply`] returns an [`Event`] (`action`, `node`,
 //! `prevNode` as [`NodeView`]s); [`Store::get`] reads, and [`Store::get_ref`] reads
 //! without copying ([`NodeRef`]). [`Store::snapshot`] and
-//! [`Store::restore`] stream the whole state in a versioned, checksummed format;
-//! [`Store::copy_for_snapshot`] copies it, to be written while the store moves on.
+//! [`Store::restore`] stream the whole state in a versioned, checksummed format.
 //!
 //! The serde forms of [`NodeView`] and [`Error`] are etcd's v2 JSON, so an HTTP front end
 //! can send them as they are.
@@ -88,6 +87,6 @@ pub use command::{Command, Compare, CompareTarget, Op, Txn};
 pub use error::{Error, Result};
 pub use event::{Action, Batch, Event};
 pub use node::{NodeRef, NodeView};
-pub use snapshot::{SNAPSHOT_VERSION, SnapshotError, StoreCopy};
+pub use snapshot::{SNAPSHOT_VERSION, SnapshotError};
 pub use store::Store;
 pub use watch::{EventHistory, HISTORY_CAPACITY, Notification, WatchStart, WatcherHub, WatcherId};

@@ -232,68 +232,6 @@ fn action_from(code: u8) -> Option<Action> {
     })
 }
 
-/// Writes a snapshot of a store at `index` with this tree and history.
-fn write_snapshot(
-    w: &mut impl Write,
-    index: u64,
-    root: &Node,
-    history: &EventHistory,
-) -> Result<u64, SnapshotError> {
-    let mut wr = Writer {
-        out: w,
-        buf: Vec::with_capacity(Writer::<Vec<u8>>::CHUNK),
-        crc: crc32fast::Hasher::new(),
-        written: 0,
-    };
-    wr.bytes(MAGIC)?;
-    wr.bytes(&SNAPSHOT_VERSION.to_le_bytes())?;
-    wr.u64(index)?;
-    wr.node(root, "")?;
-    wr.varint(history.entries.len() as u64)?;
-    for h in &history.entries {
-        wr.bytes(&[u8::from(h.refresh)])?;
-        wr.event(&h.event)?;
-    }
-    wr.bytes(TRAILER)?;
-    wr.flush_buf()?;
-    let crc = wr.crc.clone().finalize();
-    wr.out.write_all(&crc.to_le_bytes())?;
-    wr.out.flush()?;
-    Ok(wr.written + 4)
-}
-
-/// The replicated state of a [`Store`] as it was when [`Store::copy_for_snapshot`] took
-/// it, to be written as a snapshot later, without the store.
-///
-/// Writing a snapshot sorts every directory and encodes every node: seconds for a million
-/// keys, during which a store that is being written to would have to wait. Copying the
-/// tree is a fraction of that (etcd's v2 store does the same: `Clone` in its apply loop,
-/// then `SaveNoCopy` on a goroutine of its own). The copy's snapshot is byte for byte the
-/// one the store would have written at that moment.
-#[derive(Debug, Clone)]
-pub struct StoreCopy {
-    index: u64,
-    root: Node,
-    history: EventHistory,
-}
-
-impl StoreCopy {
-    /// The store index the copy was taken at.
-    #[must_use]
-    pub fn index(&self) -> u64 {
-        self.index
-    }
-
-    /// Writes the copied state as [`Store::snapshot`] would have written it when the copy
-    /// was taken. Returns the number of bytes written.
-    ///
-    /// # Errors
-    /// [`SnapshotError::Io`] if `w` fails.
-    pub fn snapshot(&self, w: &mut impl Write) -> Result<u64, SnapshotError> {
-        write_snapshot(w, self.index, &self.root, &self.history)
-    }
-}
-
 impl Store {
     /// Writes the whole replicated state (tree, TTLs, history, index) to `w`, streaming.
     /// The bytes are a deterministic function of the state: equal stores give equal
@@ -302,19 +240,27 @@ impl Store {
     /// # Errors
     /// [`SnapshotError::Io`] if `w` fails.
     pub fn snapshot(&self, w: &mut impl Write) -> Result<u64, SnapshotError> {
-        write_snapshot(w, self.index, &self.root, &self.history)
-    }
-
-    /// Copies the replicated state, to be written as a snapshot after the store has moved
-    /// on (see [`StoreCopy`]). The TTL index is not copied: a snapshot does not hold it
-    /// (restoring rebuilds it from the nodes), and neither are the watchers.
-    #[must_use]
-    pub fn copy_for_snapshot(&self) -> StoreCopy {
-        StoreCopy {
-            index: self.index,
-            root: self.root.clone(),
-            history: self.history.clone(),
+        let mut wr = Writer {
+            out: w,
+            buf: Vec::with_capacity(Writer::<Vec<u8>>::CHUNK),
+            crc: crc32fast::Hasher::new(),
+            written: 0,
+        };
+        wr.bytes(MAGIC)?;
+        wr.bytes(&SNAPSHOT_VERSION.to_le_bytes())?;
+        wr.u64(self.index)?;
+        wr.node(&self.root, "")?;
+        wr.varint(self.history.entries.len() as u64)?;
+        for h in &self.history.entries {
+            wr.bytes(&[u8::from(h.refresh)])?;
+            wr.event(&h.event)?;
         }
+        wr.bytes(TRAILER)?;
+        wr.flush_buf()?;
+        let crc = wr.crc.clone().finalize();
+        wr.out.write_all(&crc.to_le_bytes())?;
+        wr.out.flush()?;
+        Ok(wr.written + 4)
     }
 
     /// Rebuilds a store from a snapshot written by [`Store::snapshot`], streaming. The

@@ -151,6 +151,6 @@ pub use grpc::GrpcTransport;
 #[cfg(any(test, feature = "test-util"))]
 pub use memory::{MemNetwork, MemTransport};
 pub use node::{MAX_COMMAND_BYTES, Node, ReadConsistency, Role, Status, Watch};
-pub use state_machine::{SnapshotCopy, StateMachine};
+pub use state_machine::StateMachine;
 pub use tls::TransportTls;
 pub use transport::{Inbox, Transport};

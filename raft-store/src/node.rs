@@ -215,18 +215,14 @@ const SNAP_VERSION: u8 = 1;
 /// Snapshot data: magic, version, the member list (JSON, length-prefixed), the state
 /// machine's bytes, and a CRC32 of everything before it.
 fn encode_snapshot<S: StateMachine>(members: &BTreeMap<u64, Member>, sm: &S) -> Result<Vec<u8>> {
-    encode_snapshot_until(members, |w| sm.snapshot(w), 0, &AtomicBool::new(false))
+    encode_snapshot_until(members, sm, &AtomicBool::new(false))
 }
 
-/// [`encode_snapshot`] with the state machine's bytes written by `body`, into a buffer of
-/// `capacity` bytes to begin with (a snapshot of hundreds of megabytes grown by doubling
-/// copies as much again and holds twice its size at the end); given up with an error as
-/// soon as `stop` is set (a member shutting down need not wait seconds for the encoding
-/// of a large state machine).
-fn encode_snapshot_until(
+/// [`encode_snapshot`], given up with an error as soon as `stop` is set (a member shutting
+/// down need not wait seconds for the encoding of a large state machine).
+fn encode_snapshot_until<S: StateMachine>(
     members: &BTreeMap<u64, Member>,
-    body: impl FnOnce(&mut dyn std::io::Write) -> std::io::Result<()>,
-    capacity: usize,
+    sm: &S,
     stop: &AtomicBool,
 ) -> Result<Vec<u8>> {
     struct Until<'a> {
@@ -245,7 +241,7 @@ fn encode_snapshot_until(
             Ok(())
         }
     }
-    let mut out = Vec::with_capacity(capacity);
+    let mut out = Vec::new();
     out.extend_from_slice(SNAP_MAGIC);
     out.push(SNAP_VERSION);
     let m = serde_json::to_vec(&members.values().collect::<Vec<_>>())
@@ -253,7 +249,8 @@ fn encode_snapshot_until(
     out.extend_from_slice(&(m.len() as u32).to_le_bytes());
     out.extend_from_slice(&m);
     let mut w = Until { out, stop };
-    body(&mut w).map_err(|e| Error::Snapshot(e.to_string()))?;
+    sm.snapshot(&mut w)
+        .map_err(|e| Error::Snapshot(e.to_string()))?;
     let mut out = w.out;
     let crc = crc32fast::hash(&out);
     out.extend_from_slice(&crc.to_le_bytes());
@@ -889,8 +886,6 @@ pub(crate) fn blocking<R>(f: impl FnOnce() -> R) -> R {
 /// What a snapshot thread did.
 struct Saved {
     bytes: usize,
-    /// How long the thread held the state machine (kept entries from being applied).
-    held: Duration,
     encode: Duration,
 }
 
@@ -899,13 +894,12 @@ struct Saved {
 /// stopped the leader's heartbeats and made the followers elect another (etcd, too, saves its
 /// snapshots off its raft loop). Meanwhile the loop keeps ticking, replicating and persisting,
 /// and keeps the committed entries ([`Loop::apply_or_defer`]) until the thread has let go of
-/// the state machine: once it has a copy ([`StateMachine::snapshot_copy`]), or else once it
-/// has encoded it.
+/// the state machine.
 struct Snapshotter {
     index: u64,
     started: Instant,
     /// Set once the thread has let go of the state machine.
-    released: Arc<AtomicBool>,
+    encoded: Arc<AtomicBool>,
     /// Set once the thread has its result (before its last wake-up: the loop may look
     /// before the thread has exited, so `JoinHandle::is_finished` would miss it).
     done: Arc<AtomicBool>,
@@ -916,51 +910,31 @@ struct Snapshotter {
 
 impl Snapshotter {
     /// Starts encoding the state machine and `members` as of `md.index`, then saving them to
-    /// `store`; `wake` is sent to when the thread lets go of the state machine and again when
-    /// it ends. `capacity` is the expected size (the previous snapshot's).
+    /// `store`; `wake` is sent to when the encoding is done and again when the thread ends.
     fn start<S: StateMachine>(
         shared: Arc<Shared<S>>,
         store: RocksLogStore,
         md: SnapshotMetadata,
         members: BTreeMap<u64, Member>,
-        capacity: usize,
         wake: mpsc::UnboundedSender<()>,
     ) -> Result<Snapshotter> {
         let id = shared.id;
         let index = md.index;
-        let released = Arc::new(AtomicBool::new(false));
+        let encoded = Arc::new(AtomicBool::new(false));
         let done = Arc::new(AtomicBool::new(false));
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
-            let (released, done, stop) = (released.clone(), done.clone(), stop.clone());
+            let (encoded, done, stop) = (encoded.clone(), done.clone(), stop.clone());
             std::thread::Builder::new()
                 .name(format!("raft-snap-{id:x}"))
                 .spawn(move || {
                     let t = Instant::now();
-                    let release = || {
-                        released.store(true, Ordering::Release);
-                        let _ = wake.send(());
-                        t.elapsed()
+                    let data = {
+                        let sm = shared.sm.read();
+                        encode_snapshot_until(&members, &*sm, &stop)
                     };
-                    let sm = shared.sm.read();
-                    let copy = sm.snapshot_copy();
-                    let (data, held) = match copy {
-                        Some(copy) => {
-                            drop(sm);
-                            let held = release();
-                            (encode_snapshot_until(&members, copy, capacity, &stop), held)
-                        }
-                        None => {
-                            let data = encode_snapshot_until(
-                                &members,
-                                |w| sm.snapshot(w),
-                                capacity,
-                                &stop,
-                            );
-                            drop(sm);
-                            (data, release())
-                        }
-                    };
+                    encoded.store(true, Ordering::Release);
+                    let _ = wake.send(());
                     let encode = t.elapsed();
                     let result = data.and_then(|data| {
                         if stop.load(Ordering::Acquire) {
@@ -970,11 +944,7 @@ impl Snapshotter {
                         let bytes = data.len();
                         store.save_snapshot(&md, Bytes::from(data))?;
                         failpoint(id, "raft_store::after_snapshot")?;
-                        Ok(Saved {
-                            bytes,
-                            held,
-                            encode,
-                        })
+                        Ok(Saved { bytes, encode })
                     });
                     done.store(true, Ordering::Release);
                     let _ = wake.send(());
@@ -985,7 +955,7 @@ impl Snapshotter {
         Ok(Snapshotter {
             index,
             started: Instant::now(),
-            released,
+            encoded,
             done,
             stop,
             thread: Some(thread),
@@ -993,8 +963,8 @@ impl Snapshotter {
     }
 
     /// Whether the thread has let go of the state machine.
-    fn released(&self) -> bool {
-        self.released.load(Ordering::Acquire)
+    fn encoded(&self) -> bool {
+        self.encoded.load(Ordering::Acquire)
     }
 
     /// Whether the thread has its result ([`Snapshotter::join`] then returns at once).
@@ -1612,18 +1582,13 @@ impl<S: StateMachine> Loop<S> {
         };
         md.set_conf_state(self.conf_state.clone());
         // Conf changes are applied in log order like any entry, so the member list matches
-        // the state machine as of `applied`, which stays put until the thread lets go of it.
+        // the state machine as of `applied`, which stays put until the thread has encoded it.
         let members = self.shared.members.read().clone();
-        let last = self
-            .store
-            .latest_snapshot()
-            .map_or(0, |s| s.get_data().len());
         self.snapshotter = Some(Snapshotter::start(
             self.shared.clone(),
             self.store.clone(),
             md,
             members,
-            last + last / 8,
             self.snap_wake.clone(),
         )?);
         Ok(())
@@ -1633,7 +1598,7 @@ impl<S: StateMachine> Loop<S> {
     /// state machine (it must see the state as of the snapshot's index). Entries kept
     /// earlier go first.
     fn apply_or_defer(&mut self, entries: Vec<Entry>) -> Result<()> {
-        if self.snapshotter.as_ref().is_some_and(|s| !s.released()) {
+        if self.snapshotter.as_ref().is_some_and(|s| !s.encoded()) {
             self.deferred.extend(entries);
             return Ok(());
         }
@@ -1652,7 +1617,7 @@ impl<S: StateMachine> Loop<S> {
             return Ok(());
         };
         let finished = s.finished();
-        if s.released() && !self.deferred.is_empty() {
+        if s.encoded() && !self.deferred.is_empty() {
             self.apply_or_defer(Vec::new())?;
             self.raw.advance_apply_to(self.applied);
         }
@@ -1679,7 +1644,6 @@ impl<S: StateMachine> Loop<S> {
             member = self.shared.id,
             index = s.index,
             bytes = saved.bytes,
-            held_ms = saved.held.as_millis() as u64,
             encode_ms = saved.encode.as_millis() as u64,
             total_ms = s.started.elapsed().as_millis() as u64,
             compact_to,

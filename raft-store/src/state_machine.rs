@@ -5,11 +5,6 @@ use std::io::{Read, Write};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-/// A copy of a [`StateMachine`]'s state that writes its snapshot, in the format of
-/// [`StateMachine::snapshot`], once the machine is free again
-/// ([`StateMachine::snapshot_copy`]).
-pub type SnapshotCopy = Box<dyn FnOnce(&mut dyn Write) -> std::io::Result<()> + Send>;
-
 /// A deterministic state machine replicated by a [`Node`](crate::Node).
 ///
 /// Every member applies the same commands in the same order; the machine must reach the same
@@ -33,19 +28,6 @@ pub trait StateMachine: Send + Sync + 'static {
     ///
     /// I/O errors from `w`.
     fn snapshot(&self, w: &mut dyn Write) -> std::io::Result<()>;
-
-    /// A copy of the state for a snapshot written after the machine has moved on, or `None`
-    /// (the default) to have [`StateMachine::snapshot`] write it.
-    ///
-    /// A node snapshots on a thread of its own, but it cannot apply entries while that
-    /// thread holds the machine: with `None`, committed entries wait for the whole encoding
-    /// (seconds for a million keys). A machine that can copy its state faster than it
-    /// encodes it returns the copy here; the node applies again as soon as this returns, and
-    /// the copy writes the snapshot meanwhile. What it writes must be exactly what
-    /// [`StateMachine::snapshot`] would have written at the time of the call.
-    fn snapshot_copy(&self) -> Option<SnapshotCopy> {
-        None
-    }
 
     /// Replaces the whole state with the one read from `r`.
     ///

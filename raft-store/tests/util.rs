@@ -3,13 +3,10 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use raft_store::{
-    Config, MemNetwork, Member, Node, ReadConsistency, Role, SnapshotCopy, StateMachine,
-};
+use raft_store::{Config, MemNetwork, Member, Node, ReadConsistency, Role, StateMachine};
 use serde::{Deserialize, Serialize};
 
 /// A command of the test machine.
@@ -40,23 +37,11 @@ pub(crate) struct KvMachine {
     pub(crate) map: BTreeMap<String, String>,
     pub(crate) index: u64,
     pub(crate) history: VecDeque<Out>,
-    /// How long writing a snapshot takes, in milliseconds: a stand-in for the encoding of
-    /// a large state machine (set through [`Node::read`]).
+    /// How long [`StateMachine::snapshot`] takes, in milliseconds: a stand-in for the
+    /// encoding of a large state machine (set through [`Node::read`]).
     pub(crate) snapshot_delay_ms: AtomicU64,
-    /// Whether [`StateMachine::snapshot_copy`] gives a copy (else the node calls
-    /// [`StateMachine::snapshot`]).
-    pub(crate) copy_snapshots: AtomicBool,
-    /// Set while a snapshot is written.
-    pub(crate) in_snapshot: Arc<AtomicBool>,
-}
-
-/// Holds `in_snapshot` set for `delay_ms`, standing in for a slow encoding.
-fn slow_snapshot(in_snapshot: &AtomicBool, delay_ms: u64) {
-    if delay_ms > 0 {
-        in_snapshot.store(true, Ordering::SeqCst);
-        std::thread::sleep(Duration::from_millis(delay_ms));
-        in_snapshot.store(false, Ordering::SeqCst);
-    }
+    /// Set while [`StateMachine::snapshot`] runs.
+    pub(crate) in_snapshot: AtomicBool,
 }
 
 impl StateMachine for KvMachine {
@@ -102,25 +87,14 @@ impl StateMachine for KvMachine {
     }
 
     fn snapshot(&self, w: &mut dyn std::io::Write) -> std::io::Result<()> {
-        slow_snapshot(
-            &self.in_snapshot,
-            self.snapshot_delay_ms.load(Ordering::Relaxed),
-        );
+        let delay = self.snapshot_delay_ms.load(Ordering::Relaxed);
+        if delay > 0 {
+            self.in_snapshot.store(true, Ordering::SeqCst);
+            std::thread::sleep(Duration::from_millis(delay));
+            self.in_snapshot.store(false, Ordering::SeqCst);
+        }
         serde_json::to_writer(w, &(&self.map, self.index, &self.history))
             .map_err(std::io::Error::other)
-    }
-
-    fn snapshot_copy(&self) -> Option<SnapshotCopy> {
-        if !self.copy_snapshots.load(Ordering::Relaxed) {
-            return None;
-        }
-        let state = (self.map.clone(), self.index, self.history.clone());
-        let in_snapshot = self.in_snapshot.clone();
-        let delay = self.snapshot_delay_ms.load(Ordering::Relaxed);
-        Some(Box::new(move |w: &mut dyn std::io::Write| {
-            slow_snapshot(&in_snapshot, delay);
-            serde_json::to_writer(w, &state).map_err(std::io::Error::other)
-        }))
     }
 
     fn restore(&mut self, r: &mut dyn std::io::Read) -> Result<(), String> {

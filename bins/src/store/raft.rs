@@ -133,14 +133,6 @@ fn read_exact(r: &mut dyn Read, buf: &mut [u8], what: &str) -> Result<(), String
         .map_err(|e| format!("kvd snapshot: reading the {what}: {e}"))
 }
 
-/// The part of a snapshot before the store's: the magic and the member attributes (as
-/// JSON).
-fn write_snapshot_header(w: &mut dyn Write, attributes: &[u8]) -> std::io::Result<()> {
-    w.write_all(SNAPSHOT_MAGIC)?;
-    w.write_all(&(attributes.len() as u32).to_le_bytes())?;
-    w.write_all(attributes)
-}
-
 impl StateMachine for KvMachine {
     type Command = KvCommand;
     type Output = KvOutput;
@@ -167,7 +159,9 @@ impl StateMachine for KvMachine {
 
     fn snapshot(&self, w: &mut dyn Write) -> std::io::Result<()> {
         let attributes = serde_json::to_vec(&*self.shared.attributes.read())?;
-        write_snapshot_header(w, &attributes)?;
+        w.write_all(SNAPSHOT_MAGIC)?;
+        w.write_all(&(attributes.len() as u32).to_le_bytes())?;
+        w.write_all(&attributes)?;
         let mut w = w;
         self.inner
             .lock()
@@ -175,26 +169,6 @@ impl StateMachine for KvMachine {
             .snapshot(&mut w)
             .map(|_| ())
             .map_err(std::io::Error::other)
-    }
-
-    /// The store's tree copied under its lock (about a tenth of the time the encoding takes:
-    /// `cargo bench -p kv-core --bench store -- snapshot`), so that raft-store applies
-    /// writes, and gets and watches take the lock, while the snapshot is written.
-    fn snapshot_copy(&self) -> Option<raft_store::SnapshotCopy> {
-        // Both parts as of now: a `Publish` applied later must not show in this snapshot.
-        let attributes = match serde_json::to_vec(&*self.shared.attributes.read()) {
-            Ok(a) => a,
-            // Then `snapshot` meets the same error and reports it.
-            Err(_) => return None,
-        };
-        let copy = self.inner.lock().store.copy_for_snapshot();
-        Some(Box::new(move |w: &mut dyn Write| {
-            write_snapshot_header(w, &attributes)?;
-            let mut w = w;
-            copy.snapshot(&mut w)
-                .map(|_| ())
-                .map_err(std::io::Error::other)
-        }))
     }
 
     fn restore(&mut self, mut r: &mut dyn Read) -> Result<(), String> {
@@ -669,33 +643,6 @@ mod tests {
         assert_eq!(r.inner.get_mut().store.index(), 1);
         assert_eq!(r.shared.attributes.read()[&7].name, "n7");
         assert_eq!(r.shared.etcd_index.load(Ordering::Relaxed), 1);
-    }
-
-    #[test]
-    fn a_copy_writes_the_snapshot_of_when_it_was_taken() {
-        let publish = |id: u64| {
-            KvCommand::Publish(Attributes {
-                id,
-                name: format!("n{id}"),
-                client_urls: vec![format!("http://127.0.0.1:{id}")],
-            })
-        };
-        let mut m = KvMachine::default();
-        m.apply(1, set("/a", "1"));
-        m.apply(2, publish(7));
-        let mut then = Vec::new();
-        m.snapshot(&mut then).unwrap();
-        let copy = m.snapshot_copy().expect("kvd's machine copies its state");
-        // Both parts move on after the copy: the store and the member attributes.
-        m.apply(3, set("/a", "2"));
-        m.apply(4, set("/b", "3"));
-        m.apply(5, publish(8));
-        let mut copied = Vec::new();
-        copy(&mut copied).unwrap();
-        assert_eq!(copied, then);
-        let mut now = Vec::new();
-        m.snapshot(&mut now).unwrap();
-        assert_ne!(now, then);
     }
 
     #[test]
