@@ -383,22 +383,43 @@ impl Node {
 
 /// Visible children of a directory at `dir_key`, in key order, hidden ones skipped.
 pub(crate) fn list(dir_key: &str, children: &Children, recursive: bool, now: u64) -> Vec<NodeView> {
-    let mut visible: Vec<(&Name, &Node)> = children
-        .iter()
-        .filter(|(name, _)| !name.name().starts_with('_'))
-        .collect();
-    visible.sort_unstable_by(|a, b| a.0.name().cmp(b.0.name()));
-    visible
+    sorted_where(children, |name| !name.name().starts_with('_'))
         .into_iter()
         .map(|(name, child)| child.view(join(dir_key, name.name()), name.value(), recursive, now))
         .collect()
 }
 
 /// A directory's children sorted by name (for deterministic output).
+///
+/// Every name lives in an allocation of its own, so comparing two reads two cache lines
+/// from anywhere in memory: sorting a directory of a million children that way took most
+/// of two seconds, the bulk of a snapshot's encoding. Each name's first eight bytes are
+/// read once and sorted beside it instead; they settle every comparison of names that
+/// differ there.
 pub(crate) fn sorted(children: &Children) -> Vec<(&Name, &Node)> {
-    let mut v: Vec<(&Name, &Node)> = children.iter().collect();
-    v.sort_unstable_by(|a, b| a.0.name().cmp(b.0.name()));
-    v
+    sorted_where(children, |_| true)
+}
+
+/// [`sorted`], of the children whose name passes `keep`.
+fn sorted_where(children: &Children, keep: impl Fn(&Name) -> bool) -> Vec<(&Name, &Node)> {
+    let mut v: Vec<(u64, &Name, &Node)> = children
+        .iter()
+        .filter(|(name, _)| keep(name))
+        .map(|(name, node)| (name_prefix(name.name()), name, node))
+        .collect();
+    v.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.name().cmp(b.1.name())));
+    v.into_iter().map(|(_, name, node)| (name, node)).collect()
+}
+
+/// The first eight bytes of `name`, zero-padded, as a big-endian number: where two
+/// prefixes differ, they order as the names do (a name that ends inside the prefix pads
+/// with zeros, below any byte another name has there; equal prefixes compare the names).
+fn name_prefix(name: &str) -> u64 {
+    let b = name.as_bytes();
+    let mut p = [0u8; 8];
+    let n = b.len().min(8);
+    p[..n].copy_from_slice(&b[..n]);
+    u64::from_be_bytes(p)
 }
 
 /// `dir + "/" + name`, with the root written as `/`.
@@ -576,6 +597,46 @@ mod rfc3339_opt {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Where two names' prefixes differ, they order as the names do, so sorting by
+        /// prefix and then by name is sorting by name.
+        #[test]
+        fn name_prefixes_order_as_names_do(
+            a in "[a\\x00\\x01\\x7fé-]{0,12}",
+            b in "[a\\x00\\x01\\x7fé-]{0,12}",
+        ) {
+            let (pa, pb) = (name_prefix(&a), name_prefix(&b));
+            if pa != pb {
+                prop_assert_eq!(pa.cmp(&pb), a.as_bytes().cmp(b.as_bytes()));
+            }
+        }
+    }
+
+    #[test]
+    fn children_sort_by_name_bytes() {
+        let names = [
+            "k10",
+            "k1",
+            "",
+            "k1\0",
+            "kk",
+            "k100000000",
+            "k10000000",
+            "é",
+            "K",
+            "k2",
+        ];
+        let mut c = Children::default();
+        for n in names {
+            c.insert(Name::file(n, "v"), Node::file(1, PERMANENT));
+        }
+        let got: Vec<&str> = sorted(&c).iter().map(|(n, _)| n.name()).collect();
+        let mut want = names.to_vec();
+        want.sort_unstable();
+        assert_eq!(got, want);
+    }
 
     #[test]
     fn json_matches_etcd_field_rules() {
