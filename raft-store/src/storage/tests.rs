@@ -308,12 +308,23 @@ fn rocks_state_survives_reopen() {
         ),
         (4, 8)
     );
+    // The last entry is in memory from the start: raft reads its term for every vote, and
+    // reading it through RocksDB can cost a read of a whole snapshot.
+    let cached = s
+        .cache
+        .lock()
+        .get(8, 9)
+        .and_then(|mut e| e.next().map(|e| (e.index, e.term)));
+    assert_eq!(cached, Some((8, 4)));
     assert_eq!(Storage::term(&s, 3).unwrap(), 4);
     assert_eq!(
         Storage::entries(&s, 4, 9, None, ctx()).unwrap(),
         ents(4..=8, 4)
     );
     assert_eq!(Storage::snapshot(&s, 0, 0).unwrap().get_metadata().index, 5);
+    // The cache goes on from there: the next append extends it.
+    LogStore::append(&s, &ents(9..=9, 5), None, true).unwrap();
+    assert_eq!(s.cache.lock().get(8, 10).map(|e| e.count()), Some(2));
 }
 
 #[test]
