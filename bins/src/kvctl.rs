@@ -5,7 +5,7 @@
 //! [`Cli`] is the command line; [`run`] executes it and returns the process exit code
 //! (etcdctl's: 0 success, 1 bad arguments, 2 no connection, 4 server error, 5 cluster not
 //! healthy). The commands and their printing are written once, over a small transport
-//! trait with an HTTP implementation (reqwest) and a gRPC one ([`crate::client::KvClient`]
+//! trait with an HTTP implementation (reqwest) and a gRPC one ([`kv_client::KvClient`]
 //! on a current-thread tokio runtime); both give the same output, messages and exit codes.
 
 use std::io::{BufReader, Read as _, Write as _};
@@ -15,7 +15,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde::Deserialize;
 
-use crate::http::json::push_str;
+use kv_core::json::push_str;
 
 mod grpc;
 mod http;
@@ -556,7 +556,7 @@ fn tls_config(
     endpoints: &[String],
     alpn: &[&[u8]],
 ) -> Result<Option<rustls::ClientConfig>, Fail> {
-    use crate::tls::{CertKey, ServerVerification};
+    use kv_client::tls::{CertKey, ServerVerification};
     let identity = match (&cli.cert_file, &cli.key_file) {
         (Some(c), Some(k)) => Some(CertKey::new("--cert-file", c, "--key-file", k)),
         (None, None) => None,
@@ -586,7 +586,7 @@ fn tls_config(
         }
         (None, false) => ServerVerification::System,
     };
-    crate::tls::client_config(&verify, identity.as_ref(), alpn)
+    kv_client::tls::client_config(&verify, identity.as_ref(), alpn)
         .map(Some)
         .map_err(|e| error(exit::BAD_ARGS, e))
 }

@@ -76,6 +76,7 @@
 mod command;
 mod error;
 mod event;
+pub mod json;
 mod node;
 pub mod path;
 mod snapshot;

@@ -100,8 +100,9 @@
 //! (two rustls configurations: what the peer listener presents and whom it accepts, and how
 //! this member verifies peers and which client certificate it presents), and give members
 //! `https://` peer URLs. [`GrpcTransport::serve`] then serves TLS, and `https://` peers are
-//! dialled over TLS (ALPN `h2`). [`tls::accept`] and [`tls::TlsConnector`] are the two
-//! halves, public for embedders serving their own services over TLS. rustls is re-exported
+//! dialled over TLS (ALPN `h2`). [`tls::accept`] and kv-client's
+//! [`TlsConnector`](kv_client::tls::TlsConnector) are the two halves, public for embedders
+//! serving their own services over TLS. rustls is re-exported
 //! as [`tls::rustls`] (ring provider; no aws-lc-rs).
 //!
 //! # Design

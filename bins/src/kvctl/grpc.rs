@@ -23,7 +23,7 @@ use super::{
     CError, CMember, CNode, CResponse, Fail, KeysRequest, Put, Settings, Transport, error, exit,
     root_cause, unavailable,
 };
-use crate::client::{ClientError, KvClient, wire};
+use kv_client::{ClientError, KvClient, wire};
 
 /// How long `cluster-health` waits for each member (as over HTTP).
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(5);
@@ -246,7 +246,7 @@ pub(super) fn call_fail(ep: &str, e: &ClientError) -> Fail {
                 exit::SERVER_ERROR,
                 CError {
                     error_code: code,
-                    message: crate::store::error_message(code).to_owned(),
+                    message: err.message().to_owned(),
                     cause: err.cause().to_owned(),
                     index: err.index(),
                 },
@@ -254,13 +254,17 @@ pub(super) fn call_fail(ep: &str, e: &ClientError) -> Fail {
         }
         ClientError::Status(s) => {
             // A kvd limit: the etcd error its HTTP API answers for the same limit.
-            if let Some(cause) = crate::grpc::limit_cause(s) {
+            if let Some(cause) = proto::convert::kv::limit_cause(s) {
+                let err = kv_core::Error::RaftInternal {
+                    cause: cause.to_owned(),
+                    index: 0,
+                };
                 return error(
                     exit::SERVER_ERROR,
                     CError {
-                        error_code: 300,
-                        message: crate::store::error_message(300).to_owned(),
-                        cause: cause.to_owned(),
+                        error_code: err.code(),
+                        message: err.message().to_owned(),
+                        cause: err.cause().to_owned(),
                         index: 0,
                     },
                 );
@@ -302,7 +306,7 @@ fn cnode(n: NodeView) -> CNode {
         nodes: (!n.nodes.is_empty()).then(|| n.nodes.into_iter().map(cnode).collect()),
         created_index: n.created_index,
         modified_index: n.modified_index,
-        expiration: n.expiration.map(crate::http::json::rfc3339_ms),
+        expiration: n.expiration.map(kv_core::time::format_rfc3339),
         ttl: n.ttl.unwrap_or(0),
     }
 }

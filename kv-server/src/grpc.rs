@@ -13,10 +13,11 @@
 //! connection than `max_watchers_per_conn` or on the server than `max_watchers` (gRPC
 //! watches are counted apart from HTTP long polls). Its message starts with the cause of
 //! the etcd error (300) the HTTP API answers for the same limit, then `; ` and details
-//! ([`limit_cause`] reads it back), so a client can print what an HTTP client prints.
+//! ([`conv::limit_status`]; [`conv::limit_cause`] reads it back), so a client can print
+//! what an HTTP client prints.
 //!
-//! A watch's response metadata `kv-etcd-index` ([`crate::client::ETCD_INDEX_METADATA`]) is
-//! the store index when it was registered, the HTTP API's `X-Etcd-Index` of a long poll.
+//! A watch's response metadata `kv-etcd-index` ([`conv::ETCD_INDEX_KEY`]) is the store index
+//! when it was registered, the HTTP API's `X-Etcd-Index` of a long poll.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -29,17 +30,17 @@ use axum::extract::{ConnectInfo, Request};
 use axum::response::Response;
 use futures::Stream;
 use parking_lot::Mutex;
-use proto::convert::kv as conv;
+use proto::convert::kv::{self as conv, limit_status};
 use proto::kv_v1 as w;
 use proto::kv_v1::kv_server::{Kv, KvServer};
 use tonic::codegen::Service;
 use tonic::{Status, async_trait};
 
-use crate::http::Limits;
-use crate::store::{
+use crate::backend::{
     Action, CAUSE_TOO_LARGE, Event, KeysError, KvBackend, MemberError, Node, RaftPosition,
     ReadRequest, WatchRequest, too_many_watchers_cause,
 };
+use crate::http::Limits;
 
 /// Largest chunk of a `Snapshot` stream.
 const SNAPSHOT_CHUNK_BYTES: usize = 1 << 20;
@@ -111,21 +112,6 @@ pub async fn serve_request<B: KvBackend>(
         Ok(resp) => resp.map(Body::new),
         Err(never) => match never {},
     }
-}
-
-/// A limit's `RESOURCE_EXHAUSTED`: `cause` (the HTTP API's, for the same limit) and why.
-fn limit_status(cause: &str, detail: &str) -> Status {
-    Status::resource_exhausted(format!("{cause}; {detail}"))
-}
-
-/// The cause of the etcd error (300, "Raft Internal Error") that kvd's HTTP API answers
-/// for the limit a `RESOURCE_EXHAUSTED` status of this service reports; `None` for any
-/// other status.
-pub fn limit_cause(s: &Status) -> Option<&str> {
-    if s.code() != tonic::Code::ResourceExhausted || !s.message().starts_with("etcdserver: ") {
-        return None;
-    }
-    s.message().split("; ").next()
 }
 
 /// Watches open over gRPC, on the server and per client connection.
@@ -443,7 +429,7 @@ impl<B: KvBackend> Kv for KvService<B> {
         let stream: EventStream = Box::pin(stream);
         let mut response = tonic::Response::new(stream);
         response.metadata_mut().insert(
-            crate::client::ETCD_INDEX_METADATA,
+            conv::ETCD_INDEX_KEY,
             tonic::metadata::MetadataValue::from(w.start_index),
         );
         Ok(response)
@@ -560,20 +546,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn limit_statuses_name_the_http_apis_cause_first() {
-        let too_large = limit_status(CAUSE_TOO_LARGE, "the limit is 4096 bytes");
-        assert_eq!(too_large.code(), tonic::Code::ResourceExhausted);
-        assert_eq!(limit_cause(&too_large), Some(CAUSE_TOO_LARGE));
+    fn too_many_watchers_is_a_limit_with_the_http_apis_cause() {
         let watchers = keys_status(KeysError::TooManyWatchers(3));
+        assert_eq!(watchers.code(), tonic::Code::ResourceExhausted);
         assert_eq!(
-            limit_cause(&watchers),
+            conv::limit_cause(&watchers),
             Some("etcdserver: too many watchers (limit 3)")
         );
-        // Other statuses, and exhaustion that is not one of kvd's limits, are not limits.
-        assert_eq!(limit_cause(&Status::unavailable(CAUSE_TOO_LARGE)), None);
-        assert_eq!(
-            limit_cause(&Status::resource_exhausted("too many pings")),
-            None
-        );
+        let too_large = limit_status(CAUSE_TOO_LARGE, "the limit is 4096 bytes");
+        assert_eq!(conv::limit_cause(&too_large), Some(CAUSE_TOO_LARGE));
     }
 }

@@ -1,7 +1,7 @@
 //! Parsing of a v2 keys request's parameters, in etcd's order and with etcd's errors
 //! (`parseKeyRequest` in etcd's `v2http/client.go`).
 
-use crate::store::{StoreError, Ttl};
+use crate::backend::{StoreError, Ttl};
 
 /// Form values as Go's `Request.Form`: body values first, then the query string's, so the
 /// first value of a name is the one that counts and presence is tracked separately.

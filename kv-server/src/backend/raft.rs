@@ -242,7 +242,7 @@ fn internal(e: raft_store::Error) -> KeysError {
         // control character takes 6 bytes in the command's JSON): the same answer as a
         // request over the limits.
         raft_store::Error::CommandTooLarge { .. } => {
-            KeysError::Internal(crate::store::CAUSE_TOO_LARGE.into())
+            KeysError::Internal(crate::backend::CAUSE_TOO_LARGE.into())
         }
         other => KeysError::Internal(other.to_string()),
     }

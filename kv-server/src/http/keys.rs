@@ -10,7 +10,9 @@ use axum::response::Response;
 
 use super::params::{self, Form, KeyParams};
 use super::{AppState, ConnWatchGuard, json};
-use crate::store::{Applied, KeysError, KvBackend, ReadRequest, StoreError, WatchRequest, WriteOp};
+use crate::backend::{
+    Applied, KeysError, KvBackend, ReadRequest, StoreError, WatchRequest, WriteOp,
+};
 
 const KEYS_PREFIX: &str = "/v2/keys";
 
@@ -58,7 +60,7 @@ pub(crate) async fn handle<B: KvBackend>(
     }
     let key = clean_key(&decoded[KEYS_PREFIX.len()..]);
     if key.len() > state.limits.max_key_bytes {
-        return state.keys_error(&KeysError::Internal(crate::store::CAUSE_TOO_LARGE.into()));
+        return state.keys_error(&KeysError::Internal(crate::backend::CAUSE_TOO_LARGE.into()));
     }
 
     let mut form = Form::default();
@@ -78,7 +80,7 @@ pub(crate) async fn handle<B: KvBackend>(
             Ok(b) => b,
             Err(_) => {
                 return state
-                    .keys_error(&KeysError::Internal(crate::store::CAUSE_TOO_LARGE.into()));
+                    .keys_error(&KeysError::Internal(crate::backend::CAUSE_TOO_LARGE.into()));
             }
         };
         if is_form {
@@ -124,7 +126,7 @@ pub(crate) async fn handle<B: KvBackend>(
     }
 
     if p.value.len() > state.limits.max_request_bytes {
-        return state.keys_error(&KeysError::Internal(crate::store::CAUSE_TOO_LARGE.into()));
+        return state.keys_error(&KeysError::Internal(crate::backend::CAUSE_TOO_LARGE.into()));
     }
     let op = write_op(&method, key, &p);
     let kind = op_kind(&op);
@@ -270,7 +272,7 @@ impl<B: KvBackend> AppState<B> {
             Ok(a) => a,
             Err(e) => return self.keys_error(&e),
         };
-        use crate::store::Action;
+        use crate::backend::Action;
         let blank = no_value
             && matches!(
                 a.event.action,
@@ -303,7 +305,7 @@ impl<B: KvBackend> AppState<B> {
             KeysError::Internal(cause) => self.store_error(&StoreError::new(300, cause.clone(), 0)),
             KeysError::TooManyWatchers(n) => self.store_error(&StoreError::new(
                 300,
-                crate::store::too_many_watchers_cause(*n),
+                crate::backend::too_many_watchers_cause(*n),
                 0,
             )),
         }
