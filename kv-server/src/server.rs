@@ -34,6 +34,7 @@ use std::sync::Arc;
 use anyhow::{Context as _, bail};
 
 use crate::backend::KvBackend;
+use crate::backend::machine::StoreMachine;
 use crate::backend::memory::MemoryBackend;
 use crate::backend::raft::{RaftBackend, RaftIdentity, fnv64, member_id};
 use crate::config::{Config, parse_urls, socket_addr};
@@ -295,16 +296,18 @@ async fn run_raft(
     // A store left by `kvctl snapshot restore` (or by the memory backend) in a data
     // directory raft-store has not initialised yet becomes the new cluster's initial state.
     let seed = data_dir.join("member").join("snap").join("db");
-    let (mut machine, handle) = RaftBackend::machine();
     let seeded = new_cluster && !initialised && seed.exists();
-    if seeded {
+    let (machine, handle) = if seeded {
         let f = std::fs::File::open(&seed)
             .with_context(|| format!("reading the restored store {}", seed.display()))?;
-        machine = RaftBackend::machine_from(&mut std::io::BufReader::new(f), &handle)
+        let restored = StoreMachine::from_snapshot(&mut std::io::BufReader::new(f))
             .with_context(|| format!("loading the restored store {}", seed.display()))?;
         rc.bootstrap_from_machine = true;
         tracing::info!(path = %seed.display(), "starting the new cluster from a restored store");
-    }
+        restored
+    } else {
+        StoreMachine::new()
+    };
     rc.tick_interval = std::time::Duration::from_millis(config.heartbeat_interval.max(1));
     rc.heartbeat_ticks = 1;
     rc.election_ticks = usize::try_from(config.election_timeout / config.heartbeat_interval.max(1))

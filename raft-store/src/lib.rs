@@ -1,8 +1,8 @@
 //! A replicated, durable state machine: raft (tikv's `raft` crate) driven on tokio, with the
 //! log in RocksDB and a gRPC peer transport.
 //!
-//! A [`Node`] is one member of a cluster. It owns a [`StateMachine`] (kv-core's store in
-//! Flotilla, anything deterministic in general), a data directory holding its raft log,
+//! A [`Node`] is one member of a cluster. It owns a [`StateMachine`] (kv-server's
+//! `StoreMachine`, kv-core's store, in Flotilla; anything deterministic in general), a data directory holding its raft log,
 //! hard state and snapshots ([`storage::RocksLogStore`]), and a [`Transport`] to reach the
 //! other members ([`GrpcTransport`] in production, `MemNetwork` in tests). Clients call
 //! [`Node::write`] on any member (followers forward to the leader), [`Node::read`] with a
@@ -136,7 +136,6 @@
 mod config;
 mod error;
 pub mod grpc;
-mod kv;
 #[cfg(any(test, feature = "test-util"))]
 mod memory;
 mod node;

@@ -1,267 +1,28 @@
 //! The seam between kvd's front ends (v2 HTTP and gRPC `kv.v1`) and the replicated store.
 //!
-//! [`KvBackend`] is what a front end needs from a store: apply a write and get the etcd event
-//! back, read at a consistency level, watch from an index, membership and status. The types
-//! here are the etcd v2 vocabulary as the HTTP API shows it ([`Node`], [`Event`],
-//! [`StoreError`] with etcd's codes), independent of the engine underneath, so the HTTP layer
-//! is written and tested once for every backend.
+//! [`KvBackend`] is what a front end needs from a store: apply a kv-core [`Op`] through the
+//! log and get kv-core's [`Event`] back, read at a consistency level, watch from an index,
+//! membership and status. It speaks kv-core's vocabulary ([`Op`], [`Event`], and
+//! [`kv_core::Error`] with etcd's codes, messages and causes; a request that could not be
+//! committed is etcd's 300, [`internal`]), so the front ends are written and tested once
+//! for every backend and write kv-core's types to the wire as they are.
 //!
 //! Backends:
 //! * [`raft::RaftBackend`]: kv-core replicated by raft-store, durable in RocksDB; kvd's
-//!   default.
+//!   default. Its state machine is [`machine::StoreMachine`].
 //! * [`memory::MemoryBackend`]: a single-member, **in-memory, non-durable** store: one
 //!   `kv_core::Store` owned by one task, commands through a channel, expiry driven by a timer
 //!   that issues expire commands. A scratch store for tests and embedding.
 
+pub mod machine;
 pub mod memory;
 pub mod raft;
+mod watchers;
 
 use std::future::Future;
 
+use kv_core::{Event, Op};
 use tokio::sync::mpsc;
-
-/// One node of the key space as the v2 API shows it (etcd's `NodeExtern`).
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Node {
-    /// Absolute key without a trailing slash; empty for the root.
-    pub key: String,
-    /// The value of a file; `None` for directories and for the `node` of delete/expire events.
-    pub value: Option<String>,
-    /// Whether this node is a directory.
-    pub dir: bool,
-    /// Absolute expiration time in milliseconds since the Unix epoch, for nodes with a TTL.
-    pub expiration_ms: Option<u64>,
-    /// Seconds left, rounded up, as computed when the event was produced; `0` when none.
-    pub ttl: i64,
-    /// Children of a directory (`None` when not listed or when there are none to show).
-    pub nodes: Option<Vec<Node>>,
-    /// Index of the write that created the node (`0` only for the root).
-    pub created_index: u64,
-    /// Index of the last write that modified the node (`0` only for the root).
-    pub modified_index: u64,
-}
-
-/// What a v2 event did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum Action {
-    /// A read.
-    Get,
-    /// Set (create or replace).
-    Set,
-    /// Create (`prevExist=false` or POST).
-    Create,
-    /// Update (`prevExist=true`).
-    Update,
-    /// Compare-and-swap.
-    CompareAndSwap,
-    /// Delete.
-    Delete,
-    /// Compare-and-delete.
-    CompareAndDelete,
-    /// A TTL ran out.
-    Expire,
-}
-
-impl Action {
-    /// The name etcd uses on the wire.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Action::Get => "get",
-            Action::Set => "set",
-            Action::Create => "create",
-            Action::Update => "update",
-            Action::CompareAndSwap => "compareAndSwap",
-            Action::Delete => "delete",
-            Action::CompareAndDelete => "compareAndDelete",
-            Action::Expire => "expire",
-        }
-    }
-}
-
-/// One v2 event: the result of a read or write, or a watch notification.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Event {
-    /// What happened.
-    pub action: Action,
-    /// The node after the operation.
-    pub node: Node,
-    /// The node before a write, when there was one (never with children).
-    pub prev_node: Option<Node>,
-    /// The etcd index after the operation (the event's own index for watch events).
-    pub etcd_index: u64,
-}
-
-impl Event {
-    /// Whether etcd answers this event with `201 Created`.
-    pub fn is_created(&self) -> bool {
-        self.action == Action::Create || (self.action == Action::Set && self.prev_node.is_none())
-    }
-}
-
-/// An error of the v2 key space, with etcd's stable code (see [`error_message`]).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{code}: {} ({cause}) [{index}]", error_message(*.code))]
-pub struct StoreError {
-    /// etcd's error code (100 key not found, 101 compare failed, ...).
-    pub code: u32,
-    /// The detail etcd puts in `cause` (usually the key); may be empty.
-    pub cause: String,
-    /// The etcd index when the error happened (0 for request-parsing errors).
-    pub index: u64,
-}
-
-impl StoreError {
-    /// A new error.
-    pub fn new(code: u32, cause: impl Into<String>, index: u64) -> Self {
-        StoreError {
-            code,
-            cause: cause.into(),
-            index,
-        }
-    }
-
-    /// The HTTP status etcd answers this error with.
-    pub fn http_status(&self) -> u16 {
-        match self.code {
-            100 => 404,
-            101 | 105 => 412,
-            102 | 108 => 403,
-            110 => 401,
-            300 | 301 => 500,
-            _ => 400,
-        }
-    }
-}
-
-/// etcd's fixed message for an error code (`v2error.errors`).
-pub fn error_message(code: u32) -> &'static str {
-    match code {
-        100 => "Key not found",
-        101 => "Compare failed",
-        102 => "Not a file",
-        103 => "Reached the max number of peers in the cluster",
-        104 => "Not a directory",
-        105 => "Key already exists",
-        106 => "The prefix of given key is a keyword in etcd",
-        107 => "Root is read only",
-        108 => "Directory not empty",
-        109 => "Peer address has existed",
-        110 => "The request requires user authentication",
-        200 => "Value is Required in POST form",
-        201 => "PrevValue is Required in POST form",
-        202 => "The given TTL in POST form is not a number",
-        203 => "The given index in POST form is not a number",
-        204 => "Value or TTL is required in POST form",
-        205 => "The given timeout in POST form is not a number",
-        206 => "Name is required in POST form",
-        207 => "Index or value is required",
-        208 => "Index and value cannot both be specified",
-        209 => "Invalid field",
-        210 => "Invalid POST form",
-        211 => "Value provided on refresh",
-        212 => "A TTL must be provided on refresh",
-        300 => "Raft Internal Error",
-        301 => "During Leader Election",
-        400 => "watcher is cleared due to etcd recovery",
-        401 => "The event in requested index is outdated and cleared",
-        _ => "Unknown error",
-    }
-}
-
-/// How a TTL is given with a write (etcd's `TTLOptionSet`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Ttl {
-    /// Seconds to live, counted from the `now` the leader stamps on the command; `None`
-    /// makes the node permanent (every etcd write without `ttl` drops an existing TTL).
-    pub secs: Option<u64>,
-    /// Reset the TTL only: keep the value and do not notify watchers.
-    pub refresh: bool,
-}
-
-/// A mutation of the key space, exactly the v2 store operations etcd dispatches to.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum WriteOp {
-    /// Create or replace a file, or create a directory.
-    Set {
-        /// Absolute key.
-        key: String,
-        /// Create a directory instead of a file.
-        dir: bool,
-        /// Value (ignored for directories).
-        value: String,
-        /// TTL options.
-        ttl: Ttl,
-    },
-    /// Create a node that must not exist; `unique` appends an in-order name (POST).
-    Create {
-        /// Absolute key (the parent directory when `unique`).
-        key: String,
-        /// Create a directory.
-        dir: bool,
-        /// Value.
-        value: String,
-        /// Name the node after the new index under `key`.
-        unique: bool,
-        /// TTL options.
-        ttl: Ttl,
-    },
-    /// Update a node that must exist.
-    Update {
-        /// Absolute key.
-        key: String,
-        /// New value.
-        value: String,
-        /// TTL options.
-        ttl: Ttl,
-    },
-    /// Compare-and-swap a file.
-    CompareAndSwap {
-        /// Absolute key.
-        key: String,
-        /// Expected value; empty means no check.
-        prev_value: String,
-        /// Expected modified index; `0` means no check.
-        prev_index: u64,
-        /// New value.
-        value: String,
-        /// TTL options.
-        ttl: Ttl,
-    },
-    /// Delete a node.
-    Delete {
-        /// Absolute key.
-        key: String,
-        /// Allow deleting a directory.
-        dir: bool,
-        /// Allow deleting a non-empty directory (implies `dir`).
-        recursive: bool,
-    },
-    /// Compare-and-delete a file.
-    CompareAndDelete {
-        /// Absolute key.
-        key: String,
-        /// Expected value; empty means no check.
-        prev_value: String,
-        /// Expected modified index; `0` means no check.
-        prev_index: u64,
-    },
-}
-
-impl WriteOp {
-    /// The key the operation addresses.
-    pub fn key(&self) -> &str {
-        match self {
-            WriteOp::Set { key, .. }
-            | WriteOp::Create { key, .. }
-            | WriteOp::Update { key, .. }
-            | WriteOp::CompareAndSwap { key, .. }
-            | WriteOp::Delete { key, .. }
-            | WriteOp::CompareAndDelete { key, .. } => key,
-        }
-    }
-}
 
 /// A read of the key space.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -305,18 +66,9 @@ pub struct RaftPosition {
 /// A successful read or write.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Applied {
-    /// The event (its `etcd_index` is the store index after the operation).
+    /// kv-core's event: its `index` is the store index after the operation, and a
+    /// transaction's summary carries the events of the branch that ran in `batch`.
     pub event: Event,
-    /// Where the serving member's log stood.
-    pub raft: RaftPosition,
-}
-
-/// A write applied in kv-core's own terms: what the gRPC front end sends as it is, and the
-/// only way to see a transaction's individual events.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AppliedOp {
-    /// kv-core's event (a transaction's summary carries its events in `batch`).
-    pub event: kv_core::Event,
     /// Where the serving member's log stood.
     pub raft: RaftPosition,
 }
@@ -343,19 +95,13 @@ pub fn too_many_watchers_cause(per_conn: usize) -> String {
     format!("etcdserver: too many watchers (limit {per_conn})")
 }
 
-/// A failure of a keys operation.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum KeysError {
-    /// The store refused the operation (etcd error codes 1xx, 4xx).
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    /// The operation did not complete (no quorum, shutting down, ...): etcd's 300.
-    #[error("raft internal error: {0}")]
-    Internal(String),
-    /// Too many watchers are registered.
-    #[error("too many watchers (limit {0})")]
-    TooManyWatchers(usize),
+/// etcd's error 300 ("Raft Internal Error") with `cause`: what a request that did not
+/// complete (no quorum, a timeout, a stopping member, a limit) answers.
+pub fn internal(cause: impl Into<String>) -> kv_core::Error {
+    kv_core::Error::RaftInternal {
+        cause: cause.into(),
+        index: 0,
+    }
 }
 
 /// A cluster member as `/v2/members` shows it.
@@ -422,32 +168,33 @@ pub struct Status {
 /// What a front end needs from a store. Implementations are shared between request handlers
 /// (`Arc`), so every method takes `&self`.
 pub trait KvBackend: Send + Sync + 'static {
-    /// Applies a write through the log and returns its event once this member applied it.
+    /// Applies a kv-core operation through the log, stamped with this member's clock, and
+    /// returns its event once this member applied it (for [`Op::Txn`], the summary with
+    /// every event of the branch that ran).
     ///
     /// # Errors
-    /// [`KeysError::Store`] when the store refuses it, [`KeysError::Internal`] when it could not
-    /// be committed.
-    fn write(&self, op: WriteOp) -> impl Future<Output = Result<Applied, KeysError>> + Send;
-
-    /// Applies a kv-core operation through the log, as [`KvBackend::write`] does, and returns
-    /// kv-core's event (for [`kv_core::Op::Txn`], the summary with every event of the branch
-    /// that ran).
-    ///
-    /// # Errors
-    /// As for [`KvBackend::write`].
-    fn apply(&self, op: kv_core::Op) -> impl Future<Output = Result<AppliedOp, KeysError>> + Send;
+    /// The store's refusal (etcd's 1xx codes), identical on every member; etcd's 300
+    /// ([`internal`]) when the operation could not be committed.
+    fn apply(&self, op: Op) -> impl Future<Output = Result<Applied, kv_core::Error>> + Send;
 
     /// Reads a key, locally or (with `quorum`) linearizably.
     ///
     /// # Errors
-    /// As for [`KvBackend::write`].
-    fn read(&self, req: ReadRequest) -> impl Future<Output = Result<Applied, KeysError>> + Send;
+    /// As for [`KvBackend::apply`].
+    fn read(
+        &self,
+        req: ReadRequest,
+    ) -> impl Future<Output = Result<Applied, kv_core::Error>> + Send;
 
     /// Registers a watcher.
     ///
     /// # Errors
-    /// [`KeysError::Store`] with code 401 when `since` is older than the kept history.
-    fn watch(&self, req: WatchRequest) -> impl Future<Output = Result<Watch, KeysError>> + Send;
+    /// etcd's 401 when `since` is older than the kept history; 300 when the member is
+    /// stopping.
+    fn watch(
+        &self,
+        req: WatchRequest,
+    ) -> impl Future<Output = Result<Watch, kv_core::Error>> + Send;
 
     /// The cluster members.
     fn members(&self) -> Vec<Member>;
@@ -484,8 +231,8 @@ pub trait KvBackend: Send + Sync + 'static {
     /// `kvctl snapshot save` downloads and `kvctl snapshot restore` installs).
     ///
     /// # Errors
-    /// [`KeysError::Internal`] when the snapshot cannot be taken.
-    fn snapshot(&self) -> impl Future<Output = Result<Vec<u8>, KeysError>> + Send;
+    /// etcd's 300 ([`internal`]) when the snapshot cannot be taken.
+    fn snapshot(&self) -> impl Future<Output = Result<Vec<u8>, kv_core::Error>> + Send;
 }
 
 /// Milliseconds since the Unix epoch, from the system clock.

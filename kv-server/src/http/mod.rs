@@ -7,7 +7,6 @@
 
 mod admin;
 mod flat_io;
-pub(crate) mod json;
 mod keys;
 mod params;
 
