@@ -7,12 +7,12 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use anyhow::{Context as _, bail};
 use clap::Args;
 use kv_client::tls::{CertKey, Policy, ServerVerification};
 
 use crate::backend::memory::MemoryConfig;
 use crate::backend::raft::{fnv64, member_id};
+use crate::error::{Error, Result, bail_config};
 use crate::http::Limits;
 use crate::tls;
 
@@ -177,7 +177,7 @@ pub struct InitialMember {
 ///
 /// # Errors
 /// An empty list or a URL that is not `http(s)://host:port`.
-pub fn parse_urls(flag: &str, list: &str) -> anyhow::Result<Vec<String>> {
+pub fn parse_urls(flag: &str, list: &str) -> Result<Vec<String>> {
     let urls: Vec<String> = list
         .split(',')
         .map(str::trim)
@@ -185,19 +185,23 @@ pub fn parse_urls(flag: &str, list: &str) -> anyhow::Result<Vec<String>> {
         .map(String::from)
         .collect();
     if urls.is_empty() {
-        bail!("--{flag}: no URL given");
+        bail_config!("--{flag}: no URL given");
     }
     for u in &urls {
         if u.starts_with("unix://") || u.starts_with("unixs://") {
-            bail!("--{flag}: {u}: unix sockets are not supported by this kvd build");
+            bail_config!("--{flag}: {u}: unix sockets are not supported by this kvd build");
         }
         let rest = u
             .strip_prefix("http://")
             .or_else(|| u.strip_prefix("https://"))
-            .with_context(|| format!("--{flag}: {u}: expected a URL like http://127.0.0.1:2379"))?;
+            .ok_or_else(|| {
+                Error::Config(format!(
+                    "--{flag}: {u}: expected a URL like http://127.0.0.1:2379"
+                ))
+            })?;
         let hostport = rest.trim_end_matches('/');
         if !hostport.contains(':') {
-            bail!("--{flag}: {u}: the URL needs an explicit port");
+            bail_config!("--{flag}: {u}: the URL needs an explicit port");
         }
     }
     Ok(urls)
@@ -207,14 +211,14 @@ pub fn parse_urls(flag: &str, list: &str) -> anyhow::Result<Vec<String>> {
 ///
 /// # Errors
 /// An entry without `=`.
-pub fn parse_initial_cluster(s: &str) -> anyhow::Result<Vec<InitialMember>> {
+pub fn parse_initial_cluster(s: &str) -> Result<Vec<InitialMember>> {
     s.split(',')
         .map(str::trim)
         .filter(|e| !e.is_empty())
         .map(|e| {
-            let (name, url) = e
-                .split_once('=')
-                .with_context(|| format!("--initial-cluster: {e:?} is not name=peerURL"))?;
+            let (name, url) = e.split_once('=').ok_or_else(|| {
+                Error::Config(format!("--initial-cluster: {e:?} is not name=peerURL"))
+            })?;
             Ok(InitialMember {
                 name: name.to_owned(),
                 peer_url: url.to_owned(),
@@ -237,13 +241,13 @@ impl Config {
     /// Bad URLs, an `--initial-cluster` that does not name this member, or more than one
     /// member (needs the raft-store backend). TLS files are checked when the server
     /// starts ([`Config::client_tls`], [`Config::peer_tls`]).
-    pub fn validate(&self) -> anyhow::Result<(MemoryConfig, Vec<SocketAddr>)> {
+    pub fn validate(&self) -> Result<(MemoryConfig, Vec<SocketAddr>)> {
         match self.initial_cluster_state.as_str() {
             "new" | "existing" => {}
-            s => bail!("--initial-cluster-state: {s:?} is neither \"new\" nor \"existing\""),
+            s => bail_config!("--initial-cluster-state: {s:?} is neither \"new\" nor \"existing\""),
         }
         if self.election_timeout < 5 * self.heartbeat_interval {
-            bail!(
+            bail_config!(
                 "--election-timeout[{}ms] should be at least as 5 times as --heartbeat-interval[{}ms]",
                 self.election_timeout,
                 self.heartbeat_interval
@@ -258,7 +262,7 @@ impl Config {
         )?;
         let cluster = self.initial_members(&peers)?;
         if !cluster.iter().any(|m| m.name == self.name) {
-            bail!(
+            bail_config!(
                 "--initial-cluster has no member named {:?} (--name)",
                 self.name
             );
@@ -266,7 +270,7 @@ impl Config {
         let addrs = listen
             .iter()
             .map(|u| socket_addr("listen-client-urls", u))
-            .collect::<anyhow::Result<Vec<_>>>()?;
+            .collect::<Result<Vec<_>>>()?;
         let id = member_id(&peers, &self.initial_cluster_token);
         let cluster_id = fnv64(&[&format!("{id:x}"), &self.initial_cluster_token]);
         let mem = MemoryConfig {
@@ -296,7 +300,7 @@ pub(crate) fn identity(
     auto: bool,
     auto_dir: &std::path::Path,
     hosts: &[String],
-) -> anyhow::Result<Option<(CertKey, bool)>> {
+) -> Result<Option<(CertKey, bool)>> {
     let (cert_flag, key_flag, auto_flag) = (
         format!("--{prefix}cert-file"),
         format!("--{prefix}key-file"),
@@ -309,15 +313,15 @@ pub(crate) fn identity(
             }
             Some((CertKey::new(&cert_flag, c, &key_flag, k), false))
         }
-        (Some(_), None) => bail!("{cert_flag} is given without {key_flag}"),
-        (None, Some(_)) => bail!("{key_flag} is given without {cert_flag}"),
+        (Some(_), None) => bail_config!("{cert_flag} is given without {key_flag}"),
+        (None, Some(_)) => bail_config!("{key_flag} is given without {cert_flag}"),
         (None, None) if auto => Some((tls::auto_tls(&auto_flag, auto_dir, hosts)?, true)),
         (None, None) => None,
     })
 }
 
 /// The address a `http(s)://host:port` URL names (`localhost` is 127.0.0.1).
-pub(crate) fn socket_addr(flag: &str, url: &str) -> anyhow::Result<SocketAddr> {
+pub(crate) fn socket_addr(flag: &str, url: &str) -> Result<SocketAddr> {
     let hp = url
         .trim_start_matches("http://")
         .trim_start_matches("https://")
@@ -326,8 +330,11 @@ pub(crate) fn socket_addr(flag: &str, url: &str) -> anyhow::Result<SocketAddr> {
         Some(port) => format!("127.0.0.1:{port}"),
         None => hp.to_owned(),
     };
-    hp.parse()
-        .with_context(|| format!("--{flag}: {url}: expected an IP address and port"))
+    hp.parse().map_err(|e| {
+        Error::Config(format!(
+            "--{flag}: {url}: expected an IP address and port: {e}"
+        ))
+    })
 }
 
 impl Config {
@@ -335,7 +342,7 @@ impl Config {
     ///
     /// # Errors
     /// An entry without `=`.
-    pub(crate) fn initial_members(&self, peers: &[String]) -> anyhow::Result<Vec<InitialMember>> {
+    pub(crate) fn initial_members(&self, peers: &[String]) -> Result<Vec<InitialMember>> {
         match &self.initial_cluster {
             Some(c) => parse_initial_cluster(c),
             None => Ok(peers
@@ -355,7 +362,7 @@ impl Config {
     /// # Errors
     /// An `https://` URL without a certificate, half a pair, `--client-cert-auth` without
     /// `--trusted-ca-file`, or a file that cannot be read, parsed or paired.
-    pub fn client_tls(&self) -> anyhow::Result<Option<Arc<rustls::ServerConfig>>> {
+    pub fn client_tls(&self) -> Result<Option<Arc<rustls::ServerConfig>>> {
         let listen = parse_urls("listen-client-urls", &self.listen_client_urls)?;
         let advertise = parse_urls("advertise-client-urls", &self.advertise_client_urls)?;
         let Some(https) = listen.iter().find(|u| u.starts_with("https://")) else {
@@ -377,13 +384,13 @@ impl Config {
             &names,
         )?
         else {
-            bail!(
+            bail_config!(
                 "--listen-client-urls {https}: https needs --cert-file and --key-file, or --auto-tls"
             );
         };
         let cas = match (&self.trusted_ca_file, self.client_cert_auth) {
             (Some(ca), _) => Some(("--trusted-ca-file", ca.as_path())),
-            (None, true) => bail!(
+            (None, true) => bail_config!(
                 "--client-cert-auth needs --trusted-ca-file (the CAs whose client certificates are accepted)"
             ),
             (None, false) => None,
@@ -412,7 +419,7 @@ impl Config {
         &self,
         listen_peer: &str,
         members: &[raft_store::Member],
-    ) -> anyhow::Result<Option<raft_store::TransportTls>> {
+    ) -> Result<Option<raft_store::TransportTls>> {
         let advertise = parse_urls(
             "initial-advertise-peer-urls",
             &self.initial_advertise_peer_urls,
@@ -429,7 +436,7 @@ impl Config {
             return Ok(None);
         };
         if !listen_peer.starts_with("https://") {
-            bail!(
+            bail_config!(
                 "--listen-peer-urls {listen_peer} is http:// but peer URL {https} is https://: with peer TLS, listen on https://"
             );
         }
@@ -444,14 +451,14 @@ impl Config {
             &names,
         )?
         else {
-            bail!(
+            bail_config!(
                 "peer URL {https}: https needs --peer-cert-file and --peer-key-file, or --peer-auto-tls"
             );
         };
         let ca = self.peer_trusted_ca_file.as_deref();
         let cas = match (ca, self.peer_client_cert_auth) {
             (Some(ca), _) => Some(("--peer-trusted-ca-file", ca)),
-            (None, true) => bail!(
+            (None, true) => bail_config!(
                 "--peer-client-cert-auth needs --peer-trusted-ca-file (the CAs whose peer certificates are accepted)"
             ),
             (None, false) => None,
@@ -462,7 +469,7 @@ impl Config {
                 path: ca.to_owned(),
             },
             None if auto => ServerVerification::None,
-            None => bail!(
+            None => bail_config!(
                 "--peer-cert-file: peers' certificates are verified against --peer-trusted-ca-file, which is not given"
             ),
         };
@@ -476,7 +483,9 @@ impl Config {
             allowed_hostname: self.peer_cert_allowed_hostname.clone(),
         };
         if policy.allowed_cn.is_some() && policy.allowed_hostname.is_some() {
-            bail!("--peer-cert-allowed-cn and --peer-cert-allowed-hostname cannot both be set");
+            bail_config!(
+                "--peer-cert-allowed-cn and --peer-cert-allowed-hostname cannot both be set"
+            );
         }
         let server = tls::server_config_with(&identity, cas, &policy, &[b"h2"])?;
         let client =

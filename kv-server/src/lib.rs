@@ -72,10 +72,12 @@
 
 pub mod backend;
 mod config;
+mod error;
 pub mod grpc;
 pub mod http;
 mod server;
 pub mod tls;
 
 pub use config::{Config, InitialMember, parse_initial_cluster, parse_urls};
+pub use error::{Error, Result};
 pub use server::{ClientListener, Listeners, run, run_with, serve_backend};

@@ -31,13 +31,12 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use anyhow::{Context as _, bail};
-
 use crate::backend::KvBackend;
 use crate::backend::machine::StoreMachine;
 use crate::backend::memory::MemoryBackend;
 use crate::backend::raft::{RaftBackend, RaftIdentity, fnv64, member_id};
 use crate::config::{Config, parse_urls, socket_addr};
+use crate::error::{Error, Result, bail_config, io};
 use crate::http::{self, Limits};
 
 /// Runs kvd until `shutdown` completes: binds the client and peer URLs, starts the
@@ -49,11 +48,11 @@ use crate::http::{self, Limits};
 pub async fn run(
     config: Config,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
+) -> Result<()> {
     match config.backend.as_str() {
         "raft" => run_raft(config, None, shutdown).await,
         "memory" => run_memory(config, None, shutdown).await,
-        other => bail!("--backend: {other:?} is neither \"raft\" nor \"memory\""),
+        other => bail_config!("--backend: {other:?} is neither \"raft\" nor \"memory\""),
     }
 }
 
@@ -77,11 +76,11 @@ pub async fn run_with(
     config: Config,
     listeners: Listeners,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
+) -> Result<()> {
     match config.backend.as_str() {
         "raft" => run_raft(config, Some(listeners), shutdown).await,
         "memory" => run_memory(config, Some(listeners), shutdown).await,
-        other => bail!("--backend: {other:?} is neither \"raft\" nor \"memory\""),
+        other => bail_config!("--backend: {other:?} is neither \"raft\" nor \"memory\""),
     }
 }
 
@@ -100,12 +99,12 @@ async fn bind_all(
     config: &Config,
     addrs: &[SocketAddr],
     bound: Option<Vec<tokio::net::TcpListener>>,
-) -> anyhow::Result<Vec<ClientListener>> {
+) -> Result<Vec<ClientListener>> {
     let tls = config.client_tls()?;
     let urls = parse_urls("listen-client-urls", &config.listen_client_urls)?;
     let sockets = match bound {
         Some(sockets) if sockets.len() == urls.len() => sockets,
-        Some(sockets) => bail!(
+        Some(sockets) => bail_config!(
             "{} client sockets given for {} --listen-client-urls URLs",
             sockets.len(),
             urls.len()
@@ -115,7 +114,7 @@ async fn bind_all(
             for (a, u) in addrs.iter().zip(&urls) {
                 let listener = tokio::net::TcpListener::bind(a)
                     .await
-                    .with_context(|| format!("binding client URL {u}"))?;
+                    .map_err(io(format!("binding client URL {u}")))?;
                 sockets.push(listener);
             }
             sockets
@@ -136,7 +135,7 @@ async fn run_memory(
     config: Config,
     bound: Option<Listeners>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
+) -> Result<()> {
     let (mem, addrs) = config.validate()?;
     let others = config
         .initial_members(&mem.peer_urls)?
@@ -144,16 +143,29 @@ async fn run_memory(
         .filter(|m| m.name != config.name)
         .count();
     if others > 0 {
-        bail!(
+        bail_config!(
             "--initial-cluster names {others} other member(s): the memory backend runs one member; use --backend raft"
         );
     }
     let listeners = bind_all(&config, &addrs, bound.map(|b| b.client)).await?;
-    let backend = Arc::new(MemoryBackend::open(mem).await?);
+    let data_dir = mem.data_dir.clone();
+    let backend = Arc::new(
+        MemoryBackend::open(mem)
+            .await
+            .map_err(|source| Error::Memory {
+                what: format!("opening the store in {}", data_dir.display()),
+                source,
+            })?,
+    );
     let limits = config.limits();
     let shutdown_backend = {
         let b = Arc::clone(&backend);
-        async move { b.shutdown().await.context("saving the store") }
+        async move {
+            b.shutdown().await.map_err(|source| Error::Memory {
+                what: "saving the store".into(),
+                source,
+            })
+        }
     };
     serve_backend(backend, listeners, limits, shutdown, shutdown_backend).await
 }
@@ -166,7 +178,7 @@ struct SavedIdentity {
 }
 
 /// Member ids, the cluster id and the initial member list from the flags.
-fn raft_members(config: &Config) -> anyhow::Result<(u64, u64, Vec<raft_store::Member>)> {
+fn raft_members(config: &Config) -> Result<(u64, u64, Vec<raft_store::Member>)> {
     let peers = parse_urls(
         "initial-advertise-peer-urls",
         &config.initial_advertise_peer_urls,
@@ -186,7 +198,7 @@ fn raft_members(config: &Config) -> anyhow::Result<(u64, u64, Vec<raft_store::Me
         parse_urls("initial-cluster", &urls.join(","))?;
         let id = member_id(&urls, token);
         if members.iter().any(|x| x.id == id) {
-            bail!(
+            bail_config!(
                 "--initial-cluster: member {:?} has the same peer URLs as another member",
                 m.name
             );
@@ -200,13 +212,13 @@ fn raft_members(config: &Config) -> anyhow::Result<(u64, u64, Vec<raft_store::Me
     let my_id = member_id(&peers, token);
     match members.iter().find(|m| m.name == config.name) {
         Some(m) if m.id == my_id => {}
-        Some(m) => bail!(
+        Some(m) => bail_config!(
             "--initial-cluster: the peer URLs given for {:?} ({}) differ from --initial-advertise-peer-urls ({})",
             config.name,
             m.peer_urls.join(","),
             peers.join(",")
         ),
-        None => bail!(
+        None => bail_config!(
             "--initial-cluster has no member named {:?} (--name)",
             config.name
         ),
@@ -223,13 +235,13 @@ async fn run_raft(
     config: Config,
     bound: Option<Listeners>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
+) -> Result<()> {
     let (_, addrs) = config.validate()?;
     let new_cluster = config.initial_cluster_state == "new";
     let advertise = parse_urls("advertise-client-urls", &config.advertise_client_urls)?;
     let listen_peer = parse_urls("listen-peer-urls", &config.listen_peer_urls)?;
     if listen_peer.len() > 1 {
-        bail!("--listen-peer-urls: this kvd build listens on one peer URL");
+        bail_config!("--listen-peer-urls: this kvd build listens on one peer URL");
     }
     let (mut my_id, mut cluster_id, members) = raft_members(&config)?;
     // A member keeps the identity it was created with, whatever the flags say now (etcd reads
@@ -238,9 +250,11 @@ async fn run_raft(
     let identity_file = config.data_dir().join("member").join("identity.json");
     match std::fs::read(&identity_file) {
         Ok(bytes) => {
-            let saved: SavedIdentity = serde_json::from_slice(&bytes).with_context(|| {
-                format!("{}: not a kvd member identity", identity_file.display())
-            })?;
+            let saved: SavedIdentity =
+                serde_json::from_slice(&bytes).map_err(|source| Error::Identity {
+                    what: format!("{}: not a kvd member identity", identity_file.display()),
+                    source,
+                })?;
             if saved.id != my_id {
                 tracing::warn!(
                     saved = %format!("{:x}", saved.id),
@@ -252,7 +266,7 @@ async fn run_raft(
             cluster_id = saved.cluster_id;
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e).with_context(|| format!("reading {}", identity_file.display())),
+        Err(e) => return Err(io(format!("reading {}", identity_file.display()))(e)),
     }
 
     let peer_tls = config.peer_tls(&listen_peer[0], &members)?;
@@ -267,14 +281,16 @@ async fn run_raft(
             let peer_addr = socket_addr("listen-peer-urls", &listen_peer[0])?;
             let (l, _) = raft_store::grpc::bind(peer_addr)
                 .await
-                .with_context(|| format!("binding peer URL {}", listen_peer[0]))?;
+                .map_err(io(format!("binding peer URL {}", listen_peer[0])))?;
             l
         }
     };
 
     let data_dir = config.data_dir();
-    std::fs::create_dir_all(&data_dir)
-        .with_context(|| format!("creating the data directory {}", data_dir.display()))?;
+    std::fs::create_dir_all(&data_dir).map_err(io(format!(
+        "creating the data directory {}",
+        data_dir.display()
+    )))?;
     let transport = match peer_tls {
         Some(tls) => raft_store::GrpcTransport::with_tls(cluster_id, tls),
         None => raft_store::GrpcTransport::new(cluster_id),
@@ -299,9 +315,14 @@ async fn run_raft(
     let seeded = new_cluster && !initialised && seed.exists();
     let (machine, handle) = if seeded {
         let f = std::fs::File::open(&seed)
-            .with_context(|| format!("reading the restored store {}", seed.display()))?;
-        let restored = StoreMachine::from_snapshot(&mut std::io::BufReader::new(f))
-            .with_context(|| format!("loading the restored store {}", seed.display()))?;
+            .map_err(io(format!("reading the restored store {}", seed.display())))?;
+        let restored =
+            StoreMachine::from_snapshot(&mut std::io::BufReader::new(f)).map_err(|source| {
+                Error::Snapshot {
+                    what: format!("loading the restored store {}", seed.display()),
+                    source,
+                }
+            })?;
         rc.bootstrap_from_machine = true;
         tracing::info!(path = %seed.display(), "starting the new cluster from a restored store");
         restored
@@ -313,25 +334,36 @@ async fn run_raft(
     rc.election_ticks = usize::try_from(config.election_timeout / config.heartbeat_interval.max(1))
         .unwrap_or(usize::MAX);
     rc.snapshot_entries = config.snapshot_count.max(1);
-    rc.validate().context("raft configuration")?;
+    rc.validate().map_err(|source| Error::Raft {
+        what: "raft configuration".into(),
+        source,
+    })?;
     let node = raft_store::Node::open(rc, machine, transport.clone())
         .await
-        .with_context(|| format!("opening the data directory {}", data_dir.display()))?;
+        .map_err(|source| Error::Raft {
+            what: format!("opening the data directory {}", data_dir.display()),
+            source,
+        })?;
     if !identity_file.exists() {
         let saved = SavedIdentity {
             id: my_id,
             cluster_id,
         };
         let tmp = identity_file.with_extension("tmp");
-        std::fs::write(&tmp, serde_json::to_vec(&saved)?)
+        serde_json::to_vec(&saved)
+            .map_err(std::io::Error::other)
+            .and_then(|bytes| std::fs::write(&tmp, bytes))
             .and_then(|()| std::fs::rename(&tmp, &identity_file))
-            .with_context(|| format!("writing {}", identity_file.display()))?;
+            .map_err(io(format!("writing {}", identity_file.display())))?;
     }
     if seeded {
         // The bootstrap snapshot now holds the restored state; the file must not seed again.
         let done = seed.with_extension("restored");
-        std::fs::rename(&seed, &done)
-            .with_context(|| format!("renaming {} to {}", seed.display(), done.display()))?;
+        std::fs::rename(&seed, &done).map_err(io(format!(
+            "renaming {} to {}",
+            seed.display(),
+            done.display()
+        )))?;
     }
     let (stop_peer, peer_stopped) = tokio::sync::watch::channel(false);
     let peer_server = tokio::spawn(async move {
@@ -375,13 +407,16 @@ pub async fn serve_backend<B: KvBackend>(
     listeners: Vec<ClientListener>,
     limits: Limits,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-    stop_backend: impl std::future::Future<Output = anyhow::Result<()>>,
-) -> anyhow::Result<()> {
+    stop_backend: impl std::future::Future<Output = Result<()>>,
+) -> Result<()> {
     let router = http::router(backend, limits);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut servers = tokio::task::JoinSet::new();
     for ClientListener { listener, tls } in listeners {
-        tracing::info!(addr = %listener.local_addr()?, tls = tls.is_some(), "serving client requests");
+        let addr = listener
+            .local_addr()
+            .map_err(io("reading a client listener's address"))?;
+        tracing::info!(%addr, tls = tls.is_some(), "serving client requests");
         let mut rx = stop_rx.clone();
         let r = router.clone();
         let stop = async move {
@@ -399,7 +434,7 @@ pub async fn serve_backend<B: KvBackend>(
     stop_backend.await?;
     let _ = stop_tx.send(true);
     while let Some(r) = servers.join_next().await {
-        r.context("server task")?.context("serving")?;
+        r?.map_err(io("serving"))?;
     }
     Ok(())
 }

@@ -52,7 +52,8 @@ fn main() -> ExitCode {
     match rt.block_on(kv_server::run(cli.config, shutdown_signal())) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("kvd: {e:#}");
+            // Through anyhow, `{:#}` prints each cause after the error's own message.
+            eprintln!("kvd: {:#}", anyhow::Error::from(e));
             ExitCode::FAILURE
         }
     }
