@@ -45,6 +45,7 @@ suite_cases!(
     restart_on_failure_timing,
     restart_always_then_stop,
     environment_files,
+    exec_variables,
     start_pre_and_stop_post,
     forking_with_pid_file,
     subscribe_sees_transitions,

@@ -20,6 +20,7 @@ pub(crate) const CASES: &[&str] = &[
     "restart_on_failure_timing",
     "restart_always_then_stop",
     "environment_files",
+    "exec_variables",
     "start_pre_and_stop_post",
     "forking_with_pid_file",
     "subscribe_sees_transitions",
@@ -39,6 +40,7 @@ pub(crate) async fn run<D: UnitDriver>(case: &str, d: &D, s: &Scratch, prefix: &
         "restart_on_failure_timing" => restart_on_failure_timing(d, s, prefix).await,
         "restart_always_then_stop" => restart_always_then_stop(d, s, prefix).await,
         "environment_files" => environment_files(d, s, prefix).await,
+        "exec_variables" => exec_variables(d, prefix).await,
         "start_pre_and_stop_post" => start_pre_and_stop_post(d, s, prefix).await,
         "forking_with_pid_file" => forking_with_pid_file(d, s, prefix).await,
         "subscribe_sees_transitions" => subscribe_sees_transitions(d, prefix).await,
@@ -276,6 +278,26 @@ pub(crate) async fn environment_files<D: UnitDriver>(d: &D, s: &Scratch, prefix:
     d.start(&bad).await.unwrap();
     wait_state(d, &bad, "loaded/failed/failed").await;
     d.unload(&bad).await.unwrap();
+    d.unload(&name).await.unwrap();
+}
+
+/// `$VAR` and `${VAR}` in command lines: the same arguments under either driver.
+pub(crate) async fn exec_variables<D: UnitDriver>(d: &D, prefix: &str) {
+    let name = unit(prefix, "vars");
+    // Each argument after `sh`, joined with commas: `$A` (quoted in the unit or not) splits
+    // into words, respecting quotes in the value; `${A}` stays one word; an empty `$E`
+    // vanishes while `${E}` is an empty argument; `${A:-d}` is no default but kept as is.
+    let text = "[Service]\nType=oneshot\nEnvironment=\"A=one two\" \"Q='x y' z\" E=\n\
+        ExecStart=/bin/sh -c 'IFS=,; echo \"args:$$*\"; sleep 0.2' sh $A \"$A\" ${A} pre${A}post $Q $E ${E} ${NOPE}x ${A:-d} $$A\n";
+    d.load(&name, text).await.unwrap();
+    d.start(&name).await.unwrap();
+    wait_log_line(
+        d,
+        &name,
+        "args:one,two,one,two,one two,preone twopost,x y,z,,x,${A:-d},$A",
+    )
+    .await;
+    wait_state(d, &name, "loaded/inactive/dead").await;
     d.unload(&name).await.unwrap();
 }
 

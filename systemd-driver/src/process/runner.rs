@@ -14,14 +14,13 @@ use serde::{Deserialize, Serialize};
 use tokio::io::unix::AsyncFd;
 use tokio::net::UnixDatagram;
 use tokio::sync::{mpsc, oneshot};
+use unit_parser::exec::{ExecCommand, expand_exec_argv};
 
 use super::Ctx;
 use super::cgroup::UnitCgroup;
 use super::spawn::{self, SpawnRequest, Spawned};
 use super::sys;
-use crate::config::{
-    ExecCommand, KillMode, NotifyAccess, RestartPolicy, ServiceConfig, ServiceType,
-};
+use crate::config::{KillMode, NotifyAccess, RestartPolicy, ServiceConfig, ServiceType};
 use crate::error::{Error, Result};
 use crate::state::{ActiveState, LoadState, UnitState, UnitStatus};
 
@@ -800,17 +799,13 @@ impl Runner {
         with_main_pid: bool,
     ) -> std::result::Result<ChildProc, String> {
         let env = self.environment(with_main_pid)?;
-        let argv = if cmd.no_env_expand {
-            cmd.argv.clone()
-        } else {
-            expand_argv(&cmd.argv, &env)
-        };
+        let argv = exec_argv(cmd, &env);
         let log = self
             .ctx
             .logs
             .open_append(&self.name)
             .map_err(|e| format!("cannot open log file: {e}"))?;
-        let switch_user = !cmd.privileged && self.cfg.user.is_some();
+        let switch_user = !skips_credentials(cmd) && self.cfg.user.is_some();
         let pw = if switch_user {
             self.cfg.user.as_deref().and_then(passwd_entry)
         } else {
@@ -884,7 +879,7 @@ impl Runner {
         for cmd in cmds {
             let flow = self.run_control(cmd, timeout, false).await;
             match flow {
-                Flow::Fail(_) if cmd.ignore_failure => {}
+                Flow::Fail(_) if cmd.flags.ignore_failure => {}
                 Flow::Ok => {}
                 other => return other,
             }
@@ -913,7 +908,7 @@ impl Runner {
                     return if exit == Exit::Code(0) {
                         Flow::Ok
                     } else {
-                        if !cmd.ignore_failure {
+                        if !cmd.flags.ignore_failure {
                             self.set_result(
                                 exit.result(),
                                 Some(format!("{} failed: {exit:?}", cmd.path)),
@@ -1406,7 +1401,9 @@ impl Runner {
             for cmd in &cfg.exec_stop_post {
                 match self.run_control(cmd, cfg.timeout_stop, true).await {
                     Flow::Detached => return Flow::Detached,
-                    Flow::Fail(r) if !cmd.ignore_failure && self.current_result() == "success" => {
+                    Flow::Fail(r)
+                        if !cmd.flags.ignore_failure && self.current_result() == "success" =>
+                    {
                         self.set_result(r, None);
                     }
                     _ => {}
@@ -1570,57 +1567,23 @@ fn should_restart(policy: RestartPolicy, result: &str) -> bool {
     }
 }
 
-/// `$VAR` and `${VAR}` in arguments, as systemd expands them at exec time.
-fn expand_argv(argv: &[String], env: &[(String, String)]) -> Vec<String> {
+/// The argument vector of `cmd` with `$VAR`/`${VAR}` expanded from `env` as systemd does at
+/// exec time (its `replace_env_argv()`, in unit-parser; the `:` prefix turns it off). Later
+/// entries of `env` win.
+fn exec_argv(cmd: &ExecCommand, env: &[(String, String)]) -> Vec<String> {
     let lookup = |k: &str| {
         env.iter()
             .rev()
             .find(|(n, _)| n == k)
             .map(|(_, v)| v.as_str())
-            .unwrap_or("")
     };
-    let mut out = Vec::with_capacity(argv.len());
-    for (i, arg) in argv.iter().enumerate() {
-        if i == 0 {
-            out.push(arg.clone());
-            continue;
-        }
-        // A word that is exactly $NAME splits into several arguments.
-        if let Some(name) = arg.strip_prefix('$')
-            && !name.is_empty()
-            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-        {
-            out.extend(lookup(name).split_whitespace().map(str::to_owned));
-            continue;
-        }
-        let mut s = String::new();
-        let mut rest = arg.as_str();
-        while let Some(i) = rest.find('$') {
-            s.push_str(&rest[..i]);
-            let after = &rest[i + 1..];
-            if let Some(r) = after.strip_prefix('$') {
-                s.push('$');
-                rest = r;
-            } else if let Some(r) = after.strip_prefix('{') {
-                match r.find('}') {
-                    Some(end) => {
-                        s.push_str(lookup(&r[..end]));
-                        rest = &r[end + 1..];
-                    }
-                    None => {
-                        s.push('$');
-                        rest = after;
-                    }
-                }
-            } else {
-                s.push('$');
-                rest = after;
-            }
-        }
-        s.push_str(rest);
-        out.push(s);
-    }
-    out
+    expand_exec_argv(cmd, &lookup)
+}
+
+/// `+`, `!` and `!!`: the command runs without `User=`/`Group=` (the supervisor has no
+/// sandboxing for `!` to keep, so all three mean the driver's own credentials).
+fn skips_credentials(cmd: &ExecCommand) -> bool {
+    cmd.flags.full_privileges || cmd.flags.no_setuid || cmd.flags.ambient_magic
 }
 
 #[derive(Debug, Clone)]
@@ -1703,17 +1666,42 @@ mod tests {
     }
 
     #[test]
-    fn expands_variables() {
-        let env = vec![
-            ("A".to_owned(), "x y".to_owned()),
-            ("B".to_owned(), "z".to_owned()),
-        ];
-        let argv: Vec<String> = ["/bin/echo", "$A", "${A}", "p${B}q", "$$", "$NOPE"]
-            .map(String::from)
-            .into();
+    fn expands_variables_as_systemd() {
+        // Expected values are systemd 252's (replace_env_argv()): `$A` as a whole word is
+        // split (quotes in the value respected) even when the unit quoted it, `${A}` is
+        // replaced in place, `${A:-d}` is not a default but text kept as it is, `$$` is `$`.
+        let cfg = ServiceConfig::from_text(
+            "x.service",
+            "[Service]\nExecStart=/bin/echo $A \"$A\" ${A} 'p${A}q' $Q $E ${E} $NOPE ${NOPE}x ${A:-d} $$A $ ${A\n\
+             ExecStartPost=:/bin/echo $A ${A}\n",
+        )
+        .unwrap();
+        let env: Vec<(String, String)> =
+            [("A", "first"), ("A", "x y"), ("Q", "'a b' c"), ("E", "")]
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .into();
         assert_eq!(
-            expand_argv(&argv, &env),
-            ["/bin/echo", "x", "y", "x y", "pzq", "$"]
+            exec_argv(&cfg.exec_start[0], &env),
+            [
+                "/bin/echo",
+                "x",
+                "y",
+                "x",
+                "y",
+                "x y",
+                "px yq",
+                "a b",
+                "c",
+                "",
+                "x",
+                "${A:-d}",
+                "$A",
+                "${A"
+            ]
+        );
+        assert_eq!(
+            exec_argv(&cfg.exec_start_post[0], &env),
+            ["/bin/echo", "$A", "${A}"]
         );
     }
 }
