@@ -25,7 +25,9 @@ use zbus::zvariant::{DynamicType, OwnedObjectPath, OwnedValue, Value};
 use crate::UnitDriver;
 use crate::error::{Error, Result};
 use crate::log::{LogLine, LogOptions, LogStream};
-use crate::state::{ActiveState, Broadcaster, LoadState, Subscription, UnitState, UnitStatus};
+use crate::state::{
+    ActiveState, Broadcaster, LoadState, ServiceResult, Subscription, UnitState, UnitStatus,
+};
 
 const DEST: &str = "org.freedesktop.systemd1";
 const MANAGER_PATH: &str = "/org/freedesktop/systemd1";
@@ -273,7 +275,7 @@ impl SystemdDriver {
         Ok(rows)
     }
 
-    async fn service_props(&self, path: &str) -> (Option<u32>, String, Option<String>) {
+    async fn service_props(&self, path: &str) -> (Option<u32>, ServiceResult, Option<String>) {
         let props: Result<HashMap<String, OwnedValue>> = call(
             &self.inner.conn,
             path,
@@ -283,7 +285,7 @@ impl SystemdDriver {
         )
         .await;
         let Ok(props) = props else {
-            return (None, "success".into(), None);
+            return (None, ServiceResult::Success, None);
         };
         let main = props
             .get("MainPID")
@@ -297,7 +299,7 @@ impl SystemdDriver {
         };
         (
             main,
-            text("Result").unwrap_or_else(|| "success".into()),
+            text("Result").map_or(ServiceResult::Success, |r| ServiceResult::parse(&r)),
             text("StatusText"),
         )
     }
@@ -306,7 +308,7 @@ impl SystemdDriver {
         let (main_pid, result, status_text) = if row.0.ends_with(".service") {
             self.service_props(row.6.as_str()).await
         } else {
-            (None, "success".into(), None)
+            (None, ServiceResult::Success, None)
         };
         UnitStatus {
             name: row.0.clone(),
@@ -649,7 +651,7 @@ impl UnitDriver for SystemdDriver {
                 name: name.to_owned(),
                 state: UnitState::new(LoadState::NotFound, ActiveState::Inactive, "dead"),
                 main_pid: None,
-                result: "success".into(),
+                result: ServiceResult::Success,
                 status_text: None,
             });
         }

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use systemd_driver::{LogOptions, ProcessDriver, ProcessDriverConfig, UnitDriver};
+use systemd_driver::{LogOptions, ProcessDriver, ProcessDriverConfig, ServiceResult, UnitDriver};
 
 use crate::suite;
 use crate::util::{Scratch, alive, lines, wait_for, wait_log_line, wait_state};
@@ -211,7 +211,7 @@ async fn notify_ready_status_and_timeout() {
     .unwrap();
     d.start("slow.service").await.unwrap();
     let st = wait_state(&d, "slow.service", "loaded/failed/failed").await;
-    assert_eq!(st.result, "timeout");
+    assert_eq!(st.result, ServiceResult::Timeout);
     d.stop_all().await;
 }
 
@@ -359,8 +359,8 @@ async fn start_limit_refuses_manual_starts() {
     assert!(err.to_string().contains("start-limit-hit"), "{err}");
     let st = d.status("q.service").await.unwrap();
     assert_eq!(
-        (st.state.to_string().as_str(), st.result.as_str()),
-        ("loaded/failed/failed", "start-limit-hit")
+        (st.state.to_string().as_str(), st.result),
+        ("loaded/failed/failed", ServiceResult::StartLimitHit)
     );
 }
 
@@ -449,7 +449,7 @@ async fn send_sigkill_no_leaves_the_process() {
     let pid: u32 = lines(&pidfile)[0].parse().unwrap();
     d.stop("nokill.service").await.unwrap();
     let st = wait_state(&d, "nokill.service", "loaded/failed/failed").await;
-    assert_eq!(st.result, "timeout");
+    assert_eq!(st.result, ServiceResult::Timeout);
     assert!(alive(pid), "SendSIGKILL=no: the process is left alone");
     std::process::Command::new("kill")
         .arg("-9")
@@ -611,7 +611,7 @@ async fn watchdog_keepalives_then_a_missed_deadline() {
     let seen = substates_until(&mut sub, "wd.service", "loaded/failed/failed").await;
     assert!(seen.iter().any(|s| s == "stop-watchdog"), "{seen:?}");
     let st = d.status("wd.service").await.unwrap();
-    assert_eq!(st.result, "watchdog");
+    assert_eq!(st.result, ServiceResult::Watchdog);
     assert!(
         lines(&out).contains(&format!("signal {}", libc::SIGABRT)),
         "{:?}",
@@ -664,7 +664,10 @@ async fn watchdog_override_trigger_and_restart() {
     std::fs::write(s.path("wdr.out.stop"), "").unwrap();
     let seen = substates_until(&mut sub, "wdr.service", "loaded/activating/auto-restart").await;
     assert!(seen.iter().any(|s| s == "stop-watchdog"), "{seen:?}");
-    assert_eq!(d.status("wdr.service").await.unwrap().result, "watchdog");
+    assert_eq!(
+        d.status("wdr.service").await.unwrap().result,
+        ServiceResult::Watchdog
+    );
     assert!(
         lines(&out).contains(&format!("signal {}", libc::SIGTERM)),
         "{:?}",
@@ -734,7 +737,7 @@ async fn adopted_unit_keeps_its_watchdog() {
     // And it enforces the watchdog.
     std::fs::write(s.path("wd.out.stop"), "").unwrap();
     let st = wait_state(&d, "wd.service", "loaded/failed/failed").await;
-    assert_eq!(st.result, "watchdog");
+    assert_eq!(st.result, ServiceResult::Watchdog);
     d.stop_all().await;
 }
 
@@ -756,7 +759,7 @@ async fn watchdog_counts_the_main_process_unless_notify_access_all() {
     d.load("wdm.service", &unit(&out, "")).await.unwrap();
     d.start("wdm.service").await.unwrap();
     let st = wait_state(&d, "wdm.service", "loaded/failed/failed").await;
-    assert_eq!(st.result, "watchdog");
+    assert_eq!(st.result, ServiceResult::Watchdog);
 
     // NotifyAccess=all: they do.
     let out = s.path("all.out");

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use systemd_driver::{ActiveState, LogOptions, UnitDriver};
+use systemd_driver::{ActiveState, LogOptions, ServiceResult, UnitDriver};
 
 use crate::util::{Scratch, lines, wait_for, wait_log_line, wait_state, wait_status};
 
@@ -84,7 +84,7 @@ pub(crate) async fn clean_exit<D: UnitDriver>(d: &D, prefix: &str) {
         .unwrap();
     d.start(&name).await.unwrap();
     let st = wait_state(d, &name, "loaded/inactive/dead").await;
-    assert_eq!(st.result, "success");
+    assert_eq!(st.result, ServiceResult::Success);
     d.unload(&name).await.unwrap();
 }
 
@@ -98,7 +98,7 @@ pub(crate) async fn crash<D: UnitDriver>(d: &D, prefix: &str) {
     .unwrap();
     d.start(&name).await.unwrap();
     let st = wait_state(d, &name, "loaded/failed/failed").await;
-    assert_eq!(st.result, "exit-code");
+    assert_eq!(st.result, ServiceResult::ExitCode);
     // A failed unit starts again on request.
     d.start(&name).await.unwrap();
     wait_state(d, &name, "loaded/failed/failed").await;
@@ -115,7 +115,7 @@ pub(crate) async fn missing_binary<D: UnitDriver>(d: &D, prefix: &str) {
     .unwrap();
     d.start(&name).await.unwrap();
     let st = wait_state(d, &name, "loaded/failed/failed").await;
-    assert_eq!(st.result, "exit-code");
+    assert_eq!(st.result, ServiceResult::ExitCode);
     d.unload(&name).await.unwrap();
 }
 
@@ -171,7 +171,7 @@ pub(crate) async fn ignores_sigterm<D: UnitDriver>(d: &D, s: &Scratch, prefix: &
         t0.elapsed() >= Duration::from_millis(250),
         "SIGKILL came before the stop timeout"
     );
-    assert_eq!(st.result, "timeout");
+    assert_eq!(st.result, ServiceResult::Timeout);
     wait_for("the stubborn shell to be killed", || !s.alive(pid)).await;
     d.unload(&name).await.unwrap();
 }
@@ -212,7 +212,7 @@ pub(crate) async fn restart_on_failure_timing<D: UnitDriver>(d: &D, s: &Scratch,
     wait_for("three starts", || stamps(&log).len() >= 3).await;
     let st = wait_state(d, &name, "loaded/failed/failed").await;
     // systemd 252 keeps the last run's Result when the start limit stops the restarts.
-    assert_eq!(st.result, "exit-code", "{st:?}");
+    assert_eq!(st.result, ServiceResult::ExitCode, "{st:?}");
     let t = stamps(&log);
     assert_eq!(t.len(), 3, "three starts, then the start limit: {t:?}");
     for w in t.windows(2) {

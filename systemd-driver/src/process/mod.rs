@@ -38,7 +38,9 @@ use crate::UnitDriver;
 use crate::config::ServiceConfig;
 use crate::error::{Error, Result};
 use crate::log::{LogOptions, LogStream};
-use crate::state::{ActiveState, Broadcaster, LoadState, Subscription, UnitState, UnitStatus};
+use crate::state::{
+    ActiveState, Broadcaster, LoadState, ServiceResult, Subscription, UnitState, UnitStatus,
+};
 
 /// Settings of a [`ProcessDriver`].
 #[derive(Debug, Clone)]
@@ -332,7 +334,7 @@ impl ProcessDriver {
             name: name.to_owned(),
             state: state.clone(),
             main_pid,
-            result: "success".into(),
+            result: ServiceResult::Success,
             status_text: None,
         };
         let shared = Arc::new(UnitShared {
@@ -531,7 +533,7 @@ impl UnitDriver for ProcessDriver {
                 name: name.to_owned(),
                 state: UnitState::new(LoadState::NotFound, ActiveState::Inactive, "dead"),
                 main_pid: None,
-                result: "success".into(),
+                result: ServiceResult::Success,
                 status_text: None,
             }),
         }

@@ -22,7 +22,7 @@ use super::spawn::{self, SpawnRequest, Spawned};
 use super::sys;
 use crate::config::{KillMode, NotifyAccess, RestartPolicy, ServiceConfig, ServiceType};
 use crate::error::{Error, Result};
-use crate::state::{ActiveState, LoadState, UnitState, UnitStatus};
+use crate::state::{ActiveState, LoadState, ServiceResult, UnitState, UnitStatus};
 
 /// A request to a unit's task.
 #[derive(Debug)]
@@ -83,11 +83,11 @@ impl Exit {
     }
 
     /// systemd's `Result` value for an unclean exit.
-    fn result(self) -> &'static str {
+    fn result(self) -> ServiceResult {
         match self {
-            Exit::Code(_) | Exit::Unknown => "exit-code",
-            Exit::Signal { core: true, .. } => "core-dump",
-            Exit::Signal { .. } => "signal",
+            Exit::Code(_) | Exit::Unknown => ServiceResult::ExitCode,
+            Exit::Signal { core: true, .. } => ServiceResult::CoreDump,
+            Exit::Signal { .. } => ServiceResult::Signal,
         }
     }
 }
@@ -286,11 +286,11 @@ async fn select_ev<F: std::future::Future>(
 }
 
 /// Outcome of one phase.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Flow {
     Ok,
     /// Failed with this `Result`.
-    Fail(&'static str),
+    Fail(ServiceResult),
     /// A stop (or unload) was requested.
     Stop,
     Detached,
@@ -364,9 +364,9 @@ impl Runner {
         }
     }
 
-    fn set_result(&self, result: &str, text: Option<String>) {
+    fn set_result(&self, result: ServiceResult, text: Option<String>) {
         let mut st = self.shared.status.lock().expect("status lock");
-        st.result = result.to_owned();
+        st.result = result;
         if text.is_some() {
             st.status_text = text;
         }
@@ -408,7 +408,8 @@ impl Runner {
                     if self.active().0 == ActiveState::Active {
                         // Active with no process left (RemainAfterExit): run the stop commands.
                         self.stop_requested = true;
-                        if self.stop_sequence("success", true).await == Flow::Detached {
+                        if self.stop_sequence(ServiceResult::Success, true).await == Flow::Detached
+                        {
                             return;
                         }
                     }
@@ -428,7 +429,8 @@ impl Runner {
                     self.unload_ack = Some(ack);
                     if self.active().0 == ActiveState::Active {
                         self.stop_requested = true;
-                        if self.stop_sequence("success", true).await == Flow::Detached {
+                        if self.stop_sequence(ServiceResult::Success, true).await == Flow::Detached
+                        {
                             return;
                         }
                     }
@@ -519,7 +521,7 @@ impl Runner {
         self.stop_requested = false;
         if !self.start_allowed() {
             self.set_result(
-                "start-limit-hit",
+                ServiceResult::StartLimitHit,
                 Some("start request repeated too quickly".into()),
             );
             self.set(ActiveState::Failed, "failed");
@@ -532,7 +534,7 @@ impl Runner {
             let _ = ack.send(Ok(()));
         }
         loop {
-            self.set_result("success", None);
+            self.set_result(ServiceResult::Success, None);
             let (flow, result) = self.run_once().await;
             if flow == Flow::Detached {
                 return Flow::Detached;
@@ -540,8 +542,8 @@ impl Runner {
             if self.stop_requested || result.is_none() {
                 return Flow::Ok;
             }
-            let result = result.unwrap_or("success");
-            if !should_restart(self.cfg.restart, result) {
+            let result = result.unwrap_or(ServiceResult::Success);
+            if !should_restart(self.cfg.restart, &result) {
                 return Flow::Ok;
             }
             // auto-restart: wait RestartSec, still answering requests.
@@ -558,7 +560,7 @@ impl Runner {
                     }
                     Ev::Cmd(c) => {
                         if self.on_busy_cmd(c, false) {
-                            self.set_result("success", None);
+                            self.set_result(ServiceResult::Success, None);
                             self.set(ActiveState::Inactive, "dead");
                             return Flow::Ok;
                         }
@@ -570,8 +572,8 @@ impl Runner {
                 // systemd 252 keeps the failing run's Result when an automatic restart hits
                 // the limit (a refused manual start reports start-limit-hit).
                 let text = Some("start request repeated too quickly".to_owned());
-                if self.current_result() == "success" {
-                    self.set_result("start-limit-hit", text);
+                if self.current_result().is_success() {
+                    self.set_result(ServiceResult::StartLimitHit, text);
                 } else {
                     self.shared.status.lock().expect("status lock").status_text = text;
                 }
@@ -584,7 +586,7 @@ impl Runner {
     /// One activation, from ExecStartPre= to rest. Returns the final `Result` when the unit
     /// came to rest on its own (for the restart decision), `None` when it stays active
     /// (RemainAfterExit) or was stopped.
-    async fn run_once(&mut self) -> (Flow, Option<&'static str>) {
+    async fn run_once(&mut self) -> (Flow, Option<ServiceResult>) {
         self.ready = false;
         self.watchdog = self.cfg.watchdog;
         self.watchdog_deadline = None;
@@ -592,9 +594,9 @@ impl Runner {
         self.groups.clear();
         if let Err(message) = self.prepare() {
             self.ctx.logs.note(&self.name, &message);
-            self.set_result("resources", Some(message));
+            self.set_result(ServiceResult::Resources, Some(message));
             self.set(ActiveState::Failed, "failed");
-            return (Flow::Ok, Some("resources"));
+            return (Flow::Ok, Some(ServiceResult::Resources));
         }
         let cfg = self.cfg.clone();
         if !cfg.exec_start_pre.is_empty() {
@@ -640,7 +642,7 @@ impl Runner {
                 self.set(ActiveState::Active, "exited");
                 return (Flow::Ok, None);
             }
-            let f = self.stop_sequence("success", true).await;
+            let f = self.stop_sequence(ServiceResult::Success, true).await;
             return (f, Some(self.current_result()));
         }
         self.write_record("running");
@@ -648,27 +650,21 @@ impl Runner {
         self.supervise_running().await
     }
 
-    fn current_result(&self) -> &'static str {
-        let st = self.shared.status.lock().expect("status lock");
-        match st.result.as_str() {
-            "success" => "success",
-            "exit-code" => "exit-code",
-            "signal" => "signal",
-            "core-dump" => "core-dump",
-            "timeout" => "timeout",
-            "watchdog" => "watchdog",
-            "resources" => "resources",
-            "protocol" => "protocol",
-            _ => "exit-code",
-        }
+    fn current_result(&self) -> ServiceResult {
+        self.shared
+            .status
+            .lock()
+            .expect("status lock")
+            .result
+            .clone()
     }
 
     /// A start phase failed or was interrupted: stop what runs, and report.
-    async fn after_failed_start(&mut self, flow: Flow) -> (Flow, Option<&'static str>) {
+    async fn after_failed_start(&mut self, flow: Flow) -> (Flow, Option<ServiceResult>) {
         match flow {
             Flow::Detached => (Flow::Detached, None),
             Flow::Stop => {
-                let f = self.stop_sequence("success", false).await;
+                let f = self.stop_sequence(ServiceResult::Success, false).await;
                 (f, None)
             }
             Flow::Fail(result) => {
@@ -897,8 +893,8 @@ impl Runner {
             Ok(c) => c,
             Err(message) => {
                 self.ctx.logs.note(&self.name, &message);
-                self.set_result("exit-code", Some(message));
-                return Flow::Fail("exit-code");
+                self.set_result(ServiceResult::ExitCode, Some(message));
+                return Flow::Fail(ServiceResult::ExitCode);
             }
         };
         let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
@@ -922,8 +918,11 @@ impl Runner {
                         let _ = sys::kill_group(pid, libc::SIGKILL);
                     }
                     let _ = child.wait().await;
-                    self.set_result("timeout", Some(format!("{} timed out", cmd.path)));
-                    return Flow::Fail("timeout");
+                    self.set_result(
+                        ServiceResult::Timeout,
+                        Some(format!("{} timed out", cmd.path)),
+                    );
+                    return Flow::Fail(ServiceResult::Timeout);
                 }
                 Ev::Notify(..) => {}
                 Ev::Detached => return Flow::Detached,
@@ -957,8 +956,8 @@ impl Runner {
             Err(message) => {
                 // What systemd reports as status=203/EXEC.
                 self.ctx.logs.note(&self.name, &message);
-                self.set_result("exit-code", Some(message));
-                return Flow::Fail("exit-code");
+                self.set_result(ServiceResult::ExitCode, Some(message));
+                return Flow::Fail(ServiceResult::ExitCode);
             }
         };
         match cfg.service_type {
@@ -974,7 +973,7 @@ impl Runner {
                     .and_then(|t| Instant::now().checked_add(t));
                 loop {
                     let Some(main) = self.main.as_mut() else {
-                        return Flow::Fail("protocol");
+                        return Flow::Fail(ServiceResult::Protocol);
                     };
                     match select_ev(&mut self.rx, None, deadline, main.wait()).await {
                         Ev::Done(exit) => {
@@ -989,8 +988,11 @@ impl Runner {
                             break;
                         }
                         Ev::Timeout => {
-                            self.set_result("timeout", Some("start operation timed out".into()));
-                            return Flow::Fail("timeout");
+                            self.set_result(
+                                ServiceResult::Timeout,
+                                Some("start operation timed out".into()),
+                            );
+                            return Flow::Fail(ServiceResult::Timeout);
                         }
                         Ev::Notify(..) => {}
                         Ev::Detached => return Flow::Detached,
@@ -1019,25 +1021,28 @@ impl Runner {
                     .and_then(|t| Instant::now().checked_add(t));
                 while !self.ready {
                     let Some(main) = self.main.as_mut() else {
-                        return Flow::Fail("protocol");
+                        return Flow::Fail(ServiceResult::Protocol);
                     };
                     match select_ev(&mut self.rx, self.notify.as_ref(), deadline, main.wait()).await
                     {
                         Ev::Done(exit) => {
                             let result = if exit.clean(false) {
-                                "protocol"
+                                ServiceResult::Protocol
                             } else {
                                 exit.result()
                             };
                             self.set_result(
-                                result,
+                                result.clone(),
                                 Some(format!("main process exited before READY=1: {exit:?}")),
                             );
                             return Flow::Fail(result);
                         }
                         Ev::Timeout => {
-                            self.set_result("timeout", Some("start operation timed out".into()));
-                            return Flow::Fail("timeout");
+                            self.set_result(
+                                ServiceResult::Timeout,
+                                Some("start operation timed out".into()),
+                            );
+                            return Flow::Fail(ServiceResult::Timeout);
                         }
                         Ev::Notify(msg, pid) => self.on_notify(&msg, pid),
                         Ev::Detached => return Flow::Detached,
@@ -1145,7 +1150,7 @@ impl Runner {
     /// A keep-alive came too late, or the service asked for it: kill it with
     /// `WatchdogSignal=`, with the result `watchdog` (which `Restart=on-watchdog` and
     /// friends restart).
-    async fn watchdog_fired(&mut self) -> (Flow, Option<&'static str>) {
+    async fn watchdog_fired(&mut self) -> (Flow, Option<ServiceResult>) {
         let why = if std::mem::take(&mut self.watchdog_triggered) {
             "Watchdog request".to_owned()
         } else {
@@ -1157,16 +1162,16 @@ impl Runner {
         self.watchdog_deadline = None;
         self.ctx.logs.note(&self.name, &format!("flotilla: {why}!"));
         tracing::warn!(unit = %self.name, "{why}");
-        self.set_result("watchdog", Some(why));
+        self.set_result(ServiceResult::Watchdog, Some(why));
         let signal = self.cfg.watchdog_signal;
         let f = self
-            .stop_sequence_with("watchdog", false, (signal, "stop-watchdog"))
+            .stop_sequence_with(ServiceResult::Watchdog, false, (signal, "stop-watchdog"))
             .await;
         (f, Some(self.current_result()))
     }
 
     /// active/running: wait for the main process, answering requests.
-    async fn supervise_running(&mut self) -> (Flow, Option<&'static str>) {
+    async fn supervise_running(&mut self) -> (Flow, Option<ServiceResult>) {
         loop {
             if self.watchdog_triggered
                 || self.watchdog_deadline.is_some_and(|d| Instant::now() >= d)
@@ -1198,7 +1203,7 @@ impl Runner {
                 Ev::Done(exit) => {
                     if self.main.is_none() {
                         // Group emptied on its own: no status to judge by.
-                        let f = self.stop_sequence("success", true).await;
+                        let f = self.stop_sequence(ServiceResult::Success, true).await;
                         return (f, Some(self.current_result()));
                     }
                     let clean = exit.clean(false);
@@ -1207,9 +1212,16 @@ impl Runner {
                         self.set(ActiveState::Active, "exited");
                         return (Flow::Ok, None);
                     }
-                    let result = if clean { "success" } else { exit.result() };
+                    let result = if clean {
+                        ServiceResult::Success
+                    } else {
+                        exit.result()
+                    };
                     if !clean {
-                        self.set_result(result, Some(format!("main process exited: {exit:?}")));
+                        self.set_result(
+                            result.clone(),
+                            Some(format!("main process exited: {exit:?}")),
+                        );
                     }
                     let f = self.stop_sequence(result, clean).await;
                     return (f, Some(self.current_result()));
@@ -1220,7 +1232,7 @@ impl Runner {
                 }
                 Ev::Cmd(c) => {
                     if self.on_busy_cmd(c, false) {
-                        let f = self.stop_sequence("success", true).await;
+                        let f = self.stop_sequence(ServiceResult::Success, true).await;
                         return (f, None);
                     }
                 }
@@ -1328,7 +1340,7 @@ impl Runner {
 
     /// Records how the main process died while being stopped.
     fn note_stop_exit(&mut self, exit: Exit) {
-        if !exit.clean(true) && self.current_result() == "success" {
+        if !exit.clean(true) && self.current_result().is_success() {
             self.set_result(
                 exit.result(),
                 Some(format!("main process exited: {exit:?}")),
@@ -1338,7 +1350,7 @@ impl Runner {
     }
 
     /// From running (or a failed start) to rest: ExecStop=, signals, ExecStopPost=.
-    async fn stop_sequence(&mut self, result: &'static str, run_exec_stop: bool) -> Flow {
+    async fn stop_sequence(&mut self, result: ServiceResult, run_exec_stop: bool) -> Flow {
         let first = (self.cfg.kill_signal, "stop-sigterm");
         self.stop_sequence_with(result, run_exec_stop, first).await
     }
@@ -1347,12 +1359,12 @@ impl Runner {
     /// (the watchdog's: `WatchdogSignal=` in `stop-watchdog`).
     async fn stop_sequence_with(
         &mut self,
-        result: &'static str,
+        result: ServiceResult,
         run_exec_stop: bool,
         (first_signal, first_sub): (i32, &'static str),
     ) -> Flow {
         self.watchdog_deadline = None;
-        if result != "success" && self.current_result() == "success" {
+        if !result.is_success() && self.current_result().is_success() {
             self.set_result(result, None);
         }
         let cfg = self.cfg.clone();
@@ -1379,9 +1391,9 @@ impl Runner {
                 Err(f) => return f,
                 Ok(true) => {}
                 Ok(false) => {
-                    if self.current_result() == "success" {
+                    if self.current_result().is_success() {
                         self.set_result(
-                            "timeout",
+                            ServiceResult::Timeout,
                             Some("stop operation timed out, killing".into()),
                         );
                     }
@@ -1402,7 +1414,7 @@ impl Runner {
                 match self.run_control(cmd, cfg.timeout_stop, true).await {
                     Flow::Detached => return Flow::Detached,
                     Flow::Fail(r)
-                        if !cmd.flags.ignore_failure && self.current_result() == "success" =>
+                        if !cmd.flags.ignore_failure && self.current_result().is_success() =>
                     {
                         self.set_result(r, None);
                     }
@@ -1430,11 +1442,11 @@ impl Runner {
         self.main = None;
         self.cleanup_records();
         let result = self.current_result();
-        if !self.stop_requested && self.unload_ack.is_none() && should_restart(cfg.restart, result)
+        if !self.stop_requested && self.unload_ack.is_none() && should_restart(cfg.restart, &result)
         {
             // As systemd: straight to auto-restart, never through failed/dead.
             self.set(ActiveState::Activating, "auto-restart");
-        } else if result == "success" {
+        } else if result.is_success() {
             self.set(ActiveState::Inactive, "dead");
         } else {
             self.set(ActiveState::Failed, "failed");
@@ -1501,7 +1513,7 @@ impl Runner {
         if self.main.is_none() && self.unit_empty() {
             // Everything died while we were away: no status to judge by.
             self.set_result(
-                "exit-code",
+                ServiceResult::ExitCode,
                 Some("main process exited while the supervisor was down".into()),
             );
             self.cleanup_records();
@@ -1522,7 +1534,7 @@ impl Runner {
         }
         if let Some(result) = result
             && !self.stop_requested
-            && should_restart(self.cfg.restart, result)
+            && should_restart(self.cfg.restart, &result)
         {
             self.restart_pending = true;
         }
@@ -1555,14 +1567,15 @@ pub(crate) fn write_record_file(path: &std::path::Path, bytes: &[u8]) -> std::io
 }
 
 /// systemd's restart table (`Restart=` against the `Result` of the run).
-fn should_restart(policy: RestartPolicy, result: &str) -> bool {
+fn should_restart(policy: RestartPolicy, result: &ServiceResult) -> bool {
     use RestartPolicy::*;
+    use ServiceResult as R;
     match result {
-        "success" => matches!(policy, Always | OnSuccess),
-        "exit-code" | "resources" | "protocol" => matches!(policy, Always | OnFailure),
-        "signal" | "core-dump" => matches!(policy, Always | OnFailure | OnAbnormal | OnAbort),
-        "timeout" => matches!(policy, Always | OnFailure | OnAbnormal),
-        "watchdog" => matches!(policy, Always | OnFailure | OnAbnormal | OnWatchdog),
+        R::Success => matches!(policy, Always | OnSuccess),
+        R::ExitCode | R::Resources | R::Protocol => matches!(policy, Always | OnFailure),
+        R::Signal | R::CoreDump => matches!(policy, Always | OnFailure | OnAbnormal | OnAbort),
+        R::Timeout => matches!(policy, Always | OnFailure | OnAbnormal),
+        R::Watchdog => matches!(policy, Always | OnFailure | OnAbnormal | OnWatchdog),
         _ => false,
     }
 }
@@ -1630,15 +1643,15 @@ mod tests {
     #[test]
     fn restart_table() {
         use RestartPolicy::*;
-        assert!(should_restart(Always, "success"));
-        assert!(!should_restart(OnFailure, "success"));
-        assert!(should_restart(OnFailure, "exit-code"));
-        assert!(!should_restart(OnAbnormal, "exit-code"));
-        assert!(should_restart(OnAbnormal, "signal"));
-        assert!(should_restart(OnAbort, "core-dump"));
-        assert!(!should_restart(OnAbort, "timeout"));
-        assert!(!should_restart(No, "signal"));
-        assert!(should_restart(OnWatchdog, "watchdog"));
+        assert!(should_restart(Always, &ServiceResult::Success));
+        assert!(!should_restart(OnFailure, &ServiceResult::Success));
+        assert!(should_restart(OnFailure, &ServiceResult::ExitCode));
+        assert!(!should_restart(OnAbnormal, &ServiceResult::ExitCode));
+        assert!(should_restart(OnAbnormal, &ServiceResult::Signal));
+        assert!(should_restart(OnAbort, &ServiceResult::CoreDump));
+        assert!(!should_restart(OnAbort, &ServiceResult::Timeout));
+        assert!(!should_restart(No, &ServiceResult::Signal));
+        assert!(should_restart(OnWatchdog, &ServiceResult::Watchdog));
     }
 
     #[test]
