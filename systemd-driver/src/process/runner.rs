@@ -1566,17 +1566,20 @@ pub(crate) fn write_record_file(path: &std::path::Path, bytes: &[u8]) -> std::io
     f.write_all_at(&buf, 0)
 }
 
-/// systemd's restart table (`Restart=` against the `Result` of the run).
+/// Whether `Restart=` restarts a run that ended with `result`: systemd 252's
+/// `service_shall_restart()`, which lists what each policy excludes rather than what it
+/// includes (so `on-abnormal` restarts after `protocol` and `resources` too). A refused
+/// start (`start-limit-hit`) never gets here.
 fn should_restart(policy: RestartPolicy, result: &ServiceResult) -> bool {
-    use RestartPolicy::*;
     use ServiceResult as R;
-    match result {
-        R::Success => matches!(policy, Always | OnSuccess),
-        R::ExitCode | R::Resources | R::Protocol => matches!(policy, Always | OnFailure),
-        R::Signal | R::CoreDump => matches!(policy, Always | OnFailure | OnAbnormal | OnAbort),
-        R::Timeout => matches!(policy, Always | OnFailure | OnAbnormal),
-        R::Watchdog => matches!(policy, Always | OnFailure | OnAbnormal | OnWatchdog),
-        _ => false,
+    match policy {
+        RestartPolicy::No => false,
+        RestartPolicy::Always => *result != R::ExecCondition,
+        RestartPolicy::OnSuccess => *result == R::Success,
+        RestartPolicy::OnFailure => !matches!(result, R::Success | R::ExecCondition),
+        RestartPolicy::OnAbnormal => !matches!(result, R::Success | R::ExitCode | R::ExecCondition),
+        RestartPolicy::OnWatchdog => *result == R::Watchdog,
+        RestartPolicy::OnAbort => matches!(result, R::Signal | R::CoreDump),
     }
 }
 
@@ -1652,6 +1655,13 @@ mod tests {
         assert!(!should_restart(OnAbort, &ServiceResult::Timeout));
         assert!(!should_restart(No, &ServiceResult::Signal));
         assert!(should_restart(OnWatchdog, &ServiceResult::Watchdog));
+        assert!(!should_restart(OnWatchdog, &ServiceResult::Signal));
+        assert!(should_restart(OnAbnormal, &ServiceResult::Protocol));
+        assert!(should_restart(OnAbnormal, &ServiceResult::Resources));
+        assert!(should_restart(OnAbnormal, &ServiceResult::Timeout));
+        assert!(!should_restart(OnAbort, &ServiceResult::Watchdog));
+        assert!(!should_restart(OnSuccess, &ServiceResult::Timeout));
+        assert!(!should_restart(Always, &ServiceResult::ExecCondition));
     }
 
     #[test]
