@@ -39,6 +39,7 @@ suite_cases!(
     clean_exit,
     crash,
     missing_binary,
+    unknown_user_or_group,
     stdout_follow,
     ignores_sigterm,
     forked_children,
@@ -427,6 +428,21 @@ async fn user_group_and_privileged_prefix() {
         let st = wait_state(&d, "who.service", "loaded/failed/failed").await;
         assert!(st.status_text.unwrap_or_default().contains("root"));
     }
+    // A user the database does not know: the unit's status says which, and for which unit.
+    d.load(
+        "ghost.service",
+        "[Service]\nUser=flotilla-no-such-user\nExecStart=/bin/true\n",
+    )
+    .await
+    .unwrap();
+    d.start("ghost.service").await.unwrap();
+    let st = wait_state(&d, "ghost.service", "loaded/failed/failed").await;
+    assert_eq!(
+        st.status_text.as_deref(),
+        Some(
+            "ghost.service: Failed to determine user credentials: no such user \"flotilla-no-such-user\""
+        )
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

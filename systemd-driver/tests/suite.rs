@@ -14,6 +14,7 @@ pub(crate) const CASES: &[&str] = &[
     "clean_exit",
     "crash",
     "missing_binary",
+    "unknown_user_or_group",
     "stdout_follow",
     "ignores_sigterm",
     "forked_children",
@@ -34,6 +35,7 @@ pub(crate) async fn run<D: UnitDriver>(case: &str, d: &D, s: &Scratch, prefix: &
         "clean_exit" => clean_exit(d, prefix).await,
         "crash" => crash(d, prefix).await,
         "missing_binary" => missing_binary(d, prefix).await,
+        "unknown_user_or_group" => unknown_user_or_group(d, prefix).await,
         "stdout_follow" => stdout_follow(d, prefix).await,
         "ignores_sigterm" => ignores_sigterm(d, s, prefix).await,
         "forked_children" => forked_children(d, s, prefix).await,
@@ -117,6 +119,27 @@ pub(crate) async fn missing_binary<D: UnitDriver>(d: &D, prefix: &str) {
     let st = wait_state(d, &name, "loaded/failed/failed").await;
     assert_eq!(st.result, ServiceResult::ExitCode);
     d.unload(&name).await.unwrap();
+}
+
+/// A `User=` or `Group=` the user database does not know fails the start, even for a
+/// `+` command, which would not switch to them.
+pub(crate) async fn unknown_user_or_group<D: UnitDriver>(d: &D, prefix: &str) {
+    for (what, setting) in [
+        ("nouser", "User=flotilla-no-such-user\nExecStart=/bin/true"),
+        (
+            "nogroup",
+            "Group=flotilla-no-such-group\nExecStart=+/bin/true",
+        ),
+    ] {
+        let name = unit(prefix, what);
+        d.load(&name, &format!("[Service]\n{setting}\n"))
+            .await
+            .unwrap();
+        d.start(&name).await.unwrap();
+        let st = wait_state(d, &name, "loaded/failed/failed").await;
+        assert_eq!(st.result, ServiceResult::ExitCode, "{setting}");
+        d.unload(&name).await.unwrap();
+    }
 }
 
 pub(crate) async fn stdout_follow<D: UnitDriver>(d: &D, prefix: &str) {

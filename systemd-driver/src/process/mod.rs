@@ -21,6 +21,7 @@ mod logfile;
 mod runner;
 mod spawn;
 mod sys;
+mod user;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

@@ -20,6 +20,7 @@ use super::Ctx;
 use super::cgroup::UnitCgroup;
 use super::spawn::{self, SpawnRequest, Spawned};
 use super::sys;
+use super::user::{self, UserRecord};
 use crate::config::{KillMode, NotifyAccess, RestartPolicy, ServiceConfig, ServiceType};
 use crate::error::{Error, Result};
 use crate::state::{ActiveState, LoadState, ServiceResult, UnitState, UnitStatus};
@@ -727,10 +728,30 @@ impl Runner {
         self.watchdog_deadline = self.watchdog.and_then(|t| Instant::now().checked_add(t));
     }
 
+    /// `User=` and `Group=` resolved, or why not (naming the unit). Off the runtime's
+    /// threads: a name service (LDAP, sssd) may take its time to answer.
+    async fn credentials(&self) -> std::result::Result<(Option<UserRecord>, Option<u32>), String> {
+        let (u, g) = (self.cfg.user.clone(), self.cfg.group.clone());
+        if u.is_none() && g.is_none() {
+            return Ok((None, None));
+        }
+        let lookup = tokio::task::spawn_blocking(move || {
+            let found_user = u.as_deref().map(user::user).transpose()?;
+            let found_group = g.as_deref().map(user::group).transpose()?;
+            Ok::<_, user::LookupError>((found_user, found_group))
+        });
+        match lookup.await {
+            Ok(Ok(found)) => Ok(found),
+            Ok(Err(e)) => Err(format!("{}: {e}", self.name)),
+            Err(e) => Err(format!("{}: user lookup failed: {e}", self.name)),
+        }
+    }
+
     /// The environment of the unit's processes; errors name the missing file.
     fn environment(
         &self,
         with_main_pid: bool,
+        user: Option<&UserRecord>,
     ) -> std::result::Result<Vec<(String, String)>, String> {
         let mut env: Vec<(String, String)> = vec![(
             "PATH".into(),
@@ -740,9 +761,7 @@ impl Runner {
             env.retain(|(n, _)| n != k);
             env.push((k.to_owned(), v));
         };
-        if let Some(user) = &self.cfg.user
-            && let Some(pw) = passwd_entry(user)
-        {
+        if let Some(pw) = user {
             put(&mut env, "HOME", pw.home.clone());
             put(&mut env, "USER", pw.name.clone());
             put(&mut env, "LOGNAME", pw.name.clone());
@@ -794,24 +813,19 @@ impl Runner {
         cmd: &ExecCommand,
         with_main_pid: bool,
     ) -> std::result::Result<ChildProc, String> {
-        let env = self.environment(with_main_pid)?;
+        let (user, group) = self.credentials().await?;
+        let env = self.environment(with_main_pid, user.as_ref())?;
         let argv = exec_argv(cmd, &env);
         let log = self
             .ctx
             .logs
             .open_append(&self.name)
             .map_err(|e| format!("cannot open log file: {e}"))?;
-        let switch_user = !skips_credentials(cmd) && self.cfg.user.is_some();
-        let pw = if switch_user {
-            self.cfg.user.as_deref().and_then(passwd_entry)
-        } else {
-            None
-        };
         let mut cwd = None;
         if let Some((dir, optional)) = &self.cfg.working_directory {
             let dir = if dir == "~" {
-                pw.as_ref()
-                    .map(|p| p.home.clone())
+                user.as_ref()
+                    .map(|u| u.home.clone())
                     .unwrap_or_else(|| std::env::var("HOME").unwrap_or("/".into()))
             } else {
                 dir.clone()
@@ -822,21 +836,15 @@ impl Runner {
         }
         // Switched inside the child, after it is in its cgroup (joining one needs root).
         let mut creds = None;
-        if switch_user {
-            let user = self.cfg.user.as_deref().unwrap_or_default();
-            let pw = pw.ok_or_else(|| {
-                format!("Failed to determine user credentials: no such user {user:?}")
-            })?;
-            let gid = match &self.cfg.group {
-                Some(g) => group_id(g).ok_or_else(|| {
-                    format!("Failed to determine group credentials: no such group {g:?}")
-                })?,
-                None => pw.gid,
-            };
+        if let Some(u) = user.as_ref().filter(|_| !skips_credentials(cmd)) {
+            let gid = group.unwrap_or(u.gid);
             if sys::euid() == 0 {
-                creds = Some((pw.uid, gid));
-            } else if pw.uid != sys::euid() {
-                return Err(format!("User={user} needs the supervisor to run as root"));
+                creds = Some((u.uid, gid));
+            } else if u.uid != sys::euid() {
+                return Err(format!(
+                    "{}: User={} needs the supervisor to run as root",
+                    self.name, u.name
+                ));
             }
         }
         let req = SpawnRequest {
@@ -1600,43 +1608,6 @@ fn exec_argv(cmd: &ExecCommand, env: &[(String, String)]) -> Vec<String> {
 /// sandboxing for `!` to keep, so all three mean the driver's own credentials).
 fn skips_credentials(cmd: &ExecCommand) -> bool {
     cmd.flags.full_privileges || cmd.flags.no_setuid || cmd.flags.ambient_magic
-}
-
-#[derive(Debug, Clone)]
-struct Passwd {
-    name: String,
-    uid: u32,
-    gid: u32,
-    home: String,
-    shell: String,
-}
-
-fn passwd_entry(user: &str) -> Option<Passwd> {
-    let text = std::fs::read_to_string("/etc/passwd").ok()?;
-    text.lines().find_map(|l| {
-        let f: Vec<&str> = l.split(':').collect();
-        if f.len() < 7 || (f[0] != user && f[2] != user) {
-            return None;
-        }
-        Some(Passwd {
-            name: f[0].to_owned(),
-            uid: f[2].parse().ok()?,
-            gid: f[3].parse().ok()?,
-            home: f[5].to_owned(),
-            shell: f[6].to_owned(),
-        })
-    })
-}
-
-fn group_id(group: &str) -> Option<u32> {
-    if let Ok(n) = group.parse() {
-        return Some(n);
-    }
-    let text = std::fs::read_to_string("/etc/group").ok()?;
-    text.lines().find_map(|l| {
-        let f: Vec<&str> = l.split(':').collect();
-        (f.len() >= 3 && f[0] == group).then(|| f[2].parse().ok())?
-    })
 }
 
 #[cfg(test)]
