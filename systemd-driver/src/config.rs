@@ -108,10 +108,7 @@ impl ServiceConfig {
     pub(crate) fn from_text(unit: &str, text: &str) -> Result<ServiceConfig> {
         let file =
             unit_parser::parse(text).map_err(|e| Error::bad_unit(unit, e.line(), e.to_string()))?;
-        let name: UnitName = unit.parse().map_err(|e| Error::InvalidName {
-            name: unit.to_owned(),
-            reason: format!("{e}"),
-        })?;
+        let name = UnitName::parse(unit).map_err(|e| Error::invalid_name(unit, e))?;
         let ctx = SpecifierContext::system(Some(name));
         let svc = Service::from_unit_with(&file, Some(&ctx))
             .map_err(|e| Error::bad_unit(unit, e.line(), e.to_string()))?;

@@ -19,6 +19,7 @@ use serde::de::DeserializeOwned;
 use tokio::io::AsyncBufReadExt;
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
+use unit_parser::name::UnitName;
 use zbus::Connection;
 use zbus::zvariant::{DynamicType, OwnedObjectPath, OwnedValue, Value};
 
@@ -513,42 +514,11 @@ where
     msg.body().deserialize::<R>().map_err(dbus(method))
 }
 
+/// systemd's rules for a unit name (any type: this driver hands every unit to systemd).
 fn check_unit_name(name: &str) -> Result<()> {
-    let bad = |reason: &str| {
-        Err(Error::InvalidName {
-            name: name.to_owned(),
-            reason: reason.to_owned(),
-        })
-    };
-    let Some((prefix, suffix)) = name.rsplit_once('.') else {
-        return bad("no unit type suffix");
-    };
-    const TYPES: [&str; 11] = [
-        "service",
-        "socket",
-        "device",
-        "mount",
-        "automount",
-        "swap",
-        "target",
-        "path",
-        "timer",
-        "slice",
-        "scope",
-    ];
-    if !TYPES.contains(&suffix) {
-        return bad("unknown unit type");
-    }
-    if prefix.is_empty() || name.len() > 255 || prefix.starts_with('@') {
-        return bad("must be 1 to 255 bytes with a non-empty prefix");
-    }
-    if !prefix
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b":-_.\\@".contains(&b))
-    {
-        return bad("allowed characters are ASCII letters, digits and :-_.\\@");
-    }
-    Ok(())
+    UnitName::parse(name)
+        .map(drop)
+        .map_err(|e| Error::invalid_name(name, e))
 }
 
 fn has_install_section(contents: &str) -> bool {
@@ -748,6 +718,10 @@ mod tests {
         assert!(check_unit_name("a.timer").is_ok());
         assert!(check_unit_name("a.bogus").is_err());
         assert!(check_unit_name("../a.service").is_err());
+        assert_eq!(
+            check_unit_name("a b.service").unwrap_err().to_string(),
+            "invalid unit name \"a b.service\": unit name \"a b.service\" contains invalid character ' ' at byte 1"
+        );
         assert!(has_install_section(
             "[Service]\nExecStart=/bin/true\n[Install]\nWantedBy=default.target\n"
         ));
