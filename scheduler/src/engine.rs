@@ -27,9 +27,12 @@ use crate::decision::{Change, Constraint, Decision, FailureCount, Placement, Rea
 use crate::error::{Error, Result};
 use crate::glob::Glob;
 use crate::hash::FxMap;
+use crate::idx::{
+    ClassIdx, GroupIdx, Idx, IdxVec, KeyIdx, MachineIdx, PatternIdx, PatternListIdx, ReqIdx,
+    UnitIdx, ValueIdx,
+};
 use crate::order::LoadOrder;
 
-const NONE: u32 = u32::MAX;
 /// Gap between consecutive machine ranks, so a joining machine usually fits between two.
 const RANK_GAP: u64 = 1 << 32;
 /// Extra passes over units that failed while later displacements freed room.
@@ -41,21 +44,21 @@ struct MachineRec {
     /// Orders machines by ID without comparing strings.
     rank: u64,
     present: bool,
-    /// (key, value) ids, sorted by key.
-    meta: Vec<(u32, u32)>,
+    /// (key, value) pairs, sorted by key.
+    meta: Vec<(KeyIdx, ValueIdx)>,
     capacity: Capacity,
     used: Resources,
     load: u32,
     /// Non-global units placed here.
-    units: Vec<u32>,
+    units: Vec<UnitIdx>,
     /// Global units running here, in name order.
-    globals: Vec<u32>,
+    globals: Vec<UnitIdx>,
     /// Metadata classes this machine belongs to, with its position in each.
-    classes: Vec<(u32, u32)>,
+    classes: Vec<(ClassIdx, u32)>,
 }
 
 impl MachineRec {
-    fn meta_value(&self, key: u32) -> Option<u32> {
+    fn meta_value(&self, key: KeyIdx) -> Option<ValueIdx> {
         self.meta
             .binary_search_by_key(&key, |&(k, _)| k)
             .ok()
@@ -64,7 +67,7 @@ impl MachineRec {
 }
 
 /// A metadata requirement: for each key (sorted), the allowed values (sorted).
-type MetaReq = Box<[(u32, Box<[u32]>)]>;
+type MetaReq = Box<[(KeyIdx, Box<[ValueIdx]>)]>;
 
 #[derive(Debug, Clone)]
 struct MetaClass {
@@ -76,16 +79,16 @@ struct MetaClass {
 enum Strat {
     LeastLoaded,
     BinPack,
-    Spread(u32),
+    Spread(KeyIdx),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct Req {
     machine_id: Option<Box<str>>,
-    machine_of: Box<[u32]>,
-    class: u32,
-    conflicts: Box<[u32]>,
-    replaces: Box<[u32]>,
+    machine_of: Box<[UnitIdx]>,
+    class: ClassIdx,
+    conflicts: Box<[PatternIdx]>,
+    replaces: Box<[PatternIdx]>,
     global: bool,
     demand: Resources,
     strategy: Option<Strat>,
@@ -94,16 +97,16 @@ struct Req {
 #[derive(Debug, Clone)]
 struct UnitRec {
     name: Box<str>,
-    /// Requirement record; `NONE` for a name only referenced by `MachineOf=`.
-    req: u32,
+    /// Requirement record; [`ReqIdx::PLAIN`] for a name only referenced by `MachineOf=`.
+    req: ReqIdx,
     /// Placement of a non-global unit.
-    machine: u32,
+    machine: Option<MachineIdx>,
     /// The placement a snapshot claimed, until the first pass checks it.
-    claim: u32,
-    /// Interned list of the patterns matching this unit's name.
-    matches: u32,
+    claim: Option<MachineIdx>,
+    /// The patterns matching this unit's name.
+    matches: PatternListIdx,
     /// Spread group, interned on first use.
-    group: u32,
+    group: Option<GroupIdx>,
     desired: Desired,
     exists: bool,
     /// In the failed list (active, non-global, unplaced).
@@ -114,22 +117,22 @@ struct UnitRec {
 struct PatRec {
     glob: Option<Glob>,
     /// Machines hosting units that declare this pattern in `Conflicts=`, with counts.
-    conf_decl: FxMap<u32, u32>,
+    conf_decl: FxMap<MachineIdx, u32>,
     /// The same for `Replaces=`.
-    rep_decl: FxMap<u32, u32>,
+    rep_decl: FxMap<MachineIdx, u32>,
     /// Machines hosting units whose name the pattern matches, with counts.
-    matched_on: FxMap<u32, u32>,
+    matched_on: FxMap<MachineIdx, u32>,
 }
 
 /// Why one machine cannot take a unit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Fail {
     MachineId,
-    Metadata(u32),
-    MachineOf(u32),
-    ConflictOwn(u32),
-    ConflictOther(u32),
-    Replaced(u32),
+    Metadata(KeyIdx),
+    MachineOf(UnitIdx),
+    ConflictOwn(PatternIdx),
+    ConflictOther(PatternIdx),
+    Replaced(PatternIdx),
     Memory,
     Cpu,
     Weight,
@@ -140,16 +143,18 @@ enum Fail {
 /// units that join during the pass (displaced units, followers of a placed peer).
 #[derive(Debug, Clone, Default)]
 struct Pending {
-    sorted: Vec<u32>,
+    sorted: Vec<UnitIdx>,
     pos: usize,
-    heap: BinaryHeap<Reverse<(Box<str>, u32)>>,
+    heap: BinaryHeap<Reverse<(Box<str>, UnitIdx)>>,
 }
 
 /// Records what a step changed, to report it as [`Change`]s.
 #[derive(Debug, Clone, Default)]
 struct Journal {
-    units: FxMap<u32, u32>,
-    machines: FxMap<u32, Vec<u32>>,
+    /// Each unit's placement before the step.
+    units: FxMap<UnitIdx, Option<MachineIdx>>,
+    /// Each machine's global units before the step.
+    machines: FxMap<MachineIdx, Vec<UnitIdx>>,
 }
 
 /// An incremental scheduler: holds the cluster, keeps every unit placed, and answers
@@ -162,60 +167,71 @@ struct Journal {
 #[derive(Debug, Clone)]
 pub struct Scheduler {
     default_strategy: Strat,
-    machines: Vec<MachineRec>,
-    machine_by_id: FxMap<Box<str>, u32>,
-    machine_by_short: FxMap<Box<str>, Vec<u32>>,
-    machines_by_rank: BTreeMap<u64, u32>,
+    machines: IdxVec<MachineIdx, MachineRec>,
+    machine_by_id: FxMap<Box<str>, MachineIdx>,
+    machine_by_short: FxMap<Box<str>, Vec<MachineIdx>>,
+    machines_by_rank: BTreeMap<u64, MachineIdx>,
     present: usize,
-    keys: Interner,
-    vals: Interner,
+    keys: Interner<KeyIdx>,
+    vals: Interner<ValueIdx>,
     /// Present machines having each (key, value).
-    kv_index: FxMap<(u32, u32), Vec<u32>>,
+    kv_index: FxMap<(KeyIdx, ValueIdx), Vec<MachineIdx>>,
     /// For each key, the values present machines have, with machine counts.
-    key_values: FxMap<u32, BTreeMap<u32, u32>>,
-    classes: Vec<MetaClass>,
-    class_by_req: FxMap<MetaReq, u32>,
-    units: Vec<UnitRec>,
-    unit_by_name: FxMap<Box<str>, u32>,
-    reqs: Vec<Req>,
-    req_by_key: FxMap<Req, u32>,
-    pats: Vec<PatRec>,
-    pat_by_text: FxMap<Box<str>, u32>,
-    pat_by_prefix: FxMap<Box<str>, Vec<u32>>,
+    key_values: FxMap<KeyIdx, BTreeMap<ValueIdx, u32>>,
+    classes: IdxVec<ClassIdx, MetaClass>,
+    class_by_req: FxMap<MetaReq, ClassIdx>,
+    units: IdxVec<UnitIdx, UnitRec>,
+    unit_by_name: FxMap<Box<str>, UnitIdx>,
+    reqs: IdxVec<ReqIdx, Req>,
+    req_by_key: FxMap<Req, ReqIdx>,
+    pats: IdxVec<PatternIdx, PatRec>,
+    pat_by_text: FxMap<Box<str>, PatternIdx>,
+    pat_by_prefix: FxMap<Box<str>, Vec<PatternIdx>>,
     /// Bit `n` set when some pattern has a literal prefix of `n` bytes (n < 128).
     prefix_lens: u128,
     long_prefixes: bool,
-    lists: Vec<Box<[u32]>>,
-    list_by: FxMap<Box<[u32]>, u32>,
-    followers: FxMap<u32, Vec<u32>>,
+    lists: IdxVec<PatternListIdx, Box<[PatternIdx]>>,
+    list_by: FxMap<Box<[PatternIdx]>, PatternListIdx>,
+    /// For each unit, the units naming it in `MachineOf=`.
+    followers: FxMap<UnitIdx, Vec<UnitIdx>>,
     /// Existing global units, sorted by name.
-    globals: Vec<u32>,
-    groups: Interner,
-    spread_counts: FxMap<(u32, u32, u32), u32>,
+    globals: Vec<UnitIdx>,
+    groups: Interner<GroupIdx>,
+    /// Units of each spread group placed on machines with each (key, value).
+    spread_counts: FxMap<(GroupIdx, KeyIdx, ValueIdx), u32>,
     pending: Pending,
-    failed: Vec<u32>,
+    failed: Vec<UnitIdx>,
     freed: bool,
     journal: Option<Journal>,
 }
 
-#[derive(Debug, Clone, Default)]
-struct Interner {
-    ids: FxMap<Box<str>, u32>,
-    names: Vec<Box<str>>,
+/// Strings numbered in order of first appearance.
+#[derive(Debug, Clone)]
+struct Interner<I> {
+    ids: FxMap<Box<str>, I>,
+    names: IdxVec<I, Box<str>>,
 }
 
-impl Interner {
-    fn intern(&mut self, s: &str) -> u32 {
+impl<I> Default for Interner<I> {
+    fn default() -> Interner<I> {
+        Interner {
+            ids: FxMap::default(),
+            names: IdxVec::default(),
+        }
+    }
+}
+
+impl<I: Idx> Interner<I> {
+    fn intern(&mut self, s: &str) -> I {
         if let Some(&i) = self.ids.get(s) {
             return i;
         }
-        let i = self.names.len() as u32;
-        self.names.push(s.into());
+        let i = self.names.push(s.into());
         self.ids.insert(s.into(), i);
         i
     }
-    fn name(&self, i: u32) -> &str {
-        &self.names[i as usize]
+    fn name(&self, i: I) -> &str {
+        &self.names[i]
     }
 }
 
@@ -230,7 +246,7 @@ impl Scheduler {
     pub fn new(strategy: Strategy) -> Scheduler {
         let mut s = Scheduler {
             default_strategy: Strat::LeastLoaded,
-            machines: Vec::new(),
+            machines: IdxVec::new(),
             machine_by_id: FxMap::default(),
             machine_by_short: FxMap::default(),
             machines_by_rank: BTreeMap::new(),
@@ -239,21 +255,18 @@ impl Scheduler {
             vals: Interner::default(),
             kv_index: FxMap::default(),
             key_values: FxMap::default(),
-            classes: vec![MetaClass {
-                req: Box::new([]),
-                order: LoadOrder::default(),
-            }],
+            classes: IdxVec::new(),
             class_by_req: FxMap::default(),
-            units: Vec::new(),
+            units: IdxVec::new(),
             unit_by_name: FxMap::default(),
-            reqs: Vec::new(),
+            reqs: IdxVec::new(),
             req_by_key: FxMap::default(),
-            pats: Vec::new(),
+            pats: IdxVec::new(),
             pat_by_text: FxMap::default(),
             pat_by_prefix: FxMap::default(),
             prefix_lens: 0,
             long_prefixes: false,
-            lists: vec![Box::new([])],
+            lists: IdxVec::new(),
             list_by: FxMap::default(),
             followers: FxMap::default(),
             globals: Vec::new(),
@@ -264,9 +277,29 @@ impl Scheduler {
             freed: false,
             journal: None,
         };
-        s.class_by_req.insert(Box::new([]), 0);
-        s.lists.shrink_to_fit();
-        s.list_by.insert(Box::new([]), 0);
+        let any = s.classes.push(MetaClass {
+            req: Box::new([]),
+            order: LoadOrder::default(),
+        });
+        s.class_by_req.insert(Box::new([]), any);
+        let plain = Req {
+            machine_id: None,
+            machine_of: Box::new([]),
+            class: any,
+            conflicts: Box::new([]),
+            replaces: Box::new([]),
+            global: false,
+            demand: Resources::default(),
+            strategy: None,
+        };
+        let plain_idx = s.reqs.push(plain.clone());
+        s.req_by_key.insert(plain, plain_idx);
+        let empty = s.lists.push(Box::new([]));
+        s.list_by.insert(Box::new([]), empty);
+        debug_assert_eq!(
+            (any, plain_idx, empty),
+            (ClassIdx::ANY, ReqIdx::PLAIN, PatternListIdx::EMPTY)
+        );
         s.default_strategy = s.strat(&strategy);
         s
     }
@@ -294,32 +327,36 @@ impl Scheduler {
             }
         }
         for u in &cluster.units {
-            let claim = match &u.machine {
-                Some(id) => s.machine_by_id.get(id.as_str()).copied().unwrap_or(NONE),
-                None => NONE,
-            };
+            let claim = u
+                .machine
+                .as_ref()
+                .and_then(|id| s.machine_by_id.get(id.as_str()).copied());
             let id = s.insert_unit(&u.spec, claim)?;
             if u.spec.global {
                 s.globals.push(id);
             }
         }
         s.globals
-            .sort_by(|&a, &b| s.units[a as usize].name.cmp(&s.units[b as usize].name));
-        let mut claims: Vec<Vec<u32>> = vec![Vec::new(); s.machines.len()];
-        for (i, u) in s.units.iter().enumerate() {
-            if u.claim != NONE {
-                claims[u.claim as usize].push(i as u32);
+            .sort_by(|&a, &b| s.units[a].name.cmp(&s.units[b].name));
+        let mut claims: IdxVec<MachineIdx, Vec<UnitIdx>> =
+            IdxVec::from_vec(vec![Vec::new(); s.machines.len()]);
+        for (i, u) in s.units.iter_enumerated() {
+            if let Some(m) = u.claim {
+                claims[m].push(i);
             }
         }
-        for (m, list) in claims.into_iter().enumerate() {
-            s.revalidate_machine(m as u32, list);
+        for m in claims.indices() {
+            let list = std::mem::take(&mut claims[m]);
+            s.revalidate_machine(m, list);
         }
-        let mut todo: Vec<u32> = (0..s.units.len() as u32)
+        let mut todo: Vec<UnitIdx> = s
+            .units
+            .indices()
             .filter(|&u| s.wants_placement(u))
             .collect();
         s.sort_by_name(&mut todo);
         for &u in &todo {
-            s.units[u as usize].failed = true;
+            s.units[u].failed = true;
         }
         s.failed = todo;
         s.run_pending(Vec::new());
@@ -341,18 +378,18 @@ impl Scheduler {
     /// The machine a non-global unit is placed on.
     pub fn machine_of(&self, unit: &str) -> Option<&str> {
         let &u = self.unit_by_name.get(unit)?;
-        let m = self.units[u as usize].machine;
-        (m != NONE).then(|| &*self.machines[m as usize].id)
+        let m = self.units[u].machine?;
+        Some(&*self.machines[m].id)
     }
 
     /// Where a unit runs, or `None` for an unknown unit.
     pub fn placement(&self, unit: &str) -> Option<Placement> {
         let &u = self.unit_by_name.get(unit)?;
-        let rec = &self.units[u as usize];
+        let rec = &self.units[u];
         if !rec.exists {
             return None;
         }
-        if self.reqs[rec.req as usize].global {
+        if self.reqs[rec.req].global {
             let mut ms: Vec<String> = self
                 .machines
                 .iter()
@@ -363,15 +400,15 @@ impl Scheduler {
             return Some(Placement::Global(ms));
         }
         Some(match rec.machine {
-            NONE => Placement::Unplaced,
-            m => Placement::Machine(self.machines[m as usize].id.to_string()),
+            None => Placement::Unplaced,
+            Some(m) => Placement::Machine(self.machines[m].id.to_string()),
         })
     }
 
     /// Units placed on a machine (global ones included), in name order.
     pub fn units_on(&self, machine: &str) -> Option<Vec<&str>> {
         let &m = self.machine_by_id.get(machine)?;
-        let mr = &self.machines[m as usize];
+        let mr = &self.machines[m];
         if !mr.present {
             return None;
         }
@@ -379,7 +416,7 @@ impl Scheduler {
             .units
             .iter()
             .chain(&mr.globals)
-            .map(|&u| &*self.units[u as usize].name)
+            .map(|&u| &*self.units[u].name)
             .collect();
         v.sort_unstable();
         Some(v)
@@ -389,11 +426,11 @@ impl Scheduler {
     /// unknown (a global unit gets a reason only when it runs nowhere).
     pub fn reason(&self, unit: &str) -> Option<Reason> {
         let &u = self.unit_by_name.get(unit)?;
-        let rec = &self.units[u as usize];
+        let rec = &self.units[u];
         if !rec.exists || rec.desired == Desired::Inactive {
             return None;
         }
-        let req = &self.reqs[rec.req as usize];
+        let req = &self.reqs[rec.req];
         if req.global {
             if self
                 .machines
@@ -402,7 +439,7 @@ impl Scheduler {
             {
                 return None;
             }
-        } else if rec.machine != NONE {
+        } else if rec.machine.is_some() {
             return None;
         }
         Some(self.explain(u))
@@ -411,26 +448,25 @@ impl Scheduler {
     /// The placements of every unit and the reasons for every unplaced one.
     pub fn decision(&self) -> Decision {
         let mut d = Decision::default();
-        let mut global_on: FxMap<u32, Vec<String>> = FxMap::default();
+        let mut global_on: FxMap<UnitIdx, Vec<String>> = FxMap::default();
         for m in self.machines.iter().filter(|m| m.present) {
             for &g in &m.globals {
                 global_on.entry(g).or_default().push(m.id.to_string());
             }
         }
-        for (i, u) in self.units.iter().enumerate() {
+        for (i, u) in self.units.iter_enumerated() {
             if !u.exists {
                 continue;
             }
-            let i = i as u32;
-            let p = if self.reqs[u.req as usize].global {
+            let p = if self.reqs[u.req].global {
                 let mut ms = global_on.remove(&i).unwrap_or_default();
                 ms.sort();
                 if ms.is_empty() && u.desired != Desired::Inactive {
                     d.unplaced.insert(u.name.to_string(), self.explain(i));
                 }
                 Placement::Global(ms)
-            } else if u.machine != NONE {
-                Placement::Machine(self.machines[u.machine as usize].id.to_string())
+            } else if let Some(m) = u.machine {
+                Placement::Machine(self.machines[m].id.to_string())
             } else {
                 if u.desired != Desired::Inactive {
                     d.unplaced.insert(u.name.to_string(), self.explain(i));
@@ -484,15 +520,15 @@ impl Scheduler {
         // Out of the load orders, then everything off while the old metadata still
         // applies (spread counts are per value).
         self.unindex_machine(m);
-        let list = self.machines[m as usize].units.clone();
+        let list = self.machines[m].units.clone();
         for &u in &list {
             self.detach(u);
         }
         self.note_globals(m);
-        for g in std::mem::take(&mut self.machines[m as usize].globals) {
+        for g in std::mem::take(&mut self.machines[m].globals) {
             self.account(g, m, false);
         }
-        self.machines[m as usize].meta = self.intern_meta(&metadata);
+        self.machines[m].meta = self.intern_meta(&metadata);
         self.index_machine(m);
         let displaced = self.revalidate_machine(m, list);
         self.run_pending(displaced);
@@ -514,19 +550,14 @@ impl Scheduler {
     /// As [`Scheduler::add_unit`].
     pub fn add_unit_at(&mut self, spec: UnitSpec, machine: Option<&str>) -> Result<Vec<Change>> {
         if let Some(&u) = self.unit_by_name.get(spec.name.as_str())
-            && self.units[u as usize].exists
+            && self.units[u].exists
         {
             return Err(Error::DuplicateUnit { name: spec.name });
         }
         self.begin();
         let claim = machine
             .and_then(|id| self.machine_by_id.get(id).copied())
-            .unwrap_or(NONE);
-        let claim = if claim != NONE && self.machines[claim as usize].present {
-            claim
-        } else {
-            NONE
-        };
+            .filter(|&m| self.machines[m].present);
         for p in spec.conflicts.iter().chain(&spec.replaces) {
             self.intern_pattern(p, true);
         }
@@ -535,11 +566,11 @@ impl Scheduler {
         if spec.global {
             let pos = self
                 .globals
-                .partition_point(|&g| self.units[g as usize].name < self.units[u as usize].name);
+                .partition_point(|&g| self.units[g].name < self.units[u].name);
             self.globals.insert(pos, u);
             displaced = self.resettle_globals();
-        } else if claim != NONE {
-            let mut list = self.machines[claim as usize].units.clone();
+        } else if let Some(claim) = claim {
+            let mut list = self.machines[claim].units.clone();
             list.push(u);
             displaced = self.revalidate_machine(claim, list);
         } else if self.wants_placement(u) {
@@ -569,12 +600,12 @@ impl Scheduler {
     pub fn set_desired(&mut self, name: &str, desired: Desired) -> Result<Vec<Change>> {
         let u = self.existing_unit(name)?;
         self.begin();
-        let was_active = self.units[u as usize].desired != Desired::Inactive;
-        self.units[u as usize].desired = desired;
+        let was_active = self.units[u].desired != Desired::Inactive;
+        self.units[u].desired = desired;
         let now_active = desired != Desired::Inactive;
         let mut displaced = Vec::new();
         if was_active != now_active {
-            let global = self.reqs[self.units[u as usize].req as usize].global;
+            let global = self.reqs[self.units[u].req].global;
             if global {
                 displaced = self.resettle_globals();
             } else if now_active {
@@ -594,8 +625,9 @@ impl Scheduler {
     /// No such unit.
     pub fn update_unit(&mut self, spec: UnitSpec) -> Result<Vec<Change>> {
         let u = self.existing_unit(&spec.name)?;
-        let at = self.units[u as usize].machine;
-        let at = (at != NONE).then(|| self.machines[at as usize].id.to_string());
+        let at = self.units[u]
+            .machine
+            .map(|m| self.machines[m].id.to_string());
         let mut changes = self.remove_unit(&spec.name)?;
         changes.extend(self.add_unit_at(spec, at.as_deref())?);
         Ok(merge_changes(changes))
@@ -611,7 +643,7 @@ impl Scheduler {
         let failed = self.failed.clone();
         let changes = self.remove_machine(id)?;
         let attach = self.undo_detach(&changes);
-        self.machines[m as usize].present = true;
+        self.machines[m].present = true;
         self.present += 1;
         self.index_machine(m);
         self.undo_attach(attach, failed);
@@ -628,7 +660,7 @@ impl Scheduler {
         let prior = self
             .unit_by_name
             .get(name.as_str())
-            .map(|&u| self.units[u as usize].clone());
+            .map(|&u| self.units[u].clone());
         let failed = self.failed.clone();
         let changes = self.add_unit(spec)?;
         let attach = self.undo_detach(&changes);
@@ -650,7 +682,7 @@ impl Scheduler {
         let attach = self.undo_detach(&changes);
         if let Some(&m) = self.machine_by_id.get(id.as_str()) {
             self.unindex_machine(m);
-            self.machines[m as usize].present = false;
+            self.machines[m].present = false;
             self.present -= 1;
         }
         self.undo_attach(attach, failed);
@@ -666,12 +698,12 @@ impl Scheduler {
         let failed = self.failed.clone();
         let changes = self.remove_unit(name)?;
         let attach = self.undo_detach(&changes);
-        self.units[u as usize].exists = true;
-        let req = self.units[u as usize].req as usize;
+        self.units[u].exists = true;
+        let req = self.units[u].req;
         if self.reqs[req].global {
             let pos = self
                 .globals
-                .partition_point(|&g| self.units[g as usize].name < self.units[u as usize].name);
+                .partition_point(|&g| self.units[g].name < self.units[u].name);
             self.globals.insert(pos, u);
         } else {
             for p in self.reqs[req].machine_of.clone() {
@@ -687,7 +719,7 @@ impl Scheduler {
 
     /// First half of undoing a step: takes every unit off the machine the step put it on.
     /// Returns what to put back once machines are restored.
-    fn undo_detach(&mut self, changes: &[Change]) -> Vec<(u32, u32, bool)> {
+    fn undo_detach(&mut self, changes: &[Change]) -> Vec<(UnitIdx, MachineIdx, bool)> {
         let mut attach = Vec::new();
         for c in changes {
             let Some(&u) = self.unit_by_name.get(c.unit.as_str()) else {
@@ -716,7 +748,7 @@ impl Scheduler {
     }
 
     /// Second half of undoing a step: puts units back and restores the waiting list.
-    fn undo_attach(&mut self, attach: Vec<(u32, u32, bool)>, failed: Vec<u32>) {
+    fn undo_attach(&mut self, attach: Vec<(UnitIdx, MachineIdx, bool)>, failed: Vec<UnitIdx>) {
         for (u, m, global) in attach {
             if global {
                 self.attach_global(u, m);
@@ -725,33 +757,33 @@ impl Scheduler {
             }
         }
         for &u in &self.failed {
-            self.units[u as usize].failed = false;
+            self.units[u].failed = false;
         }
         for &u in &failed {
-            self.units[u as usize].failed = true;
+            self.units[u].failed = true;
         }
         self.failed = failed;
     }
 
     /// Makes a unit added by a dry run disappear again (its name stays interned).
-    fn forget_unit(&mut self, u: u32, prior: Option<UnitRec>) {
-        let req = self.units[u as usize].req as usize;
+    fn forget_unit(&mut self, u: UnitIdx, prior: Option<UnitRec>) {
+        let req = self.units[u].req;
         self.globals.retain(|&g| g != u);
         for p in self.reqs[req].machine_of.clone() {
             if let Some(f) = self.followers.get_mut(&p) {
                 f.retain(|&x| x != u);
             }
         }
-        let rec = &mut self.units[u as usize];
+        let rec = &mut self.units[u];
         // Patterns interned meanwhile may match the name: keep the current list.
         let matches = rec.matches;
         *rec = prior.unwrap_or_else(|| UnitRec {
             name: rec.name.clone(),
-            req: NONE,
-            machine: NONE,
-            claim: NONE,
+            req: ReqIdx::PLAIN,
+            machine: None,
+            claim: None,
             matches,
-            group: NONE,
+            group: None,
             desired: Desired::Inactive,
             exists: false,
             failed: false,
@@ -761,16 +793,16 @@ impl Scheduler {
 
     // ---------------------------------------------------------------- bookkeeping
 
-    fn present_machine(&self, id: &str) -> Result<u32> {
+    fn present_machine(&self, id: &str) -> Result<MachineIdx> {
         match self.machine_by_id.get(id) {
-            Some(&m) if self.machines[m as usize].present => Ok(m),
+            Some(&m) if self.machines[m].present => Ok(m),
             _ => Err(Error::UnknownMachine { id: id.to_owned() }),
         }
     }
 
-    fn existing_unit(&self, name: &str) -> Result<u32> {
+    fn existing_unit(&self, name: &str) -> Result<UnitIdx> {
         match self.unit_by_name.get(name) {
-            Some(&u) if self.units[u as usize].exists => Ok(u),
+            Some(&u) if self.units[u].exists => Ok(u),
             _ => Err(Error::UnknownUnit {
                 name: name.to_owned(),
             }),
@@ -785,13 +817,13 @@ impl Scheduler {
         let Some(j) = self.journal.take() else {
             return Vec::new();
         };
-        let name_of = |m: u32| (m != NONE).then(|| self.machines[m as usize].id.to_string());
+        let name_of = |m: Option<MachineIdx>| m.map(|m| self.machines[m].id.to_string());
         let mut out = Vec::new();
         for (u, before) in j.units {
-            let after = self.units[u as usize].machine;
+            let after = self.units[u].machine;
             if after != before {
                 out.push(Change {
-                    unit: self.units[u as usize].name.to_string(),
+                    unit: self.units[u].name.to_string(),
                     from: name_of(before),
                     to: name_of(after),
                     global: false,
@@ -799,12 +831,12 @@ impl Scheduler {
             }
         }
         for (m, before) in j.machines {
-            let after = &self.machines[m as usize].globals;
-            let id = &self.machines[m as usize].id;
+            let after = &self.machines[m].globals;
+            let id = &self.machines[m].id;
             for &g in &before {
                 if !after.contains(&g) {
                     out.push(Change {
-                        unit: self.units[g as usize].name.to_string(),
+                        unit: self.units[g].name.to_string(),
                         from: Some(id.to_string()),
                         to: None,
                         global: true,
@@ -814,7 +846,7 @@ impl Scheduler {
             for &g in after {
                 if !before.contains(&g) {
                     out.push(Change {
-                        unit: self.units[g as usize].name.to_string(),
+                        unit: self.units[g].name.to_string(),
                         from: None,
                         to: Some(id.to_string()),
                         global: true,
@@ -826,19 +858,18 @@ impl Scheduler {
         out
     }
 
-    fn note_unit(&mut self, u: u32) {
+    fn note_unit(&mut self, u: UnitIdx) {
         if let Some(j) = &mut self.journal {
-            let m = self.units[u as usize].machine;
+            let m = self.units[u].machine;
             j.units.entry(u).or_insert(m);
         }
     }
 
-    fn note_globals(&mut self, m: u32) {
+    fn note_globals(&mut self, m: MachineIdx) {
         if let Some(j) = &mut self.journal
             && !j.machines.contains_key(&m)
         {
-            j.machines
-                .insert(m, self.machines[m as usize].globals.clone());
+            j.machines.insert(m, self.machines[m].globals.clone());
         }
     }
 
@@ -850,58 +881,56 @@ impl Scheduler {
         }
     }
 
-    fn sort_by_name(&self, v: &mut [u32]) {
-        let name = |u: u32| &*self.units[u as usize].name;
+    fn sort_by_name(&self, v: &mut [UnitIdx]) {
+        let name = |u: UnitIdx| &*self.units[u].name;
         if v.len() < 64 {
             v.sort_unstable_by(|&a, &b| name(a).cmp(name(b)));
             return;
         }
         // Compare the first eight bytes as one integer (big-endian, so the order is the
         // byte order), and whole names only on a tie: a million names sort much faster.
-        let prefix = |u: u32| {
+        let prefix = |u: UnitIdx| {
             let mut b = [0u8; 8];
             let n = name(u).as_bytes();
             let k = n.len().min(8);
             b[..k].copy_from_slice(&n[..k]);
             u64::from_be_bytes(b)
         };
-        let mut keyed: Vec<(u64, u32)> = v.iter().map(|&u| (prefix(u), u)).collect();
+        let mut keyed: Vec<(u64, UnitIdx)> = v.iter().map(|&u| (prefix(u), u)).collect();
         keyed.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| name(a.1).cmp(name(b.1))));
         for (slot, (_, u)) in v.iter_mut().zip(keyed) {
             *slot = u;
         }
     }
 
-    fn wants_placement(&self, u: u32) -> bool {
-        let r = &self.units[u as usize];
+    fn wants_placement(&self, u: UnitIdx) -> bool {
+        let r = &self.units[u];
         r.exists
             && r.desired != Desired::Inactive
-            && r.machine == NONE
-            && !self.reqs[r.req as usize].global
+            && r.machine.is_none()
+            && !self.reqs[r.req].global
     }
 
-    fn is_global(&self, u: u32) -> bool {
-        let r = &self.units[u as usize];
-        r.req != NONE && self.reqs[r.req as usize].global
+    fn is_global(&self, u: UnitIdx) -> bool {
+        self.reqs[self.units[u].req].global
     }
 
-    fn intern_list(&mut self, mut v: Vec<u32>) -> u32 {
+    fn intern_list(&mut self, mut v: Vec<PatternIdx>) -> PatternListIdx {
         v.sort_unstable();
         v.dedup();
         if let Some(&i) = self.list_by.get(v.as_slice()) {
             return i;
         }
-        let i = self.lists.len() as u32;
-        let b: Box<[u32]> = v.into();
-        self.lists.push(b.clone());
+        let b: Box<[PatternIdx]> = v.into();
+        let i = self.lists.push(b.clone());
         self.list_by.insert(b, i);
         i
     }
 
     // ---------------------------------------------------------------- machines
 
-    fn intern_meta(&mut self, meta: &BTreeMap<String, String>) -> Vec<(u32, u32)> {
-        let mut v: Vec<(u32, u32)> = meta
+    fn intern_meta(&mut self, meta: &BTreeMap<String, String>) -> Vec<(KeyIdx, ValueIdx)> {
+        let mut v: Vec<(KeyIdx, ValueIdx)> = meta
             .iter()
             .map(|(k, val)| (self.keys.intern(k), self.vals.intern(val)))
             .collect();
@@ -909,22 +938,21 @@ impl Scheduler {
         v
     }
 
-    fn insert_machine(&mut self, machine: &Machine) -> Result<u32> {
+    fn insert_machine(&mut self, machine: &Machine) -> Result<MachineIdx> {
         if machine.id.is_empty() {
             return Err(Error::Empty { what: "machine ID" });
         }
         let meta = self.intern_meta(&machine.metadata);
         let m = match self.machine_by_id.get(machine.id.as_str()) {
-            Some(&m) if self.machines[m as usize].present => {
+            Some(&m) if self.machines[m].present => {
                 return Err(Error::DuplicateMachine {
                     id: machine.id.clone(),
                 });
             }
             Some(&m) => m,
             None => {
-                let m = self.machines.len() as u32;
                 let rank = self.new_rank(&machine.id);
-                self.machines.push(MachineRec {
+                let m = self.machines.push(MachineRec {
                     id: machine.id.as_str().into(),
                     rank,
                     present: false,
@@ -949,7 +977,7 @@ impl Scheduler {
                 m
             }
         };
-        let rec = &mut self.machines[m as usize];
+        let rec = &mut self.machines[m];
         rec.present = true;
         rec.meta = meta;
         rec.capacity = machine.capacity;
@@ -968,13 +996,13 @@ impl Scheduler {
             .map(|(&r, &m)| (r, m));
         match last {
             None => return RANK_GAP,
-            Some((r, m)) if *self.machines[m as usize].id < *id => return r + RANK_GAP,
+            Some((r, m)) if *self.machines[m].id < *id => return r + RANK_GAP,
             _ => {}
         }
         let mut prev = 0u64;
         let mut next = u64::MAX;
         for (&r, &m) in &self.machines_by_rank {
-            if *self.machines[m as usize].id < *id {
+            if *self.machines[m].id < *id {
                 prev = r;
             } else {
                 next = r;
@@ -989,21 +1017,17 @@ impl Scheduler {
 
     /// Spreads all ranks out again, leaving room for `id`, and rebuilds the load orders.
     fn renumber_ranks(&mut self, id: &str) -> u64 {
-        let mut order: Vec<u32> = self.machines_by_rank.values().copied().collect();
-        order.sort_by(|&a, &b| {
-            self.machines[a as usize]
-                .id
-                .cmp(&self.machines[b as usize].id)
-        });
+        let mut order: Vec<MachineIdx> = self.machines_by_rank.values().copied().collect();
+        order.sort_by(|&a, &b| self.machines[a].id.cmp(&self.machines[b].id));
         self.machines_by_rank.clear();
         let mut new_rank = None;
         let mut r = RANK_GAP;
         for m in order {
-            if new_rank.is_none() && *id < *self.machines[m as usize].id {
+            if new_rank.is_none() && *id < *self.machines[m].id {
                 new_rank = Some(r);
                 r += RANK_GAP;
             }
-            self.machines[m as usize].rank = r;
+            self.machines[m].rank = r;
             self.machines_by_rank.insert(r, m);
             r += RANK_GAP;
         }
@@ -1012,32 +1036,32 @@ impl Scheduler {
     }
 
     /// Adds a present machine to the metadata indexes and to every class it satisfies.
-    fn index_machine(&mut self, m: u32) {
-        let meta = self.machines[m as usize].meta.clone();
+    fn index_machine(&mut self, m: MachineIdx) {
+        let meta = self.machines[m].meta.clone();
         for &(k, v) in &meta {
             self.kv_index.entry((k, v)).or_default().push(m);
             *self.key_values.entry(k).or_default().entry(v).or_default() += 1;
         }
         let mut classes = Vec::new();
-        for c in 0..self.classes.len() {
+        for c in self.classes.indices() {
             if class_matches(&self.classes[c].req, &meta).is_ok() {
-                let pos = self.join_class(c as u32, m);
-                classes.push((c as u32, pos));
+                let pos = self.join_class(c, m);
+                classes.push((c, pos));
             }
         }
-        self.machines[m as usize].classes = classes;
+        self.machines[m].classes = classes;
     }
 
     /// Makes machine `m` present in class `c`'s order; returns its position. The caller
     /// records the position in the machine's class list.
-    fn join_class(&mut self, c: u32, m: u32) -> u32 {
+    fn join_class(&mut self, c: ClassIdx, m: MachineIdx) -> u32 {
         let machines = &mut self.machines;
-        let order = &mut self.classes[c as usize].order;
-        let rank = machines[m as usize].rank;
+        let order = &mut self.classes[c].order;
+        let rank = machines[m].rank;
         let pos = order
             .members()
-            .partition_point(|&x| machines[x as usize].rank < rank);
-        let load = machines[m as usize].load;
+            .partition_point(|&x| machines[x].rank < rank);
+        let load = machines[m].load;
         if order.members().get(pos) == Some(&m) {
             order.insert(pos, load);
         } else if pos == order.members().len() {
@@ -1047,7 +1071,7 @@ impl Scheduler {
             // A machine joining between two others renumbers the class.
             order.add_member(pos, m);
             for (p, &x) in order.members().to_vec().iter().enumerate() {
-                let rec = &mut machines[x as usize];
+                let rec = &mut machines[x];
                 if let Some(e) = rec.classes.iter_mut().find(|e| e.0 == c) {
                     e.1 = p as u32;
                     order.insert(p, rec.load);
@@ -1058,12 +1082,10 @@ impl Scheduler {
         pos as u32
     }
 
-    fn unindex_machine(&mut self, m: u32) {
-        let rec = &self.machines[m as usize];
+    fn unindex_machine(&mut self, m: MachineIdx) {
+        let rec = &self.machines[m];
         for &(c, pos) in &rec.classes {
-            self.classes[c as usize]
-                .order
-                .remove(pos as usize, rec.load);
+            self.classes[c].order.remove(pos as usize, rec.load);
         }
         for &(k, v) in &rec.meta {
             if let Some(list) = self.kv_index.get_mut(&(k, v)) {
@@ -1078,51 +1100,49 @@ impl Scheduler {
                 }
             }
         }
-        self.machines[m as usize].classes.clear();
+        self.machines[m].classes.clear();
     }
 
     /// Takes a machine out of the cluster; returns its displaced units.
-    fn drop_machine(&mut self, m: u32) -> Vec<u32> {
+    fn drop_machine(&mut self, m: MachineIdx) -> Vec<UnitIdx> {
         // Out of the load orders first, so emptying the machine does not reorder them.
         self.unindex_machine(m);
         let mut displaced = Vec::new();
-        let units = self.machines[m as usize].units.clone();
+        let units = self.machines[m].units.clone();
         for u in units {
             self.detach(u);
             displaced.push(u);
         }
         self.note_globals(m);
-        let globals = std::mem::take(&mut self.machines[m as usize].globals);
+        let globals = std::mem::take(&mut self.machines[m].globals);
         for g in globals {
             self.detach_global(g, m);
         }
-        self.machines[m as usize].present = false;
+        self.machines[m].present = false;
         self.present -= 1;
         displaced
     }
 
-    fn set_load(&mut self, m: u32, load: u32) {
-        let rec = &self.machines[m as usize];
+    fn set_load(&mut self, m: MachineIdx, load: u32) {
+        let rec = &self.machines[m];
         let old = rec.load;
         if old == load {
             return;
         }
         for &(c, pos) in &rec.classes {
-            self.classes[c as usize]
-                .order
-                .relevel(pos as usize, old, load);
+            self.classes[c].order.relevel(pos as usize, old, load);
         }
-        self.machines[m as usize].load = load;
+        self.machines[m].load = load;
     }
 
     // ---------------------------------------------------------------- classes
 
     /// The class of machines satisfying a metadata requirement, created on first use.
-    fn class_for(&mut self, pairs: &[(u32, u32)]) -> u32 {
+    fn class_for(&mut self, pairs: &[(KeyIdx, ValueIdx)]) -> ClassIdx {
         if pairs.is_empty() {
-            return 0;
+            return ClassIdx::ANY;
         }
-        let mut req: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
+        let mut req: BTreeMap<KeyIdx, Vec<ValueIdx>> = BTreeMap::new();
         for &(k, v) in pairs {
             req.entry(k).or_default().push(v);
         }
@@ -1137,15 +1157,14 @@ impl Scheduler {
         self.class_for_req(req)
     }
 
-    fn class_for_req(&mut self, req: MetaReq) -> u32 {
+    fn class_for_req(&mut self, req: MetaReq) -> ClassIdx {
         if let Some(&c) = self.class_by_req.get(&req) {
             return c;
         }
-        let c = self.classes.len() as u32;
         // Candidates: machines having one of the allowed values of the rarest key.
-        let mut best: Option<Vec<u32>> = None;
+        let mut best: Option<Vec<MachineIdx>> = None;
         for (k, vals) in req.iter() {
-            let mut cand: Vec<u32> = Vec::new();
+            let mut cand: Vec<MachineIdx> = Vec::new();
             for v in vals.iter() {
                 if let Some(list) = self.kv_index.get(&(*k, *v)) {
                     cand.extend_from_slice(list);
@@ -1155,33 +1174,35 @@ impl Scheduler {
                 best = Some(cand);
             }
         }
-        let mut members: Vec<u32> = best
+        let mut members: Vec<MachineIdx> = best
             .unwrap_or_default()
             .into_iter()
             .filter(|&m| {
-                let rec = &self.machines[m as usize];
+                let rec = &self.machines[m];
                 rec.present && class_matches(&req, &rec.meta).is_ok()
             })
             .collect();
-        members.sort_unstable_by_key(|&m| self.machines[m as usize].rank);
+        members.sort_unstable_by_key(|&m| self.machines[m].rank);
         members.dedup();
         let mut order = LoadOrder::with_members(members.clone());
         for (p, &m) in members.iter().enumerate() {
-            order.insert(p, self.machines[m as usize].load);
-            self.machines[m as usize].classes.push((c, p as u32));
+            order.insert(p, self.machines[m].load);
         }
-        self.classes.push(MetaClass {
+        let c = self.classes.push(MetaClass {
             req: req.clone(),
             order,
         });
+        for (p, &m) in members.iter().enumerate() {
+            self.machines[m].classes.push((c, p as u32));
+        }
         self.class_by_req.insert(req, c);
         c
     }
 
     /// The class `c` narrowed to machines whose `key` is `val`, or `None` when `c` does
     /// not allow that value.
-    fn narrowed_class(&mut self, c: u32, key: u32, val: u32) -> Option<u32> {
-        let mut req: Vec<(u32, Box<[u32]>)> = self.classes[c as usize].req.to_vec();
+    fn narrowed_class(&mut self, c: ClassIdx, key: KeyIdx, val: ValueIdx) -> Option<ClassIdx> {
+        let mut req: Vec<(KeyIdx, Box<[ValueIdx]>)> = self.classes[c].req.to_vec();
         match req.binary_search_by_key(&key, |(k, _)| *k) {
             Ok(i) => {
                 if !req[i].1.contains(&val) {
@@ -1194,8 +1215,8 @@ impl Scheduler {
         Some(self.class_for_req(req.into_boxed_slice()))
     }
 
-    fn describe_meta(&self, c: u32, key: u32) -> String {
-        let req = &self.classes[c as usize].req;
+    fn describe_meta(&self, c: ClassIdx, key: KeyIdx) -> String {
+        let req = &self.classes[c].req;
         let vals = req
             .iter()
             .find(|(k, _)| *k == key)
@@ -1209,12 +1230,15 @@ impl Scheduler {
     // ---------------------------------------------------------------- units and patterns
 
     /// Interns a glob; when `existing_units` is set, finds the units it already matches.
-    fn intern_pattern(&mut self, text: &str, existing_units: bool) -> u32 {
+    fn intern_pattern(&mut self, text: &str, existing_units: bool) -> PatternIdx {
         if let Some(&p) = self.pat_by_text.get(text) {
             return p;
         }
-        let p = self.pats.len() as u32;
         let glob = Glob::new(text);
+        let p = self.pats.push(PatRec {
+            glob: Some(glob.clone()),
+            ..PatRec::default()
+        });
         let prefix: Box<str> = glob.literal_prefix().into();
         if prefix.len() < 128 {
             self.prefix_lens |= 1 << prefix.len();
@@ -1225,36 +1249,31 @@ impl Scheduler {
             .entry(prefix.clone())
             .or_default()
             .push(p);
-        self.pats.push(PatRec {
-            glob: Some(glob.clone()),
-            ..PatRec::default()
-        });
         self.pat_by_text.insert(text.into(), p);
         if existing_units && glob.is_valid() {
-            for u in 0..self.units.len() as u32 {
-                let name = &self.units[u as usize].name;
+            for u in self.units.indices() {
+                let name = &self.units[u].name;
                 if !name.starts_with(&*prefix) || !glob.matches(name) {
                     continue;
                 }
-                let mut list = self.lists[self.units[u as usize].matches as usize].to_vec();
+                let mut list = self.lists[self.units[u].matches].to_vec();
                 list.push(p);
-                self.units[u as usize].matches = self.intern_list(list);
+                self.units[u].matches = self.intern_list(list);
                 // Count where it already runs.
-                let rec = &self.units[u as usize];
+                let rec = &self.units[u];
                 let mut hosts = Vec::new();
-                if rec.machine != NONE {
-                    hosts.push(rec.machine);
-                } else if rec.req != NONE && self.reqs[rec.req as usize].global {
+                if let Some(m) = rec.machine {
+                    hosts.push(m);
+                } else if self.reqs[rec.req].global {
                     hosts.extend(
                         self.machines
-                            .iter()
-                            .enumerate()
+                            .iter_enumerated()
                             .filter(|(_, m)| m.present && m.globals.contains(&u))
-                            .map(|(i, _)| i as u32),
+                            .map(|(i, _)| i),
                     );
                 }
                 for h in hosts {
-                    *self.pats[p as usize].matched_on.entry(h).or_default() += 1;
+                    *self.pats[p].matched_on.entry(h).or_default() += 1;
                 }
             }
         }
@@ -1262,16 +1281,12 @@ impl Scheduler {
     }
 
     /// The patterns matching a name, found through their literal prefixes.
-    fn patterns_matching(&self, name: &str) -> Vec<u32> {
+    fn patterns_matching(&self, name: &str) -> Vec<PatternIdx> {
         let mut out = Vec::new();
         let mut check = |prefix: &str| {
             if let Some(ps) = self.pat_by_prefix.get(prefix) {
                 for &p in ps {
-                    if self.pats[p as usize]
-                        .glob
-                        .as_ref()
-                        .is_some_and(|g| g.matches(name))
-                    {
+                    if self.pats[p].glob.as_ref().is_some_and(|g| g.matches(name)) {
                         out.push(p);
                     }
                 }
@@ -1295,20 +1310,19 @@ impl Scheduler {
         out
     }
 
-    fn unit_slot(&mut self, name: &str) -> u32 {
+    fn unit_slot(&mut self, name: &str) -> UnitIdx {
         if let Some(&u) = self.unit_by_name.get(name) {
             return u;
         }
-        let u = self.units.len() as u32;
         let matches = self.patterns_matching(name);
         let matches = self.intern_list(matches);
-        self.units.push(UnitRec {
+        let u = self.units.push(UnitRec {
             name: name.into(),
-            req: NONE,
-            machine: NONE,
-            claim: NONE,
+            req: ReqIdx::PLAIN,
+            machine: None,
+            claim: None,
             matches,
-            group: NONE,
+            group: None,
             desired: Desired::Inactive,
             exists: false,
             failed: false,
@@ -1318,32 +1332,32 @@ impl Scheduler {
     }
 
     /// Records a unit (not yet placed). Globals are added to `self.globals` by the caller.
-    fn insert_unit(&mut self, spec: &UnitSpec, claim: u32) -> Result<u32> {
+    fn insert_unit(&mut self, spec: &UnitSpec, claim: Option<MachineIdx>) -> Result<UnitIdx> {
         if spec.name.is_empty() {
             return Err(Error::Empty { what: "unit name" });
         }
         let u = self.unit_slot(&spec.name);
-        if self.units[u as usize].exists {
+        if self.units[u].exists {
             return Err(Error::DuplicateUnit {
                 name: spec.name.clone(),
             });
         }
-        let machine_of: Vec<u32> = spec.machine_of.iter().map(|p| self.unit_slot(p)).collect();
-        let pairs: Vec<(u32, u32)> = spec
+        let machine_of: Vec<UnitIdx> = spec.machine_of.iter().map(|p| self.unit_slot(p)).collect();
+        let pairs: Vec<(KeyIdx, ValueIdx)> = spec
             .machine_metadata
             .iter()
             .filter(|(k, v)| !k.is_empty() && !v.is_empty())
             .map(|(k, v)| (self.keys.intern(k), self.vals.intern(v)))
             .collect();
         let class = self.class_for(&pairs);
-        let mut conflicts: Vec<u32> = spec
+        let mut conflicts: Vec<PatternIdx> = spec
             .conflicts
             .iter()
             .map(|p| self.intern_pattern(p, true))
             .collect();
         conflicts.sort_unstable();
         conflicts.dedup();
-        let mut replaces: Vec<u32> = spec
+        let mut replaces: Vec<PatternIdx> = spec
             .replaces
             .iter()
             .map(|p| self.intern_pattern(p, true))
@@ -1368,18 +1382,17 @@ impl Scheduler {
         let r = match self.req_by_key.get(&req) {
             Some(&r) => r,
             None => {
-                let r = self.reqs.len() as u32;
-                self.reqs.push(req.clone());
+                let r = self.reqs.push(req.clone());
                 self.req_by_key.insert(req, r);
                 r
             }
         };
-        let rec = &mut self.units[u as usize];
+        let rec = &mut self.units[u];
         rec.req = r;
         rec.exists = true;
         rec.desired = spec.desired;
-        rec.claim = if spec.global { NONE } else { claim };
-        rec.machine = NONE;
+        rec.claim = if spec.global { None } else { claim };
+        rec.machine = None;
         rec.failed = false;
         if !spec.global {
             for p in machine_of {
@@ -1394,13 +1407,13 @@ impl Scheduler {
 
     /// Takes a unit out (removal, or desired inactive when `remove` is false); returns
     /// the units this displaced.
-    fn retire_unit(&mut self, u: u32, remove: bool) -> Vec<u32> {
+    fn retire_unit(&mut self, u: UnitIdx, remove: bool) -> Vec<UnitIdx> {
         let global = self.is_global(u);
         let mut displaced = Vec::new();
         if remove {
-            self.units[u as usize].exists = false;
-            self.units[u as usize].failed = false;
-            let r = self.units[u as usize].req as usize;
+            self.units[u].exists = false;
+            self.units[u].failed = false;
+            let r = self.units[u].req;
             for &p in &self.reqs[r].machine_of.clone() {
                 if let Some(f) = self.followers.get_mut(&p) {
                     f.retain(|&x| x != u);
@@ -1413,9 +1426,8 @@ impl Scheduler {
             }
             displaced = self.resettle_globals();
         } else {
-            self.units[u as usize].failed = false;
-            if self.units[u as usize].machine != NONE {
-                let m = self.units[u as usize].machine;
+            self.units[u].failed = false;
+            if let Some(m) = self.units[u].machine {
                 self.detach(u);
                 self.cascade_followers(u, m, &mut displaced);
             }
@@ -1429,27 +1441,26 @@ impl Scheduler {
         req.strategy.unwrap_or(self.default_strategy)
     }
 
-    fn group_of(&mut self, u: u32) -> u32 {
-        let g = self.units[u as usize].group;
-        if g != NONE {
+    fn group_of(&mut self, u: UnitIdx) -> GroupIdx {
+        if let Some(g) = self.units[u].group {
             return g;
         }
-        let name = &self.units[u as usize].name;
+        let name = &self.units[u].name;
         let base = match name.split_once('@') {
             Some((prefix, _)) => prefix,
             None => name.rsplit_once('.').map_or(&**name, |(b, _)| b),
         };
         let base = base.to_owned();
         let g = self.groups.intern(&base);
-        self.units[u as usize].group = g;
+        self.units[u].group = Some(g);
         g
     }
 
     /// Counts a unit onto a machine in every index (load, resources, patterns).
-    fn account(&mut self, u: u32, m: u32, add: bool) {
-        let req = &self.reqs[self.units[u as usize].req as usize];
+    fn account(&mut self, u: UnitIdx, m: MachineIdx, add: bool) {
+        let req = &self.reqs[self.units[u].req];
         let demand = req.demand;
-        let rec = &mut self.machines[m as usize];
+        let rec = &mut self.machines[m];
         let load = if add {
             rec.used.memory_bytes += demand.memory_bytes;
             rec.used.cpu_percent += demand.cpu_percent;
@@ -1461,7 +1472,7 @@ impl Scheduler {
             rec.used.cpu_weight -= demand.cpu_weight;
             rec.load - 1
         };
-        let bump = |map: &mut FxMap<u32, u32>| {
+        let bump = |map: &mut FxMap<MachineIdx, u32>| {
             let n = map.entry(m).or_default();
             if add {
                 *n += 1;
@@ -1473,19 +1484,19 @@ impl Scheduler {
             }
         };
         for &p in req.conflicts.iter() {
-            bump(&mut self.pats[p as usize].conf_decl);
+            bump(&mut self.pats[p].conf_decl);
         }
         for &p in req.replaces.iter() {
-            bump(&mut self.pats[p as usize].rep_decl);
+            bump(&mut self.pats[p].rep_decl);
         }
-        for &p in self.lists[self.units[u as usize].matches as usize].iter() {
-            bump(&mut self.pats[p as usize].matched_on);
+        for &p in self.lists[self.units[u].matches].iter() {
+            bump(&mut self.pats[p].matched_on);
         }
         let strat = self.strategy_of(req);
         let global = req.global;
         self.set_load(m, load);
         if let (Strat::Spread(key), false) = (strat, global)
-            && let Some(val) = self.machines[m as usize].meta_value(key)
+            && let Some(val) = self.machines[m].meta_value(key)
         {
             let g = self.group_of(u);
             let n = self.spread_counts.entry((g, key, val)).or_default();
@@ -1497,51 +1508,50 @@ impl Scheduler {
         }
     }
 
-    fn attach(&mut self, u: u32, m: u32) {
+    fn attach(&mut self, u: UnitIdx, m: MachineIdx) {
         self.note_unit(u);
-        self.units[u as usize].machine = m;
-        self.machines[m as usize].units.push(u);
+        self.units[u].machine = Some(m);
+        self.machines[m].units.push(u);
         self.account(u, m, true);
     }
 
-    fn detach(&mut self, u: u32) {
-        let m = self.units[u as usize].machine;
-        if m == NONE {
+    fn detach(&mut self, u: UnitIdx) {
+        let Some(m) = self.units[u].machine else {
             return;
-        }
+        };
         self.note_unit(u);
         self.account(u, m, false);
-        let units = &mut self.machines[m as usize].units;
+        let units = &mut self.machines[m].units;
         if let Some(i) = units.iter().position(|&x| x == u) {
             units.swap_remove(i);
         }
-        self.units[u as usize].machine = NONE;
+        self.units[u].machine = None;
     }
 
-    fn attach_global(&mut self, g: u32, m: u32) {
+    fn attach_global(&mut self, g: UnitIdx, m: MachineIdx) {
         self.note_globals(m);
         let names = &self.units;
-        let globals = &mut self.machines[m as usize].globals;
-        let pos = globals.partition_point(|&x| names[x as usize].name < names[g as usize].name);
+        let globals = &mut self.machines[m].globals;
+        let pos = globals.partition_point(|&x| names[x].name < names[g].name);
         globals.insert(pos, g);
         self.account(g, m, true);
     }
 
-    fn detach_global(&mut self, g: u32, m: u32) {
+    fn detach_global(&mut self, g: UnitIdx, m: MachineIdx) {
         self.note_globals(m);
-        self.machines[m as usize].globals.retain(|&x| x != g);
+        self.machines[m].globals.retain(|&x| x != g);
         self.account(g, m, false);
     }
 
     /// Unplaces the followers of `peer` that sit on `m`, and theirs, recursively.
-    fn cascade_followers(&mut self, peer: u32, m: u32, displaced: &mut Vec<u32>) {
+    fn cascade_followers(&mut self, peer: UnitIdx, m: MachineIdx, displaced: &mut Vec<UnitIdx>) {
         let mut stack = vec![peer];
         while let Some(p) = stack.pop() {
             let Some(fs) = self.followers.get(&p) else {
                 continue;
             };
             for f in fs.clone() {
-                if self.units[f as usize].machine == m {
+                if self.units[f].machine == Some(m) {
                     self.detach(f);
                     self.freed = true;
                     displaced.push(f);
@@ -1553,23 +1563,23 @@ impl Scheduler {
 
     // ---------------------------------------------------------------- checks
 
-    fn peer_on(&self, p: u32, m: u32) -> bool {
-        let rec = &self.units[p as usize];
+    fn peer_on(&self, p: UnitIdx, m: MachineIdx) -> bool {
+        let rec = &self.units[p];
         if !rec.exists || rec.desired == Desired::Inactive {
             return false;
         }
-        if self.reqs[rec.req as usize].global {
-            self.machines[m as usize].globals.contains(&p)
+        if self.reqs[rec.req].global {
+            self.machines[m].globals.contains(&p)
         } else {
-            rec.machine == m
+            rec.machine == Some(m)
         }
     }
 
     /// Whether unit `u` (not on `m`) may go to machine `m`, given everything placed now.
-    fn check(&self, u: u32, m: u32, peers: bool) -> Result<(), Fail> {
-        let rec = &self.units[u as usize];
-        let req = &self.reqs[rec.req as usize];
-        let mr = &self.machines[m as usize];
+    fn check(&self, u: UnitIdx, m: MachineIdx, peers: bool) -> Result<(), Fail> {
+        let rec = &self.units[u];
+        let req = &self.reqs[rec.req];
+        let mr = &self.machines[m];
         if !req.global
             && let Some(id) = &req.machine_id
             && *mr.id != **id
@@ -1577,9 +1587,8 @@ impl Scheduler {
         {
             return Err(Fail::MachineId);
         }
-        if req.class != 0 {
-            class_matches(&self.classes[req.class as usize].req, &mr.meta)
-                .map_err(Fail::Metadata)?;
+        if req.class != ClassIdx::ANY {
+            class_matches(&self.classes[req.class].req, &mr.meta).map_err(Fail::Metadata)?;
         }
         if peers && !req.global {
             for &p in req.machine_of.iter() {
@@ -1589,21 +1598,19 @@ impl Scheduler {
             }
         }
         for &p in req.conflicts.iter() {
-            if self.pats[p as usize].matched_on.contains_key(&m) {
+            if self.pats[p].matched_on.contains_key(&m) {
                 return Err(Fail::ConflictOwn(p));
             }
         }
-        let matches = &self.lists[rec.matches as usize];
+        let matches = &self.lists[rec.matches];
         for &p in matches.iter() {
-            if self.pats[p as usize].conf_decl.contains_key(&m) {
+            if self.pats[p].conf_decl.contains_key(&m) {
                 return Err(Fail::ConflictOther(p));
             }
         }
         if !req.global {
             for &p in matches.iter() {
-                if self.pats[p as usize].rep_decl.contains_key(&m)
-                    && self.replaced_on(u, m).is_some()
-                {
+                if self.pats[p].rep_decl.contains_key(&m) && self.replaced_on(u, m).is_some() {
                     return Err(Fail::Replaced(p));
                 }
             }
@@ -1634,15 +1641,15 @@ impl Scheduler {
         Ok(())
     }
 
-    fn replaces(&self, a: u32, b: u32) -> bool {
-        let ra = &self.reqs[self.units[a as usize].req as usize];
-        let mb = &self.lists[self.units[b as usize].matches as usize];
+    fn replaces(&self, a: UnitIdx, b: UnitIdx) -> bool {
+        let ra = &self.reqs[self.units[a].req];
+        let mb = &self.lists[self.units[b].matches];
         ra.replaces.iter().any(|p| mb.contains(p))
     }
 
     /// A non-global unit on `m` that replaces `u` (one way; mutual replaces cancel out).
-    fn replaced_on(&self, u: u32, m: u32) -> Option<u32> {
-        self.machines[m as usize]
+    fn replaced_on(&self, u: UnitIdx, m: MachineIdx) -> Option<UnitIdx> {
+        self.machines[m]
             .units
             .iter()
             .copied()
@@ -1652,24 +1659,19 @@ impl Scheduler {
     // ---------------------------------------------------------------- choosing
 
     /// The machine for unit `u`, or `None`.
-    fn choose(&mut self, u: u32) -> Option<u32> {
-        let r = self.units[u as usize].req as usize;
+    fn choose(&mut self, u: UnitIdx) -> Option<MachineIdx> {
+        let r = self.units[u].req;
         let (class, strategy) = (self.reqs[r].class, self.strategy_of(&self.reqs[r]));
         if let Some(id) = &self.reqs[r].machine_id {
-            let mut cands: Vec<u32> = Vec::new();
+            let mut cands: Vec<MachineIdx> = Vec::new();
             if let Some(&m) = self.machine_by_id.get(&**id) {
                 cands.push(m);
             }
             if let Some(ms) = self.machine_by_short.get(&**id) {
                 cands.extend(ms);
             }
-            cands.retain(|&m| self.machines[m as usize].present);
-            cands.sort_unstable_by_key(|&m| {
-                (
-                    self.machines[m as usize].load,
-                    self.machines[m as usize].rank,
-                )
-            });
+            cands.retain(|&m| self.machines[m].present);
+            cands.sort_unstable_by_key(|&m| (self.machines[m].load, self.machines[m].rank));
             cands.dedup();
             return cands.into_iter().find(|&m| self.check(u, m, true).is_ok());
         }
@@ -1678,37 +1680,38 @@ impl Scheduler {
             .iter()
             .find(|&&p| !self.is_global(p))
         {
-            let m = self.units[p as usize].machine;
-            return (m != NONE && self.check(u, m, true).is_ok()).then_some(m);
+            return self.units[p]
+                .machine
+                .filter(|&m| self.check(u, m, true).is_ok());
         }
         match strategy {
             Strat::LeastLoaded => self.first_fit(u, class),
             Strat::BinPack => {
-                let order = &self.classes[class as usize].order;
+                let order = &self.classes[class].order;
                 order
                     .descending()
                     .map(|(_, m)| m)
                     .find(|&m| self.check(u, m, true).is_ok())
             }
             Strat::Spread(key) => {
-                let vals: Vec<u32> = self
+                let vals: Vec<ValueIdx> = self
                     .key_values
                     .get(&key)
                     .map(|v| v.keys().copied().collect())
                     .unwrap_or_default();
-                let zones: Vec<(u32, u32)> = vals
+                let zones: Vec<(ValueIdx, ClassIdx)> = vals
                     .into_iter()
                     .filter_map(|v| self.narrowed_class(class, key, v).map(|c| (v, c)))
                     .collect();
                 let g = self.group_of(u);
-                let mut best: Option<(u32, u32, u64, u32)> = None;
+                let mut best: Option<(u32, u32, u64, MachineIdx)> = None;
                 for (v, c) in zones {
                     let count = self.spread_counts.get(&(g, key, v)).copied().unwrap_or(0);
                     if best.is_some_and(|b| b.0 < count) {
                         continue;
                     }
                     if let Some(m) = self.first_fit(u, c) {
-                        let mr = &self.machines[m as usize];
+                        let mr = &self.machines[m];
                         let cand = (count, mr.load, mr.rank, m);
                         if best.is_none_or(|b| cand < b) {
                             best = Some(cand);
@@ -1720,8 +1723,8 @@ impl Scheduler {
         }
     }
 
-    fn first_fit(&self, u: u32, class: u32) -> Option<u32> {
-        self.classes[class as usize]
+    fn first_fit(&self, u: UnitIdx, class: ClassIdx) -> Option<MachineIdx> {
+        self.classes[class]
             .order
             .ascending()
             .map(|(_, m)| m)
@@ -1732,18 +1735,18 @@ impl Scheduler {
 
     /// The global units machine `m` runs: in name order, each whose metadata matches, that
     /// conflicts with no earlier one kept there, and that fits beside them.
-    fn global_set_for(&self, m: u32) -> Vec<u32> {
-        let mr = &self.machines[m as usize];
+    fn global_set_for(&self, m: MachineIdx) -> Vec<UnitIdx> {
+        let mr = &self.machines[m];
         let mut used = Resources::default();
-        let mut out: Vec<u32> = Vec::new();
+        let mut out: Vec<UnitIdx> = Vec::new();
         for &g in &self.globals {
-            let rec = &self.units[g as usize];
+            let rec = &self.units[g];
             if !rec.exists || rec.desired == Desired::Inactive {
                 continue;
             }
-            let req = &self.reqs[rec.req as usize];
-            if req.class != 0
-                && class_matches(&self.classes[req.class as usize].req, &mr.meta).is_err()
+            let req = &self.reqs[rec.req];
+            if req.class != ClassIdx::ANY
+                && class_matches(&self.classes[req.class].req, &mr.meta).is_err()
             {
                 continue;
             }
@@ -1773,33 +1776,30 @@ impl Scheduler {
         out
     }
 
-    fn conflict_between(&self, a: u32, b: u32) -> bool {
+    fn conflict_between(&self, a: UnitIdx, b: UnitIdx) -> bool {
         if a == b {
             return false;
         }
-        let (ra, rb) = (&self.units[a as usize], &self.units[b as usize]);
-        let (qa, qb) = (&self.reqs[ra.req as usize], &self.reqs[rb.req as usize]);
-        let (ma, mb) = (
-            &self.lists[ra.matches as usize],
-            &self.lists[rb.matches as usize],
-        );
+        let (ra, rb) = (&self.units[a], &self.units[b]);
+        let (qa, qb) = (&self.reqs[ra.req], &self.reqs[rb.req]);
+        let (ma, mb) = (&self.lists[ra.matches], &self.lists[rb.matches]);
         qa.conflicts.iter().any(|p| mb.contains(p)) || qb.conflicts.iter().any(|p| ma.contains(p))
     }
 
     /// Re-checks machine `m` from scratch: its global units, then `units` (the non-global
     /// units placed or claimed there) in name order, then `MachineOf=` peers. Returns the
     /// units that lost their place.
-    fn revalidate_machine(&mut self, m: u32, mut units: Vec<u32>) -> Vec<u32> {
+    fn revalidate_machine(&mut self, m: MachineIdx, mut units: Vec<UnitIdx>) -> Vec<UnitIdx> {
         let mut displaced = Vec::new();
         for &u in &units {
             self.detach(u);
-            self.units[u as usize].claim = NONE;
+            self.units[u].claim = None;
         }
         self.note_globals(m);
-        for g in std::mem::take(&mut self.machines[m as usize].globals) {
+        for g in std::mem::take(&mut self.machines[m].globals) {
             self.account(g, m, false);
         }
-        if !self.machines[m as usize].present {
+        if !self.machines[m].present {
             units.retain(|&u| self.wants_placement(u));
             return units;
         }
@@ -1824,14 +1824,14 @@ impl Scheduler {
     }
 
     /// Unplaces units on `m` whose `MachineOf=` peers are not all there, until none is left.
-    fn settle_peers(&mut self, m: u32, displaced: &mut Vec<u32>) {
+    fn settle_peers(&mut self, m: MachineIdx, displaced: &mut Vec<UnitIdx>) {
         loop {
-            let bad: Vec<u32> = self.machines[m as usize]
+            let bad: Vec<UnitIdx> = self.machines[m]
                 .units
                 .iter()
                 .copied()
                 .filter(|&u| {
-                    let req = &self.reqs[self.units[u as usize].req as usize];
+                    let req = &self.reqs[self.units[u].req];
                     req.machine_of.iter().any(|&p| !self.peer_on(p, m))
                 })
                 .collect();
@@ -1839,7 +1839,7 @@ impl Scheduler {
                 return;
             }
             for u in bad {
-                if self.units[u as usize].machine == m {
+                if self.units[u].machine == Some(m) {
                     self.detach(u);
                     displaced.push(u);
                     self.cascade_followers(u, m, displaced);
@@ -1849,14 +1849,11 @@ impl Scheduler {
     }
 
     /// After `u` lands on `m`: moves away the units there that `u` replaces.
-    fn displace_replaced(&mut self, u: u32, m: u32, displaced: &mut Vec<u32>) {
-        if self.reqs[self.units[u as usize].req as usize]
-            .replaces
-            .is_empty()
-        {
+    fn displace_replaced(&mut self, u: UnitIdx, m: MachineIdx, displaced: &mut Vec<UnitIdx>) {
+        if self.reqs[self.units[u].req].replaces.is_empty() {
             return;
         }
-        let victims: Vec<u32> = self.machines[m as usize]
+        let victims: Vec<UnitIdx> = self.machines[m]
             .units
             .iter()
             .copied()
@@ -1871,19 +1868,20 @@ impl Scheduler {
     }
 
     /// Re-derives every machine's global units after the set of global units changed.
-    fn resettle_globals(&mut self) -> Vec<u32> {
+    fn resettle_globals(&mut self) -> Vec<UnitIdx> {
         let mut displaced = Vec::new();
-        for m in 0..self.machines.len() as u32 {
-            if !self.machines[m as usize].present {
+        for m in self.machines.indices() {
+            if !self.machines[m].present {
                 continue;
             }
             let want = self.global_set_for(m);
-            let have = self.machines[m as usize].globals.clone();
+            let have = self.machines[m].globals.clone();
             if want == have {
                 continue;
             }
-            let removed: Vec<u32> = have.iter().copied().filter(|g| !want.contains(g)).collect();
-            let added: Vec<u32> = want.iter().copied().filter(|g| !have.contains(g)).collect();
+            let removed: Vec<UnitIdx> =
+                have.iter().copied().filter(|g| !want.contains(g)).collect();
+            let added: Vec<UnitIdx> = want.iter().copied().filter(|g| !have.contains(g)).collect();
             if added.is_empty() {
                 // Only stops: room is freed, nothing else can break except followers.
                 for g in removed {
@@ -1898,7 +1896,7 @@ impl Scheduler {
                 }
                 continue;
             }
-            let list = self.machines[m as usize].units.clone();
+            let list = self.machines[m].units.clone();
             displaced.extend(self.revalidate_machine(m, list));
         }
         displaced
@@ -1906,7 +1904,7 @@ impl Scheduler {
 
     /// Whether new global units fit on `m` beside everything there (no conflict, room),
     /// in which case re-checking the machine from scratch would change nothing else.
-    fn fits_beside(&mut self, added: &[u32], m: u32) -> bool {
+    fn fits_beside(&mut self, added: &[UnitIdx], m: MachineIdx) -> bool {
         let mut attached = Vec::new();
         let mut ok = true;
         for &g in added {
@@ -1925,10 +1923,10 @@ impl Scheduler {
     }
 
     /// Places `extra` and every waiting unit, in name order.
-    fn run_pending(&mut self, extra: Vec<u32>) {
+    fn run_pending(&mut self, extra: Vec<UnitIdx>) {
         let mut batch = extra;
         for u in std::mem::take(&mut self.failed) {
-            self.units[u as usize].failed = false;
+            self.units[u].failed = false;
             batch.push(u);
         }
         batch.retain(|&u| self.wants_placement(u));
@@ -1952,7 +1950,7 @@ impl Scheduler {
             self.freed = false;
             let mut again = std::mem::take(&mut self.failed);
             for &u in &again {
-                self.units[u as usize].failed = false;
+                self.units[u].failed = false;
             }
             again.retain(|&u| self.wants_placement(u));
             self.sort_by_name(&mut again);
@@ -1962,7 +1960,7 @@ impl Scheduler {
                 heap: BinaryHeap::new(),
             };
         }
-        self.failed.retain(|&u| self.units[u as usize].failed);
+        self.failed.retain(|&u| self.units[u].failed);
         let mut failed = std::mem::take(&mut self.failed);
         self.sort_by_name(&mut failed);
         failed.dedup();
@@ -1970,11 +1968,11 @@ impl Scheduler {
         self.pending = Pending::default();
     }
 
-    fn pop_pending(&mut self) -> Option<u32> {
+    fn pop_pending(&mut self) -> Option<UnitIdx> {
         let p = &mut self.pending;
         let from_sorted = p.sorted.get(p.pos).copied();
         let take_heap = match (from_sorted, p.heap.peek()) {
-            (Some(s), Some(Reverse((name, _)))) => *name < self.units[s as usize].name,
+            (Some(s), Some(Reverse((name, _)))) => *name < self.units[s].name,
             (None, Some(_)) => true,
             _ => false,
         };
@@ -1986,19 +1984,19 @@ impl Scheduler {
         }
     }
 
-    fn push_pending(&mut self, u: u32) {
-        let name = self.units[u as usize].name.clone();
+    fn push_pending(&mut self, u: UnitIdx) {
+        let name = self.units[u].name.clone();
         self.pending.heap.push(Reverse((name, u)));
     }
 
-    fn place_one(&mut self, u: u32) {
+    fn place_one(&mut self, u: UnitIdx) {
         if !self.wants_placement(u) {
             return;
         }
         match self.choose(u) {
             Some(m) => {
-                if self.units[u as usize].failed {
-                    self.units[u as usize].failed = false;
+                if self.units[u].failed {
+                    self.units[u].failed = false;
                 }
                 self.attach(u, m);
                 let mut displaced = Vec::new();
@@ -2007,20 +2005,20 @@ impl Scheduler {
                     self.push_pending(x);
                 }
                 if let Some(fs) = self.followers.get(&u) {
-                    let waiting: Vec<u32> = fs
+                    let waiting: Vec<UnitIdx> = fs
                         .iter()
                         .copied()
-                        .filter(|&f| self.units[f as usize].failed)
+                        .filter(|&f| self.units[f].failed)
                         .collect();
                     for f in waiting {
-                        self.units[f as usize].failed = false;
+                        self.units[f].failed = false;
                         self.push_pending(f);
                     }
                 }
             }
             None => {
-                if !self.units[u as usize].failed {
-                    self.units[u as usize].failed = true;
+                if !self.units[u].failed {
+                    self.units[u].failed = true;
                     self.failed.push(u);
                 }
             }
@@ -2029,17 +2027,17 @@ impl Scheduler {
 
     // ---------------------------------------------------------------- reasons
 
-    fn explain(&self, u: u32) -> Reason {
+    fn explain(&self, u: UnitIdx) -> Reason {
         let mut counts: BTreeMap<(Constraint, String), usize> = BTreeMap::new();
         let mut machines = 0;
         let mut fit = 0;
-        let req = &self.reqs[self.units[u as usize].req as usize];
-        for (m, mr) in self.machines.iter().enumerate() {
+        let req = &self.reqs[self.units[u].req];
+        for (m, mr) in self.machines.iter_enumerated() {
             if !mr.present {
                 continue;
             }
             machines += 1;
-            match self.check(u, m as u32, true) {
+            match self.check(u, m, true) {
                 Ok(()) => fit += 1,
                 Err(f) => {
                     let key = match f {
@@ -2047,10 +2045,10 @@ impl Scheduler {
                             Constraint::MachineId,
                             req.machine_id.as_deref().unwrap_or("").to_owned(),
                         ),
-                        Fail::Metadata(_) => {
+                        Fail::Metadata(first) => {
                             // The first failing key by name, whatever the interning order.
                             let meta = &mr.meta;
-                            let k = self.classes[req.class as usize]
+                            let k = self.classes[req.class]
                                 .req
                                 .iter()
                                 .filter(|(k, vals)| {
@@ -2060,35 +2058,34 @@ impl Scheduler {
                                 })
                                 .map(|(k, _)| *k)
                                 .min_by_key(|&k| self.keys.name(k))
-                                .unwrap_or(0);
+                                .unwrap_or(first);
                             (
                                 Constraint::MachineMetadata,
                                 self.describe_meta(req.class, k),
                             )
                         }
                         Fail::MachineOf(p) => {
-                            let rec = &self.units[p as usize];
+                            let rec = &self.units[p];
                             let mut d = rec.name.to_string();
                             if !rec.exists {
                                 d.push_str(" (no such unit)");
                             } else if rec.desired == Desired::Inactive {
                                 d.push_str(" (inactive)");
-                            } else if !self.is_global(p) && rec.machine == NONE {
+                            } else if !self.is_global(p) && rec.machine.is_none() {
                                 d.push_str(" (not scheduled)");
                             }
                             (Constraint::MachineOf, d)
                         }
-                        Fail::ConflictOwn(_) | Fail::ConflictOther(_) => (
-                            Constraint::Conflicts,
-                            self.conflict_detail(u, m as u32).to_owned(),
-                        ),
+                        Fail::ConflictOwn(_) | Fail::ConflictOther(_) => {
+                            (Constraint::Conflicts, self.conflict_detail(u, m).to_owned())
+                        }
                         Fail::Replaced(_) => {
                             let by = self.machines[m]
                                 .units
                                 .iter()
                                 .copied()
                                 .filter(|&x| x != u && self.replaces(x, u) && !self.replaces(u, x))
-                                .map(|x| &*self.units[x as usize].name)
+                                .map(|x| &*self.units[x].name)
                                 .min()
                                 .unwrap_or("?");
                             (Constraint::ReplacedBy, by.to_owned())
@@ -2133,31 +2130,31 @@ impl Scheduler {
     }
 
     /// The smallest (by text) pattern that makes `u` conflict on `m`.
-    fn conflict_detail(&self, u: u32, m: u32) -> &str {
-        let rec = &self.units[u as usize];
-        let own = self.reqs[rec.req as usize]
+    fn conflict_detail(&self, u: UnitIdx, m: MachineIdx) -> &str {
+        let rec = &self.units[u];
+        let own = self.reqs[rec.req]
             .conflicts
             .iter()
-            .filter(|&&p| self.pats[p as usize].matched_on.contains_key(&m));
-        let other = self.lists[rec.matches as usize]
+            .filter(|&&p| self.pats[p].matched_on.contains_key(&m));
+        let other = self.lists[rec.matches]
             .iter()
-            .filter(|&&p| self.pats[p as usize].conf_decl.contains_key(&m));
+            .filter(|&&p| self.pats[p].conf_decl.contains_key(&m));
         own.chain(other)
             .map(|&p| self.pat_text(p))
             .min()
             .unwrap_or("?")
     }
 
-    fn pat_text(&self, p: u32) -> &str {
-        self.pats[p as usize]
-            .glob
-            .as_ref()
-            .map_or("", |g| g.as_str())
+    fn pat_text(&self, p: PatternIdx) -> &str {
+        self.pats[p].glob.as_ref().map_or("", |g| g.as_str())
     }
 }
 
 /// Checks machine metadata against a requirement; on failure, the first key not satisfied.
-fn class_matches(req: &[(u32, Box<[u32]>)], meta: &[(u32, u32)]) -> Result<(), u32> {
+fn class_matches(
+    req: &[(KeyIdx, Box<[ValueIdx]>)],
+    meta: &[(KeyIdx, ValueIdx)],
+) -> Result<(), KeyIdx> {
     for (k, vals) in req {
         match meta.binary_search_by_key(k, |&(mk, _)| mk) {
             Ok(i) if vals.contains(&meta[i].1) => {}
@@ -2248,9 +2245,9 @@ mod tests {
             })
             .unwrap();
         }
-        let mut ids: Vec<u32> = (0..s.units.len() as u32).collect();
+        let mut ids: Vec<_> = s.units.indices().collect();
         s.sort_by_name(&mut ids);
-        let got: Vec<&str> = ids.iter().map(|&u| &*s.units[u as usize].name).collect();
+        let got: Vec<&str> = ids.iter().map(|&u| &*s.units[u].name).collect();
         assert_eq!(got, names.iter().map(String::as_str).collect::<Vec<_>>());
     }
 }

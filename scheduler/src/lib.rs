@@ -66,6 +66,7 @@ mod engine;
 mod error;
 pub mod glob;
 mod hash;
+mod idx;
 mod order;
 pub mod synth;
 
