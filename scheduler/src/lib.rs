@@ -66,8 +66,6 @@ mod engine;
 mod error;
 pub mod glob;
 mod hash;
-mod idx;
-mod order;
 pub mod synth;
 
 pub use cluster::{Capacity, ClusterState, Desired, Machine, Resources, Strategy, Unit, UnitSpec};

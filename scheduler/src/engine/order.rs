@@ -7,7 +7,7 @@
 //! the least-loaded machine is the first set bit of the lowest non-empty load. A machine
 //! that leaves keeps its number (a hole), so a returning machine costs nothing.
 
-use crate::idx::MachineIdx;
+use super::idx::MachineIdx;
 
 /// Ordered membership of one class. Positions index `members`, which is sorted by rank.
 #[derive(Debug, Clone, Default)]
@@ -168,7 +168,7 @@ impl LoadOrder {
 #[cfg(test)]
 mod tests {
     use super::LoadOrder;
-    use crate::idx::{Idx, MachineIdx};
+    use crate::engine::idx::{Idx, MachineIdx};
     use proptest::prelude::*;
     use std::collections::BTreeSet;
 
