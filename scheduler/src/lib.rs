@@ -65,7 +65,6 @@ mod decision;
 mod engine;
 mod error;
 pub mod glob;
-mod hash;
 pub mod synth;
 
 pub use cluster::{Capacity, ClusterState, Desired, Machine, Resources, Strategy, Unit, UnitSpec};

@@ -1,9 +1,10 @@
 //! Putting a unit on a machine and taking it off, with every index kept in step.
 
+use rustc_hash::FxHashMap;
+
 use super::Scheduler;
 use super::choose::Strat;
 use super::idx::{MachineIdx, UnitIdx};
-use crate::hash::FxMap;
 
 impl Scheduler {
     /// Counts a unit onto a machine in every index (load, resources, patterns).
@@ -22,7 +23,7 @@ impl Scheduler {
             rec.used.cpu_weight -= demand.cpu_weight;
             rec.load - 1
         };
-        let bump = |map: &mut FxMap<MachineIdx, u32>| {
+        let bump = |map: &mut FxHashMap<MachineIdx, u32>| {
             let n = map.entry(m).or_default();
             if add {
                 *n += 1;

@@ -1,19 +1,20 @@
 //! Strings (metadata keys and values, spread groups) numbered in order of first use.
 
+use rustc_hash::FxHashMap;
+
 use super::idx::{Idx, IdxVec};
-use crate::hash::FxMap;
 
 /// Strings numbered in order of first appearance.
 #[derive(Debug, Clone)]
 pub(super) struct Interner<I> {
-    ids: FxMap<Box<str>, I>,
+    ids: FxHashMap<Box<str>, I>,
     names: IdxVec<I, Box<str>>,
 }
 
 impl<I> Default for Interner<I> {
     fn default() -> Interner<I> {
         Interner {
-            ids: FxMap::default(),
+            ids: FxHashMap::default(),
             names: IdxVec::default(),
         }
     }

@@ -1,18 +1,19 @@
 //! What a step changed: placements and global units before the step, turned into
 //! [`Change`]s at its end.
 
+use rustc_hash::FxHashMap;
+
 use super::Scheduler;
 use super::idx::{MachineIdx, UnitIdx};
 use crate::decision::Change;
-use crate::hash::FxMap;
 
 /// Records what a step changed, to report it as [`Change`]s.
 #[derive(Debug, Clone, Default)]
 pub(super) struct Journal {
     /// Each unit's placement before the step.
-    units: FxMap<UnitIdx, Option<MachineIdx>>,
+    units: FxHashMap<UnitIdx, Option<MachineIdx>>,
     /// Each machine's global units before the step.
-    machines: FxMap<MachineIdx, Vec<UnitIdx>>,
+    machines: FxHashMap<MachineIdx, Vec<UnitIdx>>,
 }
 
 impl Scheduler {

@@ -25,6 +25,11 @@
 //! `choose`; re-checking machines in `passes` and placing waiting units in `pending`;
 //! the public queries, steps and dry runs in `queries`, `steps` and `preview`; what a
 //! step changed in `journal`; why a unit is unplaced in `reasons`.
+//!
+//! The hash maps are rustc-hash's [`FxHashMap`]: their keys are the scheduler's own
+//! indexes and unit names, so SipHash's protection against hash flooding buys nothing
+//! here, while its cost shows in the million-unit placement. No result depends on a
+//! map's iteration order.
 
 mod attach;
 mod checks;
@@ -46,10 +51,11 @@ mod units;
 
 use std::collections::BTreeMap;
 
+use rustc_hash::FxHashMap;
+
 use crate::cluster::{ClusterState, Machine, Resources, Strategy};
 use crate::decision::Decision;
 use crate::error::Result;
-use crate::hash::FxMap;
 
 use self::choose::Strat;
 use self::classes::{MetaClass, MetaReq};
@@ -76,37 +82,37 @@ use self::units::{Req, UnitRec};
 pub struct Scheduler {
     default_strategy: Strat,
     machines: IdxVec<MachineIdx, MachineRec>,
-    machine_by_id: FxMap<Box<str>, MachineIdx>,
-    machine_by_short: FxMap<Box<str>, Vec<MachineIdx>>,
+    machine_by_id: FxHashMap<Box<str>, MachineIdx>,
+    machine_by_short: FxHashMap<Box<str>, Vec<MachineIdx>>,
     machines_by_rank: BTreeMap<u64, MachineIdx>,
     present: usize,
     keys: Interner<KeyIdx>,
     vals: Interner<ValueIdx>,
     /// Present machines having each (key, value).
-    kv_index: FxMap<(KeyIdx, ValueIdx), Vec<MachineIdx>>,
+    kv_index: FxHashMap<(KeyIdx, ValueIdx), Vec<MachineIdx>>,
     /// For each key, the values present machines have, with machine counts.
-    key_values: FxMap<KeyIdx, BTreeMap<ValueIdx, u32>>,
+    key_values: FxHashMap<KeyIdx, BTreeMap<ValueIdx, u32>>,
     classes: IdxVec<ClassIdx, MetaClass>,
-    class_by_req: FxMap<MetaReq, ClassIdx>,
+    class_by_req: FxHashMap<MetaReq, ClassIdx>,
     units: IdxVec<UnitIdx, UnitRec>,
-    unit_by_name: FxMap<Box<str>, UnitIdx>,
+    unit_by_name: FxHashMap<Box<str>, UnitIdx>,
     reqs: IdxVec<ReqIdx, Req>,
-    req_by_key: FxMap<Req, ReqIdx>,
+    req_by_key: FxHashMap<Req, ReqIdx>,
     pats: IdxVec<PatternIdx, PatRec>,
-    pat_by_text: FxMap<Box<str>, PatternIdx>,
-    pat_by_prefix: FxMap<Box<str>, Vec<PatternIdx>>,
+    pat_by_text: FxHashMap<Box<str>, PatternIdx>,
+    pat_by_prefix: FxHashMap<Box<str>, Vec<PatternIdx>>,
     /// Bit `n` set when some pattern has a literal prefix of `n` bytes (n < 128).
     prefix_lens: u128,
     long_prefixes: bool,
     lists: IdxVec<PatternListIdx, Box<[PatternIdx]>>,
-    list_by: FxMap<Box<[PatternIdx]>, PatternListIdx>,
+    list_by: FxHashMap<Box<[PatternIdx]>, PatternListIdx>,
     /// For each unit, the units naming it in `MachineOf=`.
-    followers: FxMap<UnitIdx, Vec<UnitIdx>>,
+    followers: FxHashMap<UnitIdx, Vec<UnitIdx>>,
     /// Existing global units, sorted by name.
     globals: Vec<UnitIdx>,
     groups: Interner<GroupIdx>,
     /// Units of each spread group placed on machines with each (key, value).
-    spread_counts: FxMap<(GroupIdx, KeyIdx, ValueIdx), u32>,
+    spread_counts: FxHashMap<(GroupIdx, KeyIdx, ValueIdx), u32>,
     pending: Pending,
     failed: Vec<UnitIdx>,
     freed: bool,
@@ -125,31 +131,31 @@ impl Scheduler {
         let mut s = Scheduler {
             default_strategy: Strat::LeastLoaded,
             machines: IdxVec::new(),
-            machine_by_id: FxMap::default(),
-            machine_by_short: FxMap::default(),
+            machine_by_id: FxHashMap::default(),
+            machine_by_short: FxHashMap::default(),
             machines_by_rank: BTreeMap::new(),
             present: 0,
             keys: Interner::default(),
             vals: Interner::default(),
-            kv_index: FxMap::default(),
-            key_values: FxMap::default(),
+            kv_index: FxHashMap::default(),
+            key_values: FxHashMap::default(),
             classes: IdxVec::new(),
-            class_by_req: FxMap::default(),
+            class_by_req: FxHashMap::default(),
             units: IdxVec::new(),
-            unit_by_name: FxMap::default(),
+            unit_by_name: FxHashMap::default(),
             reqs: IdxVec::new(),
-            req_by_key: FxMap::default(),
+            req_by_key: FxHashMap::default(),
             pats: IdxVec::new(),
-            pat_by_text: FxMap::default(),
-            pat_by_prefix: FxMap::default(),
+            pat_by_text: FxHashMap::default(),
+            pat_by_prefix: FxHashMap::default(),
             prefix_lens: 0,
             long_prefixes: false,
             lists: IdxVec::new(),
-            list_by: FxMap::default(),
-            followers: FxMap::default(),
+            list_by: FxHashMap::default(),
+            followers: FxHashMap::default(),
             globals: Vec::new(),
             groups: Interner::default(),
-            spread_counts: FxMap::default(),
+            spread_counts: FxHashMap::default(),
             pending: Pending::default(),
             failed: Vec::new(),
             freed: false,

@@ -1,21 +1,22 @@
 //! Glob patterns from `Conflicts=` and `Replaces=`: where the units declaring them run,
 //! where the units they match run, and which patterns match a name.
 
+use rustc_hash::FxHashMap;
+
 use super::Scheduler;
 use super::idx::{MachineIdx, PatternIdx, PatternListIdx};
 use crate::glob::Glob;
-use crate::hash::FxMap;
 
 /// A glob, and where the units that declare it and the units it matches run.
 #[derive(Debug, Clone, Default)]
 pub(super) struct PatRec {
     glob: Option<Glob>,
     /// Machines hosting units that declare this pattern in `Conflicts=`, with counts.
-    pub(super) conf_decl: FxMap<MachineIdx, u32>,
+    pub(super) conf_decl: FxHashMap<MachineIdx, u32>,
     /// The same for `Replaces=`.
-    pub(super) rep_decl: FxMap<MachineIdx, u32>,
+    pub(super) rep_decl: FxHashMap<MachineIdx, u32>,
     /// Machines hosting units whose name the pattern matches, with counts.
-    pub(super) matched_on: FxMap<MachineIdx, u32>,
+    pub(super) matched_on: FxHashMap<MachineIdx, u32>,
 }
 
 impl Scheduler {

@@ -1,10 +1,11 @@
 //! The public read-only queries: where units run, and why not.
 
+use rustc_hash::FxHashMap;
+
 use super::Scheduler;
 use super::idx::UnitIdx;
 use crate::cluster::Desired;
 use crate::decision::{Decision, Placement, Reason};
-use crate::hash::FxMap;
 
 impl Scheduler {
     /// Number of machines present.
@@ -90,7 +91,7 @@ impl Scheduler {
     /// The placements of every unit and the reasons for every unplaced one.
     pub fn decision(&self) -> Decision {
         let mut d = Decision::default();
-        let mut global_on: FxMap<UnitIdx, Vec<String>> = FxMap::default();
+        let mut global_on: FxHashMap<UnitIdx, Vec<String>> = FxHashMap::default();
         for m in self.machines.iter().filter(|m| m.present) {
             for &g in &m.globals {
                 global_on.entry(g).or_default().push(m.id.to_string());
