@@ -7,11 +7,13 @@
 //! the least-loaded machine is the first set bit of the lowest non-empty load. A machine
 //! that leaves keeps its number (a hole), so a returning machine costs nothing.
 
+use super::idx::MachineIdx;
+
 /// Ordered membership of one class. Positions index `members`, which is sorted by rank.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct LoadOrder {
     /// Machine indexes by position, sorted by machine ID.
-    members: Vec<u32>,
+    members: Vec<MachineIdx>,
     /// 64-bit words per load level.
     words: usize,
     /// Level-major bitsets: bit `p` of level `l` is `bits[l * words + p / 64]`.
@@ -27,7 +29,7 @@ pub(crate) struct LoadOrder {
 
 impl LoadOrder {
     /// An order over `members` (sorted by rank), with no machine present yet.
-    pub(crate) fn with_members(members: Vec<u32>) -> LoadOrder {
+    pub(crate) fn with_members(members: Vec<MachineIdx>) -> LoadOrder {
         let words = members.len().div_ceil(64).max(1);
         LoadOrder {
             members,
@@ -36,7 +38,7 @@ impl LoadOrder {
         }
     }
 
-    pub(crate) fn members(&self) -> &[u32] {
+    pub(crate) fn members(&self) -> &[MachineIdx] {
         &self.members
     }
 
@@ -47,7 +49,7 @@ impl LoadOrder {
 
     /// Inserts a member at `pos` (shifting later positions); the caller re-adds present
     /// machines with [`LoadOrder::insert`] after this, as every bit is cleared.
-    pub(crate) fn add_member(&mut self, pos: usize, machine: u32) {
+    pub(crate) fn add_member(&mut self, pos: usize, machine: MachineIdx) {
         self.members.insert(pos, machine);
         self.words = self.members.len().div_ceil(64).max(1);
         self.bits.clear();
@@ -58,7 +60,7 @@ impl LoadOrder {
     }
 
     /// Appends a member (its rank is above every other), keeping the present ones.
-    pub(crate) fn push_member(&mut self, machine: u32) -> usize {
+    pub(crate) fn push_member(&mut self, machine: MachineIdx) -> usize {
         self.members.push(machine);
         let need = self.members.len().div_ceil(64);
         if need > self.words {
@@ -127,7 +129,7 @@ impl LoadOrder {
     }
 
     /// Present members at one load, by ID.
-    fn level(&self, l: usize) -> impl Iterator<Item = u32> + '_ {
+    fn level(&self, l: usize) -> impl Iterator<Item = MachineIdx> + '_ {
         let start = if self.counts[l] == 0 {
             self.words
         } else {
@@ -148,14 +150,14 @@ impl LoadOrder {
     }
 
     /// Present members by (load ascending, ID ascending), with their load.
-    pub(crate) fn ascending(&self) -> impl Iterator<Item = (u32, u32)> + '_ {
+    pub(crate) fn ascending(&self) -> impl Iterator<Item = (u32, MachineIdx)> + '_ {
         (self.min_level as usize..self.counts.len())
             .filter(|&l| self.counts[l] > 0)
             .flat_map(move |l| self.level(l).map(move |m| (l as u32, m)))
     }
 
     /// Present members by (load descending, ID ascending), with their load.
-    pub(crate) fn descending(&self) -> impl Iterator<Item = (u32, u32)> + '_ {
+    pub(crate) fn descending(&self) -> impl Iterator<Item = (u32, MachineIdx)> + '_ {
         (self.min_level as usize..self.counts.len())
             .rev()
             .filter(|&l| self.counts[l] > 0)
@@ -166,19 +168,21 @@ impl LoadOrder {
 #[cfg(test)]
 mod tests {
     use super::LoadOrder;
+    use crate::engine::idx::{Idx, MachineIdx};
     use proptest::prelude::*;
     use std::collections::BTreeSet;
 
     proptest! {
         #[test]
         fn matches_a_sorted_set(ops in prop::collection::vec((0..150usize, 0..6u32, any::<bool>()), 0..300)) {
-            let mut o = LoadOrder::with_members((0..100).collect());
+            // Member `i` at position `i`, so positions and machines coincide below.
+            let mut o = LoadOrder::with_members((0..100).map(MachineIdx::new).collect());
             let mut model: BTreeSet<(u32, u32)> = BTreeSet::new();
             let mut load = [None::<u32>; 150];
             for (m, l, on) in ops {
                 if m >= 100 {
                     // Grow: append a member.
-                    let pos = o.push_member(o.members().len() as u32);
+                    let pos = o.push_member(MachineIdx::new(o.members().len()));
                     prop_assert_eq!(pos, o.members().len() - 1);
                     continue;
                 }
@@ -188,11 +192,11 @@ mod tests {
                     (Some(old), false) => { o.remove(m, old); model.remove(&(old, m as u32)); load[m] = None; }
                     (None, false) => {}
                 }
-                let asc: Vec<(u32, u32)> = o.ascending().collect();
+                let asc: Vec<(u32, u32)> = o.ascending().map(|(l, m)| (l, m.index() as u32)).collect();
                 prop_assert_eq!(&asc, &model.iter().copied().collect::<Vec<_>>());
                 let mut desc: Vec<(u32, u32)> = model.iter().copied().collect();
                 desc.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
-                prop_assert_eq!(o.descending().collect::<Vec<_>>(), desc);
+                prop_assert_eq!(o.descending().map(|(l, m)| (l, m.index() as u32)).collect::<Vec<_>>(), desc);
                 prop_assert_eq!(o.len(), model.len());
             }
         }
