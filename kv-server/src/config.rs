@@ -524,6 +524,14 @@ mod tests {
     }
 
     #[test]
+    fn default_is_kvds_flags_unset() {
+        // (The test environment sets no ETCD_* variable, so kvd's parse reads none either.)
+        let parsed = Cli::parse_from(["kvd"]).config;
+        assert_eq!(format!("{:?}", Config::default()), format!("{parsed:?}"));
+        assert_eq!(Config::default().backend, "raft");
+    }
+
+    #[test]
     fn bad_flags_are_refused_with_the_flag_named() {
         let c = Cli::parse_from(["kvd", "--listen-client-urls", "127.0.0.1:1"]).config;
         assert!(format!("{:#}", c.validate().unwrap_err()).contains("--listen-client-urls"));
