@@ -1,8 +1,6 @@
 //! Parsing of a v2 keys request's parameters, in etcd's order and with etcd's errors
 //! (`parseKeyRequest` in etcd's `v2http/client.go`).
 
-use crate::store::{StoreError, Ttl};
-
 /// Form values as Go's `Request.Form`: body values first, then the query string's, so the
 /// first value of a name is the one that counts and presence is tracked separately.
 #[derive(Debug, Default)]
@@ -95,22 +93,29 @@ pub(crate) struct KeyParams {
     pub(crate) quorum: bool,
     pub(crate) stream: bool,
     pub(crate) no_value_on_success: bool,
-    pub(crate) ttl: Ttl,
+    /// Seconds to live; `None` makes the node permanent.
+    pub(crate) ttl: Option<u64>,
+    /// Reset the TTL only (etcd's `refresh`).
+    pub(crate) refresh: bool,
 }
 
-fn req_err(code: u32, cause: &str) -> StoreError {
-    StoreError::new(code, cause, 0)
+/// A request error: etcd's error for `code` with index 0 (parsing happens before the store).
+fn req_err(code: u32, cause: &str) -> kv_core::Error {
+    kv_core::Error::from_code(code, cause, 0).unwrap_or_else(|| kv_core::Error::InvalidForm {
+        cause: cause.to_owned(),
+        index: 0,
+    })
 }
 
 /// Validates the form in etcd's order; the first failure wins.
-pub(crate) fn parse(form: &Form, method_is_get: bool) -> Result<KeyParams, StoreError> {
+pub(crate) fn parse(form: &Form, method_is_get: bool) -> Result<KeyParams, kv_core::Error> {
     let uint = |name: &str| -> Result<u64, ()> {
         match form.get(name) {
             None => Ok(0),
             Some(v) => parse_u64(v).ok_or(()),
         }
     };
-    let boolean = |name: &str| -> Result<bool, StoreError> {
+    let boolean = |name: &str| -> Result<bool, kv_core::Error> {
         match form.get(name) {
             None => Ok(false),
             Some(v) => {
@@ -172,10 +177,8 @@ pub(crate) fn parse(form: &Form, method_is_get: bool) -> Result<KeyParams, Store
         quorum,
         stream,
         no_value_on_success,
-        ttl: Ttl {
-            secs: ttl_secs,
-            refresh,
-        },
+        ttl: ttl_secs,
+        refresh,
     })
 }
 
@@ -190,7 +193,7 @@ mod tests {
     }
 
     fn code(s: &str, get: bool) -> u32 {
-        parse(&form(s), get).unwrap_err().code
+        parse(&form(s), get).unwrap_err().code()
     }
 
     #[test]
@@ -205,10 +208,10 @@ mod tests {
         assert_eq!(code("refresh=true", false), 212);
         let p = parse(&form("recursive=1&sorted=T&ttl=&value=a+b%21"), true).unwrap();
         assert!(p.recursive && p.sorted);
-        assert_eq!(p.ttl.secs, None);
+        assert_eq!(p.ttl, None);
         assert_eq!(p.value, "a b!");
         let p = parse(&form("ttl=2&prevExist=false"), false).unwrap();
-        assert_eq!(p.ttl.secs, Some(2));
+        assert_eq!(p.ttl, Some(2));
         assert_eq!(p.prev_exist, Some(false));
     }
 

@@ -7,10 +7,12 @@ use std::sync::atomic::Ordering;
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::Response;
+use kv_core::json::push_str;
+use kv_core::time::format_rfc3339;
 
 use super::keys::OpKind;
-use super::{AppState, json, text};
-use crate::store::{KvBackend, Member, MemberError, now_ms};
+use super::{AppState, text};
+use crate::backend::{KvBackend, Member, MemberError, now_ms};
 
 /// The etcd version kvd reports, so clients that gate features on it treat kvd as 3.4.
 const ETCD_VERSION: &str = "3.4.23";
@@ -119,7 +121,7 @@ fn method_not_allowed(allow: &'static str) -> Response {
 /// etcd's `httptypes.HTTPError` body: `{"message":...}`.
 fn message<B: KvBackend>(state: &AppState<B>, status: StatusCode, msg: &str) -> Response {
     let mut s = String::from("{\"message\":");
-    json::push_str(&mut s, msg);
+    push_str(&mut s, msg);
     s.push('}');
     let mut r = json_resp(status, s);
     state.cluster_header(r.headers_mut());
@@ -128,14 +130,14 @@ fn message<B: KvBackend>(state: &AppState<B>, status: StatusCode, msg: &str) -> 
 
 fn member_json(out: &mut String, m: &Member) {
     let _ = write!(out, "{{\"id\":\"{:x}\",\"name\":", m.id);
-    json::push_str(out, &m.name);
+    push_str(out, &m.name);
     for (name, urls) in [("peerURLs", &m.peer_urls), ("clientURLs", &m.client_urls)] {
         let _ = write!(out, ",\"{name}\":[");
         for (i, u) in urls.iter().enumerate() {
             if i > 0 {
                 out.push(',');
             }
-            json::push_str(out, u);
+            push_str(out, u);
         }
         out.push(']');
     }
@@ -310,7 +312,7 @@ fn stats_self<B: KvBackend>(state: &AppState<B>) -> String {
     let st = state.backend.status();
     let is_leader = st.leader == Some(st.id);
     let mut s = String::from("{\"name\":");
-    json::push_str(&mut s, &st.name);
+    push_str(&mut s, &st.name);
     let _ = write!(
         s,
         ",\"id\":\"{:x}\",\"state\":\"{}\",\"startTime\":\"{}\",\"leaderInfo\":{{\"leader\":\"{}\",\"uptime\":\"{}\",\"startTime\":\"{}\"}},\"recvAppendRequestCnt\":0,\"sendAppendRequestCnt\":0}}",
@@ -320,10 +322,10 @@ fn stats_self<B: KvBackend>(state: &AppState<B>) -> String {
         } else {
             "StateFollower"
         },
-        json::rfc3339_ms(st.start_time_ms),
+        format_rfc3339(st.start_time_ms),
         st.leader.map(|l| format!("{l:x}")).unwrap_or_default(),
         go_duration(now_ms().saturating_sub(st.leader_since_ms)),
-        json::rfc3339_ms(st.leader_since_ms),
+        format_rfc3339(st.leader_since_ms),
     );
     s
 }

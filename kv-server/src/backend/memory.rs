@@ -10,23 +10,21 @@
 //! * there is one member, always the leader, with term 1; the "raft index" counts the
 //!   commands applied (writes, quorum reads, expiry sweeps), as etcd's does.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use kv_core::{Command, Op, Store, WatchStart, WatcherId};
+use kv_core::{Command, Op, Store};
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, oneshot};
 
+use super::watchers::Watchers;
 use super::{
-    Action, Applied, AppliedOp, Event, KeysError, KvBackend, Member, MemberError, Node,
-    RaftPosition, ReadRequest, Status, StoreError, Watch, WatchRequest, WriteOp, now_ms,
+    Applied, KvBackend, Member, MemberError, RaftPosition, ReadRequest, Status, Watch,
+    WatchRequest, internal, now_ms,
 };
 
-/// Events a watcher may fall behind before its stream is ended (etcd's channel size).
-pub(crate) const WATCH_BUFFER: usize = 100;
 /// How often expired keys are swept (etcd's leader SYNC interval).
 const EXPIRY_TICK: Duration = Duration::from_millis(500);
 
@@ -73,9 +71,12 @@ pub enum MemoryError {
 }
 
 enum Cmd {
-    Write(Op, oneshot::Sender<Result<AppliedOp, KeysError>>),
-    Read(ReadRequest, oneshot::Sender<Result<Applied, KeysError>>),
-    Watch(WatchRequest, oneshot::Sender<Result<Watch, KeysError>>),
+    Write(Op, oneshot::Sender<Result<Applied, kv_core::Error>>),
+    Read(
+        ReadRequest,
+        oneshot::Sender<Result<Applied, kv_core::Error>>,
+    ),
+    Watch(WatchRequest, oneshot::Sender<Result<Watch, kv_core::Error>>),
     Snapshot(oneshot::Sender<Result<Vec<u8>, String>>),
     Shutdown(oneshot::Sender<Result<(), MemoryError>>),
 }
@@ -193,15 +194,15 @@ impl MemoryBackend {
 
     async fn call<T>(
         &self,
-        make: impl FnOnce(oneshot::Sender<Result<T, KeysError>>) -> Cmd,
-    ) -> Result<T, KeysError> {
+        make: impl FnOnce(oneshot::Sender<Result<T, kv_core::Error>>) -> Cmd,
+    ) -> Result<T, kv_core::Error> {
         let (tx, rx) = oneshot::channel();
         self.tx
             .send(make(tx))
             .await
-            .map_err(|_| KeysError::Internal("etcdserver: server stopped".into()))?;
+            .map_err(|_| internal("etcdserver: server stopped"))?;
         rx.await
-            .map_err(|_| KeysError::Internal("etcdserver: server stopped".into()))?
+            .map_err(|_| internal("etcdserver: server stopped"))?
     }
 
     fn member(&self) -> Member {
@@ -211,239 +212,6 @@ impl MemoryBackend {
             peer_urls: self.config.peer_urls.clone(),
             client_urls: self.config.client_urls.clone(),
         }
-    }
-}
-
-pub(crate) fn write_to_op(op: WriteOp) -> Op {
-    let some = |s: String| (!s.is_empty()).then_some(s);
-    let idx = |i: u64| (i > 0).then_some(i);
-    match op {
-        WriteOp::Set {
-            key,
-            dir,
-            value,
-            ttl,
-        } => Op::Set {
-            key,
-            value,
-            dir,
-            ttl: ttl.secs,
-            refresh: ttl.refresh,
-        },
-        WriteOp::Create {
-            key,
-            dir,
-            value,
-            unique,
-            ttl,
-        } => Op::Create {
-            key,
-            value,
-            dir,
-            ttl: ttl.secs,
-            unique,
-        },
-        WriteOp::Update { key, value, ttl } => Op::Update {
-            key,
-            value,
-            ttl: ttl.secs,
-            refresh: ttl.refresh,
-        },
-        WriteOp::CompareAndSwap {
-            key,
-            prev_value,
-            prev_index,
-            value,
-            ttl,
-        } => Op::CompareAndSwap {
-            key,
-            value,
-            prev_value: some(prev_value),
-            prev_index: idx(prev_index),
-            ttl: ttl.secs,
-            refresh: ttl.refresh,
-        },
-        WriteOp::Delete {
-            key,
-            dir,
-            recursive,
-        } => Op::Delete {
-            key,
-            dir,
-            recursive,
-        },
-        WriteOp::CompareAndDelete {
-            key,
-            prev_value,
-            prev_index,
-        } => Op::CompareAndDelete {
-            key,
-            prev_value: some(prev_value),
-            prev_index: idx(prev_index),
-        },
-    }
-}
-
-fn node_from(n: kv_core::NodeView) -> Node {
-    Node {
-        key: if n.key == "/" { String::new() } else { n.key },
-        value: n.value,
-        dir: n.dir,
-        expiration_ms: n.expiration,
-        ttl: n.ttl.unwrap_or(0),
-        nodes: (!n.nodes.is_empty()).then(|| n.nodes.into_iter().map(node_from).collect()),
-        created_index: n.created_index,
-        modified_index: n.modified_index,
-    }
-}
-
-fn action_from(a: kv_core::Action) -> Action {
-    match a {
-        kv_core::Action::Get => Action::Get,
-        kv_core::Action::Create => Action::Create,
-        kv_core::Action::Set => Action::Set,
-        kv_core::Action::Update => Action::Update,
-        kv_core::Action::Delete => Action::Delete,
-        kv_core::Action::CompareAndSwap => Action::CompareAndSwap,
-        kv_core::Action::CompareAndDelete => Action::CompareAndDelete,
-        // Expire and anything newer: summary events never reach clients.
-        _ => Action::Expire,
-    }
-}
-
-/// Converts a kv-core event (by move: no value is copied).
-pub(crate) fn event_from(e: kv_core::Event) -> Event {
-    Event {
-        action: action_from(e.action),
-        node: node_from(e.node),
-        prev_node: e.prev_node.map(node_from),
-        etcd_index: e.index,
-    }
-}
-
-/// Converts a kv-core error.
-pub(crate) fn error_from(e: &kv_core::Error) -> StoreError {
-    StoreError::new(e.code(), e.cause(), e.index())
-}
-
-/// The channels of the watchers registered in a kv-core store, by watcher id, with whether
-/// each one streams. Both backends keep one next to their store.
-#[derive(Debug, Default)]
-pub(crate) struct Watchers(HashMap<WatcherId, (mpsc::Sender<Event>, bool)>);
-
-impl Watchers {
-    /// Watchers whose clients are still there: a watch whose client went away (a gRPC
-    /// stream closed after its first event) counts no more, though it stays registered
-    /// until the next [`Watchers::prune`].
-    pub(crate) fn open(&self) -> usize {
-        self.0.values().filter(|(tx, _)| !tx.is_closed()).count()
-    }
-
-    /// Drops every channel, which ends every watch.
-    pub(crate) fn clear(&mut self) {
-        self.0.clear();
-    }
-
-    /// Registers `req` on `store`; a match already in the history is queued at once.
-    pub(crate) fn register(
-        &mut self,
-        store: &mut Store,
-        req: &WatchRequest,
-    ) -> Result<mpsc::Receiver<Event>, KeysError> {
-        if req.stream && req.all_history {
-            return self.register_replay(store, req);
-        }
-        let (tx, rx) = mpsc::channel(WATCH_BUFFER);
-        let start = store
-            .watch(&req.key, req.recursive, req.stream, req.since)
-            .map_err(|e| KeysError::Store(error_from(&e)))?;
-        match start {
-            WatchStart::Ready(ev, id) => {
-                let _ = tx.try_send(event_from(ev));
-                if let Some(id) = id {
-                    self.0.insert(id, (tx, true));
-                }
-            }
-            WatchStart::Pending(id) => {
-                self.0.insert(id, (tx, req.stream));
-            }
-            _ => {}
-        }
-        Ok(rx)
-    }
-
-    /// A stream watch that first replays every match of the history from `req.since`.
-    /// The channel has room for the replay on top of the usual buffer, so the replay never
-    /// ends the stream; the history's capacity bounds it.
-    fn register_replay(
-        &mut self,
-        store: &mut Store,
-        req: &WatchRequest,
-    ) -> Result<mpsc::Receiver<Event>, KeysError> {
-        let key = kv_core::path::clean(&req.key).into_owned();
-        let current = store.index();
-        let live_from = current + 1;
-        let since = req.since.unwrap_or(live_from);
-        let past: Vec<Event> = store
-            .history()
-            .scan_all(&key, req.recursive, since, current)
-            .map_err(|e| KeysError::Store(error_from(&e)))?
-            .map(|e| event_from(e.clone()))
-            .collect();
-        let (tx, rx) = mpsc::channel(WATCH_BUFFER + past.len());
-        for e in past {
-            let _ = tx.try_send(e);
-        }
-        let start = store
-            .watch(&key, req.recursive, true, Some(since.max(live_from)))
-            .map_err(|e| KeysError::Store(error_from(&e)))?;
-        if let WatchStart::Pending(id) = start {
-            self.0.insert(id, (tx, true));
-        }
-        Ok(rx)
-    }
-
-    /// Hands `store`'s queued notifications to their watchers; a watcher whose buffer is
-    /// full or whose client went away is removed (etcd ends a stream that falls 100 events
-    /// behind). Returns whether there was anything to deliver.
-    pub(crate) fn deliver(&mut self, store: &mut Store) -> bool {
-        let notes = store.take_notifications();
-        if notes.is_empty() {
-            return false;
-        }
-        for n in notes {
-            let Some((tx, stream)) = self.0.get(&n.watcher) else {
-                continue;
-            };
-            let stream = *stream;
-            let ok = tx.try_send(event_from(n.event)).is_ok();
-            if !stream || !ok {
-                self.0.remove(&n.watcher);
-                if stream {
-                    store.unwatch(n.watcher);
-                }
-            }
-        }
-        true
-    }
-
-    /// Unregisters the watchers whose clients went away.
-    pub(crate) fn prune(&mut self, store: &mut Store) {
-        self.0.retain(|id, (tx, _)| {
-            let open = !tx.is_closed();
-            if !open {
-                store.unwatch(*id);
-            }
-            open
-        });
-    }
-
-    /// Unregisters every watcher from `store` and ends its watch.
-    pub(crate) fn unwatch_all(&mut self, store: &mut Store) {
-        for id in self.0.keys() {
-            store.unwatch(*id);
-        }
-        self.0.clear();
     }
 }
 
@@ -512,11 +280,10 @@ impl StoreTask {
                 let res = self
                     .store
                     .apply(&Command::new(now_ms(), op))
-                    .map(|event| AppliedOp {
+                    .map(|event| Applied {
                         event,
                         raft: self.position(),
-                    })
-                    .map_err(|e| KeysError::Store(error_from(&e)));
+                    });
                 self.publish();
                 let _ = reply.send(res);
             }
@@ -529,11 +296,10 @@ impl StoreTask {
                 let res = self
                     .store
                     .get(&req.key, req.recursive, req.sorted, now_ms())
-                    .map(|e| Applied {
-                        event: event_from(e),
+                    .map(|event| Applied {
+                        event,
                         raft: self.position(),
-                    })
-                    .map_err(|e| KeysError::Store(error_from(&e)));
+                    });
                 let _ = reply.send(res);
             }
             Cmd::Watch(req, reply) => {
@@ -554,7 +320,7 @@ impl StoreTask {
         None
     }
 
-    fn watch(&mut self, req: WatchRequest) -> Result<Watch, KeysError> {
+    fn watch(&mut self, req: WatchRequest) -> Result<Watch, kv_core::Error> {
         let start_index = self.store.index();
         let events = self.watchers.register(&mut self.store, &req)?;
         Ok(Watch {
@@ -614,24 +380,15 @@ impl StoreTask {
 }
 
 impl KvBackend for MemoryBackend {
-    async fn write(&self, op: WriteOp) -> Result<Applied, KeysError> {
-        // Converted here rather than in the store task, which is the bottleneck.
-        let a = self.apply(write_to_op(op)).await?;
-        Ok(Applied {
-            event: event_from(a.event),
-            raft: a.raft,
-        })
-    }
-
-    async fn apply(&self, op: Op) -> Result<AppliedOp, KeysError> {
+    async fn apply(&self, op: Op) -> Result<Applied, kv_core::Error> {
         self.call(|tx| Cmd::Write(op, tx)).await
     }
 
-    async fn read(&self, req: ReadRequest) -> Result<Applied, KeysError> {
+    async fn read(&self, req: ReadRequest) -> Result<Applied, kv_core::Error> {
         self.call(|tx| Cmd::Read(req, tx)).await
     }
 
-    async fn watch(&self, req: WatchRequest) -> Result<Watch, KeysError> {
+    async fn watch(&self, req: WatchRequest) -> Result<Watch, kv_core::Error> {
         self.call(|tx| Cmd::Watch(req, tx)).await
     }
 
@@ -666,10 +423,10 @@ impl KvBackend for MemoryBackend {
         ))
     }
 
-    async fn snapshot(&self) -> Result<Vec<u8>, KeysError> {
+    async fn snapshot(&self) -> Result<Vec<u8>, kv_core::Error> {
         MemoryBackend::snapshot(self)
             .await
-            .map_err(|e| KeysError::Internal(e.to_string()))
+            .map_err(|e| internal(e.to_string()))
     }
 
     fn status(&self) -> Status {

@@ -131,9 +131,9 @@ mod tests {
     use tokio::net::TcpStream;
 
     use super::*;
-    use crate::client::KvClient;
+    use crate::backend::memory::{MemoryBackend, MemoryConfig};
     use crate::http::{Limits, router};
-    use crate::store::memory::{MemoryBackend, MemoryConfig};
+    use kv_client::KvClient;
 
     /// A TCP connection that counts the writes made on it.
     struct Counting {

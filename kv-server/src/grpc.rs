@@ -13,10 +13,11 @@
 //! connection than `max_watchers_per_conn` or on the server than `max_watchers` (gRPC
 //! watches are counted apart from HTTP long polls). Its message starts with the cause of
 //! the etcd error (300) the HTTP API answers for the same limit, then `; ` and details
-//! ([`limit_cause`] reads it back), so a client can print what an HTTP client prints.
+//! ([`conv::limit_status`]; [`conv::limit_cause`] reads it back), so a client can print
+//! what an HTTP client prints.
 //!
-//! A watch's response metadata `kv-etcd-index` ([`crate::client::ETCD_INDEX_METADATA`]) is
-//! the store index when it was registered, the HTTP API's `X-Etcd-Index` of a long poll.
+//! A watch's response metadata `kv-etcd-index` ([`conv::ETCD_INDEX_KEY`]) is the store index
+//! when it was registered, the HTTP API's `X-Etcd-Index` of a long poll.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -29,17 +30,17 @@ use axum::extract::{ConnectInfo, Request};
 use axum::response::Response;
 use futures::Stream;
 use parking_lot::Mutex;
-use proto::convert::kv as conv;
+use proto::convert::kv::{self as conv, limit_status};
 use proto::kv_v1 as w;
 use proto::kv_v1::kv_server::{Kv, KvServer};
 use tonic::codegen::Service;
 use tonic::{Status, async_trait};
 
-use crate::http::Limits;
-use crate::store::{
-    Action, CAUSE_TOO_LARGE, Event, KeysError, KvBackend, MemberError, Node, RaftPosition,
-    ReadRequest, WatchRequest, too_many_watchers_cause,
+use crate::backend::{
+    CAUSE_TOO_LARGE, KvBackend, MemberError, RaftPosition, ReadRequest, WatchRequest,
+    too_many_watchers_cause,
 };
+use crate::http::Limits;
 
 /// Largest chunk of a `Snapshot` stream.
 const SNAPSHOT_CHUNK_BYTES: usize = 1 << 20;
@@ -113,21 +114,6 @@ pub async fn serve_request<B: KvBackend>(
     }
 }
 
-/// A limit's `RESOURCE_EXHAUSTED`: `cause` (the HTTP API's, for the same limit) and why.
-fn limit_status(cause: &str, detail: &str) -> Status {
-    Status::resource_exhausted(format!("{cause}; {detail}"))
-}
-
-/// The cause of the etcd error (300, "Raft Internal Error") that kvd's HTTP API answers
-/// for the limit a `RESOURCE_EXHAUSTED` status of this service reports; `None` for any
-/// other status.
-pub fn limit_cause(s: &Status) -> Option<&str> {
-    if s.code() != tonic::Code::ResourceExhausted || !s.message().starts_with("etcdserver: ") {
-        return None;
-    }
-    s.message().split("; ").next()
-}
-
 /// Watches open over gRPC, on the server and per client connection.
 #[derive(Debug, Default)]
 struct WatchCounts {
@@ -183,15 +169,15 @@ impl Drop for WatchGuard {
     }
 }
 
-fn keys_status(e: KeysError) -> Status {
-    match e {
-        KeysError::Store(s) => conv::etcd_status(s.code, &s.cause, s.index),
-        KeysError::Internal(cause) => conv::etcd_status(300, &cause, 0),
-        KeysError::TooManyWatchers(n) => limit_status(
-            &too_many_watchers_cause(n),
-            "too many watches on this member",
+/// The status of the watch limits (`limits`'s per connection and in all).
+fn too_many_watches(limits: &Limits) -> Status {
+    limit_status(
+        &too_many_watchers_cause(limits.max_watchers_per_conn),
+        &format!(
+            "the limits are {} per connection and {} in all",
+            limits.max_watchers_per_conn, limits.max_watchers
         ),
-    }
+    )
 }
 
 fn member_status(e: MemberError) -> Status {
@@ -202,48 +188,6 @@ fn member_status(e: MemberError) -> Status {
         MemberError::Conflict(_) => Status::already_exists(msg),
         MemberError::Unsupported(_) => Status::unimplemented(msg),
         _ => Status::unavailable(msg),
-    }
-}
-
-fn wire_action(a: Action) -> w::Action {
-    match a {
-        Action::Get => w::Action::Get,
-        Action::Set => w::Action::Set,
-        Action::Create => w::Action::Create,
-        Action::Update => w::Action::Update,
-        Action::CompareAndSwap => w::Action::CompareAndSwap,
-        Action::Delete => w::Action::Delete,
-        Action::CompareAndDelete => w::Action::CompareAndDelete,
-        Action::Expire => w::Action::Expire,
-    }
-}
-
-/// A node of the HTTP front end's vocabulary on the wire (the root's key is `/`, as
-/// kv-core names it).
-fn wire_node(n: Node) -> w::Node {
-    w::Node {
-        key: if n.key.is_empty() { "/".into() } else { n.key },
-        value: n.value,
-        dir: n.dir,
-        expiration_ms: n.expiration_ms.unwrap_or(0),
-        ttl: n.ttl,
-        nodes: n
-            .nodes
-            .unwrap_or_default()
-            .into_iter()
-            .map(wire_node)
-            .collect(),
-        created_index: n.created_index,
-        modified_index: n.modified_index,
-    }
-}
-
-fn wire_event(e: Event) -> w::Event {
-    w::Event {
-        action: wire_action(e.action) as i32,
-        node: Some(wire_node(e.node)),
-        prev_node: e.prev_node.map(wire_node),
-        index: e.etcd_index,
     }
 }
 
@@ -297,7 +241,11 @@ impl<B: KvBackend> KvService<B> {
     ) -> Result<tonic::Response<w::EventResponse>, Status> {
         let op = op.map_err(|e| conv::error_status(&e))?;
         self.check_op_keys(&op)?;
-        let a = self.backend.apply(op).await.map_err(keys_status)?;
+        let a = self
+            .backend
+            .apply(op)
+            .await
+            .map_err(|e| conv::error_status(&e))?;
         Ok(tonic::Response::new(w::EventResponse {
             header: self.header(a.raft),
             event: Some(a.event.into()),
@@ -311,7 +259,11 @@ impl<B: KvBackend> KvService<B> {
     ) -> Result<tonic::Response<w::TxnResponse>, Status> {
         let op = kv_core::Op::Txn(txn.map_err(|e| conv::error_status(&e))?);
         self.check_op_keys(&op)?;
-        let a = self.backend.apply(op).await.map_err(keys_status)?;
+        let a = self
+            .backend
+            .apply(op)
+            .await
+            .map_err(|e| conv::error_status(&e))?;
         let index = a.event.index;
         let (succeeded, events) = match a.event.batch {
             Some(b) => (b.succeeded, b.events.into_iter().map(Into::into).collect()),
@@ -353,10 +305,10 @@ impl<B: KvBackend> Kv for KvService<B> {
                 quorum,
             })
             .await
-            .map_err(keys_status)?;
+            .map_err(|e| conv::error_status(&e))?;
         Ok(tonic::Response::new(w::EventResponse {
             header: self.header(a.raft),
-            event: Some(wire_event(a.event)),
+            event: Some(a.event.into()),
         }))
     }
 
@@ -408,13 +360,7 @@ impl<B: KvBackend> Kv for KvService<B> {
         let r = request.into_inner();
         self.check_key(&r.key)?;
         let Some(guard) = WatchGuard::acquire(&self.watches, conn, &self.limits) else {
-            return Err(limit_status(
-                &too_many_watchers_cause(self.limits.max_watchers_per_conn),
-                &format!(
-                    "the limits are {} per connection and {} in all",
-                    self.limits.max_watchers_per_conn, self.limits.max_watchers
-                ),
-            ));
+            return Err(too_many_watches(&self.limits));
         };
         let w = self
             .backend
@@ -426,14 +372,14 @@ impl<B: KvBackend> Kv for KvService<B> {
                 all_history: true,
             })
             .await
-            .map_err(keys_status)?;
+            .map_err(|e| conv::error_status(&e))?;
         // The guard lives as long as the stream: tonic drops the stream when the client
         // resets it or the connection closes, which also closes the backend's channel.
         let stream =
             futures::stream::unfold((w.events, Some(guard)), |(mut rx, guard)| async move {
                 let guard = guard?;
                 match rx.recv().await {
-                    Some(ev) => Some((Ok(wire_event(ev)), (rx, Some(guard)))),
+                    Some(ev) => Some((Ok(ev.into()), (rx, Some(guard)))),
                     None => Some((
                         Err(conv::etcd_status(400, "watch ended by the server", 0)),
                         (rx, None),
@@ -443,7 +389,7 @@ impl<B: KvBackend> Kv for KvService<B> {
         let stream: EventStream = Box::pin(stream);
         let mut response = tonic::Response::new(stream);
         response.metadata_mut().insert(
-            crate::client::ETCD_INDEX_METADATA,
+            conv::ETCD_INDEX_KEY,
             tonic::metadata::MetadataValue::from(w.start_index),
         );
         Ok(response)
@@ -543,8 +489,8 @@ impl<B: KvBackend> Kv for KvService<B> {
         _request: tonic::Request<w::SnapshotRequest>,
     ) -> Result<tonic::Response<Self::SnapshotStream>, Status> {
         let bytes = self.backend.snapshot().await.map_err(|e| match e {
-            KeysError::Internal(cause) => Status::internal(cause),
-            e => keys_status(e),
+            kv_core::Error::RaftInternal { cause, .. } => Status::internal(cause),
+            e => conv::error_status(&e),
         })?;
         let chunks: Vec<_> = bytes
             .chunks(SNAPSHOT_CHUNK_BYTES)
@@ -560,20 +506,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn limit_statuses_name_the_http_apis_cause_first() {
-        let too_large = limit_status(CAUSE_TOO_LARGE, "the limit is 4096 bytes");
-        assert_eq!(too_large.code(), tonic::Code::ResourceExhausted);
-        assert_eq!(limit_cause(&too_large), Some(CAUSE_TOO_LARGE));
-        let watchers = keys_status(KeysError::TooManyWatchers(3));
+    fn too_many_watchers_is_a_limit_with_the_http_apis_cause() {
+        let watchers = too_many_watches(&Limits {
+            max_watchers_per_conn: 3,
+            ..Limits::default()
+        });
+        assert_eq!(watchers.code(), tonic::Code::ResourceExhausted);
         assert_eq!(
-            limit_cause(&watchers),
+            conv::limit_cause(&watchers),
             Some("etcdserver: too many watchers (limit 3)")
         );
-        // Other statuses, and exhaustion that is not one of kvd's limits, are not limits.
-        assert_eq!(limit_cause(&Status::unavailable(CAUSE_TOO_LARGE)), None);
-        assert_eq!(
-            limit_cause(&Status::resource_exhausted("too many pings")),
-            None
-        );
+        let too_large = limit_status(CAUSE_TOO_LARGE, "the limit is 4096 bytes");
+        assert_eq!(conv::limit_cause(&too_large), Some(CAUSE_TOO_LARGE));
     }
 }

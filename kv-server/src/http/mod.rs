@@ -7,7 +7,6 @@
 
 mod admin;
 mod flat_io;
-pub(crate) mod json;
 mod keys;
 mod params;
 
@@ -24,7 +23,7 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use parking_lot::Mutex;
 
-use crate::store::KvBackend;
+use crate::backend::KvBackend;
 use flat_io::FlatListener;
 
 /// Resource limits of the HTTP front end. Exceeding one gives an etcd error, never an

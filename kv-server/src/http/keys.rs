@@ -8,9 +8,15 @@ use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::Response;
 
+use kv_core::json::{error_body, event_body};
+use kv_core::{Action, Op};
+
 use super::params::{self, Form, KeyParams};
-use super::{AppState, ConnWatchGuard, json};
-use crate::store::{Applied, KeysError, KvBackend, ReadRequest, StoreError, WatchRequest, WriteOp};
+use super::{AppState, ConnWatchGuard};
+use crate::backend::{
+    Applied, CAUSE_TOO_LARGE, KvBackend, ReadRequest, WatchRequest, internal,
+    too_many_watchers_cause,
+};
 
 const KEYS_PREFIX: &str = "/v2/keys";
 
@@ -34,7 +40,7 @@ pub(crate) async fn handle<B: KvBackend>(
     }
     let raw_path = uri.path();
     let Some(decoded) = decode_path(raw_path) else {
-        return state.store_error(&StoreError::new(210, "invalid URL escape", 0));
+        return state.store_error(&invalid_form("invalid URL escape"));
     };
     if let Some(clean) = needs_redirect(&decoded) {
         let loc = match uri.query() {
@@ -58,7 +64,7 @@ pub(crate) async fn handle<B: KvBackend>(
     }
     let key = clean_key(&decoded[KEYS_PREFIX.len()..]);
     if key.len() > state.limits.max_key_bytes {
-        return state.keys_error(&KeysError::Internal(crate::store::CAUSE_TOO_LARGE.into()));
+        return state.store_error(&internal(CAUSE_TOO_LARGE));
     }
 
     let mut form = Form::default();
@@ -77,24 +83,23 @@ pub(crate) async fn handle<B: KvBackend>(
         let bytes: Bytes = match axum::body::to_bytes(body, state.limits.max_request_bytes).await {
             Ok(b) => b,
             Err(_) => {
-                return state
-                    .keys_error(&KeysError::Internal(crate::store::CAUSE_TOO_LARGE.into()));
+                return state.store_error(&internal(CAUSE_TOO_LARGE));
             }
         };
         if is_form {
             let text = match std::str::from_utf8(&bytes) {
                 Ok(t) => t,
                 Err(_) => {
-                    return state.store_error(&StoreError::new(210, "invalid UTF-8 in form", 0));
+                    return state.store_error(&invalid_form("invalid UTF-8 in form"));
                 }
             };
             if let Err(e) = form.extend_urlencoded(text) {
-                return state.store_error(&StoreError::new(210, e, 0));
+                return state.store_error(&invalid_form(e));
             }
         }
     }
     if let Some(Err(e)) = uri.query().map(|q| form.extend_urlencoded(q)) {
-        return state.store_error(&StoreError::new(210, e, 0));
+        return state.store_error(&invalid_form(e));
     }
     let p = match params::parse(&form, is_get) {
         Ok(p) => p,
@@ -124,71 +129,24 @@ pub(crate) async fn handle<B: KvBackend>(
     }
 
     if p.value.len() > state.limits.max_request_bytes {
-        return state.keys_error(&KeysError::Internal(crate::store::CAUSE_TOO_LARGE.into()));
+        return state.store_error(&internal(CAUSE_TOO_LARGE));
     }
-    let op = write_op(&method, key, &p);
-    let kind = op_kind(&op);
-    let res = state.backend.write(op).await;
+    let (kind, op) = write_op(&method, key, &p);
+    let res = state.backend.apply(op).await;
     state.stats.count_write(kind, res.is_ok());
     state.applied(res, p.no_value_on_success)
 }
 
-/// Maps a validated request to the store operation, as etcd's `applierV2store` does.
-fn write_op(method: &Method, key: String, p: &KeyParams) -> WriteOp {
-    let value = p.value.clone();
-    let ttl = p.ttl;
-    if *method == Method::POST {
-        return WriteOp::Create {
-            key,
-            dir: p.dir,
-            value,
-            unique: true,
-            ttl,
-        };
-    }
-    let has_prev = p.prev_index > 0 || !p.prev_value.is_empty();
-    if *method == Method::DELETE {
-        return if has_prev {
-            WriteOp::CompareAndDelete {
-                key,
-                prev_value: p.prev_value.clone(),
-                prev_index: p.prev_index,
-            }
-        } else {
-            WriteOp::Delete {
-                key,
-                dir: p.dir,
-                recursive: p.recursive,
-            }
-        };
-    }
-    match p.prev_exist {
-        Some(true) if !has_prev => WriteOp::Update { key, value, ttl },
-        Some(false) => WriteOp::Create {
-            key,
-            dir: p.dir,
-            value,
-            unique: false,
-            ttl,
-        },
-        _ if has_prev => WriteOp::CompareAndSwap {
-            key,
-            prev_value: p.prev_value.clone(),
-            prev_index: p.prev_index,
-            value,
-            ttl,
-        },
-        _ => WriteOp::Set {
-            key,
-            dir: p.dir,
-            value,
-            ttl,
-        },
+/// etcd's 210 ("Invalid POST form") with `cause`, for a request that cannot be parsed.
+fn invalid_form(cause: impl Into<String>) -> kv_core::Error {
+    kv_core::Error::InvalidForm {
+        cause: cause.into(),
+        index: 0,
     }
 }
 
 /// Which `/v2/stats/store` counter a write feeds.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum OpKind {
     Set,
     Create,
@@ -198,14 +156,82 @@ pub(crate) enum OpKind {
     Cad,
 }
 
-fn op_kind(op: &WriteOp) -> OpKind {
-    match op {
-        WriteOp::Set { .. } => OpKind::Set,
-        WriteOp::Create { .. } => OpKind::Create,
-        WriteOp::Update { .. } => OpKind::Update,
-        WriteOp::CompareAndSwap { .. } => OpKind::Cas,
-        WriteOp::Delete { .. } => OpKind::Delete,
-        WriteOp::CompareAndDelete { .. } => OpKind::Cad,
+/// Maps a validated request to the store operation, as etcd's `applierV2store` does, and
+/// the statistics counter it feeds.
+fn write_op(method: &Method, key: String, p: &KeyParams) -> (OpKind, Op) {
+    let value = p.value.clone();
+    let ttl = p.ttl;
+    let prev_value = (!p.prev_value.is_empty()).then(|| p.prev_value.clone());
+    let prev_index = (p.prev_index > 0).then_some(p.prev_index);
+    if *method == Method::POST {
+        let op = Op::Create {
+            key,
+            value,
+            dir: p.dir,
+            ttl,
+            unique: true,
+        };
+        return (OpKind::Create, op);
+    }
+    let has_prev = prev_index.is_some() || prev_value.is_some();
+    if *method == Method::DELETE {
+        return if has_prev {
+            let op = Op::CompareAndDelete {
+                key,
+                prev_value,
+                prev_index,
+            };
+            (OpKind::Cad, op)
+        } else {
+            let op = Op::Delete {
+                key,
+                dir: p.dir,
+                recursive: p.recursive,
+            };
+            (OpKind::Delete, op)
+        };
+    }
+    match p.prev_exist {
+        Some(true) if !has_prev => {
+            let op = Op::Update {
+                key,
+                value,
+                ttl,
+                refresh: p.refresh,
+            };
+            (OpKind::Update, op)
+        }
+        Some(false) => {
+            let op = Op::Create {
+                key,
+                value,
+                dir: p.dir,
+                ttl,
+                unique: false,
+            };
+            (OpKind::Create, op)
+        }
+        _ if has_prev => {
+            let op = Op::CompareAndSwap {
+                key,
+                value,
+                prev_value,
+                prev_index,
+                ttl,
+                refresh: p.refresh,
+            };
+            (OpKind::Cas, op)
+        }
+        _ => {
+            let op = Op::Set {
+                key,
+                value,
+                dir: p.dir,
+                ttl,
+                refresh: p.refresh,
+            };
+            (OpKind::Set, op)
+        }
     }
 }
 
@@ -216,9 +242,9 @@ async fn watch<B: KvBackend>(
     p: &KeyParams,
 ) -> Response {
     let Some(guard) = ConnWatchGuard::acquire(&state, conn) else {
-        return state.keys_error(&KeysError::TooManyWatchers(
+        return state.store_error(&internal(too_many_watchers_cause(
             state.limits.max_watchers_per_conn,
-        ));
+        )));
     };
     let req = WatchRequest {
         key,
@@ -229,7 +255,7 @@ async fn watch<B: KvBackend>(
     };
     let w = match state.backend.watch(req).await {
         Ok(w) => w,
-        Err(e) => return state.keys_error(&e),
+        Err(e) => return state.store_error(&e),
     };
     let stream = p.stream;
     let start = w.start_index;
@@ -243,7 +269,7 @@ async fn watch<B: KvBackend>(
                 return None;
             }
             let ev = rx.recv().await?;
-            let chunk = Bytes::from(json::event_body(&ev, false));
+            let chunk = Bytes::from(event_body(&ev, false));
             Some((
                 Ok::<_, std::convert::Infallible>(chunk),
                 (rx, guard, !stream),
@@ -265,23 +291,18 @@ async fn watch<B: KvBackend>(
 
 impl<B: KvBackend> AppState<B> {
     /// A keys response for a read or write result.
-    fn applied(&self, res: Result<Applied, KeysError>, no_value: bool) -> Response {
+    fn applied(&self, res: Result<Applied, kv_core::Error>, no_value: bool) -> Response {
         let a = match res {
             Ok(a) => a,
-            Err(e) => return self.keys_error(&e),
+            Err(e) => return self.store_error(&e),
         };
-        use crate::store::Action;
         let blank = no_value
             && matches!(
                 a.event.action,
                 Action::Set | Action::CompareAndSwap | Action::Create | Action::Update
             );
-        let body = json::event_body(&a.event, blank);
-        let status = if a.event.is_created() {
-            StatusCode::CREATED
-        } else {
-            StatusCode::OK
-        };
+        let body = event_body(&a.event, blank);
+        let status = StatusCode::from_u16(a.event.http_status()).unwrap_or(StatusCode::OK);
         let mut resp = Response::new(Body::from(body));
         *resp.status_mut() = status;
         let h = resp.headers_mut();
@@ -289,29 +310,16 @@ impl<B: KvBackend> AppState<B> {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
-        h.insert("X-Etcd-Index", HeaderValue::from(a.event.etcd_index));
+        h.insert("X-Etcd-Index", HeaderValue::from(a.event.index));
         h.insert("X-Raft-Index", HeaderValue::from(a.raft.index));
         h.insert("X-Raft-Term", HeaderValue::from(a.raft.term));
         self.cluster_header(h);
         resp
     }
 
-    /// A keys error response.
-    pub(crate) fn keys_error(&self, e: &KeysError) -> Response {
-        match e {
-            KeysError::Store(s) => self.store_error(s),
-            KeysError::Internal(cause) => self.store_error(&StoreError::new(300, cause.clone(), 0)),
-            KeysError::TooManyWatchers(n) => self.store_error(&StoreError::new(
-                300,
-                crate::store::too_many_watchers_cause(*n),
-                0,
-            )),
-        }
-    }
-
     /// An etcd error body with its status and `X-Etcd-Index`.
-    pub(crate) fn store_error(&self, e: &StoreError) -> Response {
-        let mut resp = Response::new(Body::from(json::error_body(e)));
+    pub(crate) fn store_error(&self, e: &kv_core::Error) -> Response {
+        let mut resp = Response::new(Body::from(error_body(e)));
         *resp.status_mut() =
             StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
         let h = resp.headers_mut();
@@ -319,7 +327,7 @@ impl<B: KvBackend> AppState<B> {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
-        h.insert("X-Etcd-Index", HeaderValue::from(e.index));
+        h.insert("X-Etcd-Index", HeaderValue::from(e.index()));
         self.cluster_header(h);
         resp
     }
@@ -404,35 +412,42 @@ mod tests {
         let k = || "/k".to_string();
         assert!(matches!(
             write_op(&Method::PUT, k(), &p("prevExist=true")),
-            WriteOp::Update { .. }
+            (OpKind::Update, Op::Update { .. })
         ));
         assert!(matches!(
             write_op(&Method::PUT, k(), &p("prevExist=true&prevIndex=3")),
-            WriteOp::CompareAndSwap { .. }
+            (
+                OpKind::Cas,
+                Op::CompareAndSwap {
+                    prev_index: Some(3),
+                    prev_value: None,
+                    ..
+                }
+            )
         ));
         assert!(matches!(
             write_op(&Method::PUT, k(), &p("prevExist=false&prevValue=x")),
-            WriteOp::Create { unique: false, .. }
+            (OpKind::Create, Op::Create { unique: false, .. })
         ));
         assert!(matches!(
             write_op(&Method::PUT, k(), &p("prevValue=x")),
-            WriteOp::CompareAndSwap { .. }
+            (OpKind::Cas, Op::CompareAndSwap { prev_value: Some(ref v), prev_index: None, .. }) if v == "x"
         ));
         assert!(matches!(
             write_op(&Method::PUT, k(), &p("")),
-            WriteOp::Set { .. }
+            (OpKind::Set, Op::Set { .. })
         ));
         assert!(matches!(
             write_op(&Method::POST, k(), &p("")),
-            WriteOp::Create { unique: true, .. }
+            (OpKind::Create, Op::Create { unique: true, .. })
         ));
         assert!(matches!(
             write_op(&Method::DELETE, k(), &p("prevIndex=2")),
-            WriteOp::CompareAndDelete { .. }
+            (OpKind::Cad, Op::CompareAndDelete { .. })
         ));
         assert!(matches!(
             write_op(&Method::DELETE, k(), &p("dir=true")),
-            WriteOp::Delete { dir: true, .. }
+            (OpKind::Delete, Op::Delete { dir: true, .. })
         ));
     }
 }

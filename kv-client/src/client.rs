@@ -1,129 +1,22 @@
-//! [`KvClient`]: a Rust client of kvd's gRPC API (`kv.v1`), with typed methods and errors.
-//!
-//! Events come back as kv-core's [`kv_core::Event`] (whose serde form is etcd's v2 JSON),
-//! errors of the key space as [`ClientError::Etcd`] with etcd's code. The request messages
-//! of the less common options are the wire types themselves, re-exported as [`wire`].
-//!
-//! ```
-//! # #[tokio::main(flavor = "current_thread")]
-//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! use std::sync::Arc;
-//! use bins::client::KvClient;
-//! use bins::store::memory::{MemoryBackend, MemoryConfig};
-//!
-//! // A kvd front end on an ephemeral port (in-memory store).
-//! let backend = Arc::new(MemoryBackend::ephemeral(MemoryConfig {
-//!     id: 1,
-//!     cluster_id: 2,
-//!     name: "doc".into(),
-//!     peer_urls: vec!["http://127.0.0.1:2380".into()],
-//!     client_urls: vec![],
-//!     data_dir: Default::default(),
-//! }));
-//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-//! let url = format!("http://{}", listener.local_addr()?);
-//! let router = bins::http::router(backend, bins::http::Limits::default());
-//! tokio::spawn(bins::http::serve(listener, router, std::future::pending()));
-//!
-//! let kv = KvClient::connect(&url).await?;
-//! let set = kv.put("/greeting", "hello").await?;
-//! assert_eq!(set.node.value.as_deref(), Some("hello"));
-//! let got = kv.get("/greeting").await?;
-//! assert_eq!(got.node.modified_index, set.index);
-//!
-//! let swapped = kv.compare_and_swap("/greeting", "hello", "bonjour").await?;
-//! assert_eq!(swapped.prev_node.unwrap().value.as_deref(), Some("hello"));
-//! let err = kv.compare_and_swap("/greeting", "hello", "hi").await.unwrap_err();
-//! assert_eq!(err.etcd_code(), Some(101)); // compare failed
-//! assert_eq!(kv.get("/missing").await.unwrap_err().etcd_code(), Some(100));
-//! # Ok(())
-//! # }
-//! ```
+//! [`KvClient`]: typed calls of `kv.v1`, and [`Watch`] and [`TxnOutcome`], what two of them
+//! return.
 
 use std::time::Duration;
 
 use kv_core::Event;
-use proto::convert::kv::{WireError, status_error};
+use proto::convert::kv::{ETCD_INDEX_KEY, WireError};
+use proto::kv_v1 as wire;
 use proto::kv_v1::kv_client::KvClient as Raw;
 use tonic::transport::{Channel, Endpoint};
 
-/// The `kv.v1` messages (requests with every option, members, status).
-pub use proto::kv_v1 as wire;
+use crate::ClientError;
+use crate::tls::TlsConnector;
 
 /// How long [`KvClient::connect`] and [`KvClient::connect_tls`] wait for a connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Largest response accepted: a recursive listing of a big tree is one message.
 const MAX_RESPONSE_BYTES: usize = 1 << 30;
-
-/// A failed call.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum ClientError {
-    /// The endpoint is not a valid URI.
-    #[error("invalid kvd endpoint {endpoint:?}: {source}")]
-    Endpoint {
-        /// The endpoint as given.
-        endpoint: String,
-        /// Why it is invalid.
-        source: tonic::transport::Error,
-    },
-    /// No connection could be made.
-    #[error("connecting to kvd at {endpoint}: {source}")]
-    Connect {
-        /// The endpoint.
-        endpoint: String,
-        /// The transport error.
-        source: tonic::transport::Error,
-    },
-    /// The store refused the operation with an etcd error (see [`ClientError::etcd_code`]).
-    #[error("{}: {error}", .error.code())]
-    Etcd {
-        /// etcd's error (code, cause, index).
-        error: kv_core::Error,
-        /// The gRPC code it travelled with.
-        grpc: tonic::Code,
-    },
-    /// Any other failure: a limit (`RESOURCE_EXHAUSTED`), membership errors, transport
-    /// errors during the call.
-    #[error("kvd: {}: {}", .0.code(), .0.message())]
-    Status(tonic::Status),
-    /// The server answered something this client cannot read.
-    #[error("kvd answered an unreadable response: {0}")]
-    Wire(#[from] WireError),
-}
-
-impl ClientError {
-    /// etcd's error code (100 key not found, 101 compare failed, 105 key exists, 401 event
-    /// index cleared, 300 no quorum, ...) when the store gave one.
-    pub fn etcd_code(&self) -> Option<u32> {
-        match self {
-            ClientError::Etcd { error, .. } => Some(error.code()),
-            _ => None,
-        }
-    }
-
-    /// The gRPC status code of a failed call (`None` when no call was made).
-    pub fn grpc_code(&self) -> Option<tonic::Code> {
-        match self {
-            ClientError::Etcd { grpc, .. } => Some(*grpc),
-            ClientError::Status(s) => Some(s.code()),
-            _ => None,
-        }
-    }
-}
-
-impl From<tonic::Status> for ClientError {
-    fn from(s: tonic::Status) -> Self {
-        match status_error(&s) {
-            Some(error) => ClientError::Etcd {
-                error,
-                grpc: s.code(),
-            },
-            None => ClientError::Status(s),
-        }
-    }
-}
 
 /// The outcome of a transaction or a batch.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -136,10 +29,6 @@ pub struct TxnOutcome {
     pub index: u64,
 }
 
-/// The response metadata of a `Watch` that carries the store index when the watch was
-/// registered (what the v2 HTTP API sends as a long poll's `X-Etcd-Index`).
-pub const ETCD_INDEX_METADATA: &str = "kv-etcd-index";
-
 /// A watch: the matching events, in order, from the requested index.
 #[derive(Debug)]
 pub struct Watch {
@@ -150,7 +39,8 @@ pub struct Watch {
 impl Watch {
     /// The store index when the server registered the watch (etcd's `X-Etcd-Index` of a
     /// watch, which `etcdctl -o extended` prints as `Index:`), from the response's
-    /// [`ETCD_INDEX_METADATA`]; `None` from a server that does not send it.
+    /// metadata ([`proto::convert::kv::ETCD_INDEX_KEY`]); `None` from a server that does
+    /// not send it.
     pub fn etcd_index(&self) -> Option<u64> {
         self.etcd_index
     }
@@ -226,10 +116,7 @@ impl KvClient {
     ) -> Result<Self, ClientError> {
         let ep = Self::endpoint(endpoint)?.connect_timeout(connect_timeout);
         let channel = match tls {
-            Some(tls) => {
-                ep.connect_with_connector(raft_store::tls::TlsConnector::new(tls))
-                    .await
-            }
+            Some(tls) => ep.connect_with_connector(TlsConnector::new(tls)).await,
             None => ep.connect().await,
         }
         .map_err(Self::connect_error(endpoint))?;
@@ -412,7 +299,7 @@ impl KvClient {
             .await?;
         let etcd_index = response
             .metadata()
-            .get(ETCD_INDEX_METADATA)
+            .get(ETCD_INDEX_KEY)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse().ok());
         Ok(Watch {

@@ -1,13 +1,34 @@
-//! JSON bodies byte-for-byte as etcd writes them: Go's `encoding/json` field order,
-//! `omitempty` rules and string escaping, and `time.RFC3339Nano` timestamps.
+//! etcd's v2 JSON bodies byte for byte, as Go's `encoding/json` writes them: the field
+//! order, the `omitempty` rules, `time.RFC3339Nano` timestamps, and strings escaped the
+//! HTML-safe way (`<`, `>`, `&`, U+2028 and U+2029 too). kvd's HTTP front end writes its
+//! events ([`event_body`]) and errors ([`error_body`]) with it, and kvctl its output
+//! ([`push_str`]).
+//!
+//! serde's forms of [`NodeView`], [`Event`] and [`Error`] have etcd's fields too, but
+//! serde_json escapes strings differently and writes an event's `index`; this writer is
+//! also several times faster, which matters on kvd's hot path.
+//!
+//! ```
+//! use kv_core::{Action, Command, Op, Store};
+//!
+//! let mut store = Store::new();
+//! let set = Op::Set { key: "/a".into(), value: "<b>".into(), dir: false, ttl: None, refresh: false };
+//! let e = store.apply(&Command::new(0, set))?;
+//! assert_eq!(
+//!     kv_core::json::event_body(&e, false),
+//!     "{\"action\":\"set\",\"node\":{\"key\":\"/a\",\"value\":\"\\u003cb\\u003e\",\"modifiedIndex\":1,\"createdIndex\":1}}\n"
+//! );
+//! Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 use std::fmt::Write as _;
 
-use crate::store::{Event, Node, StoreError, error_message};
+use crate::time::format_rfc3339;
+use crate::{Error, Event, NodeView};
 
 /// Appends `s` as a JSON string the way Go's encoder does (HTML-safe: `<`, `>`, `&`, U+2028
 /// and U+2029 are escaped too, and `\b`/`\f` as `\u00XX` like Go 1.19).
-pub(crate) fn push_str(out: &mut String, s: &str) {
+pub fn push_str(out: &mut String, s: &str) {
     out.reserve(s.len() + 2);
     out.push('"');
     // Copy the runs between characters that need escaping in one go: values are mostly
@@ -46,47 +67,10 @@ pub(crate) fn push_str(out: &mut String, s: &str) {
     out.push('"');
 }
 
-/// Formats milliseconds since the epoch as Go's `time.RFC3339Nano` in UTC (trailing zeros of
-/// the fraction trimmed, no fraction when it is zero).
-pub(crate) fn rfc3339_ms(ms: u64) -> String {
-    let secs = ms / 1000;
-    let frac = ms % 1000;
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    let (y, m, d) = civil_from_days(days);
-    let mut s = format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}",
-        rem / 3600,
-        (rem / 60) % 60,
-        rem % 60
-    );
-    if frac != 0 {
-        let f = format!("{frac:03}");
-        s.push('.');
-        s.push_str(f.trim_end_matches('0'));
-    }
-    s.push('Z');
-    s
-}
-
-/// Days since 1970-01-01 to a proleptic Gregorian (year, month, day).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    // Howard Hinnant's algorithm: shift the era to start on March 1st so leap days fall last.
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { y + 1 } else { y }, m, d)
-}
-
-/// Appends a node object: `key, value, dir, expiration, ttl, nodes, modifiedIndex,
-/// createdIndex`, each omitted when empty as etcd's `omitempty` does.
-pub(crate) fn push_node(out: &mut String, n: &Node) {
+/// Appends a node object as etcd writes it: `key, value, dir, expiration, ttl, nodes,
+/// modifiedIndex, createdIndex`, each omitted when empty as Go's `omitempty` does (the
+/// root's key `/` is omitted too).
+pub fn push_node(out: &mut String, n: &NodeView) {
     out.push('{');
     let mut first = true;
     let mut field = |out: &mut String, name: &str| {
@@ -98,7 +82,7 @@ pub(crate) fn push_node(out: &mut String, n: &Node) {
         out.push_str(name);
         out.push_str("\":");
     };
-    if !n.key.is_empty() {
+    if n.key != "/" {
         field(out, "key");
         push_str(out, &n.key);
     }
@@ -110,18 +94,18 @@ pub(crate) fn push_node(out: &mut String, n: &Node) {
         field(out, "dir");
         out.push_str("true");
     }
-    if let Some(exp) = n.expiration_ms {
+    if let Some(exp) = n.expiration {
         field(out, "expiration");
-        push_str(out, &rfc3339_ms(exp));
+        push_str(out, &format_rfc3339(exp));
     }
-    if n.ttl != 0 {
+    if let Some(ttl) = n.ttl.filter(|t| *t != 0) {
         field(out, "ttl");
-        let _ = write!(out, "{}", n.ttl);
+        let _ = write!(out, "{ttl}");
     }
-    if let Some(children) = n.nodes.as_ref().filter(|c| !c.is_empty()) {
+    if !n.nodes.is_empty() {
         field(out, "nodes");
         out.push('[');
-        for (i, c) in children.iter().enumerate() {
+        for (i, c) in n.nodes.iter().enumerate() {
             if i > 0 {
                 out.push(',');
             }
@@ -140,9 +124,10 @@ pub(crate) fn push_node(out: &mut String, n: &Node) {
     out.push('}');
 }
 
-/// An event body plus the trailing newline of Go's `json.Encoder`. With `no_value` only the
-/// action is written (etcd's `noValueOnSuccess`).
-pub(crate) fn event_body(ev: &Event, no_value: bool) -> String {
+/// An event body (`action`, `node`, `prevNode`; a batch's events are not written) plus the
+/// trailing newline of Go's `json.Encoder`. With `no_value` only the action is written
+/// (etcd's `noValueOnSuccess`).
+pub fn event_body(ev: &Event, no_value: bool) -> String {
     let mut out = String::with_capacity(128);
     out.push_str("{\"action\":\"");
     out.push_str(ev.action.as_str());
@@ -159,30 +144,24 @@ pub(crate) fn event_body(ev: &Event, no_value: bool) -> String {
     out
 }
 
-/// An error body: `{"errorCode":..,"message":..,"cause":..,"index":..}` plus a newline.
-pub(crate) fn error_body(e: &StoreError) -> String {
+/// An error body, `{"errorCode":..,"message":..,"cause":..,"index":..}` (the cause omitted
+/// when empty), plus a newline.
+pub fn error_body(e: &Error) -> String {
     let mut out = String::with_capacity(96);
-    let _ = write!(out, "{{\"errorCode\":{},\"message\":", e.code);
-    push_str(&mut out, error_message(e.code));
-    if !e.cause.is_empty() {
+    let _ = write!(out, "{{\"errorCode\":{},\"message\":", e.code());
+    push_str(&mut out, e.message());
+    if !e.cause().is_empty() {
         out.push_str(",\"cause\":");
-        push_str(&mut out, &e.cause);
+        push_str(&mut out, e.cause());
     }
-    let _ = writeln!(out, ",\"index\":{}}}", e.index);
+    let _ = writeln!(out, ",\"index\":{}}}", e.index());
     out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::Action;
-
-    #[test]
-    fn timestamps_match_go_rfc3339nano() {
-        assert_eq!(rfc3339_ms(0), "1970-01-01T00:00:00Z");
-        assert_eq!(rfc3339_ms(1_795_610_496_084), "2026-11-25T12:41:36.084Z");
-        assert_eq!(rfc3339_ms(951_782_400_500), "2000-02-29T00:00:00.5Z");
-    }
+    use crate::Action;
 
     #[test]
     fn strings_are_escaped_like_go() {
@@ -230,45 +209,77 @@ mod tests {
     fn event_fields_are_ordered_and_omitted_like_etcd() {
         let ev = Event {
             action: Action::CompareAndSwap,
-            node: Node {
+            node: NodeView {
                 key: "/foo".into(),
                 value: Some("two".into()),
                 modified_index: 9,
                 created_index: 8,
-                ..Node::default()
+                ..NodeView::default()
             },
-            prev_node: Some(Node {
+            prev_node: Some(NodeView {
                 key: "/foo".into(),
                 value: Some("one".into()),
                 modified_index: 8,
                 created_index: 8,
-                ..Node::default()
+                ..NodeView::default()
             }),
-            etcd_index: 9,
+            index: 9,
+            batch: None,
         };
         assert_eq!(
             event_body(&ev, false),
             "{\"action\":\"compareAndSwap\",\"node\":{\"key\":\"/foo\",\"value\":\"two\",\"modifiedIndex\":9,\"createdIndex\":8},\"prevNode\":{\"key\":\"/foo\",\"value\":\"one\",\"modifiedIndex\":8,\"createdIndex\":8}}\n"
         );
         assert_eq!(event_body(&ev, true), "{\"action\":\"compareAndSwap\"}\n");
-        let root = Node {
+        let root = NodeView {
+            key: "/".into(),
             dir: true,
-            nodes: Some(vec![]),
-            ..Node::default()
+            ..NodeView::default()
         };
         let mut s = String::new();
         push_node(&mut s, &root);
         assert_eq!(s, "{\"dir\":true}");
+        let ttl = NodeView {
+            key: "/t".into(),
+            value: Some(String::new()),
+            expiration: Some(10_500),
+            ttl: Some(11),
+            modified_index: 3,
+            created_index: 3,
+            ..NodeView::default()
+        };
+        let dir = NodeView {
+            key: "/d".into(),
+            dir: true,
+            nodes: vec![ttl],
+            modified_index: 2,
+            created_index: 2,
+            ..NodeView::default()
+        };
+        let mut s = String::new();
+        push_node(&mut s, &dir);
+        assert_eq!(
+            s,
+            r#"{"key":"/d","dir":true,"nodes":[{"key":"/t","value":"","expiration":"1970-01-01T00:00:10.5Z","ttl":11,"modifiedIndex":3,"createdIndex":3}],"modifiedIndex":2,"createdIndex":2}"#
+        );
     }
 
     #[test]
     fn errors_omit_an_empty_cause() {
+        let missing = Error::KeyNotFound {
+            cause: "/foo".into(),
+            index: 6,
+        };
         assert_eq!(
-            error_body(&StoreError::new(100, "/foo", 6)),
+            error_body(&missing),
             "{\"errorCode\":100,\"message\":\"Key not found\",\"cause\":\"/foo\",\"index\":6}\n"
         );
+        let invalid = Error::InvalidField {
+            cause: String::new(),
+            index: 0,
+        };
         assert_eq!(
-            error_body(&StoreError::new(209, "", 0)),
+            error_body(&invalid),
             "{\"errorCode\":209,\"message\":\"Invalid field\",\"index\":0}\n"
         );
     }
