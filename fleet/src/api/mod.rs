@@ -1,0 +1,3 @@
+//! fleet's `/fleet/v1` HTTP API: its JSON shapes ([`types`]).
+
+pub mod types;
