@@ -27,5 +27,6 @@
 
 pub mod api;
 pub mod config;
+pub mod ctl;
 pub mod registry;
 pub mod store;
