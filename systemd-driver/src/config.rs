@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use unit_parser::exec as up_exec;
+use unit_parser::exec::ExecCommand;
 use unit_parser::name::UnitName;
 use unit_parser::service::{self as up, Service, WorkingDirectory, parse_signal};
 use unit_parser::specifier::SpecifierContext;
@@ -55,21 +55,6 @@ pub(crate) enum NotifyAccess {
     /// The main process and the control process running (`ExecStartPre=` ...).
     Exec,
     All,
-}
-
-/// One command of an `Exec*=` setting.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct ExecCommand {
-    /// The program to run.
-    pub(crate) path: String,
-    /// The argument vector, `argv[0]` included (differs from `path` with the `@` prefix).
-    pub(crate) argv: Vec<String>,
-    /// `-`: a failure is recorded but ignored.
-    pub(crate) ignore_failure: bool,
-    /// `:`: no `$VAR` expansion.
-    pub(crate) no_env_expand: bool,
-    /// `+` or `!`/`!!`: run with full privileges (we run as the driver's user then).
-    pub(crate) privileged: bool,
 }
 
 /// A service unit's settings, with systemd's defaults filled in.
@@ -123,10 +108,7 @@ impl ServiceConfig {
     pub(crate) fn from_text(unit: &str, text: &str) -> Result<ServiceConfig> {
         let file =
             unit_parser::parse(text).map_err(|e| Error::bad_unit(unit, e.line(), e.to_string()))?;
-        let name: UnitName = unit.parse().map_err(|e| Error::InvalidName {
-            name: unit.to_owned(),
-            reason: format!("{e}"),
-        })?;
+        let name = UnitName::parse(unit).map_err(|e| Error::invalid_name(unit, e))?;
         let ctx = SpecifierContext::system(Some(name));
         let svc = Service::from_unit_with(&file, Some(&ctx))
             .map_err(|e| Error::bad_unit(unit, e.line(), e.to_string()))?;
@@ -171,19 +153,6 @@ impl ServiceConfig {
             None => Some(DEFAULT_TIMEOUT),
             Some(t) => t.duration(),
         };
-        let exec = |cmds: &[up_exec::ExecCommand]| -> Vec<ExecCommand> {
-            cmds.iter()
-                .map(|c| ExecCommand {
-                    path: c.path.clone(),
-                    argv: c.argv.clone(),
-                    ignore_failure: c.flags.ignore_failure,
-                    no_env_expand: c.flags.no_env_expand,
-                    privileged: c.flags.full_privileges
-                        || c.flags.no_setuid
-                        || c.flags.ambient_magic,
-                })
-                .collect()
-        };
         let start_limit_interval = match unit_section
             .start_limit_interval
             .or(svc.start_limit_interval)
@@ -218,12 +187,12 @@ impl ServiceConfig {
         };
         Ok(ServiceConfig {
             service_type,
-            exec_start_pre: exec(&svc.exec_start_pre),
-            exec_start: exec(&svc.exec_start),
-            exec_start_post: exec(&svc.exec_start_post),
-            exec_stop: exec(&svc.exec_stop),
-            exec_stop_post: exec(&svc.exec_stop_post),
-            exec_reload: exec(&svc.exec_reload),
+            exec_start_pre: svc.exec_start_pre,
+            exec_start: svc.exec_start,
+            exec_start_post: svc.exec_start_post,
+            exec_stop: svc.exec_stop,
+            exec_stop_post: svc.exec_stop_post,
+            exec_reload: svc.exec_reload,
             remain_after_exit: svc.remain_after_exit.unwrap_or(false),
             restart,
             restart_sec: svc.restart_sec.map_or(Duration::from_millis(100), |t| {
@@ -390,7 +359,7 @@ mod tests {
         assert_eq!(c.timeout_stop, None);
         assert_eq!(c.start_limit_burst, 2);
         assert_eq!(c.exec_start[0].argv, ["web", "8080"]);
-        assert!(c.exec_start[0].ignore_failure);
+        assert!(c.exec_start[0].flags.ignore_failure);
         assert_eq!(c.pid_file, Some(PathBuf::from("/run/web.pid")));
         assert_eq!(
             (c.memory_max, c.cpu_quota_percent),

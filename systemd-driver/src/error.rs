@@ -94,6 +94,14 @@ impl Error {
         }
     }
 
+    /// A name systemd's rules refuse (`unit_parser::name`), or one this driver cannot run.
+    pub(crate) fn invalid_name(name: &str, reason: impl std::fmt::Display) -> Self {
+        Error::InvalidName {
+            name: name.to_owned(),
+            reason: reason.to_string(),
+        }
+    }
+
     pub(crate) fn bad_unit(unit: &str, line: usize, message: impl Into<String>) -> Self {
         Error::BadUnit {
             unit: unit.to_owned(),

@@ -13,7 +13,9 @@ use tokio::sync::mpsc;
 use crate::UnitDriver;
 use crate::error::{Error, Result};
 use crate::log::{LogLine, LogOptions, LogStream};
-use crate::state::{ActiveState, Broadcaster, LoadState, Subscription, UnitState, UnitStatus};
+use crate::state::{
+    ActiveState, Broadcaster, LoadState, ServiceResult, Subscription, UnitState, UnitStatus,
+};
 
 /// One call made to a [`FakeDriver`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -160,7 +162,7 @@ impl UnitDriver for FakeDriver {
                 name: name.to_owned(),
                 state: UnitState::loaded_dead(),
                 main_pid: None,
-                result: "success".into(),
+                result: ServiceResult::Success,
                 status_text: None,
             };
             (String::new(), status)
@@ -222,7 +224,7 @@ impl UnitDriver for FakeDriver {
                 name: name.to_owned(),
                 state: UnitState::new(LoadState::NotFound, ActiveState::Inactive, "dead"),
                 main_pid: None,
-                result: "success".into(),
+                result: ServiceResult::Success,
                 status_text: None,
             }))
     }

@@ -69,7 +69,8 @@ pub use error::{Error, Result};
 pub use log::{LogLine, LogOptions, LogStream};
 pub use process::{CgroupSupport, ProcessDriver, ProcessDriverConfig};
 pub use state::{
-    ActiveState, LoadState, RecvError, StateChange, Subscription, UnitState, UnitStatus,
+    ActiveState, LoadState, RecvError, ServiceResult, StateChange, Subscription, UnitState,
+    UnitStatus,
 };
 pub use systemd::{Instance, SystemdDriver, SystemdDriverConfig, booted_with_systemd};
 

@@ -1,6 +1,8 @@
 //! Unit states in systemd's vocabulary, and the stream of their changes.
 
+use std::convert::Infallible;
 use std::fmt;
+use std::str::FromStr;
 use std::time::Instant;
 
 use tokio::sync::broadcast;
@@ -87,6 +89,117 @@ string_enum!(ActiveState {
     Maintenance => "maintenance",
 });
 
+/// systemd's `Result` of a service: how its last activation ended (the `Result` property of
+/// `org.freedesktop.systemd1.Service`, systemd 252's `service_result_table`).
+///
+/// The native supervisor produces the known values; [`SystemdDriver`](crate::SystemdDriver)
+/// reads the property from systemd and keeps a value this crate does not know (from a newer
+/// systemd) as [`Other`](ServiceResult::Other) rather than failing or guessing. Displays as
+/// systemd spells it.
+///
+/// ```
+/// use systemd_driver::ServiceResult;
+///
+/// assert_eq!("exit-code".parse(), Ok(ServiceResult::ExitCode));
+/// assert_eq!(ServiceResult::StartLimitHit.to_string(), "start-limit-hit");
+/// assert_eq!(ServiceResult::parse("new-thing"), ServiceResult::Other("new-thing".into()));
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ServiceResult {
+    /// `success`: the last run ended well (or nothing has run yet).
+    #[default]
+    Success,
+    /// `resources`: systemd could not set up the run (cgroup, environment file, socket...).
+    Resources,
+    /// `protocol`: the service broke its type's protocol (e.g. `Type=notify` exiting
+    /// before `READY=1`, a `Type=forking` daemon with no main process).
+    Protocol,
+    /// `timeout`: a start, stop or control command took longer than its timeout.
+    Timeout,
+    /// `exit-code`: a process exited with a non-zero status (or could not be executed).
+    ExitCode,
+    /// `signal`: the main process was killed by a signal that is not a clean one.
+    Signal,
+    /// `core-dump`: the main process was killed by a signal and dumped core.
+    CoreDump,
+    /// `watchdog`: the watchdog's keep-alives stopped (or the service asked for it).
+    Watchdog,
+    /// `start-limit-hit`: started too often within `StartLimitIntervalSec=`.
+    StartLimitHit,
+    /// `oom-kill`: the kernel's OOM killer killed a process of the unit.
+    OomKill,
+    /// `exec-condition`: `ExecCondition=` told systemd to skip the unit.
+    ExecCondition,
+    /// A value this crate does not know, as systemd spelled it; never one of the names
+    /// above ([`parse`](Self::parse) maps those to their variants).
+    Other(String),
+}
+
+impl ServiceResult {
+    /// Every known value, in systemd's table order.
+    const KNOWN: [ServiceResult; 11] = [
+        ServiceResult::Success,
+        ServiceResult::Resources,
+        ServiceResult::Protocol,
+        ServiceResult::Timeout,
+        ServiceResult::ExitCode,
+        ServiceResult::Signal,
+        ServiceResult::CoreDump,
+        ServiceResult::Watchdog,
+        ServiceResult::StartLimitHit,
+        ServiceResult::OomKill,
+        ServiceResult::ExecCondition,
+    ];
+
+    /// The name systemd uses for this result.
+    pub fn as_str(&self) -> &str {
+        match self {
+            ServiceResult::Success => "success",
+            ServiceResult::Resources => "resources",
+            ServiceResult::Protocol => "protocol",
+            ServiceResult::Timeout => "timeout",
+            ServiceResult::ExitCode => "exit-code",
+            ServiceResult::Signal => "signal",
+            ServiceResult::CoreDump => "core-dump",
+            ServiceResult::Watchdog => "watchdog",
+            ServiceResult::StartLimitHit => "start-limit-hit",
+            ServiceResult::OomKill => "oom-kill",
+            ServiceResult::ExecCondition => "exec-condition",
+            ServiceResult::Other(s) => s,
+        }
+    }
+
+    /// Reads systemd's name for a result; an unknown name becomes
+    /// [`Other`](Self::Other).
+    pub fn parse(s: &str) -> Self {
+        Self::KNOWN
+            .into_iter()
+            .find(|r| r.as_str() == s)
+            .unwrap_or_else(|| ServiceResult::Other(s.to_owned()))
+    }
+
+    /// Whether this is [`Success`](Self::Success).
+    pub fn is_success(&self) -> bool {
+        *self == ServiceResult::Success
+    }
+}
+
+impl FromStr for ServiceResult {
+    /// Never fails: unknown names are kept as [`ServiceResult::Other`].
+    type Err = Infallible;
+
+    fn from_str(s: &str) -> Result<Self, Infallible> {
+        Ok(Self::parse(s))
+    }
+}
+
+impl fmt::Display for ServiceResult {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// The (LoadState, ActiveState, SubState) triple systemd reports for a unit.
 ///
 /// `sub` is a string because sub-states depend on the unit type (`running`, `exited`,
@@ -132,9 +245,9 @@ pub struct UnitStatus {
     pub state: UnitState,
     /// The main process, when there is one.
     pub main_pid: Option<u32>,
-    /// systemd's `Result` property: `success`, `exit-code`, `signal`, `timeout`,
-    /// `core-dump`, `start-limit-hit`, `resources`, `protocol`...
-    pub result: String,
+    /// systemd's `Result` property: how the unit's last run ended (always
+    /// [`ServiceResult::Success`] for units that are not services).
+    pub result: ServiceResult,
     /// A human-readable explanation of the last failure or of the latest `STATUS=`
     /// notification, if any.
     pub status_text: Option<String>,
@@ -244,6 +357,25 @@ mod tests {
             assert_eq!(ActiveState::parse(s).map(ActiveState::as_str), Some(s));
         }
         assert_eq!(LoadState::parse("Loaded"), None);
+        for (r, name) in ServiceResult::KNOWN.into_iter().zip([
+            "success",
+            "resources",
+            "protocol",
+            "timeout",
+            "exit-code",
+            "signal",
+            "core-dump",
+            "watchdog",
+            "start-limit-hit",
+            "oom-kill",
+            "exec-condition",
+        ]) {
+            assert_eq!(ServiceResult::parse(name), r);
+            assert_eq!(r.to_string(), name);
+        }
+        let other = ServiceResult::parse("Success");
+        assert_eq!(other, ServiceResult::Other("Success".into()));
+        assert_eq!(other.to_string(), "Success");
         assert_eq!(UnitState::loaded_dead().to_string(), "loaded/inactive/dead");
     }
 }

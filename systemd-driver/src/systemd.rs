@@ -19,13 +19,16 @@ use serde::de::DeserializeOwned;
 use tokio::io::AsyncBufReadExt;
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
+use unit_parser::name::UnitName;
 use zbus::Connection;
 use zbus::zvariant::{DynamicType, OwnedObjectPath, OwnedValue, Value};
 
 use crate::UnitDriver;
 use crate::error::{Error, Result};
 use crate::log::{LogLine, LogOptions, LogStream};
-use crate::state::{ActiveState, Broadcaster, LoadState, Subscription, UnitState, UnitStatus};
+use crate::state::{
+    ActiveState, Broadcaster, LoadState, ServiceResult, Subscription, UnitState, UnitStatus,
+};
 
 const DEST: &str = "org.freedesktop.systemd1";
 const MANAGER_PATH: &str = "/org/freedesktop/systemd1";
@@ -273,7 +276,7 @@ impl SystemdDriver {
         Ok(rows)
     }
 
-    async fn service_props(&self, path: &str) -> (Option<u32>, String, Option<String>) {
+    async fn service_props(&self, path: &str) -> (Option<u32>, ServiceResult, Option<String>) {
         let props: Result<HashMap<String, OwnedValue>> = call(
             &self.inner.conn,
             path,
@@ -283,7 +286,7 @@ impl SystemdDriver {
         )
         .await;
         let Ok(props) = props else {
-            return (None, "success".into(), None);
+            return (None, ServiceResult::Success, None);
         };
         let main = props
             .get("MainPID")
@@ -297,7 +300,7 @@ impl SystemdDriver {
         };
         (
             main,
-            text("Result").unwrap_or_else(|| "success".into()),
+            text("Result").map_or(ServiceResult::Success, |r| ServiceResult::parse(&r)),
             text("StatusText"),
         )
     }
@@ -306,7 +309,7 @@ impl SystemdDriver {
         let (main_pid, result, status_text) = if row.0.ends_with(".service") {
             self.service_props(row.6.as_str()).await
         } else {
-            (None, "success".into(), None)
+            (None, ServiceResult::Success, None)
         };
         UnitStatus {
             name: row.0.clone(),
@@ -511,42 +514,11 @@ where
     msg.body().deserialize::<R>().map_err(dbus(method))
 }
 
+/// systemd's rules for a unit name (any type: this driver hands every unit to systemd).
 fn check_unit_name(name: &str) -> Result<()> {
-    let bad = |reason: &str| {
-        Err(Error::InvalidName {
-            name: name.to_owned(),
-            reason: reason.to_owned(),
-        })
-    };
-    let Some((prefix, suffix)) = name.rsplit_once('.') else {
-        return bad("no unit type suffix");
-    };
-    const TYPES: [&str; 11] = [
-        "service",
-        "socket",
-        "device",
-        "mount",
-        "automount",
-        "swap",
-        "target",
-        "path",
-        "timer",
-        "slice",
-        "scope",
-    ];
-    if !TYPES.contains(&suffix) {
-        return bad("unknown unit type");
-    }
-    if prefix.is_empty() || name.len() > 255 || prefix.starts_with('@') {
-        return bad("must be 1 to 255 bytes with a non-empty prefix");
-    }
-    if !prefix
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b":-_.\\@".contains(&b))
-    {
-        return bad("allowed characters are ASCII letters, digits and :-_.\\@");
-    }
-    Ok(())
+    UnitName::parse(name)
+        .map(drop)
+        .map_err(|e| Error::invalid_name(name, e))
 }
 
 fn has_install_section(contents: &str) -> bool {
@@ -649,7 +621,7 @@ impl UnitDriver for SystemdDriver {
                 name: name.to_owned(),
                 state: UnitState::new(LoadState::NotFound, ActiveState::Inactive, "dead"),
                 main_pid: None,
-                result: "success".into(),
+                result: ServiceResult::Success,
                 status_text: None,
             });
         }
@@ -746,6 +718,10 @@ mod tests {
         assert!(check_unit_name("a.timer").is_ok());
         assert!(check_unit_name("a.bogus").is_err());
         assert!(check_unit_name("../a.service").is_err());
+        assert_eq!(
+            check_unit_name("a b.service").unwrap_err().to_string(),
+            "invalid unit name \"a b.service\": unit name \"a b.service\" contains invalid character ' ' at byte 1"
+        );
         assert!(has_install_section(
             "[Service]\nExecStart=/bin/true\n[Install]\nWantedBy=default.target\n"
         ));

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use systemd_driver::{LogOptions, ProcessDriver, ProcessDriverConfig, UnitDriver};
+use systemd_driver::{LogOptions, ProcessDriver, ProcessDriverConfig, ServiceResult, UnitDriver};
 
 use crate::suite;
 use crate::util::{Scratch, alive, lines, wait_for, wait_log_line, wait_state};
@@ -39,12 +39,14 @@ suite_cases!(
     clean_exit,
     crash,
     missing_binary,
+    unknown_user_or_group,
     stdout_follow,
     ignores_sigterm,
     forked_children,
     restart_on_failure_timing,
     restart_always_then_stop,
     environment_files,
+    exec_variables,
     start_pre_and_stop_post,
     forking_with_pid_file,
     subscribe_sees_transitions,
@@ -210,7 +212,7 @@ async fn notify_ready_status_and_timeout() {
     .unwrap();
     d.start("slow.service").await.unwrap();
     let st = wait_state(&d, "slow.service", "loaded/failed/failed").await;
-    assert_eq!(st.result, "timeout");
+    assert_eq!(st.result, ServiceResult::Timeout);
     d.stop_all().await;
 }
 
@@ -358,8 +360,8 @@ async fn start_limit_refuses_manual_starts() {
     assert!(err.to_string().contains("start-limit-hit"), "{err}");
     let st = d.status("q.service").await.unwrap();
     assert_eq!(
-        (st.state.to_string().as_str(), st.result.as_str()),
-        ("loaded/failed/failed", "start-limit-hit")
+        (st.state.to_string().as_str(), st.result),
+        ("loaded/failed/failed", ServiceResult::StartLimitHit)
     );
 }
 
@@ -426,6 +428,21 @@ async fn user_group_and_privileged_prefix() {
         let st = wait_state(&d, "who.service", "loaded/failed/failed").await;
         assert!(st.status_text.unwrap_or_default().contains("root"));
     }
+    // A user the database does not know: the unit's status says which, and for which unit.
+    d.load(
+        "ghost.service",
+        "[Service]\nUser=flotilla-no-such-user\nExecStart=/bin/true\n",
+    )
+    .await
+    .unwrap();
+    d.start("ghost.service").await.unwrap();
+    let st = wait_state(&d, "ghost.service", "loaded/failed/failed").await;
+    assert_eq!(
+        st.status_text.as_deref(),
+        Some(
+            "ghost.service: Failed to determine user credentials: no such user \"flotilla-no-such-user\""
+        )
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -448,7 +465,7 @@ async fn send_sigkill_no_leaves_the_process() {
     let pid: u32 = lines(&pidfile)[0].parse().unwrap();
     d.stop("nokill.service").await.unwrap();
     let st = wait_state(&d, "nokill.service", "loaded/failed/failed").await;
-    assert_eq!(st.result, "timeout");
+    assert_eq!(st.result, ServiceResult::Timeout);
     assert!(alive(pid), "SendSIGKILL=no: the process is left alone");
     std::process::Command::new("kill")
         .arg("-9")
@@ -610,7 +627,7 @@ async fn watchdog_keepalives_then_a_missed_deadline() {
     let seen = substates_until(&mut sub, "wd.service", "loaded/failed/failed").await;
     assert!(seen.iter().any(|s| s == "stop-watchdog"), "{seen:?}");
     let st = d.status("wd.service").await.unwrap();
-    assert_eq!(st.result, "watchdog");
+    assert_eq!(st.result, ServiceResult::Watchdog);
     assert!(
         lines(&out).contains(&format!("signal {}", libc::SIGABRT)),
         "{:?}",
@@ -663,7 +680,10 @@ async fn watchdog_override_trigger_and_restart() {
     std::fs::write(s.path("wdr.out.stop"), "").unwrap();
     let seen = substates_until(&mut sub, "wdr.service", "loaded/activating/auto-restart").await;
     assert!(seen.iter().any(|s| s == "stop-watchdog"), "{seen:?}");
-    assert_eq!(d.status("wdr.service").await.unwrap().result, "watchdog");
+    assert_eq!(
+        d.status("wdr.service").await.unwrap().result,
+        ServiceResult::Watchdog
+    );
     assert!(
         lines(&out).contains(&format!("signal {}", libc::SIGTERM)),
         "{:?}",
@@ -733,7 +753,7 @@ async fn adopted_unit_keeps_its_watchdog() {
     // And it enforces the watchdog.
     std::fs::write(s.path("wd.out.stop"), "").unwrap();
     let st = wait_state(&d, "wd.service", "loaded/failed/failed").await;
-    assert_eq!(st.result, "watchdog");
+    assert_eq!(st.result, ServiceResult::Watchdog);
     d.stop_all().await;
 }
 
@@ -755,7 +775,7 @@ async fn watchdog_counts_the_main_process_unless_notify_access_all() {
     d.load("wdm.service", &unit(&out, "")).await.unwrap();
     d.start("wdm.service").await.unwrap();
     let st = wait_state(&d, "wdm.service", "loaded/failed/failed").await;
-    assert_eq!(st.result, "watchdog");
+    assert_eq!(st.result, ServiceResult::Watchdog);
 
     // NotifyAccess=all: they do.
     let out = s.path("all.out");

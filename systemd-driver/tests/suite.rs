@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use systemd_driver::{ActiveState, LogOptions, UnitDriver};
+use systemd_driver::{ActiveState, LogOptions, ServiceResult, UnitDriver};
 
 use crate::util::{Scratch, lines, wait_for, wait_log_line, wait_state, wait_status};
 
@@ -14,12 +14,14 @@ pub(crate) const CASES: &[&str] = &[
     "clean_exit",
     "crash",
     "missing_binary",
+    "unknown_user_or_group",
     "stdout_follow",
     "ignores_sigterm",
     "forked_children",
     "restart_on_failure_timing",
     "restart_always_then_stop",
     "environment_files",
+    "exec_variables",
     "start_pre_and_stop_post",
     "forking_with_pid_file",
     "subscribe_sees_transitions",
@@ -33,12 +35,14 @@ pub(crate) async fn run<D: UnitDriver>(case: &str, d: &D, s: &Scratch, prefix: &
         "clean_exit" => clean_exit(d, prefix).await,
         "crash" => crash(d, prefix).await,
         "missing_binary" => missing_binary(d, prefix).await,
+        "unknown_user_or_group" => unknown_user_or_group(d, prefix).await,
         "stdout_follow" => stdout_follow(d, prefix).await,
         "ignores_sigterm" => ignores_sigterm(d, s, prefix).await,
         "forked_children" => forked_children(d, s, prefix).await,
         "restart_on_failure_timing" => restart_on_failure_timing(d, s, prefix).await,
         "restart_always_then_stop" => restart_always_then_stop(d, s, prefix).await,
         "environment_files" => environment_files(d, s, prefix).await,
+        "exec_variables" => exec_variables(d, prefix).await,
         "start_pre_and_stop_post" => start_pre_and_stop_post(d, s, prefix).await,
         "forking_with_pid_file" => forking_with_pid_file(d, s, prefix).await,
         "subscribe_sees_transitions" => subscribe_sees_transitions(d, prefix).await,
@@ -82,7 +86,7 @@ pub(crate) async fn clean_exit<D: UnitDriver>(d: &D, prefix: &str) {
         .unwrap();
     d.start(&name).await.unwrap();
     let st = wait_state(d, &name, "loaded/inactive/dead").await;
-    assert_eq!(st.result, "success");
+    assert_eq!(st.result, ServiceResult::Success);
     d.unload(&name).await.unwrap();
 }
 
@@ -96,7 +100,7 @@ pub(crate) async fn crash<D: UnitDriver>(d: &D, prefix: &str) {
     .unwrap();
     d.start(&name).await.unwrap();
     let st = wait_state(d, &name, "loaded/failed/failed").await;
-    assert_eq!(st.result, "exit-code");
+    assert_eq!(st.result, ServiceResult::ExitCode);
     // A failed unit starts again on request.
     d.start(&name).await.unwrap();
     wait_state(d, &name, "loaded/failed/failed").await;
@@ -113,8 +117,29 @@ pub(crate) async fn missing_binary<D: UnitDriver>(d: &D, prefix: &str) {
     .unwrap();
     d.start(&name).await.unwrap();
     let st = wait_state(d, &name, "loaded/failed/failed").await;
-    assert_eq!(st.result, "exit-code");
+    assert_eq!(st.result, ServiceResult::ExitCode);
     d.unload(&name).await.unwrap();
+}
+
+/// A `User=` or `Group=` the user database does not know fails the start, even for a
+/// `+` command, which would not switch to them.
+pub(crate) async fn unknown_user_or_group<D: UnitDriver>(d: &D, prefix: &str) {
+    for (what, setting) in [
+        ("nouser", "User=flotilla-no-such-user\nExecStart=/bin/true"),
+        (
+            "nogroup",
+            "Group=flotilla-no-such-group\nExecStart=+/bin/true",
+        ),
+    ] {
+        let name = unit(prefix, what);
+        d.load(&name, &format!("[Service]\n{setting}\n"))
+            .await
+            .unwrap();
+        d.start(&name).await.unwrap();
+        let st = wait_state(d, &name, "loaded/failed/failed").await;
+        assert_eq!(st.result, ServiceResult::ExitCode, "{setting}");
+        d.unload(&name).await.unwrap();
+    }
 }
 
 pub(crate) async fn stdout_follow<D: UnitDriver>(d: &D, prefix: &str) {
@@ -169,7 +194,7 @@ pub(crate) async fn ignores_sigterm<D: UnitDriver>(d: &D, s: &Scratch, prefix: &
         t0.elapsed() >= Duration::from_millis(250),
         "SIGKILL came before the stop timeout"
     );
-    assert_eq!(st.result, "timeout");
+    assert_eq!(st.result, ServiceResult::Timeout);
     wait_for("the stubborn shell to be killed", || !s.alive(pid)).await;
     d.unload(&name).await.unwrap();
 }
@@ -210,7 +235,7 @@ pub(crate) async fn restart_on_failure_timing<D: UnitDriver>(d: &D, s: &Scratch,
     wait_for("three starts", || stamps(&log).len() >= 3).await;
     let st = wait_state(d, &name, "loaded/failed/failed").await;
     // systemd 252 keeps the last run's Result when the start limit stops the restarts.
-    assert_eq!(st.result, "exit-code", "{st:?}");
+    assert_eq!(st.result, ServiceResult::ExitCode, "{st:?}");
     let t = stamps(&log);
     assert_eq!(t.len(), 3, "three starts, then the start limit: {t:?}");
     for w in t.windows(2) {
@@ -276,6 +301,26 @@ pub(crate) async fn environment_files<D: UnitDriver>(d: &D, s: &Scratch, prefix:
     d.start(&bad).await.unwrap();
     wait_state(d, &bad, "loaded/failed/failed").await;
     d.unload(&bad).await.unwrap();
+    d.unload(&name).await.unwrap();
+}
+
+/// `$VAR` and `${VAR}` in command lines: the same arguments under either driver.
+pub(crate) async fn exec_variables<D: UnitDriver>(d: &D, prefix: &str) {
+    let name = unit(prefix, "vars");
+    // Each argument after `sh`, joined with commas: `$A` (quoted in the unit or not) splits
+    // into words, respecting quotes in the value; `${A}` stays one word; an empty `$E`
+    // vanishes while `${E}` is an empty argument; `${A:-d}` is no default but kept as is.
+    let text = "[Service]\nType=oneshot\nEnvironment=\"A=one two\" \"Q='x y' z\" E=\n\
+        ExecStart=/bin/sh -c 'IFS=,; echo \"args:$$*\"; sleep 0.2' sh $A \"$A\" ${A} pre${A}post $Q $E ${E} ${NOPE}x ${A:-d} $$A\n";
+    d.load(&name, text).await.unwrap();
+    d.start(&name).await.unwrap();
+    wait_log_line(
+        d,
+        &name,
+        "args:one,two,one,two,one two,preone twopost,x y,z,,x,${A:-d},$A",
+    )
+    .await;
+    wait_state(d, &name, "loaded/inactive/dead").await;
     d.unload(&name).await.unwrap();
 }
 

@@ -21,6 +21,7 @@ mod logfile;
 mod runner;
 mod spawn;
 mod sys;
+mod user;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -29,6 +30,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::AbortHandle;
+use unit_parser::name::{UnitName, UnitType};
 
 pub use cgroup::CgroupSupport;
 use logfile::LogFiles;
@@ -38,7 +40,9 @@ use crate::UnitDriver;
 use crate::config::ServiceConfig;
 use crate::error::{Error, Result};
 use crate::log::{LogOptions, LogStream};
-use crate::state::{ActiveState, Broadcaster, LoadState, Subscription, UnitState, UnitStatus};
+use crate::state::{
+    ActiveState, Broadcaster, LoadState, ServiceResult, Subscription, UnitState, UnitStatus,
+};
 
 /// Settings of a [`ProcessDriver`].
 #[derive(Debug, Clone)]
@@ -332,7 +336,7 @@ impl ProcessDriver {
             name: name.to_owned(),
             state: state.clone(),
             main_pid,
-            result: "success".into(),
+            result: ServiceResult::Success,
             status_text: None,
         };
         let shared = Arc::new(UnitShared {
@@ -421,28 +425,21 @@ fn fnv1a(bytes: &[u8]) -> u64 {
     })
 }
 
-/// Checks that `name` is a service unit name we can use as a file name.
+/// Checks that `name` is a valid unit name (systemd's rules, which also make it a safe file
+/// name) of a service this driver can run: not a template.
 pub(crate) fn check_service_name(name: &str) -> Result<()> {
-    let invalid = |reason: &str| {
-        Err(Error::InvalidName {
-            name: name.to_owned(),
-            reason: reason.to_owned(),
-        })
-    };
-    let Some(prefix) = name.strip_suffix(".service") else {
-        return invalid("the process driver runs only .service units");
-    };
-    if prefix.is_empty() || name.len() > 255 {
-        return invalid("must be 1 to 255 bytes with a non-empty prefix");
+    let unit = UnitName::parse(name).map_err(|e| Error::invalid_name(name, e))?;
+    if unit.unit_type() != UnitType::Service {
+        return Err(Error::invalid_name(
+            name,
+            "the process driver runs only .service units",
+        ));
     }
-    if prefix.starts_with('@') || prefix.ends_with('@') {
-        return invalid("templates cannot be run, only their instances");
-    }
-    if !prefix
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b":-_.\\@".contains(&b))
-    {
-        return invalid("allowed characters are ASCII letters, digits and :-_.\\@");
+    if unit.is_template() {
+        return Err(Error::invalid_name(
+            name,
+            "templates cannot be run, only their instances",
+        ));
     }
     Ok(())
 }
@@ -531,7 +528,7 @@ impl UnitDriver for ProcessDriver {
                 name: name.to_owned(),
                 state: UnitState::new(LoadState::NotFound, ActiveState::Inactive, "dead"),
                 main_pid: None,
-                result: "success".into(),
+                result: ServiceResult::Success,
                 status_text: None,
             }),
         }

@@ -14,16 +14,16 @@ use serde::{Deserialize, Serialize};
 use tokio::io::unix::AsyncFd;
 use tokio::net::UnixDatagram;
 use tokio::sync::{mpsc, oneshot};
+use unit_parser::exec::{ExecCommand, expand_exec_argv};
 
 use super::Ctx;
 use super::cgroup::UnitCgroup;
 use super::spawn::{self, SpawnRequest, Spawned};
 use super::sys;
-use crate::config::{
-    ExecCommand, KillMode, NotifyAccess, RestartPolicy, ServiceConfig, ServiceType,
-};
+use super::user::{self, UserRecord};
+use crate::config::{KillMode, NotifyAccess, RestartPolicy, ServiceConfig, ServiceType};
 use crate::error::{Error, Result};
-use crate::state::{ActiveState, LoadState, UnitState, UnitStatus};
+use crate::state::{ActiveState, LoadState, ServiceResult, UnitState, UnitStatus};
 
 /// A request to a unit's task.
 #[derive(Debug)]
@@ -84,11 +84,11 @@ impl Exit {
     }
 
     /// systemd's `Result` value for an unclean exit.
-    fn result(self) -> &'static str {
+    fn result(self) -> ServiceResult {
         match self {
-            Exit::Code(_) | Exit::Unknown => "exit-code",
-            Exit::Signal { core: true, .. } => "core-dump",
-            Exit::Signal { .. } => "signal",
+            Exit::Code(_) | Exit::Unknown => ServiceResult::ExitCode,
+            Exit::Signal { core: true, .. } => ServiceResult::CoreDump,
+            Exit::Signal { .. } => ServiceResult::Signal,
         }
     }
 }
@@ -287,11 +287,11 @@ async fn select_ev<F: std::future::Future>(
 }
 
 /// Outcome of one phase.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Flow {
     Ok,
     /// Failed with this `Result`.
-    Fail(&'static str),
+    Fail(ServiceResult),
     /// A stop (or unload) was requested.
     Stop,
     Detached,
@@ -365,9 +365,9 @@ impl Runner {
         }
     }
 
-    fn set_result(&self, result: &str, text: Option<String>) {
+    fn set_result(&self, result: ServiceResult, text: Option<String>) {
         let mut st = self.shared.status.lock().expect("status lock");
-        st.result = result.to_owned();
+        st.result = result;
         if text.is_some() {
             st.status_text = text;
         }
@@ -409,7 +409,8 @@ impl Runner {
                     if self.active().0 == ActiveState::Active {
                         // Active with no process left (RemainAfterExit): run the stop commands.
                         self.stop_requested = true;
-                        if self.stop_sequence("success", true).await == Flow::Detached {
+                        if self.stop_sequence(ServiceResult::Success, true).await == Flow::Detached
+                        {
                             return;
                         }
                     }
@@ -429,7 +430,8 @@ impl Runner {
                     self.unload_ack = Some(ack);
                     if self.active().0 == ActiveState::Active {
                         self.stop_requested = true;
-                        if self.stop_sequence("success", true).await == Flow::Detached {
+                        if self.stop_sequence(ServiceResult::Success, true).await == Flow::Detached
+                        {
                             return;
                         }
                     }
@@ -520,7 +522,7 @@ impl Runner {
         self.stop_requested = false;
         if !self.start_allowed() {
             self.set_result(
-                "start-limit-hit",
+                ServiceResult::StartLimitHit,
                 Some("start request repeated too quickly".into()),
             );
             self.set(ActiveState::Failed, "failed");
@@ -533,7 +535,7 @@ impl Runner {
             let _ = ack.send(Ok(()));
         }
         loop {
-            self.set_result("success", None);
+            self.set_result(ServiceResult::Success, None);
             let (flow, result) = self.run_once().await;
             if flow == Flow::Detached {
                 return Flow::Detached;
@@ -541,8 +543,8 @@ impl Runner {
             if self.stop_requested || result.is_none() {
                 return Flow::Ok;
             }
-            let result = result.unwrap_or("success");
-            if !should_restart(self.cfg.restart, result) {
+            let result = result.unwrap_or(ServiceResult::Success);
+            if !should_restart(self.cfg.restart, &result) {
                 return Flow::Ok;
             }
             // auto-restart: wait RestartSec, still answering requests.
@@ -559,7 +561,7 @@ impl Runner {
                     }
                     Ev::Cmd(c) => {
                         if self.on_busy_cmd(c, false) {
-                            self.set_result("success", None);
+                            self.set_result(ServiceResult::Success, None);
                             self.set(ActiveState::Inactive, "dead");
                             return Flow::Ok;
                         }
@@ -571,8 +573,8 @@ impl Runner {
                 // systemd 252 keeps the failing run's Result when an automatic restart hits
                 // the limit (a refused manual start reports start-limit-hit).
                 let text = Some("start request repeated too quickly".to_owned());
-                if self.current_result() == "success" {
-                    self.set_result("start-limit-hit", text);
+                if self.current_result().is_success() {
+                    self.set_result(ServiceResult::StartLimitHit, text);
                 } else {
                     self.shared.status.lock().expect("status lock").status_text = text;
                 }
@@ -585,7 +587,7 @@ impl Runner {
     /// One activation, from ExecStartPre= to rest. Returns the final `Result` when the unit
     /// came to rest on its own (for the restart decision), `None` when it stays active
     /// (RemainAfterExit) or was stopped.
-    async fn run_once(&mut self) -> (Flow, Option<&'static str>) {
+    async fn run_once(&mut self) -> (Flow, Option<ServiceResult>) {
         self.ready = false;
         self.watchdog = self.cfg.watchdog;
         self.watchdog_deadline = None;
@@ -593,9 +595,9 @@ impl Runner {
         self.groups.clear();
         if let Err(message) = self.prepare() {
             self.ctx.logs.note(&self.name, &message);
-            self.set_result("resources", Some(message));
+            self.set_result(ServiceResult::Resources, Some(message));
             self.set(ActiveState::Failed, "failed");
-            return (Flow::Ok, Some("resources"));
+            return (Flow::Ok, Some(ServiceResult::Resources));
         }
         let cfg = self.cfg.clone();
         if !cfg.exec_start_pre.is_empty() {
@@ -641,7 +643,7 @@ impl Runner {
                 self.set(ActiveState::Active, "exited");
                 return (Flow::Ok, None);
             }
-            let f = self.stop_sequence("success", true).await;
+            let f = self.stop_sequence(ServiceResult::Success, true).await;
             return (f, Some(self.current_result()));
         }
         self.write_record("running");
@@ -649,27 +651,21 @@ impl Runner {
         self.supervise_running().await
     }
 
-    fn current_result(&self) -> &'static str {
-        let st = self.shared.status.lock().expect("status lock");
-        match st.result.as_str() {
-            "success" => "success",
-            "exit-code" => "exit-code",
-            "signal" => "signal",
-            "core-dump" => "core-dump",
-            "timeout" => "timeout",
-            "watchdog" => "watchdog",
-            "resources" => "resources",
-            "protocol" => "protocol",
-            _ => "exit-code",
-        }
+    fn current_result(&self) -> ServiceResult {
+        self.shared
+            .status
+            .lock()
+            .expect("status lock")
+            .result
+            .clone()
     }
 
     /// A start phase failed or was interrupted: stop what runs, and report.
-    async fn after_failed_start(&mut self, flow: Flow) -> (Flow, Option<&'static str>) {
+    async fn after_failed_start(&mut self, flow: Flow) -> (Flow, Option<ServiceResult>) {
         match flow {
             Flow::Detached => (Flow::Detached, None),
             Flow::Stop => {
-                let f = self.stop_sequence("success", false).await;
+                let f = self.stop_sequence(ServiceResult::Success, false).await;
                 (f, None)
             }
             Flow::Fail(result) => {
@@ -732,10 +728,30 @@ impl Runner {
         self.watchdog_deadline = self.watchdog.and_then(|t| Instant::now().checked_add(t));
     }
 
+    /// `User=` and `Group=` resolved, or why not (naming the unit). Off the runtime's
+    /// threads: a name service (LDAP, sssd) may take its time to answer.
+    async fn credentials(&self) -> std::result::Result<(Option<UserRecord>, Option<u32>), String> {
+        let (u, g) = (self.cfg.user.clone(), self.cfg.group.clone());
+        if u.is_none() && g.is_none() {
+            return Ok((None, None));
+        }
+        let lookup = tokio::task::spawn_blocking(move || {
+            let found_user = u.as_deref().map(user::user).transpose()?;
+            let found_group = g.as_deref().map(user::group).transpose()?;
+            Ok::<_, user::LookupError>((found_user, found_group))
+        });
+        match lookup.await {
+            Ok(Ok(found)) => Ok(found),
+            Ok(Err(e)) => Err(format!("{}: {e}", self.name)),
+            Err(e) => Err(format!("{}: user lookup failed: {e}", self.name)),
+        }
+    }
+
     /// The environment of the unit's processes; errors name the missing file.
     fn environment(
         &self,
         with_main_pid: bool,
+        user: Option<&UserRecord>,
     ) -> std::result::Result<Vec<(String, String)>, String> {
         let mut env: Vec<(String, String)> = vec![(
             "PATH".into(),
@@ -745,9 +761,7 @@ impl Runner {
             env.retain(|(n, _)| n != k);
             env.push((k.to_owned(), v));
         };
-        if let Some(user) = &self.cfg.user
-            && let Some(pw) = passwd_entry(user)
-        {
+        if let Some(pw) = user {
             put(&mut env, "HOME", pw.home.clone());
             put(&mut env, "USER", pw.name.clone());
             put(&mut env, "LOGNAME", pw.name.clone());
@@ -799,28 +813,19 @@ impl Runner {
         cmd: &ExecCommand,
         with_main_pid: bool,
     ) -> std::result::Result<ChildProc, String> {
-        let env = self.environment(with_main_pid)?;
-        let argv = if cmd.no_env_expand {
-            cmd.argv.clone()
-        } else {
-            expand_argv(&cmd.argv, &env)
-        };
+        let (user, group) = self.credentials().await?;
+        let env = self.environment(with_main_pid, user.as_ref())?;
+        let argv = exec_argv(cmd, &env);
         let log = self
             .ctx
             .logs
             .open_append(&self.name)
             .map_err(|e| format!("cannot open log file: {e}"))?;
-        let switch_user = !cmd.privileged && self.cfg.user.is_some();
-        let pw = if switch_user {
-            self.cfg.user.as_deref().and_then(passwd_entry)
-        } else {
-            None
-        };
         let mut cwd = None;
         if let Some((dir, optional)) = &self.cfg.working_directory {
             let dir = if dir == "~" {
-                pw.as_ref()
-                    .map(|p| p.home.clone())
+                user.as_ref()
+                    .map(|u| u.home.clone())
                     .unwrap_or_else(|| std::env::var("HOME").unwrap_or("/".into()))
             } else {
                 dir.clone()
@@ -831,21 +836,15 @@ impl Runner {
         }
         // Switched inside the child, after it is in its cgroup (joining one needs root).
         let mut creds = None;
-        if switch_user {
-            let user = self.cfg.user.as_deref().unwrap_or_default();
-            let pw = pw.ok_or_else(|| {
-                format!("Failed to determine user credentials: no such user {user:?}")
-            })?;
-            let gid = match &self.cfg.group {
-                Some(g) => group_id(g).ok_or_else(|| {
-                    format!("Failed to determine group credentials: no such group {g:?}")
-                })?,
-                None => pw.gid,
-            };
+        if let Some(u) = user.as_ref().filter(|_| !skips_credentials(cmd)) {
+            let gid = group.unwrap_or(u.gid);
             if sys::euid() == 0 {
-                creds = Some((pw.uid, gid));
-            } else if pw.uid != sys::euid() {
-                return Err(format!("User={user} needs the supervisor to run as root"));
+                creds = Some((u.uid, gid));
+            } else if u.uid != sys::euid() {
+                return Err(format!(
+                    "{}: User={} needs the supervisor to run as root",
+                    self.name, u.name
+                ));
             }
         }
         let req = SpawnRequest {
@@ -884,7 +883,7 @@ impl Runner {
         for cmd in cmds {
             let flow = self.run_control(cmd, timeout, false).await;
             match flow {
-                Flow::Fail(_) if cmd.ignore_failure => {}
+                Flow::Fail(_) if cmd.flags.ignore_failure => {}
                 Flow::Ok => {}
                 other => return other,
             }
@@ -902,8 +901,8 @@ impl Runner {
             Ok(c) => c,
             Err(message) => {
                 self.ctx.logs.note(&self.name, &message);
-                self.set_result("exit-code", Some(message));
-                return Flow::Fail("exit-code");
+                self.set_result(ServiceResult::ExitCode, Some(message));
+                return Flow::Fail(ServiceResult::ExitCode);
             }
         };
         let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
@@ -913,7 +912,7 @@ impl Runner {
                     return if exit == Exit::Code(0) {
                         Flow::Ok
                     } else {
-                        if !cmd.ignore_failure {
+                        if !cmd.flags.ignore_failure {
                             self.set_result(
                                 exit.result(),
                                 Some(format!("{} failed: {exit:?}", cmd.path)),
@@ -927,8 +926,11 @@ impl Runner {
                         let _ = sys::kill_group(pid, libc::SIGKILL);
                     }
                     let _ = child.wait().await;
-                    self.set_result("timeout", Some(format!("{} timed out", cmd.path)));
-                    return Flow::Fail("timeout");
+                    self.set_result(
+                        ServiceResult::Timeout,
+                        Some(format!("{} timed out", cmd.path)),
+                    );
+                    return Flow::Fail(ServiceResult::Timeout);
                 }
                 Ev::Notify(..) => {}
                 Ev::Detached => return Flow::Detached,
@@ -962,8 +964,8 @@ impl Runner {
             Err(message) => {
                 // What systemd reports as status=203/EXEC.
                 self.ctx.logs.note(&self.name, &message);
-                self.set_result("exit-code", Some(message));
-                return Flow::Fail("exit-code");
+                self.set_result(ServiceResult::ExitCode, Some(message));
+                return Flow::Fail(ServiceResult::ExitCode);
             }
         };
         match cfg.service_type {
@@ -979,7 +981,7 @@ impl Runner {
                     .and_then(|t| Instant::now().checked_add(t));
                 loop {
                     let Some(main) = self.main.as_mut() else {
-                        return Flow::Fail("protocol");
+                        return Flow::Fail(ServiceResult::Protocol);
                     };
                     match select_ev(&mut self.rx, None, deadline, main.wait()).await {
                         Ev::Done(exit) => {
@@ -994,8 +996,11 @@ impl Runner {
                             break;
                         }
                         Ev::Timeout => {
-                            self.set_result("timeout", Some("start operation timed out".into()));
-                            return Flow::Fail("timeout");
+                            self.set_result(
+                                ServiceResult::Timeout,
+                                Some("start operation timed out".into()),
+                            );
+                            return Flow::Fail(ServiceResult::Timeout);
                         }
                         Ev::Notify(..) => {}
                         Ev::Detached => return Flow::Detached,
@@ -1024,25 +1029,28 @@ impl Runner {
                     .and_then(|t| Instant::now().checked_add(t));
                 while !self.ready {
                     let Some(main) = self.main.as_mut() else {
-                        return Flow::Fail("protocol");
+                        return Flow::Fail(ServiceResult::Protocol);
                     };
                     match select_ev(&mut self.rx, self.notify.as_ref(), deadline, main.wait()).await
                     {
                         Ev::Done(exit) => {
                             let result = if exit.clean(false) {
-                                "protocol"
+                                ServiceResult::Protocol
                             } else {
                                 exit.result()
                             };
                             self.set_result(
-                                result,
+                                result.clone(),
                                 Some(format!("main process exited before READY=1: {exit:?}")),
                             );
                             return Flow::Fail(result);
                         }
                         Ev::Timeout => {
-                            self.set_result("timeout", Some("start operation timed out".into()));
-                            return Flow::Fail("timeout");
+                            self.set_result(
+                                ServiceResult::Timeout,
+                                Some("start operation timed out".into()),
+                            );
+                            return Flow::Fail(ServiceResult::Timeout);
                         }
                         Ev::Notify(msg, pid) => self.on_notify(&msg, pid),
                         Ev::Detached => return Flow::Detached,
@@ -1150,7 +1158,7 @@ impl Runner {
     /// A keep-alive came too late, or the service asked for it: kill it with
     /// `WatchdogSignal=`, with the result `watchdog` (which `Restart=on-watchdog` and
     /// friends restart).
-    async fn watchdog_fired(&mut self) -> (Flow, Option<&'static str>) {
+    async fn watchdog_fired(&mut self) -> (Flow, Option<ServiceResult>) {
         let why = if std::mem::take(&mut self.watchdog_triggered) {
             "Watchdog request".to_owned()
         } else {
@@ -1162,16 +1170,16 @@ impl Runner {
         self.watchdog_deadline = None;
         self.ctx.logs.note(&self.name, &format!("flotilla: {why}!"));
         tracing::warn!(unit = %self.name, "{why}");
-        self.set_result("watchdog", Some(why));
+        self.set_result(ServiceResult::Watchdog, Some(why));
         let signal = self.cfg.watchdog_signal;
         let f = self
-            .stop_sequence_with("watchdog", false, (signal, "stop-watchdog"))
+            .stop_sequence_with(ServiceResult::Watchdog, false, (signal, "stop-watchdog"))
             .await;
         (f, Some(self.current_result()))
     }
 
     /// active/running: wait for the main process, answering requests.
-    async fn supervise_running(&mut self) -> (Flow, Option<&'static str>) {
+    async fn supervise_running(&mut self) -> (Flow, Option<ServiceResult>) {
         loop {
             if self.watchdog_triggered
                 || self.watchdog_deadline.is_some_and(|d| Instant::now() >= d)
@@ -1203,7 +1211,7 @@ impl Runner {
                 Ev::Done(exit) => {
                     if self.main.is_none() {
                         // Group emptied on its own: no status to judge by.
-                        let f = self.stop_sequence("success", true).await;
+                        let f = self.stop_sequence(ServiceResult::Success, true).await;
                         return (f, Some(self.current_result()));
                     }
                     let clean = exit.clean(false);
@@ -1212,9 +1220,16 @@ impl Runner {
                         self.set(ActiveState::Active, "exited");
                         return (Flow::Ok, None);
                     }
-                    let result = if clean { "success" } else { exit.result() };
+                    let result = if clean {
+                        ServiceResult::Success
+                    } else {
+                        exit.result()
+                    };
                     if !clean {
-                        self.set_result(result, Some(format!("main process exited: {exit:?}")));
+                        self.set_result(
+                            result.clone(),
+                            Some(format!("main process exited: {exit:?}")),
+                        );
                     }
                     let f = self.stop_sequence(result, clean).await;
                     return (f, Some(self.current_result()));
@@ -1225,7 +1240,7 @@ impl Runner {
                 }
                 Ev::Cmd(c) => {
                     if self.on_busy_cmd(c, false) {
-                        let f = self.stop_sequence("success", true).await;
+                        let f = self.stop_sequence(ServiceResult::Success, true).await;
                         return (f, None);
                     }
                 }
@@ -1333,7 +1348,7 @@ impl Runner {
 
     /// Records how the main process died while being stopped.
     fn note_stop_exit(&mut self, exit: Exit) {
-        if !exit.clean(true) && self.current_result() == "success" {
+        if !exit.clean(true) && self.current_result().is_success() {
             self.set_result(
                 exit.result(),
                 Some(format!("main process exited: {exit:?}")),
@@ -1343,7 +1358,7 @@ impl Runner {
     }
 
     /// From running (or a failed start) to rest: ExecStop=, signals, ExecStopPost=.
-    async fn stop_sequence(&mut self, result: &'static str, run_exec_stop: bool) -> Flow {
+    async fn stop_sequence(&mut self, result: ServiceResult, run_exec_stop: bool) -> Flow {
         let first = (self.cfg.kill_signal, "stop-sigterm");
         self.stop_sequence_with(result, run_exec_stop, first).await
     }
@@ -1352,12 +1367,12 @@ impl Runner {
     /// (the watchdog's: `WatchdogSignal=` in `stop-watchdog`).
     async fn stop_sequence_with(
         &mut self,
-        result: &'static str,
+        result: ServiceResult,
         run_exec_stop: bool,
         (first_signal, first_sub): (i32, &'static str),
     ) -> Flow {
         self.watchdog_deadline = None;
-        if result != "success" && self.current_result() == "success" {
+        if !result.is_success() && self.current_result().is_success() {
             self.set_result(result, None);
         }
         let cfg = self.cfg.clone();
@@ -1384,9 +1399,9 @@ impl Runner {
                 Err(f) => return f,
                 Ok(true) => {}
                 Ok(false) => {
-                    if self.current_result() == "success" {
+                    if self.current_result().is_success() {
                         self.set_result(
-                            "timeout",
+                            ServiceResult::Timeout,
                             Some("stop operation timed out, killing".into()),
                         );
                     }
@@ -1406,7 +1421,9 @@ impl Runner {
             for cmd in &cfg.exec_stop_post {
                 match self.run_control(cmd, cfg.timeout_stop, true).await {
                     Flow::Detached => return Flow::Detached,
-                    Flow::Fail(r) if !cmd.ignore_failure && self.current_result() == "success" => {
+                    Flow::Fail(r)
+                        if !cmd.flags.ignore_failure && self.current_result().is_success() =>
+                    {
                         self.set_result(r, None);
                     }
                     _ => {}
@@ -1433,11 +1450,11 @@ impl Runner {
         self.main = None;
         self.cleanup_records();
         let result = self.current_result();
-        if !self.stop_requested && self.unload_ack.is_none() && should_restart(cfg.restart, result)
+        if !self.stop_requested && self.unload_ack.is_none() && should_restart(cfg.restart, &result)
         {
             // As systemd: straight to auto-restart, never through failed/dead.
             self.set(ActiveState::Activating, "auto-restart");
-        } else if result == "success" {
+        } else if result.is_success() {
             self.set(ActiveState::Inactive, "dead");
         } else {
             self.set(ActiveState::Failed, "failed");
@@ -1504,7 +1521,7 @@ impl Runner {
         if self.main.is_none() && self.unit_empty() {
             // Everything died while we were away: no status to judge by.
             self.set_result(
-                "exit-code",
+                ServiceResult::ExitCode,
                 Some("main process exited while the supervisor was down".into()),
             );
             self.cleanup_records();
@@ -1525,7 +1542,7 @@ impl Runner {
         }
         if let Some(result) = result
             && !self.stop_requested
-            && should_restart(self.cfg.restart, result)
+            && should_restart(self.cfg.restart, &result)
         {
             self.restart_pending = true;
         }
@@ -1557,107 +1574,40 @@ pub(crate) fn write_record_file(path: &std::path::Path, bytes: &[u8]) -> std::io
     f.write_all_at(&buf, 0)
 }
 
-/// systemd's restart table (`Restart=` against the `Result` of the run).
-fn should_restart(policy: RestartPolicy, result: &str) -> bool {
-    use RestartPolicy::*;
-    match result {
-        "success" => matches!(policy, Always | OnSuccess),
-        "exit-code" | "resources" | "protocol" => matches!(policy, Always | OnFailure),
-        "signal" | "core-dump" => matches!(policy, Always | OnFailure | OnAbnormal | OnAbort),
-        "timeout" => matches!(policy, Always | OnFailure | OnAbnormal),
-        "watchdog" => matches!(policy, Always | OnFailure | OnAbnormal | OnWatchdog),
-        _ => false,
+/// Whether `Restart=` restarts a run that ended with `result`: systemd 252's
+/// `service_shall_restart()`, which lists what each policy excludes rather than what it
+/// includes (so `on-abnormal` restarts after `protocol` and `resources` too). A refused
+/// start (`start-limit-hit`) never gets here.
+fn should_restart(policy: RestartPolicy, result: &ServiceResult) -> bool {
+    use ServiceResult as R;
+    match policy {
+        RestartPolicy::No => false,
+        RestartPolicy::Always => *result != R::ExecCondition,
+        RestartPolicy::OnSuccess => *result == R::Success,
+        RestartPolicy::OnFailure => !matches!(result, R::Success | R::ExecCondition),
+        RestartPolicy::OnAbnormal => !matches!(result, R::Success | R::ExitCode | R::ExecCondition),
+        RestartPolicy::OnWatchdog => *result == R::Watchdog,
+        RestartPolicy::OnAbort => matches!(result, R::Signal | R::CoreDump),
     }
 }
 
-/// `$VAR` and `${VAR}` in arguments, as systemd expands them at exec time.
-fn expand_argv(argv: &[String], env: &[(String, String)]) -> Vec<String> {
+/// The argument vector of `cmd` with `$VAR`/`${VAR}` expanded from `env` as systemd does at
+/// exec time (its `replace_env_argv()`, in unit-parser; the `:` prefix turns it off). Later
+/// entries of `env` win.
+fn exec_argv(cmd: &ExecCommand, env: &[(String, String)]) -> Vec<String> {
     let lookup = |k: &str| {
         env.iter()
             .rev()
             .find(|(n, _)| n == k)
             .map(|(_, v)| v.as_str())
-            .unwrap_or("")
     };
-    let mut out = Vec::with_capacity(argv.len());
-    for (i, arg) in argv.iter().enumerate() {
-        if i == 0 {
-            out.push(arg.clone());
-            continue;
-        }
-        // A word that is exactly $NAME splits into several arguments.
-        if let Some(name) = arg.strip_prefix('$')
-            && !name.is_empty()
-            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-        {
-            out.extend(lookup(name).split_whitespace().map(str::to_owned));
-            continue;
-        }
-        let mut s = String::new();
-        let mut rest = arg.as_str();
-        while let Some(i) = rest.find('$') {
-            s.push_str(&rest[..i]);
-            let after = &rest[i + 1..];
-            if let Some(r) = after.strip_prefix('$') {
-                s.push('$');
-                rest = r;
-            } else if let Some(r) = after.strip_prefix('{') {
-                match r.find('}') {
-                    Some(end) => {
-                        s.push_str(lookup(&r[..end]));
-                        rest = &r[end + 1..];
-                    }
-                    None => {
-                        s.push('$');
-                        rest = after;
-                    }
-                }
-            } else {
-                s.push('$');
-                rest = after;
-            }
-        }
-        s.push_str(rest);
-        out.push(s);
-    }
-    out
+    expand_exec_argv(cmd, &lookup)
 }
 
-#[derive(Debug, Clone)]
-struct Passwd {
-    name: String,
-    uid: u32,
-    gid: u32,
-    home: String,
-    shell: String,
-}
-
-fn passwd_entry(user: &str) -> Option<Passwd> {
-    let text = std::fs::read_to_string("/etc/passwd").ok()?;
-    text.lines().find_map(|l| {
-        let f: Vec<&str> = l.split(':').collect();
-        if f.len() < 7 || (f[0] != user && f[2] != user) {
-            return None;
-        }
-        Some(Passwd {
-            name: f[0].to_owned(),
-            uid: f[2].parse().ok()?,
-            gid: f[3].parse().ok()?,
-            home: f[5].to_owned(),
-            shell: f[6].to_owned(),
-        })
-    })
-}
-
-fn group_id(group: &str) -> Option<u32> {
-    if let Ok(n) = group.parse() {
-        return Some(n);
-    }
-    let text = std::fs::read_to_string("/etc/group").ok()?;
-    text.lines().find_map(|l| {
-        let f: Vec<&str> = l.split(':').collect();
-        (f.len() >= 3 && f[0] == group).then(|| f[2].parse().ok())?
-    })
+/// `+`, `!` and `!!`: the command runs without `User=`/`Group=` (the supervisor has no
+/// sandboxing for `!` to keep, so all three mean the driver's own credentials).
+fn skips_credentials(cmd: &ExecCommand) -> bool {
+    cmd.flags.full_privileges || cmd.flags.no_setuid || cmd.flags.ambient_magic
 }
 
 #[cfg(test)]
@@ -1667,15 +1617,22 @@ mod tests {
     #[test]
     fn restart_table() {
         use RestartPolicy::*;
-        assert!(should_restart(Always, "success"));
-        assert!(!should_restart(OnFailure, "success"));
-        assert!(should_restart(OnFailure, "exit-code"));
-        assert!(!should_restart(OnAbnormal, "exit-code"));
-        assert!(should_restart(OnAbnormal, "signal"));
-        assert!(should_restart(OnAbort, "core-dump"));
-        assert!(!should_restart(OnAbort, "timeout"));
-        assert!(!should_restart(No, "signal"));
-        assert!(should_restart(OnWatchdog, "watchdog"));
+        assert!(should_restart(Always, &ServiceResult::Success));
+        assert!(!should_restart(OnFailure, &ServiceResult::Success));
+        assert!(should_restart(OnFailure, &ServiceResult::ExitCode));
+        assert!(!should_restart(OnAbnormal, &ServiceResult::ExitCode));
+        assert!(should_restart(OnAbnormal, &ServiceResult::Signal));
+        assert!(should_restart(OnAbort, &ServiceResult::CoreDump));
+        assert!(!should_restart(OnAbort, &ServiceResult::Timeout));
+        assert!(!should_restart(No, &ServiceResult::Signal));
+        assert!(should_restart(OnWatchdog, &ServiceResult::Watchdog));
+        assert!(!should_restart(OnWatchdog, &ServiceResult::Signal));
+        assert!(should_restart(OnAbnormal, &ServiceResult::Protocol));
+        assert!(should_restart(OnAbnormal, &ServiceResult::Resources));
+        assert!(should_restart(OnAbnormal, &ServiceResult::Timeout));
+        assert!(!should_restart(OnAbort, &ServiceResult::Watchdog));
+        assert!(!should_restart(OnSuccess, &ServiceResult::Timeout));
+        assert!(!should_restart(Always, &ServiceResult::ExecCondition));
     }
 
     #[test]
@@ -1703,17 +1660,42 @@ mod tests {
     }
 
     #[test]
-    fn expands_variables() {
-        let env = vec![
-            ("A".to_owned(), "x y".to_owned()),
-            ("B".to_owned(), "z".to_owned()),
-        ];
-        let argv: Vec<String> = ["/bin/echo", "$A", "${A}", "p${B}q", "$$", "$NOPE"]
-            .map(String::from)
-            .into();
+    fn expands_variables_as_systemd() {
+        // Expected values are systemd 252's (replace_env_argv()): `$A` as a whole word is
+        // split (quotes in the value respected) even when the unit quoted it, `${A}` is
+        // replaced in place, `${A:-d}` is not a default but text kept as it is, `$$` is `$`.
+        let cfg = ServiceConfig::from_text(
+            "x.service",
+            "[Service]\nExecStart=/bin/echo $A \"$A\" ${A} 'p${A}q' $Q $E ${E} $NOPE ${NOPE}x ${A:-d} $$A $ ${A\n\
+             ExecStartPost=:/bin/echo $A ${A}\n",
+        )
+        .unwrap();
+        let env: Vec<(String, String)> =
+            [("A", "first"), ("A", "x y"), ("Q", "'a b' c"), ("E", "")]
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .into();
         assert_eq!(
-            expand_argv(&argv, &env),
-            ["/bin/echo", "x", "y", "x y", "pzq", "$"]
+            exec_argv(&cfg.exec_start[0], &env),
+            [
+                "/bin/echo",
+                "x",
+                "y",
+                "x",
+                "y",
+                "x y",
+                "px yq",
+                "a b",
+                "c",
+                "",
+                "x",
+                "${A:-d}",
+                "$A",
+                "${A"
+            ]
+        );
+        assert_eq!(
+            exec_argv(&cfg.exec_start_post[0], &env),
+            ["/bin/echo", "$A", "${A}"]
         );
     }
 }
