@@ -28,5 +28,6 @@
 pub mod api;
 pub mod config;
 pub mod ctl;
+pub mod dev;
 pub mod registry;
 pub mod store;
