@@ -247,7 +247,7 @@ async fn load_stop_unload_wait_for_states() {
     let (out, _, _) = fleetctl(&store, &["list-units"]).await;
     assert_eq!(
         out,
-        "UNIT\t\tMACHINE\t\t\t\tACTIVE\t\tSUB\na.service\t01234567.../10.0.0.1\tinactive\tdead\n"
+        "UNIT\t\tMACHINE\t\t\tACTIVE\t\tSUB\na.service\t01234567.../10.0.0.1\tinactive\tdead\n"
     );
     let (out, _, _) = fleetctl(&store, &["list-machines", "-l"]).await;
     assert_eq!(
