@@ -732,6 +732,38 @@ async fn a_dead_machines_units_move_as_soon_as_its_presence_expires() {
 }
 
 #[tokio::test]
+async fn a_dead_leaders_units_move_within_the_ttl() {
+    let store = TestStore::new(true).await;
+    let reg = Arc::new(Registry::new(store.clone()));
+    let mut machines = BTreeMap::new();
+    for id in ["m1", "m2", "m3"] {
+        machines.insert(id, Presence::start(&reg, record(id, &[])).await);
+    }
+    // Lease and presence both last 1 s.
+    let first = Running::start(&store, config("m1"));
+    until("m1 to lead", || first.handle.is_leader()).await;
+    let second = Running::start(&store, config("m2"));
+    for i in 1..=2 {
+        put(&reg, &format!("web@{i}.service"), WEB).await;
+    }
+    target_where(&reg, "web@1.service", "web@1 on m1", |t| t == Some("m1")).await;
+    target_where(&reg, "web@2.service", "web@2 on m2", |t| t == Some("m2")).await;
+
+    // m1 dies: its engine stops without releasing the lease, its presence stops.
+    let died = Instant::now();
+    drop(first);
+    drop(machines.remove("m1"));
+    until("m2 to lead", || second.handle.is_leader()).await;
+    let led = died.elapsed();
+    target_where(&reg, "web@1.service", "web@1 moved", |t| t == Some("m3")).await;
+    let moved = died.elapsed();
+    println!(
+        "the leader's machine died: m2 led after {led:?}, web@1 moved after {moved:?} (lease and presence TTL 1 s, expiry sweep 0.5 s)"
+    );
+    assert!(moved < Duration::from_millis(2500), "{moved:?}");
+}
+
+#[tokio::test]
 async fn a_new_leader_keeps_the_schedule() {
     let store = TestStore::new(true).await;
     let reg = Arc::new(Registry::new(store.clone()));

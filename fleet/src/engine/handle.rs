@@ -34,6 +34,10 @@ impl Shared {
         *self.last_pass.write().expect("last pass lock") = report.map(Arc::new);
     }
 
+    pub(crate) fn last_pass(&self) -> Option<Arc<PassReport>> {
+        self.last_pass.read().expect("last pass lock").clone()
+    }
+
     pub(crate) fn set_leader(&self, machine: Option<&str>) {
         let mut l = self.leader.write().expect("leader lock");
         if l.as_deref() != machine {

@@ -332,14 +332,16 @@ impl<S: KvStore> Runner<S> {
                     self.request_pass();
                 }
             }
-            Trigger::Lease { modified_index } => {
-                let ours = self
-                    .held
-                    .as_ref()
-                    .is_some_and(|h| h.lease.modified_index == modified_index);
-                if !ours {
-                    self.lease_now = true;
-                }
+            Trigger::Lease {
+                modified_index,
+                gone,
+            } => {
+                // The leader checks any change but its own renewal; a follower acts when
+                // the lease is gone (the leader's renewals are no news to it).
+                self.lease_now |= match &self.held {
+                    Some(h) => h.lease.modified_index != modified_index,
+                    None => gone,
+                };
             }
         }
     }
@@ -529,6 +531,17 @@ impl<S: KvStore> Runner<S> {
         };
         for (unit, machine) in &plan.held {
             tracing::debug!(unit = %unit, machine = %machine, "machine missing since the store came back; keeping the unit there for now");
+        }
+        // Say why a unit cannot be placed when that is news (not on every pass).
+        let before = self.shared.last_pass();
+        for (unit, reason) in &plan.decision.unplaced {
+            let known = before
+                .as_ref()
+                .and_then(|b| b.plan.decision.unplaced.get(unit))
+                == Some(reason);
+            if !known {
+                tracing::info!(unit = %unit, reason = %reason, "unit cannot be placed");
+            }
         }
         let tasks = plan.tasks.clone();
         self.shared.set_last_pass(Some(PassReport {

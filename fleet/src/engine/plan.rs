@@ -49,8 +49,8 @@ impl fmt::Display for TaskReason {
             TaskReason::MachineGone => "target machine went away",
             TaskReason::Global => "global units are not scheduled",
             TaskReason::Displaced => "constraints no longer hold on the target machine",
-            TaskReason::Placed => "unit was unscheduled",
-            TaskReason::Moved => "unit was rescheduled",
+            TaskReason::Placed => "unit had no machine",
+            TaskReason::Moved => "unit left its previous machine",
         })
     }
 }

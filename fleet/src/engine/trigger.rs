@@ -32,10 +32,12 @@ pub(crate) enum Trigger<'e> {
         /// Whether the record is new or different.
         changed: bool,
     },
-    /// The lease was written or removed (at this index).
+    /// The lease was written or removed.
     Lease {
         /// The lease's modified index after the event.
         modified_index: u64,
+        /// Whether it was removed (deleted, expired): a follower tries to take it.
+        gone: bool,
     },
 }
 
@@ -76,6 +78,7 @@ pub(crate) fn trigger<'e>(keys: &Keys, e: &'e Event) -> Trigger<'e> {
         },
         KeyKind::Lease => Trigger::Lease {
             modified_index: e.node.modified_index,
+            gone,
         },
         KeyKind::State { .. } => Trigger::Ignore,
         // A whole subtree removed at once (`job/`, `machines/`, the prefix).
@@ -223,7 +226,22 @@ mod tests {
                     None,
                     Some("{}"),
                 ),
-                Trigger::Lease { modified_index: 7 },
+                Trigger::Lease {
+                    modified_index: 7,
+                    gone: true,
+                },
+            ),
+            (
+                event(
+                    Action::CompareAndSwap,
+                    &format!("{p}/lease/engine-leader"),
+                    Some("{}"),
+                    Some("{}"),
+                ),
+                Trigger::Lease {
+                    modified_index: 7,
+                    gone: false,
+                },
             ),
             (
                 event(Action::Create, &format!("{p}/unit/abc"), Some("{}"), None),
