@@ -10,6 +10,8 @@
 //!   implementation.
 //! * [`registry`]: fleet's keys and values, and [`registry::Registry`], its operations
 //!   (units, schedules fenced by the engine's lease, machines, published states).
+//! * [`engine`]: the engine: one leader through a lease, fenced schedule writes, and
+//!   reconciling through the `scheduler` crate.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -29,5 +31,6 @@ pub mod api;
 pub mod config;
 pub mod ctl;
 pub mod dev;
+pub mod engine;
 pub mod registry;
 pub mod store;

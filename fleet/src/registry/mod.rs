@@ -7,8 +7,8 @@
 //!
 //! Engine writes are *fenced*: [`Registry::schedule`] and [`Registry::unschedule`] take the
 //! [`Fence`] of the lease the engine holds, and on a store with transactions the write runs
-//! only if that very lease (same key, same creation index) still exists, so an engine that
-//! was paused past its lease can never write a schedule. On a plain etcd (no
+//! only if that very lease (same key, creation index and holder) still exists, so an
+//! engine that was paused past its lease can never write a schedule. On a plain etcd (no
 //! transactions) the fence is checked by a read just before the write, as fleet 1.0 did.
 
 pub mod keys;
@@ -108,7 +108,7 @@ pub struct Fence {
     pub key: String,
     /// The lease's creation index (one per acquisition).
     pub created_index: u64,
-    /// The lease's value.
+    /// The lease's value (its holder and version: a steal keeps the creation index).
     pub value: String,
 }
 
@@ -400,7 +400,12 @@ impl<S: KvStore> Registry<S> {
     /// Checks a fence by reading the lease (for stores without transactions).
     async fn check_fence(&self, fence: &Fence) -> Result<()> {
         match self.store.get(&fence.key, false, true).await {
-            Ok(e) if e.node.created_index == fence.created_index => Ok(()),
+            Ok(e)
+                if e.node.created_index == fence.created_index
+                    && e.node.value.as_deref() == Some(fence.value.as_str()) =>
+            {
+                Ok(())
+            }
             Ok(_) => Err(RegistryError::Fenced("the lease was taken over".into())),
             Err(e) if e.is_not_found() => Err(RegistryError::Fenced("the lease expired".into())),
             Err(e) => Err(e.into()),
@@ -414,12 +419,20 @@ impl<S: KvStore> Registry<S> {
             self.check_fence(fence).await?;
             return Ok(self.store.apply(op).await?);
         }
-        compare.insert(
-            0,
-            Compare {
-                key: fence.key.clone(),
-                target: CompareTarget::CreatedIndex(fence.created_index),
-            },
+        // Both: a lease taken over by compare-and-swap (a steal by a newer engine
+        // version) keeps its creation index but names its new holder.
+        compare.splice(
+            0..0,
+            [
+                Compare {
+                    key: fence.key.clone(),
+                    target: CompareTarget::CreatedIndex(fence.created_index),
+                },
+                Compare {
+                    key: fence.key.clone(),
+                    target: CompareTarget::Value(fence.value.clone()),
+                },
+            ],
         );
         let e = self
             .store
