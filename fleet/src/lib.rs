@@ -25,6 +25,7 @@
 //! # }
 //! ```
 
+pub mod agent;
 pub mod api;
 pub mod registry;
 pub mod store;
