@@ -1,4 +1,5 @@
 //! fleet's integration tests: one binary, one module per subject.
 
+mod agent;
 mod registry;
 mod util;
