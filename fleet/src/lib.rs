@@ -27,6 +27,7 @@
 //! # }
 //! ```
 
+pub mod agent;
 pub mod api;
 pub mod config;
 pub mod ctl;

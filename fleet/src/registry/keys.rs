@@ -94,6 +94,11 @@ impl Keys {
         format!("{}/machines/{id}/object", self.root)
     }
 
+    /// `machines/<id>/metadata`: a machine's dynamic metadata.
+    pub fn machine_metadata_dir(&self, id: &str) -> String {
+        format!("{}/machines/{id}/metadata", self.root)
+    }
+
     /// `machines/<id>/metadata/<key>`: dynamic metadata.
     pub fn machine_metadata(&self, id: &str, key: &str) -> String {
         format!("{}/machines/{id}/metadata/{key}", self.root)

@@ -576,6 +576,25 @@ impl<S: KvStore> Registry<S> {
         }
     }
 
+    /// A machine's dynamic metadata (`machines/<id>/metadata/*`) as stored, masks (empty
+    /// values) included, whether or not the machine is present: what its agent overlays on
+    /// its configured metadata (see [`overlay_metadata`]).
+    ///
+    /// # Errors
+    /// When the store fails.
+    pub async fn dynamic_metadata(&self, id: &str) -> Result<BTreeMap<String, String>> {
+        let (nodes, _) = self
+            .read_dir(&self.keys.machine_metadata_dir(id), true)
+            .await?;
+        Ok(nodes
+            .iter()
+            .map(|m| {
+                let k = m.key.rsplit('/').next().unwrap_or_default().to_owned();
+                (k, m.value.clone().unwrap_or_default())
+            })
+            .collect())
+    }
+
     /// Sets (or, with an empty value, masks) one dynamic metadata key of a machine.
     ///
     /// # Errors
@@ -863,6 +882,22 @@ fn lease_of(record: &LeaseRecord, e: &Event) -> Lease {
     }
 }
 
+/// A machine's effective metadata: `configured` overlaid with `dynamic` (set through the
+/// API), where an empty dynamic value removes the key.
+pub fn overlay_metadata(
+    mut configured: BTreeMap<String, String>,
+    dynamic: BTreeMap<String, String>,
+) -> BTreeMap<String, String> {
+    for (k, v) in dynamic {
+        if v.is_empty() {
+            configured.remove(&k);
+        } else {
+            configured.insert(k, v);
+        }
+    }
+    configured
+}
+
 /// Decodes one `machines/<id>` directory; `Ok(None)` when it has no presence record.
 fn decode_machine(dir: &NodeView) -> Result<Option<Machine>> {
     let mut record = None;
@@ -890,14 +925,7 @@ fn decode_machine(dir: &NodeView) -> Result<Option<Machine>> {
     let Some(record) = record else {
         return Ok(None);
     };
-    let mut metadata = record.metadata.clone().unwrap_or_default();
-    for (k, v) in dynamic {
-        if v.is_empty() {
-            metadata.remove(&k);
-        } else {
-            metadata.insert(k, v);
-        }
-    }
+    let metadata = overlay_metadata(record.metadata.clone().unwrap_or_default(), dynamic);
     Ok(Some(Machine {
         id: record.id.clone(),
         public_ip: record.public_ip.clone(),

@@ -395,7 +395,10 @@ impl KvStore for EtcdStore {
                 match answer {
                     Ok(None) => continue,
                     Ok(Some(event)) => {
-                        next = event.node.modified_index.max(event.index) + 1;
+                        // Resume after this event, not after the store's index: etcd's
+                        // X-Etcd-Index on a watch answer is the index when the long poll
+                        // started, which may be past events still to be delivered.
+                        next = event.node.modified_index.max(next) + 1;
                         if tx.send(Ok(event)).await.is_err() {
                             return;
                         }
