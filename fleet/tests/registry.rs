@@ -183,11 +183,7 @@ async fn presence_metadata_and_states() {
     };
     reg.register_machine(&rec, 10).await.unwrap();
     let dup = reg.register_machine(&rec, 10).await.unwrap_err();
-    assert_eq!(
-        dup.to_string().contains("Key already exists"),
-        true,
-        "{dup}"
-    );
+    assert!(dup.to_string().contains("Key already exists"), "{dup}");
     reg.set_metadata("m1", "zone", "b").await.unwrap();
     reg.set_metadata("m1", "disk", "").await.unwrap();
     reg.set_metadata("absent", "zone", "c").await.unwrap();
