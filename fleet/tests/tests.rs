@@ -1,4 +1,5 @@
 //! fleet's integration tests: one binary, one module per subject.
 
+mod api;
 mod registry;
 mod util;
