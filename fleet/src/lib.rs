@@ -26,5 +26,6 @@
 //! ```
 
 pub mod api;
+pub mod client;
 pub mod registry;
 pub mod store;

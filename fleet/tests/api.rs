@@ -1,11 +1,15 @@
 //! fleet's `/fleet/v1` API over a real etcd v2 store, by HTTP: the scenarios of fleet's
 //! `api/*_test.go` (fleet.md §9.5), §4.5's validation tables through `PUT` (each invalid
-//! unit refused with fleet's message, nothing stored lost).
+//! unit refused with fleet's message, nothing stored lost), and the typed client over TCP
+//! and a unix socket.
 
 use std::num::NonZeroU16;
 use std::sync::Arc;
+use std::time::Duration;
 
+use fleet::api::types::{MachineMetadataOp, Unit, UnitOption};
 use fleet::api::{self, ApiConfig};
+use fleet::client::{Client, StateFilter};
 use fleet::registry::{
     JobState, LeaseRecord, MachineRecord, Registry, UnitContents, UnitStateRecord,
 };
@@ -1141,4 +1145,174 @@ async fn unreachable_store_is_503() {
         assert!(message.starts_with(api::UNAVAILABLE), "{message}");
         assert!(message.contains(&format!("127.0.0.1:{port}")), "{message}");
     }
+}
+
+// ---- client ----
+
+/// Everything the client does, against the server at `client`'s endpoint.
+async fn client_round_trip(s: &Server, client: &Client) {
+    assert!(client.units().await.unwrap().is_empty());
+    // Five units with pages of two: the client follows the tokens.
+    for i in 0..5 {
+        client
+            .create_unit(&Unit {
+                name: format!("web@{i}.service"),
+                desired_state: Some(JobState::Loaded),
+                options: vec![UnitOption::new("Service", "ExecStart", "/bin/sleep 100")],
+                ..Unit::default()
+            })
+            .await
+            .unwrap();
+    }
+    let units = client.units().await.unwrap();
+    assert_eq!(units.len(), 5);
+    assert_eq!(units[4].name, "web@4.service");
+    assert_eq!(units[4].desired_state, Some(JobState::Loaded));
+    assert_eq!(units[4].current_state, Some(JobState::Inactive));
+    client
+        .set_desired("web@0.service", JobState::Launched)
+        .await
+        .unwrap();
+    let u = client.unit("web@0.service").await.unwrap().unwrap();
+    assert_eq!(u.desired_state, Some(JobState::Launched));
+    assert_eq!(
+        u.options,
+        [UnitOption::new("Service", "ExecStart", "/bin/sleep 100")]
+    );
+    assert_eq!(client.unit("nope.service").await.unwrap(), None);
+
+    // Refusals carry the status and fleet's message.
+    let err = client
+        .create_unit(&Unit {
+            name: "bad.service".into(),
+            options: vec![
+                UnitOption::new("X-Fleet", "MachineID", "m1"),
+                UnitOption::new("X-Fleet", "Global", "true"),
+            ],
+            ..Unit::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), Some(400));
+    assert_eq!(err.message(), Some("MachineID cannot be used with Global"));
+    let err = client
+        .set_desired("nope.service", JobState::Loaded)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (err.status(), err.message()),
+        (
+            Some(409),
+            Some("unit does not exist and options field empty")
+        )
+    );
+
+    // States.
+    s.add_state("web@0.service", "m1", "active").await;
+    s.add_state("web@0.service", "m2", "active").await;
+    s.add_state("web@1.service", "m1", "active").await;
+    assert_eq!(
+        client.states(&StateFilter::default()).await.unwrap().len(),
+        3
+    );
+    let by_machine = client
+        .states(&StateFilter {
+            machine_id: Some("m1".into()),
+            ..StateFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(by_machine.len(), 2);
+    let by_unit = client
+        .states(&StateFilter {
+            unit_name: Some("web@0.service".into()),
+            machine_id: Some("m2".into()),
+        })
+        .await
+        .unwrap();
+    assert_eq!(by_unit.len(), 1);
+    assert_eq!(by_unit[0].machine_id, "m2");
+    assert_eq!(
+        client
+            .state("web@1.service")
+            .await
+            .unwrap()
+            .unwrap()
+            .systemd_active_state,
+        "active"
+    );
+    assert_eq!(client.state("web@4.service").await.unwrap(), None);
+
+    // Machines and metadata.
+    for id in ["m1", "m2", "m3"] {
+        s.add_machine(id, "10.0.0.1", &[("zone", "a")]).await;
+    }
+    assert_eq!(client.machines().await.unwrap().len(), 3);
+    client.set_metadata("m2", "disk", "ssd").await.unwrap();
+    client.remove_metadata("m2", "zone").await.unwrap();
+    let machines = client.machines().await.unwrap();
+    assert_eq!(
+        machines[1].metadata,
+        [("disk".to_string(), "ssd".to_string())].into()
+    );
+    let err = client
+        .patch_machines(&[MachineMetadataOp::set("m1", "bad key", "x")])
+        .await
+        .unwrap_err();
+    assert_eq!(err.message(), Some("machine metadata path invalid"));
+
+    // Destroy.
+    assert!(client.destroy("web@0.service").await.unwrap());
+    assert!(!client.destroy("web@0.service").await.unwrap());
+    assert_eq!(client.units().await.unwrap().len(), 4);
+}
+
+#[tokio::test]
+async fn client_round_trip_over_tcp() {
+    let s = server(2).await;
+    let client = Client::new(&s.url).unwrap();
+    client_round_trip(&s, &client).await;
+}
+
+#[tokio::test]
+async fn client_round_trip_over_a_unix_socket() {
+    use std::os::unix::fs::PermissionsExt;
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("fleet.sock");
+    let registry = Arc::new(Registry::new(etcd_store().await));
+    let config = ApiConfig {
+        token_limit: NonZeroU16::new(2).unwrap(),
+        version: VERSION.into(),
+    };
+    // A stale socket file from an earlier run is replaced.
+    drop(api::bind_unix(&path).unwrap());
+    assert!(path.exists());
+    let listener = api::bind_unix(&path).unwrap();
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o660);
+    // A live one is not.
+    let err = api::bind_unix(&path).unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::AddrInUse);
+
+    let (stop, stopped) = oneshot::channel::<()>();
+    let serving = tokio::spawn(api::serve_unix(
+        listener,
+        api::router(registry.clone(), config),
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    let s = serve_registry(registry, 2).await;
+    let client = Client::new(&format!("unix://{}", path.display())).unwrap();
+    client_round_trip(&s, &client).await;
+
+    // The server stops on its shutdown future.
+    drop(stop);
+    tokio::time::timeout(Duration::from_secs(5), serving)
+        .await
+        .expect("the server stops")
+        .unwrap()
+        .unwrap();
+    assert!(client.units().await.is_err());
 }
