@@ -135,7 +135,9 @@ impl Endpoint {
                         go_quote(scheme)
                     )));
                 }
-                let path = percent_decode(url.path());
+                let path = percent_encoding::percent_decode_str(url.path())
+                    .decode_utf8_lossy()
+                    .into_owned();
                 if path.is_empty() {
                     return Err(refuse(format!("no socket path in {first:?}")));
                 }
@@ -483,27 +485,6 @@ fn has_scheme(s: &str) -> bool {
         && scheme
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
-}
-
-/// A URL path with `%XX` escapes decoded (bytes that are not UTF-8 are replaced).
-fn percent_decode(path: &str) -> String {
-    let bytes = path.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = |b: u8| (b as char).to_digit(16);
-        if bytes[i] == b'%'
-            && i + 2 < bytes.len()
-            && let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2]))
-        {
-            out.push((h * 16 + l) as u8);
-            i += 3;
-            continue;
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]

@@ -74,7 +74,11 @@ async fn serve_registry(registry: Arc<Registry<EtcdStore>>, limit: u16) -> Serve
     Server {
         url: format!("http://{addr}"),
         registry,
-        http: reqwest::Client::new(),
+        // Redirects are answers under test, not to be followed.
+        http: reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap(),
         _stop: stop,
     }
 }
@@ -110,6 +114,29 @@ impl Server {
             headers,
             body,
         }
+    }
+
+    /// A request with `path` sent as it is (HTTP clients resolve dot segments first):
+    /// the status and the header lines, lower-cased.
+    async fn raw(&self, method: &str, path: &str) -> (u16, Vec<String>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+        let addr = self.url.trim_start_matches("http://");
+        let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let request = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        );
+        conn.write_all(request.as_bytes()).await.unwrap();
+        let mut answer = String::new();
+        conn.read_to_string(&mut answer).await.unwrap();
+        let head = answer.split("\r\n\r\n").next().unwrap_or_default();
+        let mut lines = head.lines();
+        let status = lines
+            .next()
+            .and_then(|l| l.split(' ').nth(1))
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        (status, lines.map(str::to_ascii_lowercase).collect())
     }
 
     async fn get(&self, path: &str) -> Reply {
@@ -254,22 +281,42 @@ async fn units_sub_resources_are_not_found() {
     for path in [
         "/fleet/v1/units/foo.service/bar",
         "/fleet/v1/units/",
-        "/fleet/v1/units/%2E%2E",
-        "/fleet/v1/units/.",
         "/fleet/v1/units/a%2Fb.service",
         "/fleet/v1/state/",
         "/fleet/v1/state/a/b",
-        "/fleet/v1/state/..",
         "/fleet/v1/machines/",
         "/fleet/v1/machines/x",
         "/fleet/v1/discovery/x",
     ] {
         s.get(path).await.assert_error(404, "");
     }
-    // `DELETE units/..` must not reach the store (it would address fleet's whole tree).
-    s.call("DELETE", "/fleet/v1/units/%2E%2E", &[], None)
-        .await
-        .assert_error(404, "");
+    // Paths that are not clean are redirected to their clean form, as Go's ServeMux
+    // does; in particular `units/..` never reaches the store, where it would address
+    // fleet's whole tree.
+    for (method, path, location) in [
+        (
+            "GET",
+            "/fleet/v1//units?alt=json",
+            "/fleet/v1/units?alt=json",
+        ),
+        ("GET", "/fleet/v1/units/.", "/fleet/v1/units"),
+        ("GET", "/fleet/v1/units/%2E%2E", "/fleet/v1"),
+        ("GET", "/fleet/v1/state/..", "/fleet/v1"),
+        (
+            "GET",
+            "/fleet/v1/units/foo.service/.",
+            "/fleet/v1/units/foo.service",
+        ),
+        ("DELETE", "/fleet/v1/units/%2E%2E", "/fleet/v1"),
+        ("PUT", "/fleet/v1/units/..", "/fleet/v1"),
+    ] {
+        let (status, headers) = s.raw(method, path).await;
+        assert_eq!(status, 301, "{method} {path}");
+        assert!(
+            headers.contains(&format!("location: {location}")),
+            "{method} {path}: {headers:?}"
+        );
+    }
     assert_eq!(s.units().await.len(), 1);
 }
 

@@ -23,8 +23,8 @@
 //! * page offsets do not wrap around at 16 bits;
 //! * a store that cannot be reached is a 503 naming it; other registry failures are 500s
 //!   saying what failed (fleet's were empty);
-//! * names that would address another key (`.`, `..`, anything with `/`) are not looked
-//!   up.
+//! * names that would address another key (`.`, `..`, anything with `/`) are never looked
+//!   up (fleet's `ServeMux` redirected or refused them too, by its path rules).
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -57,9 +57,10 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::{Query, rejection::QueryRejection};
-use axum::http::{HeaderValue, header};
-use axum::response::Response;
+use axum::http::{HeaderValue, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
 use axum::routing::any;
+use percent_encoding::{AsciiSet, CONTROLS, percent_decode_str, utf8_percent_encode};
 use tokio::net::{TcpListener, UnixListener};
 
 pub use error::{ApiError, UNAVAILABLE};
@@ -146,9 +147,100 @@ async fn method_not_allowed() -> ApiError {
     ApiError::method_not_allowed("")
 }
 
-/// fleet's answer to any other path.
-async fn not_found() -> ApiError {
-    ApiError::not_found()
+/// fleet's answer to any other path: Go's `ServeMux` redirects a path that is not clean
+/// (`//`, `.` or `..` segments) to its clean form, and fleet answers 404 to the rest.
+async fn not_found(method: Method, uri: Uri) -> Response {
+    redirect_unclean(&method, &uri).unwrap_or_else(|| ApiError::not_found().into_response())
+}
+
+/// A 301 to the clean form of the request's (decoded) path, as Go's `ServeMux` answers;
+/// `None` when the path is clean.
+fn redirect_unclean(method: &Method, uri: &Uri) -> Option<Response> {
+    let path = percent_decode_str(uri.path()).decode_utf8_lossy();
+    let clean = go_clean_path(&path);
+    if clean == path {
+        return None;
+    }
+    let mut location = utf8_percent_encode(&clean, PATH).to_string();
+    if let Some(q) = uri.query() {
+        location.push('?');
+        location.push_str(q);
+    }
+    let mut r = StatusCode::MOVED_PERMANENTLY.into_response();
+    let headers = r.headers_mut();
+    headers.insert(
+        header::LOCATION,
+        HeaderValue::from_str(&location).unwrap_or_else(|_| HeaderValue::from_static("/")),
+    );
+    // Go's http.Redirect: an HTML body for GET, its content type for GET and HEAD.
+    if method == Method::GET || method == Method::HEAD {
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/html; charset=utf-8"),
+        );
+    }
+    if method == Method::GET {
+        *r.body_mut() = format!(
+            "<a href=\"{}\">Moved Permanently</a>.\n\n",
+            html_escape(&location)
+        )
+        .into();
+    }
+    Some(r)
+}
+
+/// Go's `ServeMux` `cleanPath`: rooted, `.`, `..` and empty segments resolved, a trailing
+/// slash kept.
+fn go_clean_path(p: &str) -> String {
+    let mut stack: Vec<&str> = Vec::new();
+    for segment in p.split('/') {
+        match segment {
+            "" | "." => {}
+            ".." => {
+                stack.pop();
+            }
+            s => stack.push(s),
+        }
+    }
+    let mut clean = format!("/{}", stack.join("/"));
+    if p.ends_with('/') && clean != "/" {
+        clean.push('/');
+    }
+    clean
+}
+
+/// What Go escapes in a URL path (besides non-ASCII bytes).
+const PATH: &AsciiSet = &CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'#')
+    .add(b'%')
+    .add(b'<')
+    .add(b'>')
+    .add(b'?')
+    .add(b'[')
+    .add(b'\\')
+    .add(b']')
+    .add(b'^')
+    .add(b'`')
+    .add(b'{')
+    .add(b'|')
+    .add(b'}');
+
+/// Go's `html.EscapeString`.
+fn html_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '&' => out.push_str("&amp;"),
+            '\'' => out.push_str("&#39;"),
+            '"' => out.push_str("&#34;"),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// The page a listing request asks for.
@@ -171,10 +263,16 @@ fn query_values<'a>(pairs: &'a [(String, String)], key: &'a str) -> impl Iterato
         .map(|(_, v)| v.as_str())
 }
 
-/// Whether a name from a URL can be a registry key component: not empty, no `/`, not a
-/// dot segment (which the store's URLs would resolve to another key).
-fn addressable(name: &str) -> bool {
-    !name.is_empty() && !name.contains('/') && name != "." && name != ".."
+/// What an item path whose name cannot be a registry key component gets: Go's redirect
+/// for a dot segment (which the store's URLs would resolve to another key), a 404 for a
+/// name with a `/`. `None` for a name that can be looked up.
+fn unaddressable(name: &str, method: &Method, uri: &Uri) -> Option<Response> {
+    if name == "." || name == ".." {
+        return Some(
+            redirect_unclean(method, uri).unwrap_or_else(|| ApiError::not_found().into_response()),
+        );
+    }
+    (name.is_empty() || name.contains('/')).then(|| ApiError::not_found().into_response())
 }
 
 /// Serves `router` on a TCP listener until `shutdown` completes (then finishes the
@@ -240,4 +338,28 @@ pub async fn serve_unix(
     axum::serve(listener, router)
         .with_graceful_shutdown(shutdown)
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Go's ServeMux cleanPath, as fleet's routing applies it.
+    #[test]
+    fn paths_are_cleaned_as_gos_servemux() {
+        for (path, clean) in [
+            ("/", "/"),
+            ("/fleet/v1/units", "/fleet/v1/units"),
+            ("/fleet/v1//units", "/fleet/v1/units"),
+            ("/fleet/v1/units/", "/fleet/v1/units/"),
+            ("/fleet/v1/units/..", "/fleet/v1"),
+            ("/fleet/v1/units/.", "/fleet/v1/units"),
+            ("/fleet/v1/./units/../state/", "/fleet/v1/state/"),
+            ("/../..", "/"),
+            ("//", "/"),
+        ] {
+            assert_eq!(go_clean_path(path), clean, "{path}");
+        }
+        assert_eq!(html_escape(r#"/a?b=<'&">"#), "/a?b=&lt;&#39;&amp;&#34;&gt;");
+    }
 }

@@ -3,12 +3,12 @@
 use std::sync::Arc;
 
 use axum::extract::{Path, Query, State, rejection::PathRejection, rejection::QueryRejection};
-use axum::http::{Method, StatusCode};
+use axum::http::{Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 
 use super::error::json;
 use super::types::{UnitState, UnitStatePage};
-use super::{Api, ApiError, addressable, page_token, query_values};
+use super::{Api, ApiError, page_token, query_values, unaddressable};
 use crate::store::KvStore;
 
 const ONLY_GET: &str = "only GET supported against this resource";
@@ -32,14 +32,15 @@ pub(super) async fn collection<S: KvStore>(
 pub(super) async fn item<S: KvStore>(
     State(api): State<Arc<Api<S>>>,
     method: Method,
+    uri: Uri,
     name: Result<Path<String>, PathRejection>,
 ) -> Response {
     // A name that is not UTF-8 once decoded cannot be a unit's.
     let Ok(Path(name)) = name else {
         return ApiError::not_found().into_response();
     };
-    if !addressable(&name) {
-        return ApiError::not_found().into_response();
+    if let Some(r) = unaddressable(&name, &method, &uri) {
+        return r;
     }
     if method != Method::GET {
         return ApiError::method_not_allowed(ONLY_GET).into_response();

@@ -6,13 +6,13 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::{Path, Query, State, rejection::PathRejection, rejection::QueryRejection};
-use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use unit_parser::name::validate_fleet_name;
 
 use super::error::json;
 use super::types::{self, UnitOption, UnitPage};
-use super::{Api, ApiError, addressable, page_token};
+use super::{Api, ApiError, page_token, unaddressable};
 use crate::registry::{ContentsError, JobState, UnitContents};
 use crate::store::KvStore;
 
@@ -38,6 +38,7 @@ pub(super) async fn collection<S: KvStore>(
 pub(super) async fn item<S: KvStore>(
     State(api): State<Arc<Api<S>>>,
     method: Method,
+    uri: Uri,
     name: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
     body: Body,
@@ -46,8 +47,8 @@ pub(super) async fn item<S: KvStore>(
     let Ok(Path(name)) = name else {
         return ApiError::not_found().into_response();
     };
-    if !addressable(&name) {
-        return ApiError::not_found().into_response();
+    if let Some(r) = unaddressable(&name, &method, &uri) {
+        return r;
     }
     let result = match method {
         Method::GET => get(&api, &name).await,
