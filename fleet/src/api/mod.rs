@@ -19,10 +19,13 @@
 //!   only on update);
 //! * `GET /state/<name>` of a unit without states is a 404 `unit state does not exist`
 //!   (fleet's handler crashed), and prefers the state of the unit's own machine;
+//! * a global unit has no `currentState` in `GET /units` either (fleet listed it as
+//!   `inactive` there, and left it out of `GET /units/<name>`);
 //! * `PATCH /machines` also takes the plain-string value fleet's documentation shows;
 //! * page offsets do not wrap around at 16 bits;
 //! * a store that cannot be reached is a 503 naming it; other registry failures are 500s
 //!   saying what failed (fleet's were empty);
+//! * a body that is not JSON gets a 400 with serde's description, not Go's;
 //! * names that would address another key (`.`, `..`, anything with `/`) are never looked
 //!   up (fleet's `ServeMux` redirected or refused them too, by its path rules).
 //!
