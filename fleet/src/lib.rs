@@ -29,6 +29,7 @@
 
 pub mod agent;
 pub mod api;
+pub mod client;
 pub mod config;
 pub mod ctl;
 pub mod dev;

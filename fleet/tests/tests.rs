@@ -1,6 +1,7 @@
 //! fleet's integration tests: one binary, one module per subject.
 
 mod agent;
+mod api;
 mod ctl;
 mod engine;
 mod registry;

@@ -14,13 +14,13 @@ use crate::registry::JobState;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct UnitOption {
     /// The option's name (`ExecStart`).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub name: String,
     /// The section (`Service`).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub section: String,
     /// The value.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     pub value: String,
 }
 
@@ -75,11 +75,34 @@ pub struct Unit {
     #[serde(default, rename = "machineID", skip_serializing_if = "Option::is_none")]
     pub machine_id: Option<String>,
     /// The unit's name.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[serde(
+        default,
+        skip_serializing_if = "String::is_empty",
+        deserialize_with = "null_as_default"
+    )]
     pub name: String,
     /// The unit file's options, in file order.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "null_as_default"
+    )]
     pub options: Vec<UnitOption>,
+}
+
+impl Unit {
+    /// The API's form of a registry unit. `reported` says whether the unit's target machine
+    /// published a state for it (`states/<unit>/<target>` exists), which fleet's current
+    /// state derivation needs.
+    pub fn of(u: &crate::registry::Unit, reported: bool) -> Unit {
+        Unit {
+            current_state: u.current_state(reported),
+            desired_state: Some(u.desired),
+            machine_id: u.target.clone(),
+            name: u.name.clone(),
+            options: UnitOption::of(&u.contents),
+        }
+    }
 }
 
 /// A page of units.
@@ -199,6 +222,87 @@ pub struct MachinePage {
     /// The token of the next page, when this one is full.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_page_token: Option<String>,
+}
+
+/// One operation of `PATCH /machines` (fleet.md §5.6): set or remove a dynamic metadata
+/// key of a machine.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct MachineMetadataOp {
+    /// `add`, `replace` or `remove`.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub op: String,
+    /// `/<machineID>/metadata/<key>`.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub path: String,
+    /// The value for `add` and `replace`.
+    #[serde(default, alias = "Value")]
+    pub value: MetadataValue,
+}
+
+impl MachineMetadataOp {
+    /// The operation setting `key` of `machine` to `value`.
+    pub fn set(machine: &str, key: &str, value: &str) -> MachineMetadataOp {
+        MachineMetadataOp {
+            op: "replace".into(),
+            path: format!("/{machine}/metadata/{key}"),
+            value: MetadataValue {
+                value: value.to_owned(),
+            },
+        }
+    }
+
+    /// The operation removing `key` of `machine`.
+    pub fn remove(machine: &str, key: &str) -> MachineMetadataOp {
+        MachineMetadataOp {
+            op: "remove".into(),
+            path: format!("/{machine}/metadata/{key}"),
+            value: MetadataValue::default(),
+        }
+    }
+}
+
+/// The value of a [`MachineMetadataOp`]. fleet's server reads `{"value": "x"}` while its
+/// documentation shows a plain `"x"`: both are read, and it is written as fleet's server
+/// reads it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
+pub struct MetadataValue {
+    /// The metadata value (empty for `remove`).
+    pub value: String,
+}
+
+impl<'de> Deserialize<'de> for MetadataValue {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<MetadataValue, D::Error> {
+        #[derive(Deserialize)]
+        struct Nested {
+            #[serde(default, alias = "Value", deserialize_with = "null_as_default")]
+            value: String,
+        }
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Either {
+            Plain(String),
+            Nested(Nested),
+            Null(()),
+        }
+        let either = Either::deserialize(d).map_err(|_| {
+            <D::Error as serde::de::Error>::custom(
+                "metadata value must be a string or an object {\"value\": string}",
+            )
+        })?;
+        match either {
+            Either::Plain(value) | Either::Nested(Nested { value }) => Ok(MetadataValue { value }),
+            Either::Null(()) => Ok(MetadataValue::default()),
+        }
+    }
+}
+
+/// Reads `null` as the type's default, as Go's decoder leaves a field untouched on `null`.
+fn null_as_default<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de> + Default,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
 }
 
 /// fleet's error body: `{"error":{"code":400,"message":"..."}}`.

@@ -688,22 +688,21 @@ impl<S: KvStore> Registry<S> {
         let mut out = Vec::new();
         for d in &dirs {
             let unit = d.key.rsplit('/').next().unwrap_or_default();
-            for n in &d.nodes {
-                let Some(value) = n.value.as_deref() else {
-                    continue;
-                };
-                let Ok(record) = serde_json::from_str::<UnitStateRecord>(value) else {
-                    tracing::debug!(key = %n.key, "skipping a unit state that is not fleet's JSON");
-                    continue;
-                };
-                out.push(PublishedState {
-                    unit: unit.to_owned(),
-                    machine_id: n.key.rsplit('/').next().unwrap_or_default().to_owned(),
-                    record,
-                });
-            }
+            decode_states(unit, &d.nodes, &mut out);
         }
         Ok((out, index))
+    }
+
+    /// The published states of one unit (`states/<unit>/`), sorted by machine; records
+    /// that are not fleet's JSON are skipped.
+    ///
+    /// # Errors
+    /// When the store fails.
+    pub async fn unit_states(&self, unit: &str) -> Result<Vec<PublishedState>> {
+        let (nodes, _) = self.read_dir(&self.keys.unit_states(unit), true).await?;
+        let mut out = Vec::new();
+        decode_states(unit, &nodes, &mut out);
+        Ok(out)
     }
 
     /// Writes the launch heartbeat of a unit for `ttl` seconds.
@@ -896,6 +895,25 @@ pub fn overlay_metadata(
         }
     }
     configured
+}
+
+/// Decodes the records of one `states/<unit>/` directory into `out`, skipping what is not
+/// fleet's JSON (as fleet skips it).
+fn decode_states(unit: &str, nodes: &[NodeView], out: &mut Vec<PublishedState>) {
+    for n in nodes {
+        let Some(value) = n.value.as_deref() else {
+            continue;
+        };
+        let Ok(record) = serde_json::from_str::<UnitStateRecord>(value) else {
+            tracing::debug!(key = %n.key, "skipping a unit state that is not fleet's JSON");
+            continue;
+        };
+        out.push(PublishedState {
+            unit: unit.to_owned(),
+            machine_id: n.key.rsplit('/').next().unwrap_or_default().to_owned(),
+            record,
+        });
+    }
 }
 
 /// Decodes one `machines/<id>` directory; `Ok(None)` when it has no presence record.
