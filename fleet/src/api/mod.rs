@@ -50,7 +50,7 @@ mod machines;
 pub mod pagination;
 mod state;
 pub mod types;
-mod units;
+pub(crate) mod units;
 
 use std::future::Future;
 use std::io;

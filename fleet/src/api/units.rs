@@ -13,7 +13,7 @@ use unit_parser::name::validate_fleet_name;
 use super::error::json;
 use super::types::{self, UnitOption, UnitPage};
 use super::{Api, ApiError, page_token, unaddressable};
-use crate::registry::{ContentsError, JobState, UnitContents};
+use crate::registry::{ContentsError, JobState, Registry, RegistryError, UnitContents};
 use crate::store::KvStore;
 
 /// The largest request body read (a unit file is a few kilobytes).
@@ -68,23 +68,7 @@ async fn list<S: KvStore>(
     let token = page_token(query, api.limit)?;
     let (units, _) = api.registry.units().await?;
     let (units, next) = token.slice(units);
-    // The current state needs the target machine's state record; read them once.
-    let on_target: HashSet<(String, String)> = if units.iter().any(|u| u.target.is_some()) {
-        let (states, _) = api.registry.states().await?;
-        states.into_iter().map(|s| (s.unit, s.machine_id)).collect()
-    } else {
-        HashSet::new()
-    };
-    let units = units
-        .iter()
-        .map(|u| {
-            let reported = u
-                .target
-                .as_ref()
-                .is_some_and(|t| on_target.contains(&(u.name.clone(), t.clone())));
-            types::Unit::of(u, reported)
-        })
-        .collect();
+    let units = with_states(&api.registry, &units).await?;
     let page = UnitPage {
         next_page_token: next.map(|t| t.encode()),
         units,
@@ -93,19 +77,53 @@ async fn list<S: KvStore>(
 }
 
 async fn get<S: KvStore>(api: &Api<S>, name: &str) -> Result<Response, ApiError> {
-    let Some(unit) = api.registry.unit(name).await? else {
+    let Some(unit) = one_with_state(&api.registry, name).await? else {
         return Err(ApiError::new(StatusCode::NOT_FOUND, "unit does not exist"));
     };
+    Ok(json(StatusCode::OK, &unit))
+}
+
+/// The API's form of `units`, their current states derived from the published states
+/// (read once, and only when a unit is scheduled).
+pub(crate) async fn with_states<S: KvStore>(
+    registry: &Registry<S>,
+    units: &[crate::registry::Unit],
+) -> Result<Vec<types::Unit>, RegistryError> {
+    let on_target: HashSet<(String, String)> = if units.iter().any(|u| u.target.is_some()) {
+        let (states, _) = registry.states().await?;
+        states.into_iter().map(|s| (s.unit, s.machine_id)).collect()
+    } else {
+        HashSet::new()
+    };
+    Ok(units
+        .iter()
+        .map(|u| {
+            let reported = u
+                .target
+                .as_ref()
+                .is_some_and(|t| on_target.contains(&(u.name.clone(), t.clone())));
+            types::Unit::of(u, reported)
+        })
+        .collect())
+}
+
+/// One unit in the API's form, if it exists.
+pub(crate) async fn one_with_state<S: KvStore>(
+    registry: &Registry<S>,
+    name: &str,
+) -> Result<Option<types::Unit>, RegistryError> {
+    let Some(unit) = registry.unit(name).await? else {
+        return Ok(None);
+    };
     let reported = match &unit.target {
-        Some(t) => api
-            .registry
+        Some(t) => registry
             .unit_states(name)
             .await?
             .iter()
             .any(|s| &s.machine_id == t),
         None => false,
     };
-    Ok(json(StatusCode::OK, &types::Unit::of(&unit, reported)))
+    Ok(Some(types::Unit::of(&unit, reported)))
 }
 
 async fn destroy<S: KvStore>(api: &Api<S>, name: &str) -> Result<Response, ApiError> {

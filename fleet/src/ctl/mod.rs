@@ -219,11 +219,16 @@ pub async fn run(argv: Vec<String>, io: &mut Io<'_>) -> i32 {
             dispatch(&registry, cli.command, io).await
         }
         "API" => {
-            let _ = writeln!(
-                io.err,
-                "Unable to initialize client: the API driver is not built yet; use --driver=etcd"
-            );
-            1
+            // fleet uses the first of several endpoints.
+            let first = cli.endpoint.split(',').next().unwrap_or_default().trim();
+            let builder = reqwest::Client::builder().timeout(timeout);
+            match crate::client::Client::with_builder(first, builder) {
+                Ok(client) => dispatch(&client, cli.command, io).await,
+                Err(e) => {
+                    let _ = writeln!(io.err, "Unable to initialize client: {e}");
+                    1
+                }
+            }
         }
         other => {
             let _ = writeln!(
