@@ -40,10 +40,26 @@
 //!   back, if it did not expire meanwhile.
 //! * A new leader keeps the schedule: the scheduler starts from the current targets and
 //!   keeps every placement that still holds.
-//! * Presence that vanished during a store outage is not taken for dead machines: see
-//!   the *contact epoch* of `grace.rs`, which holds the units of machines the engine
-//!   has not seen present since it (re)gained contact with the store, for
-//!   [`EngineConfig::presence_grace`] (one agent TTL).
+//! * Presence that vanished during a store outage is not taken for dead machines. The
+//!   store's leader expires keys with its own clock, so after an outage longer than the
+//!   time left on some presence keys they all expire the moment the store is back, before
+//!   their agents can refresh them (fleet issue #746). So the engine keeps a *contact
+//!   epoch* (`grace.rs`): it starts at the first successful store operation after a
+//!   failure or after start-up, and for [`EngineConfig::presence_grace`] (one agent TTL)
+//!   the units of a missing machine that the engine has not seen present in this epoch
+//!   keep their target (nothing new goes there). A machine seen present in the epoch
+//!   that then disappears died while the engine was talking to the store: its units move
+//!   at once. Every engine notices such an outage: it reads the lease every tick (at most
+//!   a third of the lease TTL), while a presence key can only expire from an outage of
+//!   at least its refresh period (half the agent TTL), provided the lease TTL is at most
+//!   the agent TTL.
+//!
+//! # How fast units move
+//!
+//! A machine's units are rescheduled one coalescing delay plus one pass after the store
+//! expires its presence (about 50 ms in the tests). When that machine also held the
+//! lease, a follower takes the lease on its expiry event and reconciles at once, so the
+//! units move after the longer of the two TTLs (plus the store's expiry sweep).
 //!
 //! # Example
 //!
@@ -206,6 +222,9 @@ impl<S: KvStore> Runner<S> {
         loop {
             if Instant::now() >= next_tick {
                 next_tick = Instant::now() + tick;
+                // A tick does what the flags ask, and more.
+                self.lease_now = false;
+                self.rewatch_now = false;
                 if self.watch.is_none() {
                     self.start_watch().await;
                 }
