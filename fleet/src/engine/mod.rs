@@ -215,7 +215,11 @@ async fn next_event(watch: &mut Option<Watch>) -> Option<Result<Event, StoreErro
 
 impl<S: KvStore> Runner<S> {
     async fn run(&mut self, shutdown: impl Future<Output = ()>) {
-        tracing::info!(machine = %self.config.machine_id, version = self.config.version, "engine started");
+        tracing::info!(
+            machine = %self.config.machine_id,
+            version = self.config.version,
+            "engine started",
+        );
         tokio::pin!(shutdown);
         let tick = self.config.tick();
         let mut next_tick = Instant::now();
@@ -444,7 +448,11 @@ impl<S: KvStore> Runner<S> {
                 EngineMetrics::bump(&m.leader_acquired);
                 m.is_leader.store(true, Ordering::Relaxed);
                 self.shared.set_leader(Some(&self.config.machine_id));
-                tracing::info!(machine = %self.config.machine_id, how = ?action, "became the engine leader");
+                tracing::info!(
+                    machine = %self.config.machine_id,
+                    how = ?action,
+                    "became the engine leader",
+                );
                 self.burst_start = None;
                 self.pass_due = Some(sent + Duration::from_secs(wait));
             }
@@ -497,7 +505,11 @@ impl<S: KvStore> Runner<S> {
         self.shared.set_last_pass(None);
         self.pass_due = None;
         self.burst_start = None;
-        tracing::warn!(machine = %self.config.machine_id, reason = why, "no longer the engine leader");
+        tracing::warn!(
+            machine = %self.config.machine_id,
+            reason = why,
+            "no longer the engine leader",
+        );
     }
 
     /// Gives the lease up on shutdown.
@@ -549,7 +561,11 @@ impl<S: KvStore> Runner<S> {
             }
         };
         for (unit, machine) in &plan.held {
-            tracing::debug!(unit = %unit, machine = %machine, "machine missing since the store came back; keeping the unit there for now");
+            tracing::debug!(
+                unit = %unit,
+                machine = %machine,
+                "machine missing since the store came back; keeping the unit there for now",
+            );
         }
         // Say why a unit cannot be placed when that is news (not on every pass).
         let before = self.shared.last_pass();
@@ -638,12 +654,20 @@ impl<S: KvStore> Runner<S> {
                 }
                 Err(RegistryError::Fenced(why)) => {
                     EngineMetrics::bump(&metrics.fenced_refusals);
-                    tracing::warn!(unit = %t.unit, reason = %why, "schedule write refused: the lease is not ours");
+                    tracing::warn!(
+                        unit = %t.unit,
+                        reason = %why,
+                        "schedule write refused: the lease is not ours",
+                    );
                     self.lose(&why);
                     return false;
                 }
                 Err(RegistryError::Store(e)) if e.is_transient() => {
-                    tracing::warn!(unit = %t.unit, error = %e, "store unreachable; the pass stops here");
+                    tracing::warn!(
+                        unit = %t.unit,
+                        error = %e,
+                        "store unreachable; the pass stops here",
+                    );
                     self.store_error(&e);
                     return false;
                 }
@@ -651,7 +675,12 @@ impl<S: KvStore> Runner<S> {
                     // The schedule changed meanwhile (a unit destroyed, a target written by
                     // someone else); the event that says so brings the next pass.
                     EngineMetrics::bump(&metrics.task_failures);
-                    tracing::warn!(unit = %t.unit, machine = %t.machine, error = %e, "schedule write refused; retrying next pass");
+                    tracing::warn!(
+                        unit = %t.unit,
+                        machine = %t.machine,
+                        error = %e,
+                        "schedule write refused; retrying next pass",
+                    );
                     refused.insert(t.unit.as_str());
                 }
             }
