@@ -40,10 +40,26 @@
 //!   back, if it did not expire meanwhile.
 //! * A new leader keeps the schedule: the scheduler starts from the current targets and
 //!   keeps every placement that still holds.
-//! * Presence that vanished during a store outage is not taken for dead machines: see
-//!   the *contact epoch* of `grace.rs`, which holds the units of machines the engine
-//!   has not seen present since it (re)gained contact with the store, for
-//!   [`EngineConfig::presence_grace`] (one agent TTL).
+//! * Presence that vanished during a store outage is not taken for dead machines. The
+//!   store's leader expires keys with its own clock, so after an outage longer than the
+//!   time left on some presence keys they all expire the moment the store is back, before
+//!   their agents can refresh them (fleet issue #746). So the engine keeps a *contact
+//!   epoch* (`grace.rs`): it starts at the first successful store operation after a
+//!   failure or after start-up, and for [`EngineConfig::presence_grace`] (one agent TTL)
+//!   the units of a missing machine that the engine has not seen present in this epoch
+//!   keep their target (nothing new goes there). A machine seen present in the epoch
+//!   that then disappears died while the engine was talking to the store: its units move
+//!   at once. Every engine notices such an outage: it reads the lease every tick (at most
+//!   a third of the lease TTL), while a presence key can only expire from an outage of
+//!   at least its refresh period (half the agent TTL), provided the lease TTL is at most
+//!   the agent TTL.
+//!
+//! # How fast units move
+//!
+//! A machine's units are rescheduled one coalescing delay plus one pass after the store
+//! expires its presence (about 50 ms in the tests). When that machine also held the
+//! lease, a follower takes the lease on its expiry event and reconciles at once, so the
+//! units move after the longer of the two TTLs (plus the store's expiry sweep).
 //!
 //! # Example
 //!
@@ -199,13 +215,20 @@ async fn next_event(watch: &mut Option<Watch>) -> Option<Result<Event, StoreErro
 
 impl<S: KvStore> Runner<S> {
     async fn run(&mut self, shutdown: impl Future<Output = ()>) {
-        tracing::info!(machine = %self.config.machine_id, version = self.config.version, "engine started");
+        tracing::info!(
+            machine = %self.config.machine_id,
+            version = self.config.version,
+            "engine started",
+        );
         tokio::pin!(shutdown);
         let tick = self.config.tick();
         let mut next_tick = Instant::now();
         loop {
             if Instant::now() >= next_tick {
                 next_tick = Instant::now() + tick;
+                // A tick does what the flags ask, and more.
+                self.lease_now = false;
+                self.rewatch_now = false;
                 if self.watch.is_none() {
                     self.start_watch().await;
                 }
@@ -425,7 +448,11 @@ impl<S: KvStore> Runner<S> {
                 EngineMetrics::bump(&m.leader_acquired);
                 m.is_leader.store(true, Ordering::Relaxed);
                 self.shared.set_leader(Some(&self.config.machine_id));
-                tracing::info!(machine = %self.config.machine_id, how = ?action, "became the engine leader");
+                tracing::info!(
+                    machine = %self.config.machine_id,
+                    how = ?action,
+                    "became the engine leader",
+                );
                 self.burst_start = None;
                 self.pass_due = Some(sent + Duration::from_secs(wait));
             }
@@ -478,7 +505,11 @@ impl<S: KvStore> Runner<S> {
         self.shared.set_last_pass(None);
         self.pass_due = None;
         self.burst_start = None;
-        tracing::warn!(machine = %self.config.machine_id, reason = why, "no longer the engine leader");
+        tracing::warn!(
+            machine = %self.config.machine_id,
+            reason = why,
+            "no longer the engine leader",
+        );
     }
 
     /// Gives the lease up on shutdown.
@@ -530,7 +561,11 @@ impl<S: KvStore> Runner<S> {
             }
         };
         for (unit, machine) in &plan.held {
-            tracing::debug!(unit = %unit, machine = %machine, "machine missing since the store came back; keeping the unit there for now");
+            tracing::debug!(
+                unit = %unit,
+                machine = %machine,
+                "machine missing since the store came back; keeping the unit there for now",
+            );
         }
         // Say why a unit cannot be placed when that is news (not on every pass).
         let before = self.shared.last_pass();
@@ -619,12 +654,20 @@ impl<S: KvStore> Runner<S> {
                 }
                 Err(RegistryError::Fenced(why)) => {
                     EngineMetrics::bump(&metrics.fenced_refusals);
-                    tracing::warn!(unit = %t.unit, reason = %why, "schedule write refused: the lease is not ours");
+                    tracing::warn!(
+                        unit = %t.unit,
+                        reason = %why,
+                        "schedule write refused: the lease is not ours",
+                    );
                     self.lose(&why);
                     return false;
                 }
                 Err(RegistryError::Store(e)) if e.is_transient() => {
-                    tracing::warn!(unit = %t.unit, error = %e, "store unreachable; the pass stops here");
+                    tracing::warn!(
+                        unit = %t.unit,
+                        error = %e,
+                        "store unreachable; the pass stops here",
+                    );
                     self.store_error(&e);
                     return false;
                 }
@@ -632,7 +675,12 @@ impl<S: KvStore> Runner<S> {
                     // The schedule changed meanwhile (a unit destroyed, a target written by
                     // someone else); the event that says so brings the next pass.
                     EngineMetrics::bump(&metrics.task_failures);
-                    tracing::warn!(unit = %t.unit, machine = %t.machine, error = %e, "schedule write refused; retrying next pass");
+                    tracing::warn!(
+                        unit = %t.unit,
+                        machine = %t.machine,
+                        error = %e,
+                        "schedule write refused; retrying next pass",
+                    );
                     refused.insert(t.unit.as_str());
                 }
             }

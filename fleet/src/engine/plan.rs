@@ -98,7 +98,10 @@ pub fn plan(
     let mut machines = Vec::with_capacity(snapshot.machines.len());
     for m in &snapshot.machines {
         if m.id.is_empty() || !present.insert(m.id.as_str()) {
-            tracing::warn!(machine = %m.id, "ignoring a presence record with an empty or repeated ID");
+            tracing::warn!(
+                machine = %m.id,
+                "ignoring a presence record with an empty or repeated ID",
+            );
             continue;
         }
         machines.push(scheduler::Machine {
