@@ -124,7 +124,7 @@ mod tests {
         let json = serde_json::to_string(&o).unwrap();
         assert_eq!(
             json,
-            r#"{"Name":"a.service","UnitHash":[28,111,182,243,104,75,175,176,193,115,93,139,185,87,206,255,3,17,128,193]}"#
+            r#"{"Name":"a.service","UnitHash":[28,111,182,243,104,75,175,176,193,115,216,184,185,87,206,255,3,17,128,193]}"#
         );
         assert_eq!(serde_json::from_str::<JobObject>(&json).unwrap(), o);
         assert_eq!(o.hash().short(), "1c6fb6f");
