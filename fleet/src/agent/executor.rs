@@ -48,10 +48,10 @@ impl<S: KvStore, D: UnitDriver> Agent<S, D> {
         &self,
         mut stop: watch::Receiver<bool>,
         mut desired: watch::Receiver<Option<Arc<DesiredState>>>,
+        mut presence: watch::Receiver<Presence>,
         local_tx: &watch::Sender<Local>,
         mut local: Local,
     ) -> Local {
-        let mut presence = self.presence.subscribe();
         let mut failures: BTreeMap<String, Failure> = BTreeMap::new();
         loop {
             let retry_at = failures.values().map(|f| f.until).min();

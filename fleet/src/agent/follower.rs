@@ -68,10 +68,10 @@ impl<S: KvStore, D: UnitDriver> Agent<S, D> {
         &self,
         mut stop: watch::Receiver<bool>,
         desired: &watch::Sender<Option<Arc<DesiredState>>>,
+        mut presence: watch::Receiver<Presence>,
     ) {
         let cfg = &self.config;
         let mut backoff = Backoff::new(cfg.retry_backoff, cfg.max_retry_backoff);
-        let mut presence = self.presence.subscribe();
         let mut delay = None;
         'read: loop {
             if let Some(d) = delay.take() {
@@ -271,5 +271,100 @@ fn classify_event(kind: KeyKind<'_>, event: &Event, view: &View, me: &str, reads
             reads.metadata = true;
         }
         _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use kv_core::{Action, NodeView};
+
+    use super::*;
+    use crate::registry::{JobState, Keys, UnitContents};
+
+    fn event(key: &str, value: Option<&str>) -> Event {
+        Event {
+            action: Action::Set,
+            node: NodeView {
+                key: key.into(),
+                value: value.map(Into::into),
+                ..NodeView::default()
+            },
+            prev_node: None,
+            index: 1,
+            batch: None,
+        }
+    }
+
+    /// Which events make the agent of `m1` re-read something.
+    #[test]
+    fn only_events_concerning_this_machine_are_followed() {
+        let keys = Keys::default();
+        let mut view = View::default();
+        view.units.insert(
+            "known.service".into(),
+            Unit {
+                name: "known.service".into(),
+                contents: Arc::new(
+                    UnitContents::from_text("[Service]\nExecStart=/bin/true\n").unwrap(),
+                ),
+                desired: JobState::Launched,
+                target: Some("m1".into()),
+                launched_on: None,
+            },
+        );
+        let reads_for = |key: &str, value: Option<&str>| {
+            let key = format!("/_coreos.com/fleet/{key}");
+            let mut reads = Reads::default();
+            classify_event(
+                keys.classify(&key),
+                &event(&key, value),
+                &view,
+                "m1",
+                &mut reads,
+            );
+            (reads.units.into_iter().collect::<Vec<_>>(), reads.metadata)
+        };
+        let unit = |n: &str| (vec![n.to_string()], false);
+        let nothing = (Vec::<String>::new(), false);
+        // New or replaced contents: always (it may be a global unit).
+        assert_eq!(
+            reads_for("job/new.service/object", Some("{}")),
+            unit("new.service")
+        );
+        // Schedules: onto this machine, or of a unit known here.
+        assert_eq!(
+            reads_for("job/new.service/target", Some("m1")),
+            unit("new.service")
+        );
+        assert_eq!(reads_for("job/new.service/target", Some("m2")), nothing);
+        assert_eq!(
+            reads_for("job/known.service/target", None),
+            unit("known.service")
+        );
+        // Desired states and destruction: of units known here only.
+        assert_eq!(
+            reads_for("job/known.service/target-state", Some("loaded")),
+            unit("known.service")
+        );
+        assert_eq!(
+            reads_for("job/other.service/target-state", Some("loaded")),
+            nothing
+        );
+        assert_eq!(reads_for("job/known.service", None), unit("known.service"));
+        assert_eq!(reads_for("job/other.service", None), nothing);
+        // Heartbeats, states, presences, other machines, the lease: never.
+        assert_eq!(
+            reads_for("job/known.service/job-state", Some("m1")),
+            nothing
+        );
+        assert_eq!(reads_for("states/known.service/m1", Some("{}")), nothing);
+        assert_eq!(reads_for("machines/m1/object", Some("{}")), nothing);
+        assert_eq!(reads_for("machines/m2/metadata/zone", Some("a")), nothing);
+        assert_eq!(reads_for("lease/engine-leader", Some("{}")), nothing);
+        // This machine's dynamic metadata.
+        assert_eq!(
+            reads_for("machines/m1/metadata/zone", Some("a")),
+            (vec![], true)
+        );
     }
 }

@@ -157,11 +157,19 @@ impl<S: KvStore, D: UnitDriver> Agent<S, D> {
             shutdown.await;
             stop_tx.send_replace(true);
         };
+        // Every part subscribes to the presence before any part runs, so none misses the
+        // first registration.
         let parts = async {
             tokio::join!(
                 self.heart(stop_rx.clone()),
-                self.follow(stop_rx.clone(), &desired_tx),
-                self.execute(stop_rx.clone(), desired_rx, &local_tx, local),
+                self.follow(stop_rx.clone(), &desired_tx, self.presence.subscribe()),
+                self.execute(
+                    stop_rx.clone(),
+                    desired_rx,
+                    self.presence.subscribe(),
+                    &local_tx,
+                    local
+                ),
                 self.publish(stop_rx.clone(), changes, systemd, local_rx),
             )
         };
