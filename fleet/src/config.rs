@@ -93,8 +93,6 @@ pub struct Config {
     /// `machine_id`: this machine's ID (default: `/etc/machine-id`). Flotilla's addition,
     /// so several machines can run on one host.
     pub machine_id: Option<String>,
-    /// `data_dir`: where the embedded store and the native supervisor keep their state.
-    pub data_dir: PathBuf,
     /// `api_socket`: the API's unix socket (empty: none).
     pub api_socket: Option<PathBuf>,
     /// `api_listen`: the API's TCP address (empty: none).
@@ -121,12 +119,40 @@ impl Default for Config {
             disable_engine: false,
             disable_watches: false,
             machine_id: None,
-            data_dir: PathBuf::from("/var/lib/flotilla/fleetd"),
             api_socket: Some(PathBuf::from("/var/run/fleet.sock")),
             api_listen: None,
         }
     }
 }
+
+/// Every key fleetd reads (fleet's, then Flotilla's), as file keys, `FLEET_<KEY>`
+/// variables and `--<key>` flags.
+pub const KEYS: [&str; 24] = [
+    "verbosity",
+    "etcd_servers",
+    "etcd_key_prefix",
+    "etcd_request_timeout",
+    "etcd_cafile",
+    "etcd_certfile",
+    "etcd_keyfile",
+    "etcd_username",
+    "etcd_password",
+    "engine_reconcile_interval",
+    "public_ip",
+    "metadata",
+    "agent_ttl",
+    "units_directory",
+    "systemd_user",
+    "token_limit",
+    "disable_engine",
+    "disable_watches",
+    "verify_units",
+    "authorized_keys_file",
+    "enable_grpc",
+    "machine_id",
+    "api_socket",
+    "api_listen",
+];
 
 /// Keys fleet 1.0 accepts but no longer acts on: logged, not refused.
 const DEPRECATED_KEYS: [&str; 3] = ["verify_units", "authorized_keys_file", "enable_grpc"];
@@ -257,7 +283,6 @@ impl Config {
             "disable_engine" => self.disable_engine = parse_bool(value).map_err(bad)?,
             "disable_watches" => self.disable_watches = parse_bool(value).map_err(bad)?,
             "machine_id" => self.machine_id = (!value.is_empty()).then(|| value.to_owned()),
-            "data_dir" => self.data_dir = PathBuf::from(value),
             "api_socket" => self.api_socket = path(value),
             "api_listen" => self.api_listen = (!value.is_empty()).then(|| value.to_owned()),
             k if DEPRECATED_KEYS.contains(&k) => deprecated.push(k.to_owned()),
@@ -278,12 +303,37 @@ impl Config {
 }
 
 /// Whether fleetd has an option of this name.
-fn is_key(key: &str) -> bool {
-    let mut c = Config::default();
-    !matches!(
-        c.set(key, "", "", &mut Vec::new()),
-        Err(ConfigError::UnknownKey { .. })
-    )
+pub fn is_key(key: &str) -> bool {
+    KEYS.contains(&key)
+}
+
+/// Takes fleet's `--<key>=<value>` and `--<key> <value>` flags out of `args`, leaving the
+/// rest (fleetd's own flags, the embedded store's) in order.
+pub fn take_key_flags(args: &mut Vec<String>) -> Vec<(String, String)> {
+    let mut flags = Vec::new();
+    let mut rest = Vec::with_capacity(args.len());
+    let mut it = std::mem::take(args).into_iter();
+    while let Some(a) = it.next() {
+        let Some(body) = a.strip_prefix("--") else {
+            rest.push(a);
+            continue;
+        };
+        let (key, inline) = match body.split_once('=') {
+            Some((k, v)) => (k.to_owned(), Some(v.to_owned())),
+            None => (body.to_owned(), None),
+        };
+        if !is_key(&key) {
+            rest.push(a);
+            continue;
+        }
+        let value = match inline {
+            Some(v) => v,
+            None => it.next().unwrap_or_default(),
+        };
+        flags.push((key, value));
+    }
+    *args = rest;
+    flags
 }
 
 /// Strips one pair of matching quotes, as fleet's config reader does.
@@ -427,6 +477,37 @@ mod tests {
         let missing = dir.path().join("missing.conf");
         let e = Config::load(Some(&missing), env(&[]), &[]).unwrap_err();
         assert!(matches!(e, ConfigError::Read { .. }));
+    }
+
+    #[test]
+    fn key_flags_are_taken_out() {
+        let mut args: Vec<String> = [
+            "fleetd",
+            "--agent_ttl=5s",
+            "--name",
+            "m1",
+            "--metadata",
+            "a=b",
+            "--data-dir",
+            "/x",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let flags = take_key_flags(&mut args);
+        assert_eq!(
+            flags,
+            [
+                ("agent_ttl".to_string(), "5s".to_string()),
+                ("metadata".to_string(), "a=b".to_string())
+            ]
+        );
+        assert_eq!(args, ["fleetd", "--name", "m1", "--data-dir", "/x"]);
+        for k in KEYS {
+            let mut c = Config::default();
+            let r = c.set(k, "", "test", &mut Vec::new());
+            assert!(!matches!(r, Err(ConfigError::UnknownKey { .. })), "{k}");
+        }
     }
 
     #[test]

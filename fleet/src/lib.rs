@@ -32,6 +32,7 @@ pub mod api;
 pub mod client;
 pub mod config;
 pub mod ctl;
+pub mod daemon;
 pub mod dev;
 pub mod engine;
 pub mod registry;

@@ -79,7 +79,10 @@ mod tests {
             "ffffffffffffffffffffffffffffffff"
         );
         let e = machine_id(Some("m1"), &f).unwrap_err().to_string();
-        assert_eq!(e, "machine_id: machine ID \"m1\" is not 32 hexadecimal digits");
+        assert_eq!(
+            e,
+            "machine_id: machine ID \"m1\" is not 32 hexadecimal digits"
+        );
         let e = machine_id(None, &dir.path().join("nope")).unwrap_err();
         assert!(matches!(e, HostError::Unreadable { .. }));
     }
