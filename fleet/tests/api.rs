@@ -1176,6 +1176,35 @@ async fn default_handlers_and_methods() {
     }
 }
 
+// Extra routes (the daemon's /metrics) are merged before fleet's default handlers and
+// get the Server header.
+#[tokio::test]
+async fn extra_routes_are_merged() {
+    let registry = Arc::new(Registry::new(etcd_store().await));
+    let extra = axum::Router::new().route("/metrics", axum::routing::get(|| async { "m 1\n" }));
+    let config = ApiConfig {
+        version: VERSION.into(),
+        ..ApiConfig::default()
+    };
+    let router = api::router_with(registry.clone(), config, extra);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (_stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(api::serve_tcp(listener, router, async {
+        let _ = stopped.await;
+    }));
+    let s = Server {
+        url,
+        registry,
+        http: reqwest::Client::new(),
+        _stop,
+    };
+    let r = s.get("/metrics").await;
+    assert_eq!((r.status, r.body.as_str()), (200, "m 1\n"));
+    s.get("/metricz").await.assert_error(404, "");
+    assert_eq!(s.get("/fleet/v1/units").await.status, 200);
+}
+
 // An unreachable store is a 503 in fleet's words, naming the store.
 #[tokio::test]
 async fn unreachable_store_is_503() {
