@@ -1176,6 +1176,35 @@ async fn default_handlers_and_methods() {
     }
 }
 
+// Extra routes (the daemon's /metrics) are merged before fleet's default handlers and
+// get the Server header.
+#[tokio::test]
+async fn extra_routes_are_merged() {
+    let registry = Arc::new(Registry::new(etcd_store().await));
+    let extra = axum::Router::new().route("/metrics", axum::routing::get(|| async { "m 1\n" }));
+    let config = ApiConfig {
+        version: VERSION.into(),
+        ..ApiConfig::default()
+    };
+    let router = api::router_with(registry.clone(), config, extra);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (_stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(api::serve_tcp(listener, router, async {
+        let _ = stopped.await;
+    }));
+    let s = Server {
+        url,
+        registry,
+        http: reqwest::Client::new(),
+        _stop,
+    };
+    let r = s.get("/metrics").await;
+    assert_eq!((r.status, r.body.as_str()), (200, "m 1\n"));
+    s.get("/metricz").await.assert_error(404, "");
+    assert_eq!(s.get("/fleet/v1/units").await.status, 200);
+}
+
 // An unreachable store is a 503 in fleet's words, naming the store.
 #[tokio::test]
 async fn unreachable_store_is_503() {
@@ -1838,4 +1867,119 @@ async fn answers_are_fleet_1_0s() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+// ---- fleet 1.0's fleetctl ----
+
+/// fleet 1.0's own `fleetctl --endpoint unix://...` drives our API: submit, list, load,
+/// cat, destroy, machines. Needs fleet 1.0's fleetctl binary (`FLEETCTL_1_0`, by default
+/// `/work/oracle/bin/fleetctl`), hence ignored; run with `--ignored`.
+#[tokio::test]
+#[ignore = "needs fleet 1.0's fleetctl binary (FLEETCTL_1_0)"]
+async fn fleetctl_1_0_drives_the_api() {
+    let fleetctl =
+        std::env::var("FLEETCTL_1_0").unwrap_or_else(|_| "/work/oracle/bin/fleetctl".into());
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("fleet.sock");
+    let registry = Arc::new(Registry::new(etcd_store().await));
+    let s = serve_registry(registry.clone(), 100).await;
+    let listener = api::bind_unix(&sock).unwrap();
+    let (_stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(api::serve_unix(
+        listener,
+        api::router(registry, ApiConfig::default()),
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    s.add_machine(
+        "b9409416710c4304bdd7779cacf482b3",
+        "10.0.0.1",
+        &[("region", "us-east")],
+    )
+    .await;
+    s.add_machine("cd643b549976459fa2db8012d5b06b71", "10.0.0.2", &[])
+        .await;
+    std::fs::write(dir.path().join("hello.service"), SLEEP).unwrap();
+    std::fs::write(
+        dir.path().join("bad.service"),
+        "[Service]\nExecStart=/bin/true\n[X-Fleet]\nMachineID=abc\nGlobal=true\n",
+    )
+    .unwrap();
+    let endpoint = format!("unix://{}", sock.display());
+    let run = |args: &'static [&'static str]| {
+        let mut cmd = tokio::process::Command::new(&fleetctl);
+        cmd.arg("--endpoint")
+            .arg(&endpoint)
+            .args(args)
+            .current_dir(dir.path())
+            .env_remove("FLEETCTL_ENDPOINT");
+        async move {
+            let out = cmd.output().await.expect("fleetctl runs");
+            (
+                out.status.code(),
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            )
+        }
+    };
+
+    let (code, out, err) = run(&["submit", "hello.service"]).await;
+    assert_eq!(
+        (code, out.as_str()),
+        (Some(0), "Unit hello.service inactive\n"),
+        "{err}"
+    );
+    let (code, out, _) = run(&["list-unit-files"]).await;
+    assert_eq!(code, Some(0));
+    assert_eq!(
+        out,
+        "UNIT\t\tHASH\tDSTATE\t\tSTATE\t\tTARGET\nhello.service\t1c6fb6f\tinactive\tinactive\t-\n"
+    );
+    let (code, out, _) = run(&["load", "--no-block", "hello.service"]).await;
+    assert_eq!(
+        (code, out.as_str()),
+        (Some(0), "Triggered unit hello.service load\n")
+    );
+    assert_eq!(s.units().await[0].1, JobState::Loaded);
+    let (code, out, _) = run(&["cat", "hello.service"]).await;
+    assert_eq!((code, out.as_str()), (Some(0), SLEEP));
+    let (code, out, _) = run(&["list-machines"]).await;
+    assert_eq!(code, Some(0));
+    assert_eq!(
+        out,
+        "MACHINE\t\tIP\t\tMETADATA\nb9409416...\t10.0.0.1\tregion=us-east\ncd643b54...\t10.0.0.2\t-\n"
+    );
+    s.add_state(
+        "hello.service",
+        "b9409416710c4304bdd7779cacf482b3",
+        "active",
+    )
+    .await;
+    let (code, out, _) = run(&["list-units"]).await;
+    assert_eq!(code, Some(0));
+    assert_eq!(
+        out,
+        "UNIT\t\tMACHINE\t\t\tACTIVE\tSUB\nhello.service\tb9409416.../10.0.0.1\tactive\trunning\n"
+    );
+    // Over TCP too.
+    let out = tokio::process::Command::new(&fleetctl)
+        .args(["--endpoint", &s.url, "list-unit-files", "--no-legend"])
+        .env_remove("FLEETCTL_ENDPOINT")
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "hello.service\t1c6fb6f\tloaded\tinactive\t-\n"
+    );
+    let (code, _, err) = run(&["submit", "bad.service"]).await;
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("MachineID cannot be used with Global"),
+        "{err}"
+    );
+    let (code, out, _) = run(&["destroy", "hello.service"]).await;
+    assert_eq!((code, out.as_str()), (Some(0), "Destroyed hello.service\n"));
+    assert!(s.units().await.is_empty());
 }

@@ -7,12 +7,14 @@
 //! fleet's decision procedure (§5.4), fleet's page tokens (§5.5), machine metadata
 //! `PATCH` (§5.6), a discovery document (§5.7), fleet's error bodies and default handlers,
 //! and `Server: fleetd/<version>` on every response. [`serve_tcp`] and [`serve_unix`]
-//! serve it until a shutdown future completes.
+//! serve it until a shutdown future completes. `tests/api.rs` replays fleet 1.0's
+//! recorded answers (`testdata/oracle/api`) against it.
 //!
 //! Where fleet had gaps, this server is stricter, on purpose:
 //! * unit options are validated on every create **and** replace (fleet skipped replace),
-//!   and a unit whose options do not make a unit file is refused (400, the parser's
-//!   message);
+//!   options whose text go-systemd or systemd's parser cannot read are refused (400, the
+//!   parser's message), and a unit is stored as its text reads back (values trimmed), so
+//!   what the API compares is what agents run;
 //! * an unknown `desiredState` is a 400 (fleet answered 500 on create and stored it on
 //!   update, after which the unit could no longer be read);
 //! * a template cannot be created with an active desired state either (fleet refused it
@@ -297,7 +299,8 @@ pub async fn serve_tcp(
 /// is removed (a socket something still listens on is not: that is `AddrInUse`), and the
 /// socket is made readable and writable by its owner and group only (mode 0660), as
 /// fleet's documentation recommends for `/var/run/fleet.sock`: the API has no
-/// authentication, so access to the socket is access to the cluster.
+/// authentication, so access to the socket is access to the cluster. Call it inside a
+/// tokio runtime (the listener registers with it).
 ///
 /// # Errors
 /// When the path is taken by a live socket or another file, or binding fails.
