@@ -90,7 +90,19 @@ async fn a_bad_value_names_its_key() {
         })
         .await
         .unwrap();
-    let err = Registry::new(store).units().await.unwrap_err().to_string();
+    let reg = Registry::new(store);
+    reg.put_unit(
+        "ok.service",
+        UnitContents::from_text(HELLO).unwrap(),
+        JobState::Inactive,
+    )
+    .await
+    .unwrap();
+    // The listing goes on without the bad unit; reading it names the key.
+    let (units, _) = reg.units().await.unwrap();
+    let names: Vec<_> = units.iter().map(|u| u.name.as_str()).collect();
+    assert_eq!(names, ["ok.service"]);
+    let err = reg.unit("x.service").await.unwrap_err().to_string();
     assert!(
         err.contains("/_coreos.com/fleet/job/x.service/object") && err.contains("not a job object"),
         "{err}"

@@ -268,16 +268,25 @@ impl<S: KvStore> Registry<S> {
         }))
     }
 
-    /// Every unit, in name order, and the store index of the read.
+    /// Every unit, in name order, and the store index of the read. Units whose records are
+    /// not fleet's are left out (and logged).
     ///
     /// # Errors
-    /// When the store fails, or a unit's record is not fleet's.
+    /// When the store fails.
     pub async fn units(&self) -> Result<(Vec<Unit>, u64)> {
         let (dirs, index) = self.read_dir(&self.keys.jobs(), true).await?;
         let mut units = Vec::with_capacity(dirs.len());
         for d in &dirs {
-            if let Some(u) = self.decode_job(d).await? {
-                units.push(u);
+            match self.decode_job(d).await {
+                Ok(Some(u)) => units.push(u),
+                Ok(None) => {}
+                // One unit that is not fleet's (a missing blob, bad JSON) must not stop the
+                // engine or hide every other unit: it is left out, as fleet leaves it out,
+                // and [`Registry::unit`] names what is wrong with it.
+                Err(RegistryError::BadValue { key, detail }) => {
+                    tracing::warn!(%key, "skipping a unit: {detail}");
+                }
+                Err(e) => return Err(e),
             }
         }
         Ok((units, index))
@@ -286,7 +295,8 @@ impl<S: KvStore> Registry<S> {
     /// One unit, if it exists.
     ///
     /// # Errors
-    /// As for [`Registry::units`].
+    /// When the store fails, or the unit's record is not fleet's
+    /// ([`RegistryError::BadValue`] naming the key).
     pub async fn unit(&self, name: &str) -> Result<Option<Unit>> {
         match self.store.get(&self.keys.job(name), true, true).await {
             Ok(e) => self.decode_job(&e.node).await,
