@@ -19,7 +19,7 @@ use systemd_driver::{
 };
 use tokio::sync::watch;
 
-use crate::agent::{Agent, AgentConfig, AgentError};
+use crate::agent::{Agent, AgentConfig, AgentError, Presence};
 use crate::api::{self, ApiConfig};
 use crate::config::Config;
 use crate::engine::{Engine, EngineConfig, EngineError};
@@ -200,7 +200,25 @@ async fn run_roles<S: KvStore, D: UnitDriver>(
             .unwrap_or(ApiConfig::default().token_limit),
         version: VERSION.to_owned(),
     };
-    let router = api::router_with(registry, api_config, metrics::router(metrics));
+    // fleet answers 503 until the machine is registered, and while it is cut off.
+    let presence = agent.presence();
+    let router = api::router_with(registry, api_config, metrics::router(metrics)).layer(
+        axum::middleware::from_fn(
+            move |req: axum::extract::Request, next: axum::middleware::Next| {
+                let alive = matches!(*presence.borrow(), Presence::Alive);
+                async move {
+                    if alive || req.uri().path() == "/metrics" {
+                        next.run(req).await
+                    } else {
+                        axum::response::IntoResponse::into_response(api::ApiError::new(
+                            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                            api::UNAVAILABLE,
+                        ))
+                    }
+                }
+            },
+        ),
+    );
     let mut servers = Vec::new();
     if let Some(addr) = &config.api_listen {
         let listener = tokio::net::TcpListener::bind(addr)
