@@ -4,8 +4,8 @@
 //!
 //! [`Cli`] is the command line; [`run`] executes it and returns the process exit code
 //! (etcdctl's: 0 success, 1 bad arguments, 2 no connection, 4 server error, 5 cluster not
-//! healthy). The commands and their printing are written once, over a small transport
-//! trait with an HTTP implementation (reqwest) and a gRPC one ([`crate::client::KvClient`]
+//! healthy). The commands and their printing are written once, over a small `Api`
+//! trait with an HTTP implementation (reqwest) and a gRPC one ([`kv_client::KvClient`]
 //! on a current-thread tokio runtime); both give the same output, messages and exit codes.
 
 use std::io::{BufReader, Read as _, Write as _};
@@ -15,7 +15,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde::Deserialize;
 
-use crate::http::json::push_str;
+use kv_core::json::push_str;
 
 mod grpc;
 mod http;
@@ -44,8 +44,8 @@ pub mod exit {
 pub struct Cli {
     /// The API to speak: `http` (etcd's v2 HTTP API; kvd and etcd) or `grpc` (kvd's
     /// `kv.v1`, served on the same client URLs).
-    #[arg(long, env = "KVCTL_API", value_enum, default_value_t = Api::Http, global = true)]
-    pub api: Api,
+    #[arg(long, env = "KVCTL_API", value_enum, default_value_t = ApiKind::Http, global = true)]
+    pub api: ApiKind,
     /// A comma-delimited list of machine addresses in the cluster.
     #[arg(
         long,
@@ -96,7 +96,7 @@ pub struct Cli {
 
 /// The API kvctl speaks (`--api`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Api {
+pub enum ApiKind {
     /// etcd's v2 HTTP API (`/v2/keys`, `/v2/members`, `/health`): kvd and etcd.
     Http,
     /// kvd's gRPC API `kv.v1` (on the same client URLs as HTTP; kvd only).
@@ -556,7 +556,7 @@ fn tls_config(
     endpoints: &[String],
     alpn: &[&[u8]],
 ) -> Result<Option<rustls::ClientConfig>, Fail> {
-    use crate::tls::{CertKey, ServerVerification};
+    use kv_client::tls::{CertKey, ServerVerification};
     let identity = match (&cli.cert_file, &cli.key_file) {
         (Some(c), Some(k)) => Some(CertKey::new("--cert-file", c, "--key-file", k)),
         (None, None) => None,
@@ -586,7 +586,7 @@ fn tls_config(
         }
         (None, false) => ServerVerification::System,
     };
-    crate::tls::client_config(&verify, identity.as_ref(), alpn)
+    kv_client::tls::client_config(&verify, identity.as_ref(), alpn)
         .map(Some)
         .map_err(|e| error(exit::BAD_ARGS, e))
 }
@@ -611,7 +611,7 @@ struct Put {
     in_order: bool,
 }
 
-/// A request of the keys API, as the commands build it; each transport encodes it.
+/// A request of the keys API, as the commands build it; each [`Api`] encodes it.
 #[derive(Debug)]
 enum KeysRequest {
     /// Read a key (a directory lists its children).
@@ -634,11 +634,11 @@ enum KeysRequest {
     },
 }
 
-/// What the commands need from the store, over the v2 HTTP API ([`http::HttpTransport`])
-/// or kvd's gRPC `kv.v1` ([`grpc::GrpcTransport`]). Both try the endpoints in order and
+/// What the commands need from the store, over the v2 HTTP API ([`http::HttpApi`]) or
+/// kvd's gRPC `kv.v1` ([`grpc::GrpcApi`]). Both try the endpoints in order and
 /// fail with [`unavailable`] (exit 2) when none accepts a connection; store errors come
 /// back as etcdctl prints them, so the commands and their output are shared.
-trait Transport {
+trait Api {
     /// A keys request: the event (with the store index of `X-Etcd-Index`) or etcd's error.
     fn keys(&self, req: &KeysRequest) -> Result<CResponse, Fail>;
 
@@ -741,17 +741,17 @@ pub fn run(cli: Cli) -> u8 {
     }
 }
 
-/// The transport `--api` chooses, with the TLS of the flags.
-fn transport(cli: &Cli) -> Result<Box<dyn Transport>, Fail> {
+/// The API `--api` chooses, on the endpoints and with the TLS of the flags.
+fn connect_api(cli: &Cli) -> Result<Box<dyn Api>, Fail> {
     let settings = Settings::new(cli)?;
     Ok(match cli.api {
-        Api::Http => {
+        ApiKind::Http => {
             let tls = tls_config(cli, &settings.endpoints, &[b"http/1.1"])?;
-            Box::new(http::HttpTransport::new(&settings, tls)?)
+            Box::new(http::HttpApi::new(&settings, tls)?)
         }
-        Api::Grpc => {
+        ApiKind::Grpc => {
             let tls = tls_config(cli, &settings.endpoints, &[b"h2"])?;
-            Box::new(grpc::GrpcTransport::new(&settings, tls)?)
+            Box::new(grpc::GrpcApi::new(&settings, tls)?)
         }
     })
 }
@@ -771,7 +771,7 @@ fn execute(cli: &Cli) -> Result<String, Fail> {
     {
         return snapshot_restore(file, data_dir);
     }
-    let t = transport(cli)?;
+    let t = connect_api(cli)?;
     let t = t.as_ref();
     match &cli.command {
         Command::Get { sort, quorum, key } => {
@@ -1020,7 +1020,7 @@ const WATCH_RETRY_MAX: Duration = Duration::from_secs(2);
 /// event's `modifiedIndex + 1`. `on_event` returns whether to keep watching; directory
 /// events are skipped by `watch` and passed to `exec-watch`.
 fn watch(
-    t: &dyn Transport,
+    t: &dyn Api,
     key: &str,
     after_index: u64,
     recursive: bool,
@@ -1056,7 +1056,7 @@ fn watch(
     }
 }
 
-fn member(t: &dyn Transport, cmd: &MemberCommand) -> Result<String, Fail> {
+fn member(t: &dyn Api, cmd: &MemberCommand) -> Result<String, Fail> {
     match cmd {
         MemberCommand::List { args } => {
             if !args.is_empty() {
@@ -1166,7 +1166,7 @@ fn member(t: &dyn Transport, cmd: &MemberCommand) -> Result<String, Fail> {
     }
 }
 
-fn cluster_health(t: &dyn Transport, forever: bool) -> Result<String, Fail> {
+fn cluster_health(t: &dyn Api, forever: bool) -> Result<String, Fail> {
     let members = t
         .members()
         .inspect_err(|_| println!("cluster may be unhealthy: failed to list members"))?;

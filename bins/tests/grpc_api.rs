@@ -1,4 +1,4 @@
-//! kvd's gRPC API (`kv.v1`) through `bins::client::KvClient`, against real kvd processes
+//! kvd's gRPC API (`kv.v1`) through kv-client's `KvClient`, against real kvd processes
 //! (raft backend): every RPC, its errors and limits, both branches of a transaction, watches
 //! from a past index and live, and members and status on a 3-member cluster; and kvbench's
 //! gRPC mode against kvd and a real etcd (v3 API).
@@ -6,7 +6,7 @@
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use bins::client::{ClientError, KvClient, wire};
+use kv_client::{ClientError, KvClient, wire};
 use kv_core::Action;
 use tonic::Code;
 
@@ -30,7 +30,7 @@ fn etcd_code<T: std::fmt::Debug>(r: Result<T, ClientError>) -> (Option<u32>, Opt
     (e.etcd_code(), e.grpc_code())
 }
 
-async fn next_event(w: &mut bins::client::Watch) -> kv_core::Event {
+async fn next_event(w: &mut kv_client::Watch) -> kv_core::Event {
     tokio::time::timeout(Duration::from_secs(10), w.next())
         .await
         .expect("an event within 10 s")
@@ -674,76 +674,6 @@ fn grpc_watch_ends_with_code_400_when_kvd_stops_and_kvd_exits_cleanly() {
     drop(kv);
 }
 
-#[test]
-fn grpc_in_process_over_the_memory_backend() {
-    use std::sync::Arc;
-
-    use bins::http::{Limits, router, serve};
-    use bins::store::memory::{MemoryBackend, MemoryConfig};
-
-    block_on(async {
-        let backend = Arc::new(MemoryBackend::ephemeral(MemoryConfig {
-            id: 0x1234,
-            cluster_id: 0xabcd,
-            name: "mem".into(),
-            peer_urls: vec!["http://127.0.0.1:2380".into()],
-            client_urls: vec![],
-            data_dir: Default::default(),
-        }));
-        let limits = Limits {
-            max_key_bytes: 16,
-            ..Limits::default()
-        };
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let url = format!("http://{}", listener.local_addr().expect("addr"));
-        tokio::spawn(serve(
-            listener,
-            router(backend, limits),
-            std::future::pending(),
-        ));
-        let kv = KvClient::connect(&url).await.expect("connect");
-
-        let e = kv.put("/a-key-longer-than-sixteen", "v").await.unwrap_err();
-        assert_eq!(e.grpc_code(), Some(Code::ResourceExhausted), "{e}");
-        let e = kv
-            .txn(wire::TxnRequest {
-                compare: vec![wire::Compare {
-                    key: "/another-key-that-is-too-long".into(),
-                    target: Some(wire::compare::Target::Exists(true)),
-                }],
-                ..Default::default()
-            })
-            .await
-            .unwrap_err();
-        assert_eq!(e.grpc_code(), Some(Code::ResourceExhausted), "{e}");
-
-        // A transaction's events share one index: a watch from that index replays them all.
-        let t = kv
-            .batch_put([("/m/a", "1"), ("/m/b", "2"), ("/m/c", "3")])
-            .await
-            .expect("batch");
-        let mut w = kv.watch("/m", true, t.index).await.expect("watch");
-        for key in ["/m/a", "/m/b", "/m/c"] {
-            let e = next_event(&mut w).await;
-            assert_eq!((e.node.key.as_str(), e.index), (key, t.index));
-        }
-
-        let st = kv.status().await.expect("status");
-        assert_eq!((st.name.as_str(), st.leader), ("mem", 0x1234));
-        assert_eq!(st.header.expect("header").cluster_id, 0xabcd);
-        let ms = kv.members().await.expect("members");
-        assert_eq!(ms.len(), 1);
-        assert!(ms[0].is_leader);
-        let e = kv
-            .add_member(vec!["http://127.0.0.1:9".into()])
-            .await
-            .unwrap_err();
-        assert_eq!(e.grpc_code(), Some(Code::Unimplemented), "{e}");
-    });
-}
-
 /// Sends and receives raw bytes, to put malformed messages on the wire.
 struct RawCodec;
 
@@ -1051,7 +981,7 @@ impl wire::kv_server::Kv for SkewedIndexes {
         );
         let mut response = tonic::Response::new(Box::pin(events) as Self::WatchStream);
         response.metadata_mut().insert(
-            bins::client::ETCD_INDEX_METADATA,
+            proto::convert::kv::ETCD_INDEX_KEY,
             tonic::metadata::MetadataValue::from(7u64),
         );
         Ok(response)

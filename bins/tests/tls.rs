@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bins::tls::{CertKey, ServerVerification};
+use kv_client::tls::{CertKey, ServerVerification};
 
 use crate::util::{self, Server, member_args};
 
@@ -121,7 +121,7 @@ fn s(p: &Path) -> String {
 /// A blocking HTTPS client trusting the test CA (or nothing, with `verify` None) and
 /// presenting `identity`.
 fn https(verify: ServerVerification, identity: Option<&CertKey>) -> reqwest::blocking::Client {
-    let tls = bins::tls::client_config(&verify, identity, &[b"http/1.1"]).expect("TLS client");
+    let tls = kv_client::tls::client_config(&verify, identity, &[b"http/1.1"]).expect("TLS client");
     reqwest::blocking::Client::builder()
         .use_preconfigured_tls(tls)
         .timeout(Duration::from_secs(5))
@@ -242,17 +242,17 @@ fn https_v2_and_grpc_need_a_client_certificate() {
         .build()
         .expect("runtime");
     rt.block_on(async {
-        let tls = bins::tls::client_config(&ca_verify(&pki), Some(&client_id), &[b"h2"])
+        let tls = kv_client::tls::client_config(&ca_verify(&pki), Some(&client_id), &[b"h2"])
             .expect("TLS client");
-        let kv = bins::client::KvClient::connect_tls(&kvd.url, Arc::new(tls))
+        let kv = kv_client::KvClient::connect_tls(&kvd.url, Arc::new(tls))
             .await
             .expect("gRPC over TLS");
         let got = kv.get("/tls").await.expect("gRPC get");
         assert_eq!(got.node.value.as_deref(), Some("secret"));
         kv.put("/grpc", "over-tls").await.expect("gRPC put");
 
-        let tls = bins::tls::client_config(&ca_verify(&pki), None, &[b"h2"]).expect("TLS");
-        let no_cert = match bins::client::KvClient::connect_tls(&kvd.url, Arc::new(tls)).await {
+        let tls = kv_client::tls::client_config(&ca_verify(&pki), None, &[b"h2"]).expect("TLS");
+        let no_cert = match kv_client::KvClient::connect_tls(&kvd.url, Arc::new(tls)).await {
             Ok(kv) => kv.get("/tls").await.is_err(),
             Err(_) => true,
         };
@@ -408,15 +408,15 @@ fn auto_tls_serves_https_with_a_generated_certificate() {
 fn tls12_client(pki: &Pki, suite: rustls::SupportedCipherSuite) -> rustls::ClientConfig {
     let mut provider = rustls::crypto::ring::default_provider();
     provider.cipher_suites = vec![suite];
-    let roots = bins::tls::load_roots("--ca-file", &pki.ca()).expect("roots");
+    let roots = kv_client::tls::load_roots("--ca-file", &pki.ca()).expect("roots");
     let id = pki.pair("client");
     let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
         .with_protocol_versions(&[&rustls::version::TLS12])
         .expect("TLS 1.2")
         .with_root_certificates(roots)
         .with_client_auth_cert(
-            bins::tls::load_certs("--cert-file", &id.cert).expect("certs"),
-            bins::tls::load_key("--key-file", &id.key).expect("key"),
+            kv_client::tls::load_certs("--cert-file", &id.cert).expect("certs"),
+            kv_client::tls::load_key("--key-file", &id.key).expect("key"),
         )
         .expect("client identity");
     config.alpn_protocols = vec![b"h2".to_vec()];
@@ -452,7 +452,7 @@ fn revoked_client_certificates_and_unlisted_cipher_suites_are_refused() {
     let revoked = https(ca_verify(&pki), Some(&pki.pair("revoked")));
     let refused = revoked.get(format!("{}/v2/keys/crl", kvd.url)).send();
     assert!(refused.is_err(), "a revoked certificate got {refused:?}");
-    let tls = bins::tls::client_config(&ca_verify(&pki), Some(&pki.pair("revoked")), &[b"h2"])
+    let tls = kv_client::tls::client_config(&ca_verify(&pki), Some(&pki.pair("revoked")), &[b"h2"])
         .expect("TLS client");
     assert!(
         h2_over_tls(&kvd.url, tls).is_err(),
@@ -713,9 +713,10 @@ fn three_members_replicate_over_peer_tls_with_client_certs_and_a_crl() {
     });
     // The peer port is TLS and requires a certificate from the peer CA.
     let peer1 = pki.pair("peer1");
-    let with = bins::tls::client_config(&ca_verify(&pki), Some(&peer1), &[b"h2"]).expect("TLS");
+    let with =
+        kv_client::tls::client_config(&ca_verify(&pki), Some(&peer1), &[b"h2"]).expect("TLS");
     h2_over_tls(&peers[1], with).expect("a peer certificate is accepted");
-    let without = bins::tls::client_config(&ca_verify(&pki), None, &[b"h2"]).expect("TLS");
+    let without = kv_client::tls::client_config(&ca_verify(&pki), None, &[b"h2"]).expect("TLS");
     assert!(
         h2_over_tls(&peers[1], without).is_err(),
         "a peer without a certificate was served"
@@ -723,7 +724,7 @@ fn three_members_replicate_over_peer_tls_with_client_certs_and_a_crl() {
     // A certificate from the same CA that the peer CRL revokes is refused too.
     let revoked = pki.pair("revoked");
     let revoked =
-        bins::tls::client_config(&ca_verify(&pki), Some(&revoked), &[b"h2"]).expect("TLS");
+        kv_client::tls::client_config(&ca_verify(&pki), Some(&revoked), &[b"h2"]).expect("TLS");
     assert!(
         h2_over_tls(&peers[1], revoked).is_err(),
         "a revoked peer certificate was served"
@@ -747,7 +748,8 @@ fn peer_tls_member(pki: &Pki, data: &Path, extra: &[&str]) -> (Server, String) {
 fn peer_certificates_can_be_limited_to_a_cn_or_a_host_name() {
     let pki = pki();
     let peer_client = |name: &str| {
-        bins::tls::client_config(&ca_verify(&pki), Some(&pki.pair(name)), &[b"h2"]).expect("TLS")
+        kv_client::tls::client_config(&ca_verify(&pki), Some(&pki.pair(name)), &[b"h2"])
+            .expect("TLS")
     };
     let data = tempfile::tempdir().expect("tempdir");
     let (_m, peer) = peer_tls_member(&pki, data.path(), &["--peer-cert-allowed-cn", "peer2"]);
@@ -777,7 +779,8 @@ fn three_members_replicate_over_peer_auto_tls() {
     let fixtures = data.path().join("m1").join("fixtures").join("peer");
     assert!(fixtures.join("cert.pem").exists() && fixtures.join("key.pem").exists());
     // TLS with a self-signed certificate: encrypted, not verified (as etcd's auto TLS).
-    let any = bins::tls::client_config(&ServerVerification::None, None, &[b"h2"]).expect("TLS");
+    let any =
+        kv_client::tls::client_config(&ServerVerification::None, None, &[b"h2"]).expect("TLS");
     h2_over_tls(&peers[0], any).expect("the peer port serves TLS");
 }
 
@@ -785,7 +788,7 @@ fn three_members_replicate_over_peer_auto_tls() {
 /// configuration, so no session is resumed), to a client trusting the test CA and
 /// presenting `client`.
 fn served_certificate(pki: &Pki, url: &str, client: &CertKey) -> Result<Vec<u8>, String> {
-    let config = bins::tls::client_config(&ca_verify(pki), Some(client), &[b"h2"])
+    let config = kv_client::tls::client_config(&ca_verify(pki), Some(client), &[b"h2"])
         .map_err(|e| e.to_string())?;
     let (mut conn, mut tcp) = tls_connect(url, config)?;
     while conn.is_handshaking() {
@@ -800,7 +803,7 @@ fn served_certificate(pki: &Pki, url: &str, client: &CertKey) -> Result<Vec<u8>,
 
 /// The DER of the (first) certificate in `path`.
 fn der_of(path: &Path) -> Vec<u8> {
-    bins::tls::load_certs("--cert-file", path).expect("certificate")[0].to_vec()
+    kv_client::tls::load_certs("--cert-file", path).expect("certificate")[0].to_vec()
 }
 
 /// Polls `done` until it holds; panics after 20 s with `what` and kvd's log.
@@ -869,8 +872,9 @@ fn renewed_certificates_and_crls_are_used_without_a_restart() {
     assert_eq!(served(&kvd.url, &client), der_of(&pki.path("server.pem")));
     assert_eq!(served(&kvd.peer_url, &peer), der_of(&pki.path("peer1.pem")));
     let revoked = || {
-        let tls = bins::tls::client_config(&ca_verify(&pki), Some(&pki.pair("revoked")), &[b"h2"])
-            .expect("TLS client");
+        let tls =
+            kv_client::tls::client_config(&ca_verify(&pki), Some(&pki.pair("revoked")), &[b"h2"])
+                .expect("TLS client");
         h2_over_tls(&kvd.url, tls)
     };
     revoked().expect("`revoked` is served while the CRL does not list it");

@@ -14,8 +14,8 @@
 //! without copying ([`NodeRef`]). [`Store::snapshot`] and
 //! [`Store::restore`] stream the whole state in a versioned, checksummed format.
 //!
-//! The serde forms of [`NodeView`] and [`Error`] are etcd's v2 JSON, so an HTTP front end
-//! can send them as they are.
+//! The serde forms of [`NodeView`] and [`Error`] are etcd's v2 JSON; [`json`] writes events
+//! and errors byte for byte as etcd's Go encoder does (what kvd's HTTP front end sends).
 //!
 //! # Design decisions
 //!
@@ -76,6 +76,7 @@
 mod command;
 mod error;
 mod event;
+pub mod json;
 mod node;
 pub mod path;
 mod snapshot;

@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use kv_client::tls::TlsConnector;
 use parking_lot::Mutex;
 use proto::raft_v1::raft_client::RaftClient;
 use proto::raft_v1::raft_server::{Raft, RaftServer};
@@ -30,7 +31,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-use crate::tls::{TlsConnector, TransportTls};
+use crate::tls::TransportTls;
 use crate::transport::{Inbox, Transport};
 
 const SNAPSHOT_CHUNK: usize = 1 << 20;

@@ -1,8 +1,8 @@
 //! A replicated, durable state machine: raft (tikv's `raft` crate) driven on tokio, with the
 //! log in RocksDB and a gRPC peer transport.
 //!
-//! A [`Node`] is one member of a cluster. It owns a [`StateMachine`] (kv-core's store in
-//! Flotilla, anything deterministic in general), a data directory holding its raft log,
+//! A [`Node`] is one member of a cluster. It owns a [`StateMachine`] (kv-server's
+//! `StoreMachine`, kv-core's store, in Flotilla; anything deterministic in general), a data directory holding its raft log,
 //! hard state and snapshots ([`storage::RocksLogStore`]), and a [`Transport`] to reach the
 //! other members ([`GrpcTransport`] in production, `MemNetwork` in tests). Clients call
 //! [`Node::write`] on any member (followers forward to the leader), [`Node::read`] with a
@@ -100,8 +100,9 @@
 //! (two rustls configurations: what the peer listener presents and whom it accepts, and how
 //! this member verifies peers and which client certificate it presents), and give members
 //! `https://` peer URLs. [`GrpcTransport::serve`] then serves TLS, and `https://` peers are
-//! dialled over TLS (ALPN `h2`). [`tls::accept`] and [`tls::TlsConnector`] are the two
-//! halves, public for embedders serving their own services over TLS. rustls is re-exported
+//! dialled over TLS (ALPN `h2`). [`tls::accept`] and kv-client's
+//! [`TlsConnector`](kv_client::tls::TlsConnector) are the two halves, public for embedders
+//! serving their own services over TLS. rustls is re-exported
 //! as [`tls::rustls`] (ring provider; no aws-lc-rs).
 //!
 //! # Design
@@ -135,7 +136,6 @@
 mod config;
 mod error;
 pub mod grpc;
-mod kv;
 #[cfg(any(test, feature = "test-util"))]
 mod memory;
 mod node;

@@ -8,28 +8,23 @@
 //! [`TransportTls`]; the same rustls is re-exported as [`rustls`] so both sides agree on
 //! its version.
 //!
-//! [`accept`] and [`TlsConnector`] are the two halves the transport uses; they are public
-//! because an embedder serving its own tonic or hyper services over TLS needs the same.
+//! [`accept`] and kv-client's [`TlsConnector`](kv_client::tls::TlsConnector) are the two halves the transport uses; they
+//! are public because an embedder serving its own tonic or hyper services over TLS needs the
+//! same.
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
-use tonic::codegen::http::Uri;
 
 pub use rustls;
 
 /// A TLS stream accepted by [`accept`].
 pub type ServerStream = tokio_rustls::server::TlsStream<TcpStream>;
-
-/// A TLS stream opened by [`TlsConnector`].
-pub type ClientStream = tokio_rustls::client::TlsStream<TcpStream>;
 
 /// How long a peer gets to finish its TLS handshake before the connection is dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -77,7 +72,8 @@ impl TransportTls {
         Arc::clone(&self.server)
     }
 
-    /// The client configuration (for [`TlsConnector`]).
+    /// The client configuration (for kv-client's
+    /// [`TlsConnector`](kv_client::tls::TlsConnector)).
     pub fn client_config(&self) -> Arc<rustls::ClientConfig> {
         Arc::clone(&self.client)
     }
@@ -165,57 +161,4 @@ pub fn accept(listener: TcpListener, config: Arc<rustls::ServerConfig>) -> TlsIn
         }
     });
     TlsIncoming { rx, local }
-}
-
-/// A connector for tonic's `Endpoint::connect_with_connector` (or any hyper client) that
-/// opens TCP to the URI's host and port and runs a TLS handshake with `config`, naming the
-/// host (a DNS name or an IP address) as the server to verify.
-#[derive(Clone)]
-pub struct TlsConnector {
-    config: Arc<rustls::ClientConfig>,
-}
-
-impl std::fmt::Debug for TlsConnector {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TlsConnector").finish_non_exhaustive()
-    }
-}
-
-impl TlsConnector {
-    /// A connector using `config`.
-    pub fn new(config: Arc<rustls::ClientConfig>) -> Self {
-        TlsConnector { config }
-    }
-}
-
-impl tonic::codegen::Service<Uri> for TlsConnector {
-    type Response = TokioIo<ClientStream>;
-    type Error = std::io::Error;
-    type Future = Pin<Box<dyn Future<Output = std::io::Result<Self::Response>> + Send>>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, uri: Uri) -> Self::Future {
-        let connector = tokio_rustls::TlsConnector::from(Arc::clone(&self.config));
-        Box::pin(async move {
-            let invalid = |what: &str| {
-                std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{uri}: {what}"))
-            };
-            let host = uri
-                .host()
-                .ok_or_else(|| invalid("no host"))?
-                .trim_start_matches('[')
-                .trim_end_matches(']')
-                .to_owned();
-            let port = uri.port_u16().unwrap_or(443);
-            let name = rustls::pki_types::ServerName::try_from(host.clone())
-                .map_err(|_| invalid("not a valid TLS server name"))?;
-            let tcp = TcpStream::connect((host.as_str(), port)).await?;
-            let _ = tcp.set_nodelay(true);
-            let tls = connector.connect(name, tcp).await?;
-            Ok(TokioIo::new(tls))
-        })
-    }
 }

@@ -56,7 +56,7 @@ async fn watch_streams_new_and_past_events_on_any_member() {
     c.shutdown().await;
 }
 
-async fn futures_take(w: &mut raft_store::Watch<crate::util::KvMachine>, n: usize) -> Vec<u64> {
+async fn futures_take(w: &mut raft_store::Watch<crate::util::MapMachine>, n: usize) -> Vec<u64> {
     let mut v = Vec::new();
     for _ in 0..n {
         v.push(
@@ -285,7 +285,7 @@ async fn second_open_of_a_data_directory_is_refused() {
     c.leader().await;
     let err = raft_store::Node::open(
         c.config(1, true),
-        crate::util::KvMachine::default(),
+        crate::util::MapMachine::default(),
         c.net.transport(),
     )
     .await

@@ -182,14 +182,14 @@ async fn membership_errors_are_reported() {
 async fn a_cluster_bootstrapped_from_a_restored_state_hands_it_to_later_members() {
     use raft_store::{Node, StateMachine};
 
-    use crate::util::{Cmd, KvMachine};
+    use crate::util::{Cmd, MapMachine};
 
     // An empty cluster definition: members are opened by hand with a pre-filled machine.
     let mut c = Cluster::with_ids(&[], 10_000).await;
     c.initial = (1..=2).map(|i| Member::new(i, format!("m{i}"))).collect();
     for id in 1..=2u64 {
         c.dirs.insert(id, tempfile::tempdir().unwrap());
-        let mut machine = KvMachine::default();
+        let mut machine = MapMachine::default();
         machine.apply(1, Cmd::Set("restored".into(), "yes".into()));
         let mut cfg = c.config(id, true);
         cfg.bootstrap_from_machine = true;

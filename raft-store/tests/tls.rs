@@ -96,7 +96,7 @@ impl Ca {
 async fn empty_snapshot_call(url: &str, tls: rustls::ClientConfig) -> Result<tonic::Code, String> {
     let channel = tonic::transport::Endpoint::from_shared(url.to_owned())
         .map_err(|e| e.to_string())?
-        .connect_with_connector(raft_store::tls::TlsConnector::new(Arc::new(tls)))
+        .connect_with_connector(kv_client::tls::TlsConnector::new(Arc::new(tls)))
         .await
         .map_err(|e| format!("connect: {e}"))?;
     let mut client = proto::raft_v1::raft_client::RaftClient::new(channel);

@@ -1,4 +1,4 @@
-//! Test harness: [`KvMachine`], a minimal key/value state machine, and [`Cluster`], members
+//! Test harness: [`MapMachine`], a minimal key/value state machine, and [`Cluster`], members
 //! on one [`MemNetwork`] with their data directories, restartable.
 
 use std::collections::{BTreeMap, VecDeque};
@@ -33,7 +33,7 @@ const HISTORY: usize = 1000;
 
 /// A map with an event history, standing in for kv-core.
 #[derive(Debug, Default)]
-pub(crate) struct KvMachine {
+pub(crate) struct MapMachine {
     pub(crate) map: BTreeMap<String, String>,
     pub(crate) index: u64,
     pub(crate) history: VecDeque<Out>,
@@ -44,7 +44,7 @@ pub(crate) struct KvMachine {
     pub(crate) in_snapshot: AtomicBool,
 }
 
-impl StateMachine for KvMachine {
+impl StateMachine for MapMachine {
     type Command = Cmd;
     type Output = Out;
 
@@ -136,7 +136,7 @@ where
     }
 }
 
-pub(crate) type KvNode = Node<KvMachine>;
+pub(crate) type KvNode = Node<MapMachine>;
 
 /// In-process members sharing one simulated network, each with its own data directory.
 pub(crate) struct Cluster {
@@ -200,7 +200,7 @@ impl Cluster {
             .or_insert_with(|| tempfile::tempdir().unwrap());
         let node = Node::open(
             self.config(id, bootstrap),
-            KvMachine::default(),
+            MapMachine::default(),
             self.net.transport(),
         )
         .await
@@ -348,7 +348,7 @@ pub(crate) async fn grpc_members(
         let dir = dirs.join(format!("m{id}"));
         let node = Node::open(
             config(id, &dir, &members),
-            KvMachine::default(),
+            MapMachine::default(),
             transport.clone(),
         )
         .await

@@ -65,8 +65,6 @@ mod decision;
 mod engine;
 mod error;
 pub mod glob;
-mod hash;
-mod order;
 pub mod synth;
 
 pub use cluster::{Capacity, ClusterState, Desired, Machine, Resources, Strategy, Unit, UnitSpec};

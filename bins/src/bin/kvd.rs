@@ -1,4 +1,4 @@
-//! kvd: an etcd v2-compatible key/value server. See `bins::kvd` for the behaviour.
+//! kvd: an etcd v2-compatible key/value server. See `kv_server` for the behaviour.
 
 use std::process::ExitCode;
 
@@ -9,7 +9,7 @@ use clap::Parser;
 #[command(name = "kvd", version)]
 struct Cli {
     #[command(flatten)]
-    config: bins::kvd::Config,
+    config: kv_server::Config,
 }
 
 /// Completes on SIGTERM or Ctrl-C.
@@ -49,10 +49,11 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(bins::kvd::run(cli.config, shutdown_signal())) {
+    match rt.block_on(kv_server::run(cli.config, shutdown_signal())) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("kvd: {e:#}");
+            // Through anyhow, `{:#}` prints each cause after the error's own message.
+            eprintln!("kvd: {:#}", anyhow::Error::from(e));
             ExitCode::FAILURE
         }
     }

@@ -1,4 +1,4 @@
-//! kvctl's gRPC transport: kvd's `kv.v1` through [`KvClient`], on a current-thread tokio
+//! kvctl's gRPC [`Api`]: kvd's `kv.v1` through [`KvClient`], on a current-thread tokio
 //! runtime (kvctl itself is blocking).
 //!
 //! The answers are turned into the v2 HTTP API's vocabulary (hex member ids, RFC 3339
@@ -20,16 +20,16 @@ use std::time::Duration;
 use kv_core::{Event, NodeView};
 
 use super::{
-    CError, CMember, CNode, CResponse, Fail, KeysRequest, Put, Settings, Transport, error, exit,
+    Api, CError, CMember, CNode, CResponse, Fail, KeysRequest, Put, Settings, error, exit,
     root_cause, unavailable,
 };
-use crate::client::{ClientError, KvClient, wire};
+use kv_client::{ClientError, KvClient, wire};
 
 /// How long `cluster-health` waits for each member (as over HTTP).
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A `kv.v1` client of the endpoints, on the first that accepts a connection and answers.
-pub(super) struct GrpcTransport {
+pub(super) struct GrpcApi {
     endpoints: Vec<String>,
     /// The TLS of the flags (ALPN `h2`), used for `https://` URLs.
     tls: Option<Arc<rustls::ClientConfig>>,
@@ -42,17 +42,17 @@ pub(super) struct GrpcTransport {
     conn: RefCell<Option<(usize, KvClient)>>,
 }
 
-impl GrpcTransport {
-    /// A transport for `settings`' endpoints; connects on the first request.
+impl GrpcApi {
+    /// The API of `settings`' endpoints; connects on the first request.
     pub(super) fn new(
         settings: &Settings,
         tls: Option<rustls::ClientConfig>,
-    ) -> Result<GrpcTransport, Fail> {
+    ) -> Result<GrpcApi, Fail> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(|e| error(exit::BAD_CONNECTION, e))?;
-        Ok(GrpcTransport {
+        Ok(GrpcApi {
             endpoints: settings.endpoints.clone(),
             tls: tls.map(Arc::new),
             timeout: settings.timeout,
@@ -166,8 +166,8 @@ impl GrpcTransport {
         self.call_on(method, false, f).map(|(_, v)| v)
     }
 
-    /// [`GrpcTransport::call`], also returning the endpoint that answered (`idempotent`: as
-    /// in [`GrpcTransport::run`]).
+    /// [`GrpcApi::call`], also returning the endpoint that answered (`idempotent`: as
+    /// in [`GrpcApi::run`]).
     fn call_on<T, Fut>(
         &self,
         method: &str,
@@ -246,7 +246,7 @@ pub(super) fn call_fail(ep: &str, e: &ClientError) -> Fail {
                 exit::SERVER_ERROR,
                 CError {
                     error_code: code,
-                    message: crate::store::error_message(code).to_owned(),
+                    message: err.message().to_owned(),
                     cause: err.cause().to_owned(),
                     index: err.index(),
                 },
@@ -254,13 +254,17 @@ pub(super) fn call_fail(ep: &str, e: &ClientError) -> Fail {
         }
         ClientError::Status(s) => {
             // A kvd limit: the etcd error its HTTP API answers for the same limit.
-            if let Some(cause) = crate::grpc::limit_cause(s) {
+            if let Some(cause) = proto::convert::kv::limit_cause(s) {
+                let err = kv_core::Error::RaftInternal {
+                    cause: cause.to_owned(),
+                    index: 0,
+                };
                 return error(
                     exit::SERVER_ERROR,
                     CError {
-                        error_code: 300,
-                        message: crate::store::error_message(300).to_owned(),
-                        cause: cause.to_owned(),
+                        error_code: err.code(),
+                        message: err.message().to_owned(),
+                        cause: err.cause().to_owned(),
                         index: 0,
                     },
                 );
@@ -302,7 +306,7 @@ fn cnode(n: NodeView) -> CNode {
         nodes: (!n.nodes.is_empty()).then(|| n.nodes.into_iter().map(cnode).collect()),
         created_index: n.created_index,
         modified_index: n.modified_index,
-        expiration: n.expiration.map(crate::http::json::rfc3339_ms),
+        expiration: n.expiration.map(kv_core::time::format_rfc3339),
         ttl: n.ttl.unwrap_or(0),
     }
 }
@@ -340,7 +344,7 @@ fn abs(key: &str) -> String {
     }
 }
 
-impl Transport for GrpcTransport {
+impl Api for GrpcApi {
     fn keys(&self, req: &KeysRequest) -> Result<CResponse, Fail> {
         let ev = match req {
             KeysRequest::Get {
@@ -560,7 +564,7 @@ mod tests {
 
     #[test]
     fn etcd_errors_print_as_over_http() {
-        // The same body over HTTP, decoded by the HTTP transport, prints the same line.
+        // The same body over HTTP, decoded by the HTTP API, prints the same line.
         for (code, cause, index, body) in [
             (
                 100,

@@ -1,4 +1,4 @@
-//! kvctl's v2 HTTP transport: etcd's `/v2/keys` and `/v2/members` APIs (kvd and etcd).
+//! kvctl's v2 HTTP [`Api`]: etcd's `/v2/keys` and `/v2/members` APIs (kvd and etcd).
 
 use std::cell::OnceCell;
 use std::io::{BufRead, BufReader};
@@ -8,12 +8,12 @@ use reqwest::Method;
 use serde::Deserialize;
 
 use super::{
-    CError, CMember, CResponse, Fail, KeysRequest, Put, Settings, Transport, error, exit, fail,
+    Api, CError, CMember, CResponse, Fail, KeysRequest, Put, Settings, error, exit, fail,
     root_cause,
 };
 
 /// The v2 HTTP client: tries the endpoints in order until one answers.
-pub(super) struct HttpTransport {
+pub(super) struct HttpApi {
     endpoints: Vec<String>,
     http: reqwest::blocking::Client,
     watch_http: reqwest::blocking::Client,
@@ -39,12 +39,12 @@ enum Body<'a> {
     Json(String),
 }
 
-impl HttpTransport {
+impl HttpApi {
     /// A client of `settings`' endpoints with `tls` (ALPN `http/1.1`).
     pub(super) fn new(
         settings: &Settings,
         tls: Option<rustls::ClientConfig>,
-    ) -> Result<HttpTransport, Fail> {
+    ) -> Result<HttpApi, Fail> {
         let build = |t: Option<Duration>| {
             http_builder(tls.as_ref())
                 .connect_timeout(settings.timeout)
@@ -52,7 +52,7 @@ impl HttpTransport {
                 .build()
                 .map_err(|e| error(exit::BAD_CONNECTION, e))
         };
-        Ok(HttpTransport {
+        Ok(HttpApi {
             endpoints: settings.endpoints.clone(),
             http: build(Some(settings.total_timeout))?,
             watch_http: build(None)?,
@@ -137,7 +137,7 @@ fn flags<'a>(pairs: &[(&'a str, bool)]) -> Vec<(&'a str, String)> {
         .collect()
 }
 
-impl Transport for HttpTransport {
+impl Api for HttpApi {
     fn keys(&self, req: &KeysRequest) -> Result<CResponse, Fail> {
         match req {
             KeysRequest::Get {

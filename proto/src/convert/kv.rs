@@ -13,6 +13,9 @@ pub const ERROR_CODE_KEY: &str = "kv-error-code";
 pub const ERROR_INDEX_KEY: &str = "kv-error-index";
 /// Binary metadata key of etcd's cause (usually the key) on an error status.
 pub const ERROR_CAUSE_KEY: &str = "kv-error-cause-bin";
+/// Metadata key of a `Watch` response: the store index (decimal) when the watch was
+/// registered, what the v2 HTTP API sends as a long poll's `X-Etcd-Index`.
+pub const ETCD_INDEX_KEY: &str = "kv-etcd-index";
 
 /// A response that cannot be turned into kv-core's types (a newer server, or a broken one).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -355,6 +358,23 @@ pub fn error_status(e: &Error) -> tonic::Status {
     etcd_status(e.code(), e.cause(), e.index())
 }
 
+/// The `RESOURCE_EXHAUSTED` status of one of a server's limits (request or key size,
+/// watches): its message is `cause` (the cause of the etcd error 300 that the v2 HTTP API
+/// answers for the same limit), then `; ` and `detail`, so a client can print what an HTTP
+/// client prints ([`limit_cause`] reads it back).
+pub fn limit_status(cause: &str, detail: &str) -> tonic::Status {
+    tonic::Status::resource_exhausted(format!("{cause}; {detail}"))
+}
+
+/// The etcd cause of a [`limit_status`]; `None` for any other status (other codes, and
+/// exhaustion that is not one of the server's limits, such as HTTP/2's "too many pings").
+pub fn limit_cause(s: &tonic::Status) -> Option<&str> {
+    if s.code() != tonic::Code::ResourceExhausted || !s.message().starts_with("etcdserver: ") {
+        return None;
+    }
+    s.message().split("; ").next()
+}
+
 /// The etcd error a status carries in its metadata, if any (its code, cause and index).
 pub fn status_error(s: &tonic::Status) -> Option<Error> {
     let md = s.metadata();
@@ -503,5 +523,19 @@ mod tests {
         assert_eq!(grpc_code(401), tonic::Code::OutOfRange);
         assert_eq!(grpc_code(105), tonic::Code::FailedPrecondition);
         assert!(status_error(&tonic::Status::internal("x")).is_none());
+    }
+
+    #[test]
+    fn limit_statuses_name_the_http_apis_cause_first() {
+        let cause = "etcdserver: request is too large";
+        let too_large = limit_status(cause, "the limit is 4096 bytes");
+        assert_eq!(too_large.code(), tonic::Code::ResourceExhausted);
+        assert_eq!(limit_cause(&too_large), Some(cause));
+        // Other statuses, and exhaustion that is not one of the limits, are not limits.
+        assert_eq!(limit_cause(&tonic::Status::unavailable(cause)), None);
+        assert_eq!(
+            limit_cause(&tonic::Status::resource_exhausted("too many pings")),
+            None
+        );
     }
 }
