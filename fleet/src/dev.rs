@@ -91,7 +91,8 @@ pub struct DevOptions {
     pub data_dir: PathBuf,
     /// The machines' agent TTL.
     pub agent_ttl: Duration,
-    /// The example units to start (a directory of unit files); `None`: none.
+    /// Where the units to start are (a directory of unit files); `None`: the example
+    /// units ([`EXAMPLE_FILES`]), written under the data directory.
     pub units_dir: Option<PathBuf>,
     /// The units to start from it, as fleetctl arguments.
     pub units: Vec<String>,
@@ -111,6 +112,27 @@ pub const EXAMPLE_UNITS: [&str; 8] = [
     "web-discovery@3.service",
     "monitor.service",
     "db.service",
+];
+
+/// The example unit files, compiled in so `fleetd dev` works from any directory (the
+/// same files as the repository's `examples/units/`).
+pub const EXAMPLE_FILES: [(&str, &str); 4] = [
+    (
+        "web@.service",
+        include_str!("../../examples/units/web@.service"),
+    ),
+    (
+        "web-discovery@.service",
+        include_str!("../../examples/units/web-discovery@.service"),
+    ),
+    (
+        "monitor.service",
+        include_str!("../../examples/units/monitor.service"),
+    ),
+    (
+        "db.service",
+        include_str!("../../examples/units/db.service"),
+    ),
 ];
 
 /// One machine of the dev cluster.
@@ -244,7 +266,20 @@ pub async fn run(
         say(out, format_args!("MACHINE {} {pid}", m.id));
     }
 
-    if let Some(dir) = &opts.units_dir {
+    let units_dir = match &opts.units_dir {
+        Some(d) => d.clone(),
+        None => {
+            let d = opts.data_dir.join("example-units");
+            std::fs::create_dir_all(&d).map_err(io("creating", &d))?;
+            for (name, text) in EXAMPLE_FILES {
+                let p = d.join(name);
+                std::fs::write(&p, text).map_err(io("writing", &p))?;
+            }
+            d
+        }
+    };
+    if !opts.units.is_empty() {
+        let dir = &units_dir;
         let args: Vec<String> = opts
             .units
             .iter()

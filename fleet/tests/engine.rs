@@ -10,8 +10,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use bins::store::KvBackend;
-use bins::store::memory::{MemoryBackend, MemoryConfig};
 use fleet::engine::{Engine, EngineConfig, EngineHandle};
 use fleet::registry::{
     JobState, LeaseRecord, MachineRecord, Registry, RegistryError, UnitContents,
@@ -19,6 +17,8 @@ use fleet::registry::{
 use fleet::store::etcd::EtcdStore;
 use fleet::store::{KvStore, StoreError, Watch};
 use kv_core::{Action, Event, Op};
+use kv_server::backend::KvBackend;
+use kv_server::backend::memory::{MemoryBackend, MemoryConfig};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::util::eventually;
@@ -54,10 +54,14 @@ impl TestStore {
             client_urls: vec![],
             data_dir: Default::default(),
         }));
-        let router = bins::http::router(backend.clone(), bins::http::Limits::default());
+        let router = kv_server::http::router(backend.clone(), kv_server::http::Limits::default());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        tokio::spawn(bins::http::serve(listener, router, std::future::pending()));
+        tokio::spawn(kv_server::http::serve(
+            listener,
+            router,
+            std::future::pending(),
+        ));
         TestStore {
             http: EtcdStore::new(&[format!("http://{addr}")]).unwrap(),
             backend: txn.then_some(backend),
@@ -86,13 +90,6 @@ impl TestStore {
     }
 }
 
-/// kvd's error as kv-core's (its serde form is etcd's JSON error, which both speak).
-fn kv_error(code: u32, cause: &str, index: u64) -> StoreError {
-    let json =
-        serde_json::json!({"errorCode": code, "message": "", "cause": cause, "index": index});
-    StoreError::Kv(serde_json::from_value(json).unwrap())
-}
-
 impl KvStore for TestStore {
     async fn apply(&self, op: Op) -> Result<Event, StoreError> {
         if self.writes_fail.load(Ordering::SeqCst) {
@@ -101,14 +98,7 @@ impl KvStore for TestStore {
         let Some(backend) = &self.backend else {
             return self.http.apply(op).await;
         };
-        match backend.apply(op).await {
-            Ok(a) => Ok(a.event),
-            Err(bins::store::KeysError::Store(e)) => Err(kv_error(e.code, &e.cause, e.index)),
-            Err(e) => Err(StoreError::Unavailable {
-                endpoint: "backend".into(),
-                detail: e.to_string(),
-            }),
-        }
+        Ok(backend.apply(op).await?.event)
     }
 
     async fn get(&self, key: &str, recursive: bool, quorum: bool) -> Result<Event, StoreError> {

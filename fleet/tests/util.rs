@@ -8,8 +8,8 @@ use fleet::store::etcd::EtcdStore;
 /// A single-member in-memory store serving the etcd v2 API on 127.0.0.1:0, and an
 /// [`EtcdStore`] speaking to it. The server stops when the runtime does.
 pub(crate) async fn etcd_store() -> EtcdStore {
-    let backend = Arc::new(bins::store::memory::MemoryBackend::ephemeral(
-        bins::store::memory::MemoryConfig {
+    let backend = Arc::new(kv_server::backend::memory::MemoryBackend::ephemeral(
+        kv_server::backend::memory::MemoryConfig {
             id: 1,
             cluster_id: 2,
             name: "fleet-test".into(),
@@ -18,10 +18,14 @@ pub(crate) async fn etcd_store() -> EtcdStore {
             data_dir: Default::default(),
         },
     ));
-    let router = bins::http::router(backend, bins::http::Limits::default());
+    let router = kv_server::http::router(backend, kv_server::http::Limits::default());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(bins::http::serve(listener, router, std::future::pending()));
+    tokio::spawn(kv_server::http::serve(
+        listener,
+        router,
+        std::future::pending(),
+    ));
     EtcdStore::new(&[format!("http://{addr}")]).unwrap()
 }
 

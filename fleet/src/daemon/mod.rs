@@ -45,6 +45,13 @@ pub enum DaemonError {
     /// The unit driver could not be opened.
     #[error("unit driver: {0}")]
     Driver(#[from] systemd_driver::Error),
+    /// The embedded store failed.
+    #[cfg(feature = "embedded")]
+    #[error("embedded store: {0}")]
+    EmbeddedStore(#[from] kv_server::Error),
+    /// The store could not be used.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
     /// A listener could not be set up.
     #[error("{what} {addr}: {source}")]
     Listen {
@@ -94,6 +101,91 @@ async fn pick_driver(config: &Config, state_dir: PathBuf) -> Result<Picked, Daem
     Ok(Picked::Process(
         ProcessDriver::open(ProcessDriverConfig::new(state_dir)).await?,
     ))
+}
+
+/// Where fleetd's registry lives.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum StoreChoice {
+    /// A member of the embedded replicated store, configured as kvd is (its data
+    /// directory, client and peer URLs, initial cluster); it also serves the etcd v2 API
+    /// and `kv.v1` on its client URLs, so etcdctl and fleet's own tools read the registry.
+    #[cfg(feature = "embedded")]
+    Embedded(Box<kv_server::Config>),
+    /// Any etcd v2 endpoints, over HTTP.
+    Etcd(Vec<String>),
+}
+
+/// Runs fleetd until `shutdown` completes: the store it is given (starting the embedded
+/// one, which stops last, after the agent has removed the machine from the cluster), then
+/// the roles ([`run_with_store`]).
+///
+/// # Errors
+/// When the store or a role cannot be set up.
+pub async fn run(
+    config: Config,
+    store: StoreChoice,
+    state_dir: PathBuf,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), DaemonError> {
+    match store {
+        StoreChoice::Etcd(endpoints) => {
+            let client = reqwest::Client::builder().build().map_err(|e| {
+                crate::store::StoreError::Protocol {
+                    endpoint: endpoints.join(","),
+                    detail: format!("cannot build an HTTP client: {e}"),
+                }
+            })?;
+            let store = crate::store::etcd::EtcdStore::with_client(
+                &endpoints,
+                client,
+                config
+                    .etcd_request_timeout
+                    .max(std::time::Duration::from_secs(1)),
+            )?;
+            run_with_store(&config, store, state_dir, shutdown).await
+        }
+        #[cfg(feature = "embedded")]
+        StoreChoice::Embedded(member) => {
+            let label = member.advertise_client_urls.clone();
+            let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+            let (stop_store, store_rx) = watch::channel(false);
+            let mut server = tokio::spawn(kv_server::run_embedded(
+                *member,
+                None,
+                ready_tx,
+                stopped(&store_rx),
+            ));
+            let backend = tokio::select! {
+                b = ready_rx => b.ok(),
+                r = &mut server => {
+                    return match r {
+                        Ok(Err(e)) => Err(e.into()),
+                        _ => Err(DaemonError::EmbeddedStore(kv_server::Error::Config(
+                            "the embedded store stopped while starting".into(),
+                        ))),
+                    };
+                }
+            };
+            let Some(backend) = backend else {
+                return match server.await {
+                    Ok(Err(e)) => Err(e.into()),
+                    _ => Err(DaemonError::EmbeddedStore(kv_server::Error::Config(
+                        "the embedded store stopped while starting".into(),
+                    ))),
+                };
+            };
+            let store = crate::store::embedded::EmbeddedStore::new(backend, label);
+            let result = run_with_store(&config, store, state_dir, shutdown).await;
+            let _ = stop_store.send(true);
+            match server.await {
+                Ok(Err(e)) => tracing::warn!("embedded store: {e}"),
+                Err(e) => tracing::warn!("embedded store: {e}"),
+                Ok(Ok(())) => {}
+            }
+            result
+        }
+    }
 }
 
 /// Runs fleetd's roles over `store` until `shutdown` completes. `state_dir` is where the

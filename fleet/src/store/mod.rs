@@ -9,9 +9,13 @@
 //!   `etcd --enable-v2`). It has no transactions: [`KvStore::supports_txn`] is false and
 //!   the registry falls back to single-key conditional writes, as fleet 1.0 did.
 //!
-//! The embedded store (kv-server) and a remote kvd over gRPC (kv-client) implement it too;
-//! see `docs/architecture.md` for what is built.
+//! * [`embedded::EmbeddedStore`] (feature `embedded`, on by default): a kv-server backend
+//!   in this process, used directly: fleetd's replicated store.
+//!
+//! A remote kvd over gRPC (kv-client) implements it too.
 
+#[cfg(feature = "embedded")]
+pub mod embedded;
 pub mod etcd;
 
 use std::future::Future;
