@@ -408,27 +408,31 @@ async fn supervise(
         );
     }
     say(out, format_args!("stopping the machines"));
-    for m in machines.iter_mut() {
-        if let Some(child) = &m.child
-            && let Some(pid) = child.id()
-        {
-            // SIGTERM: fleetd stops its units and leaves the cluster.
-            let _ = rustix::process::kill_process(
-                rustix::process::Pid::from_raw(pid as i32).expect("a child's pid is positive"),
-                rustix::process::Signal::TERM,
-            );
-        }
-    }
-    for m in machines.iter_mut() {
-        if let Some(child) = &mut m.child {
-            let stopped = tokio::time::timeout(Duration::from_secs(30), child.wait()).await;
-            if stopped.is_err() {
-                say(
-                    out,
-                    format_args!("MACHINE {} did not stop within 30 s; killing it", m.id),
+    // Agent-only machines first, then the store's members: a machine leaving needs a
+    // store with a leader to remove its presence.
+    let (agents, members): (Vec<_>, Vec<_>) =
+        machines.iter_mut().partition(|m| m.index > STORE_MEMBERS);
+    for group in [agents, members] {
+        for m in &group {
+            if let Some(pid) = m.child.as_ref().and_then(Child::id) {
+                // SIGTERM: fleetd stops its units and leaves the cluster.
+                let _ = rustix::process::kill_process(
+                    rustix::process::Pid::from_raw(pid as i32).expect("a child's pid is positive"),
+                    rustix::process::Signal::TERM,
                 );
-                let _ = child.kill().await;
-                let _ = systemd_driver::kill_orphaned_units(&m.dir.join("units"));
+            }
+        }
+        for m in group {
+            if let Some(child) = &mut m.child {
+                let stopped = tokio::time::timeout(Duration::from_secs(30), child.wait()).await;
+                if stopped.is_err() {
+                    say(
+                        out,
+                        format_args!("MACHINE {} did not stop within 30 s; killing it", m.id),
+                    );
+                    let _ = child.kill().await;
+                    let _ = systemd_driver::kill_orphaned_units(&m.dir.join("units"));
+                }
             }
         }
     }
