@@ -265,3 +265,41 @@ async fn presence_expires_and_watches_see_it() {
     assert_eq!(expired.action, kv_core::Action::Expire);
     assert!(reg.machines().await.unwrap().0.is_empty());
 }
+
+#[tokio::test]
+async fn capacity_is_published_beside_the_presence() {
+    let store = etcd_store().await;
+    let reg = Registry::new(store.clone());
+    let rec = MachineRecord {
+        id: "m1".into(),
+        ..MachineRecord::default()
+    };
+    reg.register_machine(&rec, 10).await.unwrap();
+    assert_eq!(
+        reg.machines().await.unwrap().0[0].capacity,
+        Default::default()
+    );
+    let cap = fleet::registry::CapacityRecord {
+        memory_bytes: Some(1 << 30),
+        cpu_percent: Some(200),
+        max_units: Some(10),
+    };
+    reg.set_capacity("m1", &cap).await.unwrap();
+    let (machines, _) = reg.machines().await.unwrap();
+    assert_eq!(machines[0].capacity, cap.capacity());
+    // Garbage there counts as no capacity, not as a broken machine.
+    use fleet::store::KvStore;
+    store
+        .apply(kv_core::Op::Set {
+            key: "/_coreos.com/fleet/machines/m1/capacity".into(),
+            value: "{".into(),
+            dir: false,
+            ttl: None,
+            refresh: false,
+        })
+        .await
+        .unwrap();
+    let (machines, _) = reg.machines().await.unwrap();
+    assert_eq!(machines.len(), 1);
+    assert_eq!(machines[0].capacity, Default::default());
+}

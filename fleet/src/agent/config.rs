@@ -24,6 +24,9 @@ pub struct AgentConfig {
     pub capabilities: BTreeMap<String, bool>,
     /// The version published in the presence record (fleetctl compares it with its own).
     pub version: String,
+    /// What the machine offers the scheduler, published beside the presence record at
+    /// every registration; `None` publishes nothing (unlimited).
+    pub capacity: Option<crate::registry::CapacityRecord>,
     /// fleet's `agent_ttl`: the lifetime of the presence record, of published unit states
     /// and of launch heartbeats. Given to the store in whole seconds, rounded up.
     pub agent_ttl: Duration,
@@ -49,6 +52,7 @@ impl Default for AgentConfig {
             metadata: BTreeMap::new(),
             capabilities: BTreeMap::new(),
             version: String::new(),
+            capacity: None,
             agent_ttl: DEFAULT_AGENT_TTL,
             fence_margin: None,
             resync_interval: Duration::from_secs(300),

@@ -142,7 +142,14 @@ impl<S: KvStore, D: UnitDriver> Agent<S, D> {
                 r => return r,
             }
         }
-        self.registry.register_machine(record, ttl).await
+        self.registry.register_machine(record, ttl).await?;
+        if let Some(c) = &self.config.capacity {
+            // Best effort: without it the machine counts as unlimited, which fleet did too.
+            if let Err(e) = self.registry.set_capacity(&record.id, c).await {
+                tracing::warn!(machine = %record.id, "publishing the machine's capacity failed: {e}");
+            }
+        }
+        Ok(())
     }
 
     fn fence(&self) {

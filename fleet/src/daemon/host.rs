@@ -61,6 +61,43 @@ pub fn default_route_ip() -> Option<IpAddr> {
     (!ip.is_unspecified() && !ip.is_loopback()).then_some(ip)
 }
 
+/// What this host offers the scheduler: its memory (`MemTotal` of `/proc/meminfo`) and
+/// its CPUs (100% each). Unknown parts stay unlimited.
+pub fn capacity() -> crate::registry::CapacityRecord {
+    let memory_bytes = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|t| mem_total(&t));
+    let cpu_percent = std::thread::available_parallelism()
+        .ok()
+        .map(|n| n.get() as u64 * 100);
+    crate::registry::CapacityRecord {
+        memory_bytes,
+        cpu_percent,
+        max_units: None,
+    }
+}
+
+/// `MemTotal:` of a `/proc/meminfo` text, in bytes.
+fn mem_total(meminfo: &str) -> Option<u64> {
+    let line = meminfo.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    kib.checked_mul(1024)
+}
+
+#[cfg(test)]
+mod capacity_tests {
+    #[test]
+    fn meminfo_total() {
+        assert_eq!(
+            super::mem_total("MemTotal:       24573412 kB\nMemFree: 1 kB\n"),
+            Some(24_573_412 * 1024)
+        );
+        assert_eq!(super::mem_total("MemFree: 1 kB\n"), None);
+        let c = super::capacity();
+        assert!(c.cpu_percent.unwrap_or(100) >= 100);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

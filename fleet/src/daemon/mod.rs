@@ -278,6 +278,7 @@ async fn run_roles<S: KvStore, D: UnitDriver>(
         ]
         .into(),
         version: VERSION.to_owned(),
+        capacity: Some(host::capacity()),
         agent_ttl: config.agent_ttl,
         ..AgentConfig::default()
     };

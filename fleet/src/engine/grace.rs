@@ -122,6 +122,7 @@ mod tests {
                     public_ip: String::new(),
                     metadata: Default::default(),
                     version: String::new(),
+                    capacity: Default::default(),
                     record: MachineRecord::default(),
                 })
                 .collect(),

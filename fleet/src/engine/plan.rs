@@ -107,7 +107,7 @@ pub fn plan(
         machines.push(scheduler::Machine {
             id: m.id.clone(),
             metadata: m.metadata.clone(),
-            capacity: scheduler::Capacity::default(),
+            capacity: m.capacity,
         });
     }
 
@@ -224,6 +224,7 @@ mod tests {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
             version: String::new(),
+            capacity: Default::default(),
             record: MachineRecord {
                 id: id.into(),
                 ..MachineRecord::default()
@@ -255,6 +256,30 @@ mod tests {
 
     /// A named case: units and machines in, tasks out.
     type Case = (&'static str, Vec<Unit>, Vec<Machine>, Vec<Task>);
+
+    /// A machine's published capacity counts: a unit asking for more memory than a
+    /// machine offers goes to one that has it, although the first is less loaded.
+    #[test]
+    fn capacity_is_respected() {
+        let mut small = machine("AAA", &[]);
+        small.capacity.memory_bytes = Some(1 << 30);
+        let big = machine("BBB", &[]);
+        let hungry = "[Service]\nExecStart=/bin/true\nMemoryMax=2G\n";
+        let t = tasks(
+            vec![unit(
+                "big.service",
+                hungry,
+                scheduler::Desired::Launched,
+                None,
+            )],
+            vec![small, big],
+        );
+        assert_eq!(t.len(), 1);
+        assert_eq!(
+            (t[0].kind, t[0].machine.as_str()),
+            (TaskKind::Schedule, "BBB")
+        );
+    }
 
     /// fleet's `TestCalculateClusterTasks`, case by case.
     #[test]

@@ -9,6 +9,7 @@
 //! | `unit/<sha1 hex>` | [`UnitBlob`](super::model::UnitBlob), content-addressed |
 //! | `machines/<id>/object` | [`MachineRecord`](super::model::MachineRecord) (TTL) |
 //! | `machines/<id>/metadata/<key>` | dynamic metadata (`""` deletes a key) |
+//! | `machines/<id>/capacity` | [`CapacityRecord`](super::model::CapacityRecord) (Flotilla's own) |
 //! | `states/<unit>/<machine>` | [`UnitStateRecord`](super::model::UnitStateRecord) (TTL) |
 //! | `state/<unit>` | the same record, fleet's legacy namespace |
 //! | `lease/engine-leader` | [`LeaseRecord`](super::model::LeaseRecord) (TTL) |
@@ -97,6 +98,11 @@ impl Keys {
     /// `machines/<id>/metadata`: a machine's dynamic metadata.
     pub fn machine_metadata_dir(&self, id: &str) -> String {
         format!("{}/machines/{id}/metadata", self.root)
+    }
+
+    /// `machines/<id>/capacity`: what the machine offers the scheduler (Flotilla's key).
+    pub fn machine_capacity(&self, id: &str) -> String {
+        format!("{}/machines/{id}/capacity", self.root)
     }
 
     /// `machines/<id>/metadata/<key>`: dynamic metadata.

@@ -22,7 +22,7 @@ use kv_core::{Compare, CompareTarget, Event, NodeView, Op, Txn};
 use unit_parser::hash::UnitHash;
 
 pub use keys::{DEFAULT_PREFIX, KeyKind, Keys};
-pub use model::{JobObject, LeaseRecord, MachineRecord, UnitBlob, UnitStateRecord};
+pub use model::{CapacityRecord, JobObject, LeaseRecord, MachineRecord, UnitBlob, UnitStateRecord};
 pub use unit::{ContentsError, JobState, Unit, UnitContents};
 
 use crate::store::{KvStore, StoreError, Watch};
@@ -62,6 +62,8 @@ pub struct Machine {
     pub metadata: BTreeMap<String, String>,
     /// The fleet version it runs.
     pub version: String,
+    /// What it offers the scheduler (unlimited when it published nothing).
+    pub capacity: scheduler::Capacity,
     /// The presence record as stored.
     pub record: MachineRecord,
 }
@@ -605,6 +607,24 @@ impl<S: KvStore> Registry<S> {
             .collect())
     }
 
+    /// Publishes what a machine offers the scheduler (no TTL: it counts only while the
+    /// machine's presence exists).
+    ///
+    /// # Errors
+    /// When the store fails.
+    pub async fn set_capacity(&self, id: &str, capacity: &CapacityRecord) -> Result<()> {
+        self.store
+            .apply(Op::Set {
+                key: self.keys.machine_capacity(id),
+                value: serde_json::to_string(capacity).expect("a capacity serialises"),
+                dir: false,
+                ttl: None,
+                refresh: false,
+            })
+            .await?;
+        Ok(())
+    }
+
     /// Sets (or, with an empty value, masks) one dynamic metadata key of a machine.
     ///
     /// # Errors
@@ -930,8 +950,17 @@ fn decode_states(unit: &str, nodes: &[NodeView], out: &mut Vec<PublishedState>) 
 fn decode_machine(dir: &NodeView) -> Result<Option<Machine>> {
     let mut record = None;
     let mut dynamic = BTreeMap::new();
+    let mut capacity = scheduler::Capacity::default();
     for n in &dir.nodes {
         match n.key.rsplit('/').next() {
+            Some("capacity") => {
+                match serde_json::from_str::<CapacityRecord>(n.value.as_deref().unwrap_or_default())
+                {
+                    Ok(c) => capacity = c.capacity(),
+                    // Capacity only narrows placement: an unreadable record counts as none.
+                    Err(e) => tracing::warn!(key = %n.key, "ignoring a capacity record: {e}"),
+                }
+            }
             Some("object") => {
                 let value = n.value.as_deref().unwrap_or_default();
                 let r: MachineRecord =
@@ -959,6 +988,7 @@ fn decode_machine(dir: &NodeView) -> Result<Option<Machine>> {
         public_ip: record.public_ip.clone(),
         metadata,
         version: record.version.clone(),
+        capacity,
         record,
     }))
 }

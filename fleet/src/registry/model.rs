@@ -82,6 +82,34 @@ impl UnitStateRecord {
     }
 }
 
+/// `machines/<id>/capacity`: what a machine offers the scheduler (Flotilla's key; fleet
+/// had no resource model and ignores it). Absent fields are unlimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CapacityRecord {
+    /// Memory units may reserve (`MemoryMax=`/`MemoryHigh=`), in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_bytes: Option<u64>,
+    /// CPU units may reserve (`CPUQuota=`), in percent of one CPU (200 = two CPUs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_percent: Option<u64>,
+    /// How many units the machine takes at most.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_units: Option<u32>,
+}
+
+impl CapacityRecord {
+    /// The scheduler's view.
+    pub fn capacity(&self) -> scheduler::Capacity {
+        scheduler::Capacity {
+            memory_bytes: self.memory_bytes,
+            cpu_percent: self.cpu_percent,
+            cpu_weight: None,
+            max_units: self.max_units,
+        }
+    }
+}
+
 /// `lease/engine-leader`: who runs the engine, and the engine version it runs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LeaseRecord {
@@ -146,6 +174,20 @@ mod tests {
         .unwrap();
         assert_eq!(full.metadata.unwrap()["zone"], "a");
         assert_eq!(full.version, "1.0.0");
+    }
+
+    #[test]
+    fn capacity_json() {
+        let c = CapacityRecord {
+            memory_bytes: Some(1 << 30),
+            cpu_percent: Some(200),
+            max_units: None,
+        };
+        let json = serde_json::to_string(&c).unwrap();
+        assert_eq!(json, r#"{"memoryBytes":1073741824,"cpuPercent":200}"#);
+        assert_eq!(serde_json::from_str::<CapacityRecord>(&json).unwrap(), c);
+        assert_eq!(c.capacity().cpu_percent, Some(200));
+        assert_eq!(c.capacity().max_units, None);
     }
 
     #[test]
