@@ -408,6 +408,18 @@ pub async fn submit_load_start<A: FleetApi>(
         if !seen.insert(u.name.clone()) {
             continue;
         }
+        // fleet's API refuses this; its etcd driver did not, and a scheduled template
+        // wedged the agent that got it.
+        if UnitName::parse(&u.name).is_ok_and(|n| n.is_template()) {
+            line(
+                io.err,
+                format!(
+                    "Error setting target state: cannot activate template {}",
+                    unit_parser::hash::go_quote_str(&u.name)
+                ),
+            );
+            return 1;
+        }
         if u.desired_state != Some(want)
             && let Err(e) = api.set_desired(&u.name, want).await
         {

@@ -132,8 +132,17 @@ pub fn plan(
             .as_ref()
             .filter(|t| !global && present.contains(t.as_str()))
             .cloned();
+        // A template is never run: it is only the source of its instances. fleet 1.0
+        // scheduled one whose desired state was set through the registry, and the agent
+        // that got it stopped reconciling for good; here it stays inactive (and a target it
+        // has is removed).
+        let desired = if is_template(&u.name) {
+            JobState::Inactive
+        } else {
+            u.desired
+        };
         units.push(scheduler::Unit {
-            spec: u.contents.spec(&u.name, u.desired),
+            spec: u.contents.spec(&u.name, desired),
             machine,
         });
     }
@@ -196,6 +205,11 @@ pub fn plan(
         decision,
         held: kept,
     })
+}
+
+/// Whether `name` is a template (`foo@.service`).
+fn is_template(name: &str) -> bool {
+    unit_parser::name::UnitName::parse(name).is_ok_and(|n| n.is_template())
 }
 
 #[cfg(test)]
@@ -278,6 +292,28 @@ mod tests {
         assert_eq!(
             (t[0].kind, t[0].machine.as_str()),
             (TaskKind::Schedule, "BBB")
+        );
+    }
+
+    /// A template is never scheduled, whatever its desired state, and loses a target.
+    #[test]
+    fn templates_are_never_scheduled() {
+        let t = tasks(
+            vec![
+                unit("web@.service", PLAIN, scheduler::Desired::Launched, None),
+                unit(
+                    "db@.service",
+                    PLAIN,
+                    scheduler::Desired::Launched,
+                    Some("AAA"),
+                ),
+            ],
+            vec![machine("AAA", &[])],
+        );
+        assert_eq!(t.len(), 1, "{t:?}");
+        assert_eq!(
+            (t[0].kind, t[0].unit.as_str()),
+            (TaskKind::Unschedule, "db@.service")
         );
     }
 
