@@ -4,5 +4,6 @@ mod agent;
 mod api;
 mod ctl;
 mod engine;
+mod kvd_store;
 mod registry;
 mod util;

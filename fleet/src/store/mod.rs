@@ -12,11 +12,13 @@
 //! * [`embedded::EmbeddedStore`] (feature `embedded`, on by default): a kv-server backend
 //!   in this process, used directly: fleetd's replicated store.
 //!
-//! A remote kvd over gRPC (kv-client) implements it too.
+//! * [`kvd::KvdStore`]: a remote kvd cluster over its gRPC API (`kv.v1`, kv-client), with
+//!   transactions.
 
 #[cfg(feature = "embedded")]
 pub mod embedded;
 pub mod etcd;
+pub mod kvd;
 
 use std::future::Future;
 
