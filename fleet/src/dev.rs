@@ -233,7 +233,12 @@ pub async fn run(
                 .args(["--listen-peer-urls", p, "--initial-advertise-peer-urls", p])
                 .args(["--initial-cluster", &initial_cluster]);
         } else {
-            cmd.arg(format!("--store={}", client_urls.join(",")));
+            // kvd over gRPC: the store's transactions fence engine writes in one write.
+            let members: Vec<String> = client_urls
+                .iter()
+                .map(|u| u.replacen("http://", crate::store::kvd::KVD_SCHEME, 1))
+                .collect();
+            cmd.arg(format!("--store={}", members.join(",")));
         }
         let log_path = dir.join("fleetd.log");
         let log = std::fs::File::create(&log_path).map_err(io("creating", &log_path))?;

@@ -20,8 +20,9 @@ struct Cli {
     /// fleet's configuration file.
     #[arg(long)]
     config: Option<PathBuf>,
-    /// The registry's store instead of the embedded one: etcd v2 client URLs
-    /// (comma-separated). fleet's `etcd_servers` option does the same.
+    /// The registry's store instead of the embedded one: kvd members over gRPC
+    /// (`kvd://host:port,...`) or etcd v2 client URLs (`http://...`, comma-separated; fleet's
+    /// `etcd_servers` option does the same).
     #[arg(long, env = "FLEET_STORE")]
     store: Option<String>,
     /// The embedded store member (kvd's flags); its `--data-dir` is fleetd's data
@@ -145,7 +146,7 @@ async fn run(cli: Cli, key_flags: Vec<(String, String)>) -> anyhow::Result<()> {
         .unwrap_or_else(|| PathBuf::from("/var/lib/fleetd"));
     std::fs::create_dir_all(&data_dir)?;
     let store = match (cli.store, config.etcd_servers.is_empty()) {
-        (Some(urls), _) => StoreChoice::Etcd(fleet::config::parse_list(&urls)),
+        (Some(urls), _) => StoreChoice::from_url(&urls),
         (None, false) => StoreChoice::Etcd(config.etcd_servers.clone()),
         (None, true) => {
             let mut member = cli.member;

@@ -415,7 +415,7 @@ pub async fn submit_load_start<A: FleetApi>(
                 io.err,
                 format!(
                     "Error setting target state: cannot activate template {}",
-                    unit_parser::hash::go_quote_str(&u.name)
+                    unit_parser::name::go_quote_str(&u.name)
                 ),
             );
             return 1;

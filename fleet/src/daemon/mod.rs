@@ -114,6 +114,25 @@ pub enum StoreChoice {
     Embedded(Box<kv_server::Config>),
     /// Any etcd v2 endpoints, over HTTP.
     Etcd(Vec<String>),
+    /// kvd members, over gRPC `kv.v1` (with transactions, so engine writes are fenced in
+    /// one write).
+    Kvd(Vec<String>),
+}
+
+impl StoreChoice {
+    /// The store a `--store` value names: `kvd://host:port,...` for kvd members over gRPC,
+    /// `http(s)://...` for etcd v2 endpoints.
+    pub fn from_url(urls: &str) -> StoreChoice {
+        let list = crate::config::parse_list(urls);
+        if list
+            .iter()
+            .any(|u| u.starts_with(crate::store::kvd::KVD_SCHEME))
+        {
+            StoreChoice::Kvd(list)
+        } else {
+            StoreChoice::Etcd(list)
+        }
+    }
 }
 
 /// Runs fleetd until `shutdown` completes: the store it is given (starting the embedded
@@ -129,6 +148,16 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), DaemonError> {
     match store {
+        StoreChoice::Kvd(members) => {
+            let store = crate::store::kvd::KvdStore::with_tls(
+                &members,
+                None,
+                config
+                    .etcd_request_timeout
+                    .max(std::time::Duration::from_secs(1)),
+            )?;
+            run_with_store(&config, store, state_dir, shutdown).await
+        }
         StoreChoice::Etcd(endpoints) => {
             let client = reqwest::Client::builder().build().map_err(|e| {
                 crate::store::StoreError::Protocol {
