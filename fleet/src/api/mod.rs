@@ -277,7 +277,13 @@ fn unaddressable(name: &str, method: &Method, uri: &Uri) -> Option<Response> {
             redirect_unclean(method, uri).unwrap_or_else(|| ApiError::not_found().into_response()),
         );
     }
-    (name.is_empty() || name.contains('/')).then(|| ApiError::not_found().into_response())
+    (!addressable(name)).then(|| ApiError::not_found().into_response())
+}
+
+/// Whether `name` can be a registry key component: not empty, `.` or `..`, and without a
+/// `/` (such a name would address another key).
+fn addressable(name: &str) -> bool {
+    !(name.is_empty() || name == "." || name == ".." || name.contains('/'))
 }
 
 /// Serves `router` on a TCP listener until `shutdown` completes (then finishes the
