@@ -294,7 +294,7 @@ async fn run_roles<S: KvStore, D: UnitDriver>(
     };
     // fleet answers 503 until the machine is registered, and while it is cut off.
     let presence = agent.presence();
-    let router = api::router_with(registry, api_config, metrics::router(metrics)).layer(
+    let router = api::router_with_grpc(registry, api_config, metrics::router(metrics)).layer(
         axum::middleware::from_fn(
             move |req: axum::extract::Request, next: axum::middleware::Next| {
                 let alive = matches!(*presence.borrow(), Presence::Alive);
