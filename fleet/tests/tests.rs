@@ -4,5 +4,6 @@ mod agent;
 mod api;
 mod ctl;
 mod engine;
+mod grpc_api;
 mod registry;
 mod util;
