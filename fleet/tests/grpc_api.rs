@@ -609,6 +609,39 @@ async fn http_and_grpc_share_the_listeners() {
     );
 }
 
+// A layer refusing every request (fleetd's while its machine is not registered) answers
+// each API in its own protocol.
+#[tokio::test]
+async fn refusals_before_the_apis_are_in_each_protocol() {
+    let registry = Arc::new(Registry::new(etcd_store().await));
+    let router = api::router_with_grpc(registry, ApiConfig::default(), axum::Router::new()).layer(
+        axum::middleware::from_fn(
+            |req: axum::extract::Request, _next: axum::middleware::Next| async move {
+                api::grpc::refusal(
+                    &req,
+                    api::ApiError::new(
+                        axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                        api::UNAVAILABLE,
+                    ),
+                )
+            },
+        ),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(api::serve_tcp(listener, router, std::future::pending()));
+    let grpc = GrpcClient::connect(&url).await.unwrap();
+    assert_eq!(
+        refusal(grpc.units().await.unwrap_err()),
+        refused(Code::Unavailable, api::UNAVAILABLE)
+    );
+    let e = Client::new(&url).unwrap().units().await.unwrap_err();
+    assert_eq!(
+        (e.status(), e.message()),
+        (Some(503), Some(api::UNAVAILABLE))
+    );
+}
+
 // An unreachable store is UNAVAILABLE, in fleet's words, naming the store.
 #[tokio::test]
 async fn unreachable_store_is_unavailable() {

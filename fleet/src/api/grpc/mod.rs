@@ -109,6 +109,17 @@ pub fn route<S: KvStore>(router: Router, grpc: FleetServer<FleetService<S>>) -> 
     router.layer(axum::middleware::from_fn_with_state(grpc, dispatch::<S>))
 }
 
+/// `e` in `req`'s protocol: a status (by the table above) for a gRPC call, fleet's JSON
+/// error otherwise. For layers that refuse requests before either API sees them (fleetd
+/// answers 503 while its machine is not registered).
+pub fn refusal(req: &Request, e: ApiError) -> Response {
+    if is_grpc(req) {
+        status_of(e).into_http()
+    } else {
+        axum::response::IntoResponse::into_response(e)
+    }
+}
+
 /// Hands a gRPC call to the service and anything else to the HTTP API.
 async fn dispatch<S: KvStore>(
     State(grpc): State<FleetServer<FleetService<S>>>,
