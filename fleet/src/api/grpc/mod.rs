@@ -122,14 +122,14 @@ pub fn refusal(req: &Request, e: ApiError) -> Response {
 
 /// Hands a gRPC call to the service and anything else to the HTTP API.
 async fn dispatch<S: KvStore>(
-    State(grpc): State<FleetServer<FleetService<S>>>,
+    State(mut grpc): State<FleetServer<FleetService<S>>>,
     req: Request,
     next: Next,
 ) -> Response {
     if !is_grpc(&req) {
         return next.run(req).await;
     }
-    match grpc.clone().call(req).await {
+    match grpc.call(req).await {
         Ok(resp) => resp.map(axum::body::Body::new),
         Err(never) => match never {},
     }
