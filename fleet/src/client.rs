@@ -1,6 +1,8 @@
 //! A typed client of fleet's `/fleet/v1` API (fleet.md §5), over TCP (`http`, `https`) or
 //! a unix socket (`unix:///var/run/fleet.sock`, fleetctl's default `--endpoint`), speaking
-//! to this crate's [`api`](crate::api) or to fleet 1.0's own fleetd alike.
+//! to this crate's [`api`](crate::api) or to fleet 1.0's own fleetd alike; and
+//! [`grpc::GrpcClient`], the same calls over fleetd's gRPC API (`fleet.v1`), plus its
+//! stream of unit changes.
 //!
 //! Listings follow `nextPageToken`s to the end; answers are [`api::types`](crate::api::types)
 //! values; a refusal is a [`ClientError::Api`] with the status and fleet's message.
@@ -18,6 +20,8 @@
 //! # Ok(())
 //! # }
 //! ```
+
+pub mod grpc;
 
 use std::path::PathBuf;
 
@@ -61,13 +65,25 @@ pub enum ClientError {
         /// fleet's message (from its error body, else the body's text; may be empty).
         message: String,
     },
-    /// The API answered something that is not fleet's JSON.
+    /// The API answered something that is not fleet's JSON (or, over gRPC, not a
+    /// `fleet.v1` message this client can read).
     #[error("fleet API at {endpoint} answered unexpectedly: {detail}")]
     Protocol {
         /// The endpoint.
         endpoint: String,
         /// What was wrong.
         detail: String,
+    },
+    /// The gRPC API ([`grpc::GrpcClient`]) refused the request; the codes are the HTTP
+    /// statuses' ([`crate::api::grpc`] has the table).
+    #[error("fleet gRPC API at {endpoint} answered {code:?}: {message}")]
+    Grpc {
+        /// The endpoint.
+        endpoint: String,
+        /// The status code.
+        code: tonic::Code,
+        /// fleet's message (the HTTP API's for the same refusal).
+        message: String,
     },
 }
 
@@ -80,17 +96,25 @@ impl ClientError {
         }
     }
 
-    /// fleet's message of a refusal.
-    pub fn message(&self) -> Option<&str> {
+    /// The gRPC status code of a refusal over gRPC.
+    pub fn code(&self) -> Option<tonic::Code> {
         match self {
-            ClientError::Api { message, .. } => Some(message),
+            ClientError::Grpc { code, .. } => Some(*code),
             _ => None,
         }
     }
 
-    /// Whether the API answered 404.
+    /// fleet's message of a refusal.
+    pub fn message(&self) -> Option<&str> {
+        match self {
+            ClientError::Api { message, .. } | ClientError::Grpc { message, .. } => Some(message),
+            _ => None,
+        }
+    }
+
+    /// Whether the API answered 404 (`NOT_FOUND` over gRPC).
     pub fn is_not_found(&self) -> bool {
-        self.status() == Some(404)
+        self.status() == Some(404) || self.code() == Some(tonic::Code::NotFound)
     }
 }
 
@@ -459,7 +483,7 @@ pub struct StateFilter {
 }
 
 /// An error with its causes, `a: b: c` (reqwest's own message hides the cause).
-fn error_chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cause = e.source();
     while let Some(c) = cause {

@@ -14,8 +14,8 @@
 //!   the `scheduler` crate on watch events and a tick.
 //! * [`agent`]: a machine's presence, self-fencing, fleet's task table through a
 //!   `systemd_driver::UnitDriver`, published unit states.
-//! * [`api`] and [`client`]: fleet's `/fleet/v1` HTTP API; [`ctl`]: fleetctl's commands;
-//!   [`config`], [`daemon`]: fleetd; [`dev`]: `fleetd dev`.
+//! * [`api`] and [`client`]: fleet's `/fleet/v1` HTTP API and its gRPC form, `fleet.v1`;
+//!   [`ctl`]: fleetctl's commands; [`config`], [`daemon`]: fleetd; [`dev`]: `fleetd dev`.
 //!
 //! A one-machine cluster in one program: an in-memory store, an engine, and an agent with a
 //! fake unit driver; a unit is submitted and gets scheduled and launched.

@@ -4,6 +4,7 @@ mod agent;
 mod api;
 mod ctl;
 mod engine;
+mod grpc_api;
 mod kvd_store;
 mod registry;
 mod util;

@@ -11,6 +11,7 @@ use super::error::json;
 use super::types::{Machine, MachineMetadataOp, MachinePage};
 use super::units::read_body;
 use super::{Api, ApiError, page_token};
+use crate::registry::Registry;
 use crate::store::KvStore;
 
 /// `/machines`: `GET` a page, `PATCH` metadata.
@@ -44,8 +45,6 @@ async fn list<S: KvStore>(
     Ok(json(StatusCode::OK, &page))
 }
 
-/// Every operation is checked before any is applied; then they are applied in order.
-/// `remove` writes fleet's empty-string tombstone, which also masks configured metadata.
 async fn patch<S: KvStore>(api: &Api<S>, body: Body) -> Result<Response, ApiError> {
     let body = read_body(body).await?;
     let ops = serde_json::Deserializer::from_slice(&body)
@@ -53,8 +52,24 @@ async fn patch<S: KvStore>(api: &Api<S>, body: Body) -> Result<Response, ApiErro
         .next()
         .unwrap_or_else(|| Err(serde::de::Error::custom("EOF")))
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    apply_metadata(&api.registry, &ops).await?;
+    // fleet "sends" a JSON null, which a 204 cannot carry, so only its content type shows.
+    let mut r = StatusCode::NO_CONTENT.into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    Ok(r)
+}
+
+/// Every operation is checked before any is applied; then they are applied in order.
+/// `remove` writes fleet's empty-string tombstone, which also masks configured metadata.
+pub(super) async fn apply_metadata<S: KvStore>(
+    registry: &Registry<S>,
+    ops: &[MachineMetadataOp],
+) -> Result<(), ApiError> {
     let mut writes = Vec::with_capacity(ops.len());
-    for op in &ops {
+    for op in ops {
         let remove = match op.op.as_str() {
             "remove" => true,
             "add" | "replace" => false,
@@ -76,16 +91,10 @@ async fn patch<S: KvStore>(api: &Api<S>, body: Body) -> Result<Response, ApiErro
         writes.push((machine, key, value));
     }
     for (machine, key, value) in writes {
-        api.registry.set_metadata(machine, key, value).await?;
+        registry.set_metadata(machine, key, value).await?;
         tracing::info!(machine, key, value, "machine metadata set");
     }
-    // fleet "sends" a JSON null, which a 204 cannot carry, so only its content type shows.
-    let mut r = StatusCode::NO_CONTENT.into_response();
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    Ok(r)
+    Ok(())
 }
 
 /// fleet's `^/([^/]+)/metadata/([A-Za-z0-9_.-]+$)`: the machine and the key. A machine

@@ -8,7 +8,9 @@
 //! `PATCH` (§5.6), a discovery document (§5.7), fleet's error bodies and default handlers,
 //! and `Server: fleetd/<version>` on every response. [`serve_tcp`] and [`serve_unix`]
 //! serve it until a shutdown future completes. `tests/api.rs` replays fleet 1.0's
-//! recorded answers (`testdata/oracle/api`) against it.
+//! recorded answers (`testdata/oracle/api`) against it. [`router_with_grpc`] also answers
+//! gRPC calls on the same listeners: `fleet.v1` ([`grpc`]), the same resources by the same
+//! rules, as fleetd serves them.
 //!
 //! Where fleet had gaps, this server is stricter, on purpose:
 //! * unit options are validated on every create **and** replace (fleet skipped replace),
@@ -48,6 +50,7 @@
 
 mod discovery;
 mod error;
+pub mod grpc;
 mod machines;
 pub mod pagination;
 mod state;
@@ -145,6 +148,18 @@ pub fn router_with<S: KvStore>(
                 r
             }
         }))
+}
+
+/// [`router_with`], also answering `fleet.v1` gRPC calls ([`grpc`]), told apart by their
+/// `content-type: application/grpc` as kvd tells its gRPC and HTTP APIs apart: fleet's
+/// HTTP API and its gRPC API on the same listeners.
+pub fn router_with_grpc<S: KvStore>(
+    registry: Arc<Registry<S>>,
+    config: ApiConfig,
+    extra: Router,
+) -> Router {
+    let grpc = grpc::server(registry.clone());
+    grpc::route(router_with(registry, config, extra), grpc)
 }
 
 /// fleet's answer to `/` and to a bare prefix.
@@ -277,7 +292,13 @@ fn unaddressable(name: &str, method: &Method, uri: &Uri) -> Option<Response> {
             redirect_unclean(method, uri).unwrap_or_else(|| ApiError::not_found().into_response()),
         );
     }
-    (name.is_empty() || name.contains('/')).then(|| ApiError::not_found().into_response())
+    (!addressable(name)).then(|| ApiError::not_found().into_response())
+}
+
+/// Whether `name` can be a registry key component: not empty, `.` or `..`, and without a
+/// `/` (such a name would address another key).
+fn addressable(name: &str) -> bool {
+    !(name.is_empty() || name == "." || name == ".." || name.contains('/'))
 }
 
 /// Serves `router` on a TCP listener until `shutdown` completes (then finishes the

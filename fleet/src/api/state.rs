@@ -9,6 +9,7 @@ use axum::response::{IntoResponse, Response};
 use super::error::json;
 use super::types::{UnitState, UnitStatePage};
 use super::{Api, ApiError, page_token, query_values, unaddressable};
+use crate::registry::{PublishedState, Registry};
 use crate::store::KvStore;
 
 const ONLY_GET: &str = "only GET supported against this resource";
@@ -61,13 +62,7 @@ async fn list<S: KvStore>(
             .unwrap_or_default()
             .to_owned()
     };
-    let (machine, unit) = (first("machineID"), first("unitName"));
-    let (states, _) = api.registry.states().await?;
-    let states: Vec<_> = states
-        .into_iter()
-        .filter(|s| machine.is_empty() || s.machine_id == machine)
-        .filter(|s| unit.is_empty() || s.unit == unit)
-        .collect();
+    let states = filtered(&api.registry, &first("unitName"), &first("machineID")).await?;
     let (states, next) = token.slice(states);
     let page = UnitStatePage {
         next_page_token: next.map(|t| t.encode()),
@@ -76,10 +71,33 @@ async fn list<S: KvStore>(
     Ok(json(StatusCode::OK, &page))
 }
 
-/// One state of the unit: the one its machine published when it is scheduled and that
-/// machine did, else the first by machine ID (fleet took whichever it found first).
+/// Every published state of unit `unit` on machine `machine`, by unit then machine (an
+/// empty filter does not filter).
+pub(super) async fn filtered<S: KvStore>(
+    registry: &Registry<S>,
+    unit: &str,
+    machine: &str,
+) -> Result<Vec<PublishedState>, ApiError> {
+    let (states, _) = registry.states().await?;
+    Ok(states
+        .into_iter()
+        .filter(|s| machine.is_empty() || s.machine_id == machine)
+        .filter(|s| unit.is_empty() || s.unit == unit)
+        .collect())
+}
+
 async fn get<S: KvStore>(api: &Api<S>, name: &str) -> Result<Response, ApiError> {
-    let states = api.registry.unit_states(name).await?;
+    Ok(json(StatusCode::OK, &one(&api.registry, name).await?))
+}
+
+/// One state of the unit: the one its machine published when it is scheduled and that
+/// machine did, else the first by machine ID (fleet took whichever it found first); a 404
+/// `unit state does not exist`.
+pub(super) async fn one<S: KvStore>(
+    registry: &Registry<S>,
+    name: &str,
+) -> Result<UnitState, ApiError> {
+    let states = registry.unit_states(name).await?;
     if states.is_empty() {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
@@ -88,10 +106,10 @@ async fn get<S: KvStore>(api: &Api<S>, name: &str) -> Result<Response, ApiError>
     }
     let target = match states.len() {
         1 => None,
-        _ => api.registry.unit(name).await?.and_then(|u| u.target),
+        _ => registry.unit(name).await?.and_then(|u| u.target),
     };
     let chosen = target
         .and_then(|t| states.iter().find(|s| s.machine_id == t))
         .unwrap_or(&states[0]);
-    Ok(json(StatusCode::OK, &UnitState::of(chosen)))
+    Ok(UnitState::of(chosen))
 }

@@ -77,10 +77,17 @@ async fn list<S: KvStore>(
 }
 
 async fn get<S: KvStore>(api: &Api<S>, name: &str) -> Result<Response, ApiError> {
-    let Some(unit) = one_with_state(&api.registry, name).await? else {
-        return Err(ApiError::new(StatusCode::NOT_FOUND, "unit does not exist"));
-    };
-    Ok(json(StatusCode::OK, &unit))
+    Ok(json(StatusCode::OK, &get_unit(&api.registry, name).await?))
+}
+
+/// One unit in the API's form; a 404 `unit does not exist`.
+pub(super) async fn get_unit<S: KvStore>(
+    registry: &Registry<S>,
+    name: &str,
+) -> Result<types::Unit, ApiError> {
+    one_with_state(registry, name)
+        .await?
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "unit does not exist"))
 }
 
 /// The API's form of `units`, their current states derived from the published states
@@ -127,16 +134,25 @@ pub(crate) async fn one_with_state<S: KvStore>(
 }
 
 async fn destroy<S: KvStore>(api: &Api<S>, name: &str) -> Result<Response, ApiError> {
+    destroy_unit(&api.registry, name).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// Destroys a unit; a 404 `unit does not exist`.
+pub(super) async fn destroy_unit<S: KvStore>(
+    registry: &Registry<S>,
+    name: &str,
+) -> Result<(), ApiError> {
     let not_found = || ApiError::new(StatusCode::NOT_FOUND, "unit does not exist");
     // fleet destroys only units that exist (a job directory without an object is not one).
-    if api.registry.unit(name).await?.is_none() {
+    if registry.unit(name).await?.is_none() {
         return Err(not_found());
     }
-    if !api.registry.destroy_unit(name).await? {
+    if !registry.destroy_unit(name).await? {
         return Err(not_found());
     }
     tracing::info!(unit = name, "unit destroyed");
-    Ok(StatusCode::NO_CONTENT.into_response())
+    Ok(())
 }
 
 /// `PUT /units/<name>`: fleet's decision procedure (§5.4), validating on replace too.
@@ -159,9 +175,31 @@ async fn set<S: KvStore>(
             go_quote(&su.name)
         )));
     }
+    Ok(match set_unit(&api.registry, su).await? {
+        SetOutcome::Stored => StatusCode::CREATED,
+        SetOutcome::DesiredStateSet => StatusCode::NO_CONTENT,
+    }
+    .into_response())
+}
+
+/// What [`set_unit`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum SetOutcome {
+    /// The unit was created, or its options replaced (HTTP's 201).
+    Stored,
+    /// Only its desired state was set (HTTP's 204).
+    DesiredStateSet,
+}
+
+/// fleet's decision procedure (§5.4) for a unit named `su.name`, validating its name, and
+/// its options on create and replace.
+pub(super) async fn set_unit<S: KvStore>(
+    registry: &Registry<S>,
+    su: types::Unit,
+) -> Result<SetOutcome, ApiError> {
     validate_fleet_name(&su.name).map_err(|e| ApiError::bad_request(e.to_string()))?;
 
-    let existing = api.registry.unit(&su.name).await?;
+    let existing = registry.unit(&su.name).await?;
     let contents = if su.options.is_empty() {
         None
     } else {
@@ -183,14 +221,14 @@ async fn set<S: KvStore>(
             .map_err(|e| ApiError::bad_request(e.to_string()))?;
         let desired = su.desired_state.unwrap_or(JobState::Inactive);
         check_template(&su.name, desired)?;
-        api.registry.put_unit(&su.name, contents, desired).await?;
+        registry.put_unit(&su.name, contents, desired).await?;
         tracing::info!(
             unit = %su.name,
             desired = %desired,
             replaced = existing.is_some(),
             "unit stored"
         );
-        return Ok(StatusCode::CREATED.into_response());
+        return Ok(SetOutcome::Stored);
     }
 
     let Some(desired) = su.desired_state else {
@@ -200,9 +238,9 @@ async fn set<S: KvStore>(
         ));
     };
     check_template(&su.name, desired)?;
-    api.registry.set_desired(&su.name, desired).await?;
+    registry.set_desired(&su.name, desired).await?;
     tracing::info!(unit = %su.name, desired = %desired, "desired state set");
-    Ok(StatusCode::NO_CONTENT.into_response())
+    Ok(SetOutcome::DesiredStateSet)
 }
 
 /// Exactly one `Content-Type`, of media type `application/json` (parameters allowed).

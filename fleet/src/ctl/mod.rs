@@ -1,9 +1,10 @@
 //! fleetctl: fleet's command-line client (fleet.md §2), over the API or the registry.
 //!
 //! [`run`] parses fleetctl's arguments and environment (`FLEETCTL_*`), picks the driver
-//! (`--driver=API` through `--endpoint`, or `--driver=etcd` straight to the registry) and
-//! runs one command, writing to the given output and returning the exit code. The
-//! commands themselves are generic over [`FleetApi`] ([`commands`]).
+//! (`--driver=API` through `--endpoint`, `--driver=grpc` through fleetd's gRPC API there,
+//! or `--driver=etcd` straight to the registry) and runs one command, writing to the given
+//! output and returning the exit code. The commands themselves are generic over
+//! [`FleetApi`] ([`commands`]).
 //!
 //! Deliberate differences from fleet 1.0: usage errors exit 2 instead of 0; `-l` works as
 //! well as `--l`/`--full`; `start` waits for systemd within the blocking budget instead of
@@ -46,7 +47,8 @@ pub struct Cli {
         default_value = "unix:///var/run/fleet.sock"
     )]
     pub endpoint: String,
-    /// Adapter used to talk to the cluster: API or etcd.
+    /// Adapter used to talk to the cluster: API, etcd, or grpc (fleetd's gRPC API at
+    /// --endpoint).
     #[arg(long, global = true, env = "FLEETCTL_DRIVER", default_value = "API")]
     pub driver: String,
     /// Amount of time in seconds to allow a single request before considering it failed.
@@ -223,6 +225,18 @@ pub async fn run(argv: Vec<String>, io: &mut Io<'_>) -> i32 {
             let first = cli.endpoint.split(',').next().unwrap_or_default().trim();
             let builder = reqwest::Client::builder().timeout(timeout);
             match crate::client::Client::with_builder(first, builder) {
+                Ok(client) => dispatch(&client, cli.command, io).await,
+                Err(e) => {
+                    let _ = writeln!(io.err, "Unable to initialize client: {e}");
+                    1
+                }
+            }
+        }
+        "grpc" => {
+            let first = cli.endpoint.split(',').next().unwrap_or_default().trim();
+            let connect =
+                crate::client::grpc::GrpcClient::connect_with(first, timeout, Some(timeout));
+            match connect.await {
                 Ok(client) => dispatch(&client, cli.command, io).await,
                 Err(e) => {
                     let _ = writeln!(io.err, "Unable to initialize client: {e}");

@@ -3,9 +3,10 @@
 //! [`run`] starts, over the store the configuration names, the engine (unless
 //! `disable_engine`), the agent with the unit driver the host allows (systemd over D-Bus
 //! when systemd is PID 1 and answers, otherwise the native supervisor), and the `/fleet/v1`
-//! API on its unix socket and TCP address, with `/metrics`. When `shutdown` completes it
-//! stops them as fleet does: the agent stops its units and removes the machine's presence,
-//! the engine gives its lease up, the API finishes the requests in flight.
+//! API (and its gRPC form, `fleet.v1`) on its unix socket and TCP address, with `/metrics`.
+//! When `shutdown` completes it stops them as fleet does: the agent stops its units and
+//! removes the machine's presence, the engine gives its lease up, the API finishes the
+//! requests in flight.
 
 pub mod host;
 pub mod metrics;
@@ -324,7 +325,7 @@ async fn run_roles<S: KvStore, D: UnitDriver>(
     };
     // fleet answers 503 until the machine is registered, and while it is cut off.
     let presence = agent.presence();
-    let router = api::router_with(registry, api_config, metrics::router(metrics)).layer(
+    let router = api::router_with_grpc(registry, api_config, metrics::router(metrics)).layer(
         axum::middleware::from_fn(
             move |req: axum::extract::Request, next: axum::middleware::Next| {
                 let alive = matches!(*presence.borrow(), Presence::Alive);
@@ -332,10 +333,13 @@ async fn run_roles<S: KvStore, D: UnitDriver>(
                     if alive || req.uri().path() == "/metrics" {
                         next.run(req).await
                     } else {
-                        axum::response::IntoResponse::into_response(api::ApiError::new(
-                            axum::http::StatusCode::SERVICE_UNAVAILABLE,
-                            api::UNAVAILABLE,
-                        ))
+                        api::grpc::refusal(
+                            &req,
+                            api::ApiError::new(
+                                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                                api::UNAVAILABLE,
+                            ),
+                        )
                     }
                 }
             },
