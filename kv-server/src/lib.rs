@@ -80,4 +80,4 @@ pub mod tls;
 
 pub use config::{Config, InitialMember, parse_initial_cluster, parse_urls};
 pub use error::{Error, Result};
-pub use server::{ClientListener, Listeners, run, run_with, serve_backend};
+pub use server::{ClientListener, Listeners, run, run_embedded, run_with, serve_backend};

@@ -50,7 +50,7 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
     match config.backend.as_str() {
-        "raft" => run_raft(config, None, shutdown).await,
+        "raft" => run_raft(config, None, None, shutdown).await,
         "memory" => run_memory(config, None, shutdown).await,
         other => bail_config!("--backend: {other:?} is neither \"raft\" nor \"memory\""),
     }
@@ -78,7 +78,7 @@ pub async fn run_with(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
     match config.backend.as_str() {
-        "raft" => run_raft(config, Some(listeners), shutdown).await,
+        "raft" => run_raft(config, Some(listeners), None, shutdown).await,
         "memory" => run_memory(config, Some(listeners), shutdown).await,
         other => bail_config!("--backend: {other:?} is neither \"raft\" nor \"memory\""),
     }
@@ -231,9 +231,25 @@ fn raft_members(config: &Config) -> Result<(u64, u64, Vec<raft_store::Member>)> 
     Ok((my_id, cluster_id, members))
 }
 
+/// [`run`] with the raft backend, handing the running backend to `ready` once it serves, so
+/// a program that embeds the store can also use it directly, without a client (fleetd's
+/// registry does). `listeners` as for [`run_with`]; `None` binds the configured URLs.
+///
+/// # Errors
+/// As for [`run`].
+pub async fn run_embedded(
+    config: Config,
+    listeners: Option<Listeners>,
+    ready: tokio::sync::oneshot::Sender<Arc<RaftBackend>>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    run_raft(config, listeners, Some(ready), shutdown).await
+}
+
 async fn run_raft(
     config: Config,
     bound: Option<Listeners>,
+    ready: Option<tokio::sync::oneshot::Sender<Arc<RaftBackend>>>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
     let (_, addrs) = config.validate()?;
@@ -382,6 +398,9 @@ async fn run_raft(
     };
     tracing::info!(id = %format!("{my_id:x}"), cluster = %format!("{cluster_id:x}"), "raft member started");
     let backend = Arc::new(RaftBackend::new(node, handle, identity));
+    if let Some(ready) = ready {
+        let _ = ready.send(Arc::clone(&backend));
+    }
     let stop = {
         let b = Arc::clone(&backend);
         async move {

@@ -2,9 +2,11 @@
 //!
 //! Every `.proto` file of the project lives under `proto/` in this crate, one directory per
 //! versioned package. The generated prost messages and tonic services are exposed in one
-//! module per package (`raft_v1` for `raft.v1`, `kv_v1` for `kv.v1`), and [`convert`] holds the
-//! conversions between wire types and domain types (kv-core's), so clients can talk to a
-//! store without linking RocksDB or raft.
+//! module per package (`raft_v1` for `raft.v1`, `kv_v1` for `kv.v1`, `fleet_v1` for
+//! `fleet.v1`), and [`convert`] holds the conversions between wire types and kv-core's domain types, so
+//! clients can talk to a store without linking RocksDB or raft. `fleet.v1`'s conversions
+//! live in the fleet crate, next to the types they convert (this crate does not depend on
+//! fleet).
 //!
 //! ```
 //! use proto::raft_v1::MessageBatch;
@@ -34,4 +36,11 @@ pub mod kv_v1 {
 #[allow(missing_docs, unreachable_pub, clippy::all, rust_2018_idioms)]
 pub mod etcdserverpb {
     tonic::include_proto!("etcdserverpb");
+}
+
+/// `fleet.v1`: fleetd's gRPC API, the `/fleet/v1` HTTP API's resources (units, unit
+/// states, machines) plus a stream of unit changes.
+#[allow(missing_docs, unreachable_pub, clippy::all, rust_2018_idioms)]
+pub mod fleet_v1 {
+    tonic::include_proto!("fleet.v1");
 }

@@ -489,7 +489,7 @@ fn disk_baseline(p: &Params) -> Result<(), Box<dyn std::error::Error>> {
     );
     // How the disk serves several flushes at once: writers appending to one file, each
     // fdatasync'ing after every record it appends (what a log flushed by several threads
-    // would ask of it; see docs/benchmarks.md for why raft-store does not do that).
+    // would ask of it; see docs/perf-log/2026-12-06-overlapping-flush-wal.md for why raft-store does not do that).
     for threads in [1usize, 2, 4] {
         let path = dir.path().join(format!("append-{threads}"));
         let file = Arc::new(

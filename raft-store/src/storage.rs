@@ -606,7 +606,7 @@ fn check_version(path: &Path, bytes: &[u8]) -> Result<(), StorageError> {
 
 /// Memtable size (RocksDB's default), and so about the size of each WAL file. Smaller
 /// memtables let recycling start sooner but flush more often: 16 MB gave 0.95-1.09x the
-/// writes of 64 MB with 1.5-2.7x the p99 (docs/benchmarks.md).
+/// writes of 64 MB with 1.5-2.7x the p99 (docs/perf-log/2026-12-07-recycled-wal-ab.md).
 const WRITE_BUFFER_BYTES: usize = 64 << 20;
 /// Obsolete WAL files kept for reuse (RocksDB's `recycle_log_file_num`).
 const WAL_FILES_RECYCLED: usize = 2;
@@ -734,7 +734,7 @@ impl RocksLogStore {
         // WAL file grows it, so each fdatasync also commits the inode's new size through
         // ext4's journal; a recycled file is overwritten in place and the fdatasync flushes
         // data only (measured: 0.20-0.21 against 0.30-0.34 ms per fdatasync, 1.15-1.26x the
-        // writes of one member; docs/benchmarks.md). A process's first WAL file is still fresh:
+        // writes of one member; docs/perf-log/2026-12-07-recycled-wal-ab.md). A process's first WAL file is still fresh:
         // RocksDB recycles only files obsolete in this process, so recycling starts once
         // the first memtable is flushed. Two files, so that one is free even while the
         // previous memtable's flush is still running.

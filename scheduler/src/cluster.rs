@@ -90,6 +90,23 @@ pub enum Desired {
     Launched,
 }
 
+impl Desired {
+    /// fleet's name for the state (`inactive`, `loaded`, `launched`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Desired::Inactive => "inactive",
+            Desired::Loaded => "loaded",
+            Desired::Launched => "launched",
+        }
+    }
+}
+
+impl fmt::Display for Desired {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 impl std::str::FromStr for Desired {
     type Err = crate::Error;
 

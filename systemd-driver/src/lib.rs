@@ -67,7 +67,7 @@ use std::future::Future;
 
 pub use error::{Error, Result};
 pub use log::{LogLine, LogOptions, LogStream};
-pub use process::{CgroupSupport, ProcessDriver, ProcessDriverConfig};
+pub use process::{CgroupSupport, ProcessDriver, ProcessDriverConfig, kill_orphaned_units};
 pub use state::{
     ActiveState, LoadState, RecvError, ServiceResult, StateChange, Subscription, UnitState,
     UnitStatus,

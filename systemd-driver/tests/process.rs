@@ -179,6 +179,42 @@ async fn kills_what_it_no_longer_tracks() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orphaned_units_die_with_their_machine() {
+    let s = Scratch::new();
+    let d = driver(&s).await;
+    let pidfile = s.path("child.pid");
+    d.load(
+        "orphan.service",
+        &format!(
+            "[Service]\nExecStart=/bin/sh -c 'sleep 300 & echo $$! > {}; wait'\n",
+            pidfile.display()
+        ),
+    )
+    .await
+    .unwrap();
+    d.start("orphan.service").await.unwrap();
+    let main = wait_state(&d, "orphan.service", "loaded/active/running")
+        .await
+        .main_pid
+        .unwrap();
+    wait_for("child pid", || lines(&pidfile).len() == 1).await;
+    let child: u32 = lines(&pidfile)[0].parse().unwrap();
+    // The supervisor dies without stopping anything, as a killed fleetd does.
+    drop(d);
+    assert!(alive(main) && alive(child));
+    assert_eq!(
+        systemd_driver::kill_orphaned_units(&s.path("state")).unwrap(),
+        1
+    );
+    wait_for("orphans killed", || !alive(main) && !alive(child)).await;
+    // Nothing recorded, nothing to do.
+    assert_eq!(
+        systemd_driver::kill_orphaned_units(&s.path("nowhere")).unwrap(),
+        0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn notify_ready_status_and_timeout() {
     let s = Scratch::new();
     let d = driver(&s).await;

@@ -446,8 +446,9 @@ pub fn fleet_mangle_name(arg: &str) -> String {
     }
 }
 
-/// Go's `strconv.Quote` closely enough for the messages fleet builds with `%q`.
-pub(crate) fn go_quote_str(s: &str) -> String {
+/// Go's `strconv.Quote` closely enough for the messages fleet builds with `%q` (its API
+/// quotes names the same way in its other messages).
+pub fn go_quote_str(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
     out.push('"');
     for c in s.chars() {

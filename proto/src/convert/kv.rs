@@ -1,8 +1,9 @@
 //! `kv.v1` <-> kv-core: requests to [`kv_core::Op`]s and [`kv_core::Txn`]s (validated as
-//! the v2 HTTP API validates its forms), events and nodes both ways, and etcd errors to and
-//! from gRPC statuses.
+//! the v2 HTTP API validates its forms) for servers, and back ([`op_request`],
+//! [`txn_request`]) for clients; events and nodes both ways, a transaction's answer as
+//! kv-core's summary event ([`txn_event`]), and etcd errors to and from gRPC statuses.
 
-use kv_core::{Action, Compare, CompareTarget, Error, Event, NodeView, Op, Txn};
+use kv_core::{Action, Batch, Compare, CompareTarget, Error, Event, NodeView, Op, Txn};
 use tonic::metadata::{MetadataMap, MetadataValue};
 
 use crate::kv_v1 as w;
@@ -221,6 +222,203 @@ pub fn batch_put(b: w::BatchPutRequest) -> Result<Txn, Error> {
         success: b.puts.into_iter().map(put_op).collect::<Result<_, _>>()?,
         failure: Vec::new(),
     })
+}
+
+/// A kv-core operation that no `kv.v1` request carries. `what` says which, in words that
+/// finish "does not support ...".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("kv.v1 has no request for {what}")]
+pub struct Unrepresentable {
+    /// The operation or option.
+    pub what: &'static str,
+}
+
+/// A TTL as requests carry it (0 is none). kv-core's `Some(0)`, expiry at the next sweep,
+/// has no request form: sending 0 would make the node permanent instead.
+fn wire_ttl(ttl: Option<u64>) -> Result<u64, Unrepresentable> {
+    match ttl {
+        None => Ok(0),
+        Some(0) => Err(Unrepresentable {
+            what: "a TTL of 0 (expiry at the next sweep)",
+        }),
+        Some(t) => Ok(t),
+    }
+}
+
+/// The `kv.v1` request of a single-key operation, the inverse of [`txn_op`] (which
+/// [`put_op`], [`delete_op`] and [`cas_op`] serve): what `txn_op` makes of the result equals
+/// `op`. Values kv-core ignores (with `refresh`) are not sent, since the server refuses
+/// them (211); a compare-and-swap without a condition is sent as it is and refused (207).
+///
+/// # Errors
+/// [`Unrepresentable`] for [`Op::Expire`] (the store runs its own sweeps), for an
+/// [`Op::Txn`] (see [`txn_request`]) and for a TTL of 0.
+pub fn op_request(op: Op) -> Result<w::op::Op, Unrepresentable> {
+    let kept = |value: String, refresh: bool| if refresh { String::new() } else { value };
+    Ok(match op {
+        Op::Set {
+            key,
+            value,
+            dir,
+            ttl,
+            refresh,
+        } => w::op::Op::Put(w::PutRequest {
+            key,
+            value: kept(value, refresh),
+            dir,
+            ttl: wire_ttl(ttl)?,
+            refresh,
+            prev_exist: None,
+            in_order: false,
+        }),
+        Op::Create {
+            key,
+            value,
+            dir,
+            ttl,
+            unique,
+        } => w::op::Op::Put(w::PutRequest {
+            key,
+            value,
+            dir,
+            ttl: wire_ttl(ttl)?,
+            refresh: false,
+            prev_exist: (!unique).then_some(false),
+            in_order: unique,
+        }),
+        Op::Update {
+            key,
+            value,
+            ttl,
+            refresh,
+        } => w::op::Op::Put(w::PutRequest {
+            key,
+            value: kept(value, refresh),
+            dir: false,
+            ttl: wire_ttl(ttl)?,
+            refresh,
+            prev_exist: Some(true),
+            in_order: false,
+        }),
+        Op::CompareAndSwap {
+            key,
+            value,
+            prev_value,
+            prev_index,
+            ttl,
+            refresh,
+        } => w::op::Op::CompareAndSwap(w::CompareAndSwapRequest {
+            key,
+            value: kept(value, refresh),
+            prev_value,
+            prev_index,
+            ttl: wire_ttl(ttl)?,
+            refresh,
+        }),
+        Op::Delete {
+            key,
+            dir,
+            recursive,
+        } => w::op::Op::Delete(w::DeleteRequest {
+            key,
+            dir,
+            recursive,
+            prev_value: None,
+            prev_index: None,
+        }),
+        Op::CompareAndDelete {
+            key,
+            prev_value,
+            prev_index,
+        } => w::op::Op::Delete(w::DeleteRequest {
+            key,
+            dir: false,
+            recursive: false,
+            prev_value,
+            prev_index,
+        }),
+        Op::Expire => {
+            return Err(Unrepresentable {
+                what: "expiry sweeps (the store runs its own)",
+            });
+        }
+        Op::Txn(_) => {
+            return Err(Unrepresentable {
+                what: "a transaction as a single operation",
+            });
+        }
+        _ => {
+            return Err(Unrepresentable {
+                what: "an operation newer than kv.v1",
+            });
+        }
+    })
+}
+
+/// The `kv.v1` condition of a transaction's comparison, the inverse of [`compare`].
+///
+/// # Errors
+/// [`Unrepresentable`] for a kind of comparison newer than `kv.v1`.
+pub fn compare_request(c: Compare) -> Result<w::Compare, Unrepresentable> {
+    let target = match c.target {
+        CompareTarget::Value(v) => w::compare::Target::Value(v),
+        CompareTarget::ModifiedIndex(i) => w::compare::Target::ModifiedIndex(i),
+        CompareTarget::CreatedIndex(i) => w::compare::Target::CreatedIndex(i),
+        CompareTarget::Exists(e) => w::compare::Target::Exists(e),
+        _ => {
+            return Err(Unrepresentable {
+                what: "a comparison newer than kv.v1",
+            });
+        }
+    };
+    Ok(w::Compare {
+        key: c.key,
+        target: Some(target),
+    })
+}
+
+/// The `kv.v1` request of a transaction, the inverse of [`txn`].
+///
+/// # Errors
+/// [`Unrepresentable`] for an operation of either branch that [`op_request`] refuses
+/// (which the store would refuse too: a transaction holds single-key operations only).
+pub fn txn_request(t: Txn) -> Result<w::TxnRequest, Unrepresentable> {
+    let ops = |ops: Vec<Op>| {
+        ops.into_iter()
+            .map(|op| match op {
+                Op::Txn(_) => Err(Unrepresentable {
+                    what: "a transaction inside a transaction",
+                }),
+                op => op_request(op).map(|op| w::Op { op: Some(op) }),
+            })
+            .collect::<Result<Vec<_>, _>>()
+    };
+    Ok(w::TxnRequest {
+        compare: t
+            .compare
+            .into_iter()
+            .map(compare_request)
+            .collect::<Result<_, _>>()?,
+        success: ops(t.success)?,
+        failure: ops(t.failure)?,
+    })
+}
+
+/// The summary event kv-core's store returns for a transaction (what a backend's `apply`
+/// answers), from the parts of a `TxnResponse`: whether the comparisons held, the events of
+/// the branch that ran, and the store index after it.
+pub fn txn_event(succeeded: bool, events: Vec<Event>, index: u64) -> Event {
+    Event {
+        action: Action::Txn,
+        node: NodeView {
+            key: "/".into(),
+            dir: true,
+            ..Default::default()
+        },
+        prev_node: None,
+        index,
+        batch: Some(Batch { succeeded, events }),
+    }
 }
 
 impl From<Action> for w::Action {
@@ -471,6 +669,254 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(txn(t).unwrap_err().code(), 209);
+    }
+
+    /// Every kind of operation, with its options, as kv-core spells them (values kv-core
+    /// ignores left empty: those are not sent).
+    fn every_op() -> Vec<Op> {
+        vec![
+            Op::Set {
+                key: "/a".into(),
+                value: "v".into(),
+                dir: false,
+                ttl: None,
+                refresh: false,
+            },
+            Op::Set {
+                key: "/d".into(),
+                value: String::new(),
+                dir: true,
+                ttl: Some(30),
+                refresh: false,
+            },
+            Op::Set {
+                key: "/a".into(),
+                value: String::new(),
+                dir: false,
+                ttl: Some(5),
+                refresh: true,
+            },
+            Op::Create {
+                key: "/b".into(),
+                value: "v".into(),
+                dir: false,
+                ttl: Some(2),
+                unique: false,
+            },
+            Op::Create {
+                key: "/e".into(),
+                value: String::new(),
+                dir: true,
+                ttl: None,
+                unique: false,
+            },
+            Op::Create {
+                key: "/q".into(),
+                value: "job".into(),
+                dir: false,
+                ttl: None,
+                unique: true,
+            },
+            Op::Update {
+                key: "/a".into(),
+                value: "w".into(),
+                ttl: None,
+                refresh: false,
+            },
+            Op::Update {
+                key: "/a".into(),
+                value: String::new(),
+                ttl: Some(9),
+                refresh: true,
+            },
+            Op::CompareAndSwap {
+                key: "/a".into(),
+                value: "x".into(),
+                prev_value: Some("w".into()),
+                prev_index: None,
+                ttl: None,
+                refresh: false,
+            },
+            Op::CompareAndSwap {
+                key: "/a".into(),
+                value: "y".into(),
+                prev_value: Some("x".into()),
+                prev_index: Some(7),
+                ttl: Some(4),
+                refresh: false,
+            },
+            Op::CompareAndSwap {
+                key: "/a".into(),
+                value: String::new(),
+                prev_value: None,
+                prev_index: Some(8),
+                ttl: Some(4),
+                refresh: true,
+            },
+            Op::Delete {
+                key: "/a".into(),
+                dir: false,
+                recursive: false,
+            },
+            Op::Delete {
+                key: "/e".into(),
+                dir: true,
+                recursive: false,
+            },
+            Op::Delete {
+                key: "/d".into(),
+                dir: true,
+                recursive: true,
+            },
+            Op::CompareAndDelete {
+                key: "/b".into(),
+                prev_value: Some("v".into()),
+                prev_index: None,
+            },
+            Op::CompareAndDelete {
+                key: "/b".into(),
+                prev_value: None,
+                prev_index: Some(3),
+            },
+            Op::CompareAndDelete {
+                key: "/b".into(),
+                prev_value: Some("v".into()),
+                prev_index: Some(3),
+            },
+        ]
+    }
+
+    #[test]
+    fn requests_round_trip_through_the_servers_conversions() {
+        for op in every_op() {
+            let wire = op_request(op.clone()).unwrap();
+            assert_eq!(txn_op(w::Op { op: Some(wire) }).unwrap(), op);
+        }
+        let t = Txn {
+            compare: vec![
+                Compare {
+                    key: "/a".into(),
+                    target: CompareTarget::Value("v".into()),
+                },
+                Compare {
+                    key: "/a".into(),
+                    target: CompareTarget::ModifiedIndex(4),
+                },
+                Compare {
+                    key: "/l".into(),
+                    target: CompareTarget::CreatedIndex(2),
+                },
+                Compare {
+                    key: "/n".into(),
+                    target: CompareTarget::Exists(false),
+                },
+            ],
+            success: every_op(),
+            failure: every_op().into_iter().rev().collect(),
+        };
+        assert_eq!(txn(txn_request(t.clone()).unwrap()).unwrap(), t);
+        assert_eq!(
+            txn(txn_request(Txn::default()).unwrap()).unwrap(),
+            Txn::default()
+        );
+    }
+
+    #[test]
+    fn requests_without_a_wire_form_are_refused() {
+        assert!(op_request(Op::Expire).is_err());
+        assert!(op_request(Op::Txn(Txn::default())).is_err());
+        let zero = Op::Set {
+            key: "/a".into(),
+            value: "v".into(),
+            dir: false,
+            ttl: Some(0),
+            refresh: false,
+        };
+        let e = op_request(zero.clone()).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "kv.v1 has no request for a TTL of 0 (expiry at the next sweep)"
+        );
+        for inner in [Op::Expire, Op::Txn(Txn::default()), zero] {
+            let t = Txn {
+                failure: vec![inner],
+                ..Default::default()
+            };
+            assert!(txn_request(t).is_err());
+        }
+        // A value kv-core ignores on a refresh is not sent (the server would refuse it).
+        let refresh = Op::Update {
+            key: "/a".into(),
+            value: "ignored".into(),
+            ttl: Some(3),
+            refresh: true,
+        };
+        let Ok(w::op::Op::Put(p)) = op_request(refresh) else {
+            panic!("an update is a put");
+        };
+        assert!(p.value.is_empty() && p.refresh && p.prev_exist == Some(true));
+        assert!(put_op(p).is_ok());
+    }
+
+    #[test]
+    fn a_transactions_answer_is_kv_cores_summary() {
+        use kv_core::{Command, Store};
+        let mut store = Store::new();
+        for (i, key) in ["/a", "/b"].into_iter().enumerate() {
+            store
+                .apply(&Command::new(
+                    1,
+                    Op::Set {
+                        key: key.into(),
+                        value: i.to_string(),
+                        dir: false,
+                        ttl: None,
+                        refresh: false,
+                    },
+                ))
+                .unwrap();
+        }
+        let txn = |value: &str| {
+            Op::Txn(Txn {
+                compare: vec![Compare {
+                    key: "/a".into(),
+                    target: CompareTarget::Value(value.into()),
+                }],
+                success: vec![Op::Delete {
+                    key: "/a".into(),
+                    dir: false,
+                    recursive: false,
+                }],
+                failure: vec![Op::CompareAndSwap {
+                    key: "/b".into(),
+                    value: "2".into(),
+                    prev_value: Some("1".into()),
+                    prev_index: None,
+                    ttl: None,
+                    refresh: false,
+                }],
+            })
+        };
+        // A failed comparison, a successful one, and one whose branch is empty.
+        let mut summaries = vec![
+            store.apply(&Command::new(2, txn("nope"))).unwrap(),
+            store.apply(&Command::new(3, txn("0"))).unwrap(),
+        ];
+        summaries.push(
+            store
+                .apply(&Command::new(4, Op::Txn(Txn::default())))
+                .unwrap(),
+        );
+        for summary in summaries {
+            // What the server sends (kv-server's `Txn`) and what a client reads back.
+            let batch = summary.batch.clone().unwrap();
+            let events = batch
+                .events
+                .into_iter()
+                .map(|e| Event::try_from(w::Event::from(e)).unwrap())
+                .collect();
+            assert_eq!(txn_event(batch.succeeded, events, summary.index), summary);
+        }
     }
 
     #[test]

@@ -398,6 +398,38 @@ impl ProcessDriver {
     }
 }
 
+/// Kills every unit process recorded in the state directory of a driver that is gone
+/// (its process died without stopping its units), as if the machine had died with it.
+/// Returns how many units had a record of processes. The records stay: a driver opened on
+/// the directory later finds nothing alive to adopt and starts afresh.
+///
+/// Only processes that are provably the recorded ones are signalled (same PID and start
+/// time, or members of a recorded process group no older than its leader, or a recorded
+/// cgroup), never a process that merely reuses a number.
+///
+/// # Errors
+/// When the state directory's `run/` cannot be read; a missing one means nothing to do.
+pub fn kill_orphaned_units(state_dir: &std::path::Path) -> Result<usize> {
+    let run_dir = state_dir.join("run");
+    let entries = match std::fs::read_dir(&run_dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(Error::io("read", &run_dir, e)),
+    };
+    let mut n = 0;
+    for e in entries.flatten() {
+        let record = std::fs::read(e.path())
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Option<PidRecord>>(&b).ok())
+            .flatten();
+        if let Some(rec) = record {
+            kill_recorded(&rec);
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
 fn kill_recorded(rec: &PidRecord) {
     if let Some(path) = &rec.cgroup {
         let cg = cgroup::UnitCgroup { path: path.clone() };

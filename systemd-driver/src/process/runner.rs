@@ -1555,7 +1555,7 @@ impl Runner {
 /// torn one (a shorter record is padded with spaces, which JSON ignores, rather than
 /// truncated). In place rather than write-then-rename because that allocated an inode per
 /// start, and on ext4 without a journal, with many files recently deleted (a busy build
-/// machine), allocating one cost more than the rest of a start (see docs/benchmarks.md).
+/// machine), allocating one cost more than the rest of a start (see docs/perf-log/2026-11-25-systemd-driver-clone3.md).
 pub(crate) fn write_record_file(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::os::unix::fs::FileExt;
     let f = std::fs::OpenOptions::new()
