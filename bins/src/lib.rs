@@ -22,3 +22,20 @@ pub mod bench;
 pub mod bench_grpc;
 mod bench_http;
 pub mod kvctl;
+
+/// Completes on SIGTERM or Ctrl-C: the servers' (kvd's, fleetd's) shutdown signal.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let ctrl_c = tokio::signal::ctrl_c();
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = ctrl_c => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = ctrl_c.await;
+        }
+    }
+}

@@ -18,7 +18,7 @@ use fleet::store::etcd::EtcdStore;
 use fleet::store::{KvStore, StoreError, Watch};
 use kv_core::{Action, Event, Op};
 use kv_server::backend::KvBackend;
-use kv_server::backend::memory::{MemoryBackend, MemoryConfig};
+use kv_server::backend::memory::MemoryBackend;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::util::eventually;
@@ -46,24 +46,9 @@ struct TestStore {
 
 impl TestStore {
     async fn new(txn: bool) -> TestStore {
-        let backend = Arc::new(MemoryBackend::ephemeral(MemoryConfig {
-            id: 1,
-            cluster_id: 2,
-            name: "fleet-engine-test".into(),
-            peer_urls: vec!["http://127.0.0.1:2380".into()],
-            client_urls: vec![],
-            data_dir: Default::default(),
-        }));
-        let router = kv_server::http::router(backend.clone(), kv_server::http::Limits::default());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(kv_server::http::serve(
-            listener,
-            router,
-            std::future::pending(),
-        ));
+        let (http, backend) = crate::util::etcd_store_with_backend().await;
         TestStore {
-            http: EtcdStore::new(&[format!("http://{addr}")]).unwrap(),
+            http,
             backend: txn.then_some(backend),
             reads_fail: Arc::new(AtomicBool::new(false)),
             writes_fail: Arc::new(AtomicBool::new(false)),

@@ -4,21 +4,26 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fleet::store::etcd::EtcdStore;
+use kv_server::backend::memory::{MemoryBackend, MemoryConfig};
 
 /// A single-member in-memory store serving the etcd v2 API on 127.0.0.1:0, and an
 /// [`EtcdStore`] speaking to it. The server stops when the runtime does.
 pub(crate) async fn etcd_store() -> EtcdStore {
-    let backend = Arc::new(kv_server::backend::memory::MemoryBackend::ephemeral(
-        kv_server::backend::memory::MemoryConfig {
-            id: 1,
-            cluster_id: 2,
-            name: "fleet-test".into(),
-            peer_urls: vec!["http://127.0.0.1:2380".into()],
-            client_urls: vec![],
-            data_dir: Default::default(),
-        },
-    ));
-    let router = kv_server::http::router(backend, kv_server::http::Limits::default());
+    etcd_store_with_backend().await.0
+}
+
+/// [`etcd_store`], with the backend behind it (for tests that also use it directly, with
+/// transactions).
+pub(crate) async fn etcd_store_with_backend() -> (EtcdStore, Arc<MemoryBackend>) {
+    let backend = Arc::new(MemoryBackend::ephemeral(MemoryConfig {
+        id: 1,
+        cluster_id: 2,
+        name: "fleet-test".into(),
+        peer_urls: vec!["http://127.0.0.1:2380".into()],
+        client_urls: vec![],
+        data_dir: Default::default(),
+    }));
+    let router = kv_server::http::router(backend.clone(), kv_server::http::Limits::default());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(kv_server::http::serve(
@@ -26,7 +31,10 @@ pub(crate) async fn etcd_store() -> EtcdStore {
         router,
         std::future::pending(),
     ));
-    EtcdStore::new(&[format!("http://{addr}")]).unwrap()
+    (
+        EtcdStore::new(&[format!("http://{addr}")]).unwrap(),
+        backend,
+    )
 }
 
 /// Polls `f` until it returns `Some`, or panics with `what` after `timeout`.

@@ -63,23 +63,6 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     fleet::config::parse_duration(s)
 }
 
-/// Completes on SIGTERM or Ctrl-C.
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let ctrl_c = tokio::signal::ctrl_c();
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = ctrl_c => {}
-                _ = term.recv() => {}
-            }
-        }
-        Err(_) => {
-            let _ = ctrl_c.await;
-        }
-    }
-}
-
 fn main() -> ExitCode {
     let mut args: Vec<String> = std::env::args().collect();
     let key_flags = fleet::config::take_key_flags(&mut args);
@@ -130,7 +113,7 @@ async fn run(cli: Cli, key_flags: Vec<(String, String)>) -> anyhow::Result<()> {
                 fleetd: std::env::current_exe()?,
             };
             let mut out = std::io::stdout();
-            fleet::dev::run(opts, &mut out, shutdown_signal()).await?;
+            fleet::dev::run(opts, &mut out, bins::shutdown_signal()).await?;
             return Ok(());
         }
         None => {}
@@ -154,6 +137,12 @@ async fn run(cli: Cli, key_flags: Vec<(String, String)>) -> anyhow::Result<()> {
             StoreChoice::Embedded(Box::new(member))
         }
     };
-    fleet::daemon::run(config, store, data_dir.join("units"), shutdown_signal()).await?;
+    fleet::daemon::run(
+        config,
+        store,
+        data_dir.join("units"),
+        bins::shutdown_signal(),
+    )
+    .await?;
     Ok(())
 }
