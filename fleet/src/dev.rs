@@ -298,6 +298,7 @@ pub async fn run(
                 out: &mut o,
                 err: &mut e,
             },
+            std::path::Path::new(""),
             "start",
             &args,
             false,

@@ -3,6 +3,7 @@
 mod agent;
 mod api;
 mod ctl;
+mod ctl_golden;
 mod engine;
 mod grpc_api;
 mod kvd_store;

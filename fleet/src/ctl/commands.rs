@@ -1,22 +1,21 @@
-//! fleetctl's unit commands over a [`FleetApi`]: lazy creation (fleet.md §2.3), the state
-//! changes of §2.4 with their blocking (§2.6), and the list commands (§2.5).
+//! fleetctl's unit commands over a [`FleetApi`], step for step as fleet 1.0's: lazy
+//! creation (fleet.md §2.3), the state changes of §2.4 with their blocking (§2.6), and the
+//! list commands (§2.5), with fleet's messages.
 //!
 //! Output goes to the given writers so tests see exactly what a terminal would; every
 //! function returns the process exit code.
 
-use std::collections::BTreeSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use futures::future::try_join_all;
-use unit_parser::name::{UnitName, fleet_mangle_name, validate_fleet_name};
+use unit_parser::name::{fleet_mangle_name, validate_fleet_name};
 
 use super::api::{ApiError, FleetApi};
 use super::fields;
 use super::table;
-use crate::api::types::{Unit, UnitOption};
-use crate::registry::{JobState, UnitContents};
+use crate::api::types::{Machine, Unit, UnitOption};
+use crate::registry::{ContentsError, JobState, UnitContents};
 
 /// Where fleetctl writes.
 pub struct Io<'a> {
@@ -32,6 +31,9 @@ pub struct Blocking {
     /// `None`: do not wait (`--no-block`). `Some(0)`: wait forever. `Some(n)`: `n`
     /// windows.
     pub attempts: Option<u32>,
+    /// How many windows lazy creation waits for new units to report `inactive` (0:
+    /// forever). fleet counts `--block-attempts` there, `--no-block` or not.
+    pub create_attempts: u32,
     /// One attempt's window (fleet: 2 s).
     pub window: Duration,
     /// How often a unit is re-read within a window (fleet: 250 ms).
@@ -42,22 +44,12 @@ impl Blocking {
     /// fleet's blocking from `--no-block` and `--block-attempts` (`TestGetBlockAttempts`):
     /// `--no-block` wins; a count of 0 or less waits forever.
     pub fn from_flags(no_block: bool, block_attempts: i64) -> Blocking {
+        let attempts = u32::try_from(block_attempts.max(0)).unwrap_or(u32::MAX);
         Blocking {
-            attempts: if no_block {
-                None
-            } else {
-                Some(u32::try_from(block_attempts.max(0)).unwrap_or(u32::MAX))
-            },
+            attempts: (!no_block).then_some(attempts),
+            create_attempts: attempts,
             window: Duration::from_secs(2),
             poll: Duration::from_millis(250),
-        }
-    }
-
-    /// The deadline of a wait starting now; `None` waits forever.
-    fn deadline(&self) -> Option<tokio::time::Instant> {
-        match self.attempts {
-            Some(n) if n > 0 => Some(tokio::time::Instant::now() + self.window * n),
-            _ => None,
         }
     }
 }
@@ -67,32 +59,71 @@ fn line(w: &mut dyn Write, s: impl AsRef<str>) {
     let _ = writeln!(w, "{}", s.as_ref());
 }
 
-/// A unit file found on disk for an argument.
-struct LocalFile {
-    path: PathBuf,
-    contents: UnitContents,
+/// A log line on standard error, stamped as fleet's logger stamps them (UTC here).
+pub(crate) fn log(w: &mut dyn Write, level: &str, message: impl AsRef<str>) {
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let stamp = kv_core::time::format_rfc3339(ms - ms % 1000);
+    // `2026-12-08T01:39:10Z` as Go's `2026/12/08 01:39:10`.
+    let stamp = stamp
+        .trim_end_matches('Z')
+        .replacen('-', "/", 2)
+        .replacen('T', " ", 1);
+    // Go's logger ends a line only if the message does not.
+    let message = message.as_ref();
+    let _ = write!(w, "{stamp} {level} {message}");
+    if !message.ends_with('\n') {
+        let _ = writeln!(w);
+    }
 }
 
-fn read_local(path: &Path) -> Result<Option<LocalFile>, String> {
-    if !path.is_file() {
+/// fleetctl's file name for an argument: the argument with `.service` appended unless it
+/// ends in a unit type fleetctl recognises (`solo` is read from `solo.service`).
+fn with_default_type(arg: &str) -> String {
+    let base = arg
+        .trim_end_matches('/')
+        .rsplit('/')
+        .next()
+        .unwrap_or_default();
+    if fleet_mangle_name(arg) == base {
+        arg.to_owned()
+    } else {
+        format!("{arg}.service")
+    }
+}
+
+/// What fleet's `unit.NewUnitNameInfo` tells of a name: `None` without a `.`; otherwise
+/// the template's name if the name is an instance (`foo@bar.service` -> `foo@.service`).
+fn template_of(name: &str) -> Option<Option<String>> {
+    let dot = name.rfind('.')?;
+    let (stem, suffix) = name.split_at(dot);
+    Some(
+        stem.split_once('@')
+            .filter(|(_, instance)| !instance.is_empty())
+            .map(|(prefix, _)| format!("{prefix}@{suffix}")),
+    )
+}
+
+/// A unit file's contents from disk; `Ok(None)` when there is no file.
+fn read_file(path: &Path) -> Result<Option<UnitContents>, String> {
+    if std::fs::metadata(path).is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound) {
         return Ok(None);
     }
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("failed reading unit file {}: {e}", path.display()))?;
-    let contents = UnitContents::from_text(&text)
-        .map_err(|e| format!("failed creating unit from file {}: {e}", path.display()))?;
-    Ok(Some(LocalFile {
-        path: path.to_path_buf(),
-        contents,
-    }))
+    let bytes = std::fs::read(path).map_err(|e| format!("read {}: {e}", path.display()))?;
+    match UnitContents::from_text(&String::from_utf8_lossy(&bytes)) {
+        Ok(c) => Ok(Some(c)),
+        Err(ContentsError::Fleet(e)) => Err(e.to_string()),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
-/// The template file next to `arg` for an instance name (`dir/foo@1.service` ->
-/// `dir/foo@.service`).
-fn local_template(arg: &str, name: &UnitName) -> Option<PathBuf> {
-    let template = name.template()?;
-    let dir = Path::new(arg).parent().unwrap_or(Path::new(""));
-    Some(dir.join(template.as_str()))
+/// The template file next to `file` (`dir/web@1.service` -> `dir/web@.service`).
+fn sibling(file: &str, template: &str) -> String {
+    match file.rfind('/') {
+        Some(i) => format!("{}{template}", &file[..=i]),
+        None => template.to_owned(),
+    }
 }
 
 /// The desired states `--replace` may overwrite, per command (fleet.md §2.3).
@@ -102,170 +133,6 @@ fn replaceable(command: &str) -> &'static [JobState] {
         "load" => &[JobState::Inactive, JobState::Loaded],
         _ => &[JobState::Inactive, JobState::Loaded, JobState::Launched],
     }
-}
-
-/// A unit to create from contents.
-fn unit_of(name: &str, contents: &UnitContents) -> Unit {
-    Unit {
-        name: name.to_owned(),
-        options: UnitOption::of(contents),
-        desired_state: Some(JobState::Inactive),
-        ..Unit::default()
-    }
-}
-
-/// fleetctl's lazy creation: for each argument, the registered unit, or a local file, or
-/// the registered template, or a local template (fleet.md §2.3). Returns the units in
-/// argument order, or the exit code after printing the error.
-pub async fn lazy_create<A: FleetApi>(
-    api: &A,
-    io: &mut Io<'_>,
-    command: &str,
-    args: &[String],
-    replace: bool,
-    blocking: Blocking,
-) -> Result<Vec<Unit>, i32> {
-    let mut out = Vec::new();
-    let mut created = Vec::new();
-    for arg in args {
-        let name = fleet_mangle_name(arg);
-        if let Err(e) = validate_fleet_name(&name) {
-            line(io.err, format!("Error creating units: {e}"));
-            return Err(1);
-        }
-        let fail = |io: &mut Io<'_>, msg: String| {
-            line(io.err, format!("Error creating units: {msg}"));
-            Err(1)
-        };
-        let local = match read_local(Path::new(arg)) {
-            Ok(l) => l,
-            Err(e) => return fail(io, e),
-        };
-        let existing = match api.unit(&name).await {
-            Ok(u) => u,
-            Err(e) => return fail(io, e.message),
-        };
-        if let Some(unit) = existing {
-            let registered = contents_of(&unit);
-            // For an instance without its own file, compare with the local template.
-            let local = match local {
-                Some(l) => Some(l),
-                None => match UnitName::parse(&name)
-                    .ok()
-                    .and_then(|n| local_template(arg, &n))
-                {
-                    Some(t) => match read_local(&t) {
-                        Ok(l) => l,
-                        Err(e) => return fail(io, e),
-                    },
-                    None => None,
-                },
-            };
-            if let (Some(local), Ok(registered)) = (local, registered) {
-                if local.contents.hash() != registered.hash() {
-                    if !replace {
-                        line(
-                            io.err,
-                            format!(
-                                "WARNING: Unit {name} in registry differs from local unit file {}. Add --replace to override.",
-                                local.path.display()
-                            ),
-                        );
-                    } else {
-                        let desired = unit.desired_state.unwrap_or(JobState::Inactive);
-                        if !replaceable(command).contains(&desired) {
-                            line(
-                                io.err,
-                                format!(
-                                    "Warning: can not replace Unit({name}) in state '{desired}', use the appropriate command"
-                                ),
-                            );
-                            continue;
-                        }
-                        if let Err(e) = api.create_unit(&unit_of(&name, &local.contents)).await {
-                            return fail(io, e.message);
-                        }
-                        created.push(name.clone());
-                        out.push(unit_of(&name, &local.contents));
-                        continue;
-                    }
-                } else if replace {
-                    line(
-                        io.out,
-                        format!("Found same Unit({name}) in Registry, nothing to do"),
-                    );
-                }
-            }
-            out.push(unit);
-            continue;
-        }
-        let contents = if let Some(local) = local {
-            local.contents
-        } else {
-            let parsed = UnitName::parse(&name).ok();
-            let template = parsed.as_ref().and_then(UnitName::template);
-            let Some(template) = template else {
-                return fail(
-                    io,
-                    format!("unable to find Unit({name}) in Registry or on filesystem"),
-                );
-            };
-            let registered = match api.unit(template.as_str()).await {
-                Ok(t) => t,
-                Err(e) => return fail(io, e.message),
-            };
-            match registered {
-                Some(t) => match contents_of(&t) {
-                    Ok(c) => c,
-                    Err(e) => return fail(io, e),
-                },
-                None => {
-                    let path = local_template(arg, parsed.as_ref().expect("parsed"))
-                        .expect("an instance has a template");
-                    match read_local(&path) {
-                        Ok(Some(l)) => l.contents,
-                        Ok(None) => {
-                            return fail(
-                                io,
-                                format!(
-                                    "unable to find template Unit({}) in Registry or on filesystem",
-                                    template.as_str()
-                                ),
-                            );
-                        }
-                        Err(e) => return fail(io, e),
-                    }
-                }
-            }
-        };
-        if let Err(e) = unit_parser::xfleet::validate(contents.file()) {
-            return fail(io, e.to_string());
-        }
-        for w in unit_parser::xfleet::warnings(contents.file()) {
-            line(io.err, format!("WARN Unit {name}: {}", w.message));
-        }
-        let unit = unit_of(&name, &contents);
-        if let Err(e) = api.create_unit(&unit).await {
-            return fail(io, e.message);
-        }
-        created.push(name);
-        out.push(unit);
-    }
-    // fleet waits for each new unit to report `inactive`.
-    if !created.is_empty() && blocking.attempts.is_some() {
-        let code = wait_for(
-            api,
-            io,
-            &created,
-            Target::Current(JobState::Inactive),
-            blocking,
-        )
-        .await;
-        if code != 0 {
-            return Err(code);
-        }
-    }
-    Ok(out)
 }
 
 /// A unit's contents from its API form.
@@ -278,56 +145,278 @@ fn is_global(unit: &Unit) -> bool {
     contents_of(unit).is_ok_and(|c| c.is_global())
 }
 
+fn desired(unit: &Unit) -> &'static str {
+    unit.desired_state.map_or("", JobState::as_str)
+}
+
+/// Where an argument's files are read from.
+struct Files<'a> {
+    dir: &'a Path,
+}
+
+impl Files<'_> {
+    fn path(&self, file: &str) -> PathBuf {
+        self.dir.join(file)
+    }
+
+    /// Whether the local file `file` (else, for an instance, its local template) differs
+    /// from `unit` (fleet's `isLocalUnitDifferent`); warns of a difference unless
+    /// `replace`.
+    fn differs(
+        &self,
+        io: &mut Io<'_>,
+        file: &str,
+        unit: &Unit,
+        replace: bool,
+    ) -> Result<bool, String> {
+        let registered = contents_of(unit)?.hash();
+        let local = |path: &str| -> Result<UnitContents, String> {
+            read_file(&self.path(path))?
+                .ok_or_else(|| format!("stat {path}: no such file or directory"))
+        };
+        if let Ok(c) = local(file) {
+            let different = c.hash() != registered;
+            if different && !replace {
+                line(
+                    io.err,
+                    format!(
+                        "WARNING: Unit {} in registry differs from local unit file {file}. Add --replace to override.",
+                        unit.name
+                    ),
+                );
+            }
+            return Ok(different);
+        }
+        let base = file.rsplit('/').next().unwrap_or_default();
+        let template = match template_of(base) {
+            None => {
+                return Err(format!(
+                    "error extracting information from unit name {file}"
+                ));
+            }
+            Some(None) => {
+                return Err(format!(
+                    "error Unit {file} does not seem to be a template unit"
+                ));
+            }
+            Some(Some(t)) => t,
+        };
+        let c = local(&sibling(file, &template))?;
+        let different = c.hash() != registered;
+        if different && !replace {
+            line(
+                io.err,
+                format!(
+                    "WARNING: Unit {} in registry differs from local template unit file {file}. Add --replace to override.",
+                    unit.name
+                ),
+            );
+        }
+        Ok(different)
+    }
+}
+
+/// fleetctl's lazy creation (`lazyCreateUnits`): for each argument, the registered unit,
+/// else a local file, else the registered template, else a local template (fleet.md
+/// §2.3); new units are waited for until they report `inactive`. Returns the message
+/// after `Error creating units: ` on failure.
+pub async fn lazy_create<A: FleetApi>(
+    api: &A,
+    io: &mut Io<'_>,
+    dir: &Path,
+    command: &str,
+    args: &[String],
+    replace: bool,
+    blocking: Blocking,
+) -> Result<(), String> {
+    let files = Files { dir };
+    let mut created = Vec::new();
+    for arg in args {
+        let file = with_default_type(arg);
+        let name = fleet_mangle_name(&file);
+        let existing = api
+            .unit(&name)
+            .await
+            .map_err(|e| format!("error retrieving Unit({name}) from Registry: {e}"))?;
+        if let Some(unit) = existing {
+            let different = files.differs(io, &file, &unit, replace);
+            if !replace {
+                continue;
+            }
+            if !different? {
+                line(
+                    io.out,
+                    format!("Found same Unit({}) in Registry, nothing to do", unit.name),
+                );
+                continue;
+            }
+            if !unit
+                .desired_state
+                .is_some_and(|d| replaceable(command).contains(&d))
+            {
+                line(
+                    io.err,
+                    format!(
+                        "Warning: can not replace Unit({}) in state '{}', use the appropriate command",
+                        unit.name,
+                        desired(&unit)
+                    ),
+                );
+                continue;
+            }
+        }
+        let contents = unit_file(api, io, &files, &file, &name, replace).await?;
+        create(api, io, &name, &contents).await?;
+        created.push(name);
+    }
+    if created.is_empty() {
+        return Ok(());
+    }
+    let attempts = Some(blocking.create_attempts);
+    let reached = wait_for(
+        api,
+        &created,
+        Target::Current(JobState::Inactive),
+        Blocking {
+            attempts,
+            ..blocking
+        },
+    )
+    .await;
+    let mut failed = false;
+    for r in reached {
+        match r {
+            Ok(l) => line(io.out, l),
+            Err(e) => {
+                line(io.err, format!("Error waiting on unit creation: {e}"));
+                failed = true;
+            }
+        }
+    }
+    if failed {
+        return Err("One or more errors creating units".into());
+    }
+    Ok(())
+}
+
+/// The contents for a new unit `name` from the argument's file, else its template
+/// (fleet's `getUnitFile`).
+async fn unit_file<A: FleetApi>(
+    api: &A,
+    io: &mut Io<'_>,
+    files: &Files<'_>,
+    file: &str,
+    name: &str,
+    replace: bool,
+) -> Result<UnitContents, String> {
+    if let Some(c) = read_file(&files.path(file))
+        .map_err(|e| format!("failed getting Unit({file}) from file: {e}"))?
+    {
+        return Ok(c);
+    }
+    let template = match template_of(name) {
+        None => {
+            return Err(format!(
+                "error extracting information from unit name {name}"
+            ));
+        }
+        Some(None) => {
+            return Err(format!(
+                "unable to find Unit({name}) in Registry or on filesystem"
+            ));
+        }
+        Some(Some(t)) => t,
+    };
+    let from_template = |e: String| format!("failed getting Unit({file}) from template: {e}");
+    let registered = api.unit(&template).await.map_err(|e| {
+        from_template(format!(
+            "error retrieving template Unit({template}) from Registry: {e}"
+        ))
+    })?;
+    if let Some(t) = registered {
+        // Only for its warning.
+        let _ = files.differs(io, file, &t, replace);
+        return contents_of(&t).map_err(from_template);
+    }
+    match read_file(&files.path(&sibling(file, &template))) {
+        Ok(Some(c)) => Ok(c),
+        Ok(None) => Err(from_template(format!(
+            "unable to find template Unit({template}) in Registry or on filesystem"
+        ))),
+        Err(e) => Err(from_template(format!(
+            "unable to load template Unit({template}) from file: {e}"
+        ))),
+    }
+}
+
+/// Creates a unit as fleetctl does (`createUnit`): the name and options checked as fleet's
+/// API checks them, a warning for an unknown `[X-Fleet]` key, then the unit, `inactive`.
+async fn create<A: FleetApi>(
+    api: &A,
+    io: &mut Io<'_>,
+    name: &str,
+    contents: &UnitContents,
+) -> Result<(), String> {
+    validate_fleet_name(name).map_err(|e| e.to_string())?;
+    unit_parser::xfleet::validate(contents.file()).map_err(|e| e.to_string())?;
+    // fleet names one unknown key (the first its map gives); the first in the file here.
+    if let Some(w) = unit_parser::xfleet::warnings(contents.file())
+        .into_iter()
+        .find(|w| w.message.starts_with("unrecognized"))
+    {
+        log(io.err, "WARN", format!("Unit {name}: {}", w.message));
+    }
+    let unit = Unit {
+        name: name.to_owned(),
+        options: UnitOption::of(contents),
+        desired_state: Some(JobState::Inactive),
+        ..Unit::default()
+    };
+    api.create_unit(&unit)
+        .await
+        .map_err(|e| format!("failed creating unit {name}: {e}"))
+}
+
 /// What a wait waits for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Target {
-    /// fleet's derived current state.
+    /// fleet's derived current state (the desired one for global units).
     Current(JobState),
     /// systemd reports the unit `loaded` and `active` on its machine.
     Active,
 }
 
-/// Waits, concurrently, for every unit in `names` to reach `target`, printing a line per
-/// unit as it does. Returns the exit code.
+/// Waits, concurrently, for every unit in `names` to reach `target` within `blocking`
+/// (which must block); per unit, in order, the line to print or why it did not get there.
 async fn wait_for<A: FleetApi>(
     api: &A,
-    io: &mut Io<'_>,
     names: &[String],
     target: Target,
     blocking: Blocking,
-) -> i32 {
-    let deadline = blocking.deadline();
+) -> Vec<Result<String, ApiError>> {
+    let deadline = match blocking.attempts {
+        Some(n) if n > 0 => Some(tokio::time::Instant::now() + blocking.window * n),
+        _ => None,
+    };
     let waits = names.iter().map(|name| async move {
         loop {
             if let Some(done) = reached(api, name, target).await? {
-                return Ok::<(String, String), ApiError>((name.clone(), done));
+                return Ok(done);
             }
             if deadline.is_some_and(|d| tokio::time::Instant::now() + blocking.poll > d) {
-                let what = match target {
-                    Target::Current(s) => s.as_str().to_owned(),
-                    Target::Active => "active".into(),
-                };
-                return Err(ApiError::new(format!(
-                    "timed out waiting for unit {name} to report state {what}"
-                )));
+                return Err(ApiError::new(match target {
+                    Target::Current(s) => {
+                        format!("timed out waiting for unit {name} to report state {s}")
+                    }
+                    Target::Active => {
+                        format!("timed out waiting for unit {name} to report active state")
+                    }
+                }));
             }
             tokio::time::sleep(blocking.poll).await;
         }
     });
-    match try_join_all(waits).await {
-        Ok(lines) => {
-            for (_, l) in lines {
-                if !l.is_empty() {
-                    line(io.out, l);
-                }
-            }
-            0
-        }
-        Err(e) => {
-            line(io.err, e.message);
-            1
-        }
-    }
+    futures::future::join_all(waits).await
 }
 
 /// `Some(line to print)` when `name` reached `target`.
@@ -341,28 +430,25 @@ async fn reached<A: FleetApi>(
             let Some(u) = api.unit(name).await? else {
                 return Ok(None);
             };
-            if is_global(&u) {
-                // Global units have no current state; fleet compares the desired one.
-                return Ok((u.desired_state == Some(want)).then(|| format!("Unit {name} ")));
-            }
-            if u.current_state != Some(want) {
+            // Global units have no current state; fleet compares the desired one.
+            let state = if is_global(&u) {
+                u.desired_state
+            } else {
+                u.current_state
+            };
+            if state != Some(want) {
                 return Ok(None);
             }
-            if want == JobState::Inactive {
-                return Ok(Some(format!("Unit {name} inactive")));
-            }
-            let machines = api.machines().await?;
-            let legend = match &u.machine_id {
-                Some(id) => {
-                    let ip = machines
-                        .iter()
-                        .find(|m| &m.id == id)
-                        .map(|m| m.primary_ip.as_str());
-                    fields::machine_legend(id, ip, false)
+            let current = u.current_state.map_or("", JobState::as_str);
+            let mut msg = format!("Unit {name} {current}");
+            if let Some(id) = &u.machine_id {
+                let machines = api.machines().await.unwrap_or_default();
+                if let Some(m) = machines.iter().find(|m| &m.id == id) {
+                    msg.push_str(" on ");
+                    msg.push_str(&fields::machine_legend(id, Some(&m.primary_ip), false));
                 }
-                None => "-".into(),
-            };
-            Ok(Some(format!("Unit {name} {want} on {legend}")))
+            }
+            Ok(Some(msg))
         }
         Target::Active => {
             let states = api.states().await?;
@@ -379,10 +465,75 @@ async fn reached<A: FleetApi>(
     }
 }
 
-/// `submit`, `load` and `start`.
+/// Waits for the units fleetctl changed (fleet's `tryWaitForUnitStates`): with
+/// `--no-block` a `Triggered unit <name> <verb>` line each; else a line per unit as it
+/// gets there. On a timeout, `Error waiting for units: ...` and the error.
+async fn wait_or_trigger<A: FleetApi>(
+    api: &A,
+    io: &mut Io<'_>,
+    names: &[String],
+    verb: &str,
+    target: Target,
+    blocking: Blocking,
+) -> Result<(), ApiError> {
+    if names.is_empty() {
+        return Ok(());
+    }
+    if blocking.attempts.is_none() {
+        for name in names {
+            line(io.out, format!("Triggered unit {name} {verb}"));
+        }
+        return Ok(());
+    }
+    let mut first = None;
+    for r in wait_for(api, names, target, blocking).await {
+        match r {
+            Ok(l) if l.is_empty() => {}
+            Ok(l) => line(io.out, l),
+            Err(e) => {
+                first.get_or_insert(e);
+            }
+        }
+    }
+    match first {
+        Some(e) => {
+            line(io.err, format!("Error waiting for units: {e}"));
+            Err(e)
+        }
+        None => Ok(()),
+    }
+}
+
+/// Sets the desired state of every named unit not already in it (fleet's
+/// `setTargetStateOfUnits`); returns the units changed, as they were.
+async fn set_target_states<A: FleetApi>(
+    api: &A,
+    names: &[String],
+    state: JobState,
+) -> Result<Vec<Unit>, String> {
+    let mut triggered = Vec::new();
+    for name in names {
+        let u = match api.unit(name).await {
+            Ok(Some(u)) => u,
+            Ok(None) => return Err(format!("unable to find unit {name}")),
+            Err(e) => return Err(format!("error retrieving unit {name} from registry: {e}")),
+        };
+        if u.desired_state == Some(state) {
+            continue;
+        }
+        api.set_desired(&u.name, state)
+            .await
+            .map_err(|e| e.message)?;
+        triggered.push(u);
+    }
+    Ok(triggered)
+}
+
+/// `submit`, `load` and `start`; unit files named relatively are read from `dir`.
 pub async fn submit_load_start<A: FleetApi>(
     api: &A,
     io: &mut Io<'_>,
+    dir: &Path,
     command: &str,
     args: &[String],
     replace: bool,
@@ -392,62 +543,69 @@ pub async fn submit_load_start<A: FleetApi>(
         line(io.err, "No units given");
         return 0;
     }
-    let units = match lazy_create(api, io, command, args, replace, blocking).await {
-        Ok(u) => u,
-        Err(code) => return code,
-    };
-    let want = match command {
+    if let Err(e) = lazy_create(api, io, dir, command, args, replace, blocking).await {
+        line(io.err, format!("Error creating units: {e}"));
+        return 1;
+    }
+    let (want, verb, failure) = match command {
         "submit" => return 0,
-        "load" => JobState::Loaded,
-        _ => JobState::Launched,
+        "load" => (JobState::Loaded, "load", "Error loading units"),
+        _ => (JobState::Launched, "start", "Error starting units"),
     };
-    let verb = if command == "load" { "load" } else { "start" };
+    let names: Vec<String> = args.iter().map(|a| fleet_mangle_name(a)).collect();
+    let triggered = match set_target_states(api, &names, want).await {
+        Ok(t) => t,
+        Err(e) => {
+            line(io.err, format!("{failure}: {e}"));
+            return 1;
+        }
+    };
     let mut waited = Vec::new();
-    let mut seen = BTreeSet::new();
-    for u in &units {
-        if !seen.insert(u.name.clone()) {
-            continue;
-        }
-        // fleet's API refuses this; its etcd driver did not, and a scheduled template
-        // wedged the agent that got it.
-        if UnitName::parse(&u.name).is_ok_and(|n| n.is_template()) {
-            line(
-                io.err,
-                format!(
-                    "Error setting target state: cannot activate template {}",
-                    unit_parser::name::go_quote_str(&u.name)
-                ),
-            );
-            return 1;
-        }
-        if u.desired_state != Some(want)
-            && let Err(e) = api.set_desired(&u.name, want).await
-        {
-            line(io.err, format!("Error setting target state: {e}"));
-            return 1;
-        }
+    for u in &triggered {
         if is_global(u) {
             line(io.out, format!("Triggered global unit {} {verb}", u.name));
-        } else if blocking.attempts.is_none() {
-            line(io.out, format!("Triggered unit {} {verb}", u.name));
         } else {
             waited.push(u.name.clone());
         }
     }
-    if waited.is_empty() {
-        return 0;
+    if let Err(e) = wait_or_trigger(api, io, &waited, verb, Target::Current(want), blocking).await {
+        line(
+            io.err,
+            format!("Error waiting for unit states, exit status: {e}"),
+        );
+        return 1;
     }
-    let code = wait_for(api, io, &waited, Target::Current(want), blocking).await;
-    if code != 0 || want != JobState::Launched {
-        return code;
+    if want != JobState::Launched || blocking.attempts.is_none() {
+        // fleet printed the `Triggered` lines a second time here.
+        return 0;
     }
     // Unlike fleet (which gives up after its first 2 s window), `start` waits for systemd
     // to report the units active within the same blocking budget.
-    let code = wait_for(api, io, &waited, Target::Active, blocking).await;
-    if code != 0 {
-        line(io.err, "Error waiting for systemd unit states");
+    if let Err(e) = wait_or_trigger(api, io, &waited, verb, Target::Active, blocking).await {
+        line(
+            io.err,
+            format!("Error waiting for systemd unit states, err: {e}"),
+        );
+        return 1;
     }
-    code
+    0
+}
+
+/// The registered units named by `args`, in argument order (fleet's `findUnits`).
+async fn find_units<A: FleetApi>(api: &A, args: &[String]) -> Result<Vec<Unit>, ApiError> {
+    let units = api.units().await?;
+    Ok(args
+        .iter()
+        .filter_map(|a| {
+            let name = fleet_mangle_name(a);
+            units.iter().find(|u| u.name == name).cloned()
+        })
+        .collect())
+}
+
+/// `[a b]`, as Go prints a list of names.
+fn go_list(names: &[String]) -> String {
+    format!("[{}]", names.join(" "))
 }
 
 /// `stop` and `unload`.
@@ -462,23 +620,19 @@ pub async fn stop_unload<A: FleetApi>(
         line(io.err, "No units given");
         return 0;
     }
-    let mut found = Vec::new();
-    for arg in args {
-        let name = fleet_mangle_name(arg);
-        match api.unit(&name).await {
-            Ok(Some(u)) => found.push(u),
-            Ok(None) => {}
-            Err(e) => {
-                line(io.err, format!("Error retrieving unit: {e}"));
-                return 1;
-            }
+    let found = match find_units(api, args).await {
+        Ok(f) => f,
+        Err(e) => {
+            line(io.err, e.message);
+            return 1;
         }
-    }
+    };
     if found.is_empty() {
         line(io.err, "Units not found in registry");
         return 0;
     }
-    let (want, verb, done) = if command == "stop" {
+    let stop = command == "stop";
+    let (want, verb, done) = if stop {
         (JobState::Loaded, "stop", "stopped")
     } else {
         (JobState::Inactive, "unload", "unloaded")
@@ -487,42 +641,38 @@ pub async fn stop_unload<A: FleetApi>(
     for u in &found {
         let global = is_global(u);
         if !global {
-            match (command, u.current_state) {
-                ("stop", Some(JobState::Inactive)) => {
+            match u.current_state {
+                Some(JobState::Inactive) if stop => {
                     line(
                         io.err,
-                        format!("Unable to {verb} unit {} in state inactive", u.name),
+                        format!("Unable to stop unit {} in state inactive", u.name),
                     );
                     return 1;
                 }
-                ("stop", Some(JobState::Loaded)) | ("unload", Some(JobState::Inactive)) => {
-                    continue;
-                }
+                Some(JobState::Inactive) => continue,
+                Some(JobState::Loaded) if stop => continue,
                 _ => {}
             }
         }
-        if let Err(e) = api.set_desired(&u.name, want).await {
-            line(io.err, format!("Error setting target state: {e}"));
-            return 1;
-        }
+        // fleet ignores a failure here; the wait then tells.
+        let _ = api.set_desired(&u.name, want).await;
         if global {
             line(io.out, format!("Triggered global unit {} {verb}", u.name));
-        } else if blocking.attempts.is_none() {
-            line(io.out, format!("Triggered unit {} {verb}", u.name));
         } else {
             waited.push(u.name.clone());
         }
     }
-    if !waited.is_empty() {
-        let code = wait_for(api, io, &waited, Target::Current(want), blocking).await;
-        if code != 0 {
-            return code;
-        }
+    if let Err(e) = wait_or_trigger(api, io, &waited, verb, Target::Current(want), blocking).await {
+        let what = if stop { "stop" } else { "unload" };
+        line(
+            io.err,
+            format!("Failed to {what} units {}. err: {e}", go_list(&waited)),
+        );
+        return 1;
     }
-    let names: Vec<_> = found.iter().map(|u| u.name.as_str()).collect();
     line(
         io.err,
-        format!("Successfully {done} units [{}].", names.join(" ")),
+        format!("Successfully {done} units {}.", go_list(&waited)),
     );
     0
 }
@@ -533,25 +683,29 @@ pub async fn destroy<A: FleetApi>(api: &A, io: &mut Io<'_>, args: &[String]) -> 
         line(io.err, "No units given");
         return 0;
     }
-    let mut any = false;
-    for arg in args {
-        let name = fleet_mangle_name(arg);
-        match api.destroy(&name).await {
-            Ok(true) => {
-                any = true;
-                line(io.out, format!("Destroyed {name}"));
-            }
+    let found = match find_units(api, args).await {
+        Ok(f) => f,
+        Err(e) => {
+            line(io.err, e.message);
+            return 1;
+        }
+    };
+    if found.is_empty() {
+        line(io.err, "Units not found in registry");
+        return 0;
+    }
+    let mut code = 0;
+    for u in &found {
+        match api.destroy(&u.name).await {
+            Ok(true) => line(io.out, format!("Destroyed {}", u.name)),
             Ok(false) => {}
             Err(e) => {
                 line(io.err, format!("Error destroying units: {e}"));
-                return 1;
+                code = 1;
             }
         }
     }
-    if !any {
-        line(io.err, "Units not found in registry");
-    }
-    0
+    code
 }
 
 /// `cat`.
@@ -577,7 +731,7 @@ pub async fn cat<A: FleetApi>(api: &A, io: &mut Io<'_>, args: &[String]) -> i32 
             1
         }
         Err(e) => {
-            line(io.err, format!("Error retrieving Unit({name}): {e}"));
+            line(io.err, format!("Error retrieving Unit {name}: {e}"));
             1
         }
     }
@@ -603,17 +757,50 @@ fn print_table(io: &mut Io<'_>, fields: &[String], no_legend: bool, rows: Vec<Ve
     let _ = io.out.write_all(table::render(&all).as_bytes());
 }
 
+/// The columns asked for, checked as fleet checks them (each warned of in turn); `None`
+/// after printing what is wrong.
+fn columns(io: &mut Io<'_>, opts: &ListOptions, known: &[&str]) -> Option<Vec<String>> {
+    if opts.fields.is_empty() {
+        line(io.err, fields::FieldsError::Empty.to_string());
+        return None;
+    }
+    let mut out = Vec::new();
+    for f in opts.fields.split(',') {
+        if !known.contains(&f) {
+            line(
+                io.err,
+                fields::FieldsError::Unknown(f.to_owned()).to_string(),
+            );
+            return None;
+        }
+        if f == "tmachine" {
+            line(
+                io.err,
+                "WARNING: The \"tmachine\" field is deprecated. Use \"target\" instead",
+            );
+        }
+        out.push(f.to_owned());
+    }
+    Some(out)
+}
+
+/// The machines, if the columns show them (fleet reads them on demand and ignores a
+/// failure).
+async fn machines_for<A: FleetApi>(api: &A, cols: &[String], which: &[&str]) -> Vec<Machine> {
+    if cols.iter().any(|c| which.contains(&c.as_str())) {
+        api.machines().await.unwrap_or_default()
+    } else {
+        Vec::new()
+    }
+}
+
 /// `list-units`: one row per published unit state.
 pub async fn list_units<A: FleetApi>(api: &A, io: &mut Io<'_>, opts: &ListOptions) -> i32 {
-    let f = match fields::parse_fields(&opts.fields, &fields::UNIT_STATE_FIELDS) {
-        Ok(f) => f,
-        Err(e) => {
-            line(io.err, e.to_string());
-            return 1;
-        }
+    let Some(f) = columns(io, opts, &fields::UNIT_STATE_FIELDS) else {
+        return 1;
     };
-    let (states, machines) = match futures::try_join!(api.states(), api.machines()) {
-        Ok(x) => x,
+    let states = match api.states().await {
+        Ok(s) => s,
         Err(e) => {
             line(
                 io.err,
@@ -622,6 +809,7 @@ pub async fn list_units<A: FleetApi>(api: &A, io: &mut Io<'_>, opts: &ListOption
             return 1;
         }
     };
+    let machines = machines_for(api, &f, &["machine"]).await;
     let rows = states
         .iter()
         .map(|s| {
@@ -636,21 +824,11 @@ pub async fn list_units<A: FleetApi>(api: &A, io: &mut Io<'_>, opts: &ListOption
 
 /// `list-unit-files`: one row per submitted unit.
 pub async fn list_unit_files<A: FleetApi>(api: &A, io: &mut Io<'_>, opts: &ListOptions) -> i32 {
-    let f = match fields::parse_fields(&opts.fields, &fields::UNIT_FILE_FIELDS) {
-        Ok(f) => f,
-        Err(e) => {
-            line(io.err, e.to_string());
-            return 1;
-        }
+    let Some(f) = columns(io, opts, &fields::UNIT_FILE_FIELDS) else {
+        return 1;
     };
-    if f.iter().any(|x| x == "tmachine") {
-        line(
-            io.err,
-            "WARNING: The \"tmachine\" field is deprecated. Use \"target\" instead",
-        );
-    }
-    let (units, machines) = match futures::try_join!(api.units(), api.machines()) {
-        Ok(x) => x,
+    let units = match api.units().await {
+        Ok(u) => u,
         Err(e) => {
             line(
                 io.err,
@@ -659,6 +837,7 @@ pub async fn list_unit_files<A: FleetApi>(api: &A, io: &mut Io<'_>, opts: &ListO
             return 1;
         }
     };
+    let machines = machines_for(api, &f, &["target", "tmachine"]).await;
     let rows = units
         .iter()
         .map(|u| {
@@ -679,12 +858,8 @@ pub async fn list_unit_files<A: FleetApi>(api: &A, io: &mut Io<'_>, opts: &ListO
 
 /// `list-machines`.
 pub async fn list_machines<A: FleetApi>(api: &A, io: &mut Io<'_>, opts: &ListOptions) -> i32 {
-    let f = match fields::parse_fields(&opts.fields, &fields::MACHINE_FIELDS) {
-        Ok(f) => f,
-        Err(e) => {
-            line(io.err, e.to_string());
-            return 1;
-        }
+    let Some(f) = columns(io, opts, &fields::MACHINE_FIELDS) else {
+        return 1;
     };
     let machines = match api.machines().await {
         Ok(m) => m,
@@ -694,10 +869,10 @@ pub async fn list_machines<A: FleetApi>(api: &A, io: &mut Io<'_>, opts: &ListOpt
                 format!("Error retrieving list of active machines from fleet API ({e})"),
             );
             line(io.err, "Possible issues:");
-            line(io.err, "  - fleetd is not running");
+            line(io.err, "  etcd is unhealthy and/or lost quorum");
             line(
                 io.err,
-                "  - the endpoint (--endpoint or FLEETCTL_ENDPOINT) is wrong",
+                "  connection cannot be established to any etcd servers",
             );
             return 1;
         }
@@ -729,11 +904,26 @@ mod tests {
             (false, -1, Some(0)),
             (false, 9999, Some(9999)),
         ] {
-            assert_eq!(
-                Blocking::from_flags(no_block, n).attempts,
-                want,
-                "{no_block} {n}"
-            );
+            let b = Blocking::from_flags(no_block, n);
+            assert_eq!(b.attempts, want, "{no_block} {n}");
+            assert_eq!(b.create_attempts, want.unwrap_or(n.max(0) as u32));
         }
+    }
+
+    #[test]
+    fn file_names_and_templates_are_fleets() {
+        assert_eq!(with_default_type("solo"), "solo.service");
+        assert_eq!(with_default_type("x.target"), "x.target.service");
+        assert_eq!(with_default_type("dir/a.socket"), "dir/a.socket");
+        assert_eq!(
+            template_of("foo@{1,3}.service"),
+            Some(Some("foo@.service".into()))
+        );
+        assert_eq!(template_of("web@.service"), Some(None));
+        assert_eq!(template_of("hello.service"), Some(None));
+        assert_eq!(template_of("hello"), None);
+        assert_eq!(sibling("d/web@1.service", "web@.service"), "d/web@.service");
+        assert_eq!(go_list(&["a".into(), "b".into()]), "[a b]");
+        assert_eq!(go_list(&[]), "[]");
     }
 }
