@@ -490,7 +490,7 @@ fn global_units_metadata_and_replaces() {
         let mon4 = c
             .runs("mon.service")
             .into_iter()
-            .find(|r| c.index_of_pid(r.ppid).is_none())
+            .find(|r| c.index_of_pid(r.ppid) == Some(m4))
             .expect("m4's instance");
         assert!(
             mon4.stopped.is_some(),

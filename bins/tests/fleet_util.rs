@@ -109,6 +109,9 @@ pub(crate) struct Machine {
     /// The arguments it was started with (for a restart).
     args: Vec<String>,
     child: Option<Child>,
+    /// Every PID its fleetd had: a unit process started by an earlier one (killed, not yet
+    /// gone) is still this machine's.
+    pids: Vec<u32>,
 }
 
 impl Machine {
@@ -150,6 +153,7 @@ impl Machine {
             .stderr(log)
             .spawn()
             .expect("start fleetd");
+        self.pids.push(child.id());
         self.child = Some(child);
     }
 
@@ -359,6 +363,7 @@ impl Cluster {
             metadata,
             args,
             child: None,
+            pids: Vec::new(),
         };
         m.spawn();
         self.machines.push(m);
@@ -400,11 +405,11 @@ impl Cluster {
         self.machines.iter().find(|m| m.id == id).map(|m| m.index)
     }
 
-    /// The index of the machine whose fleetd has this PID.
+    /// The index of the machine whose fleetd has or had this PID.
     pub(crate) fn index_of_pid(&self, pid: u32) -> Option<usize> {
         self.machines
             .iter()
-            .find(|m| m.pid() == Some(pid))
+            .find(|m| m.pids.contains(&pid))
             .map(|m| m.index)
     }
 
