@@ -7,6 +7,8 @@ mod cluster;
 mod compat;
 mod differential;
 mod docker;
+mod fleet_cluster;
+mod fleet_util;
 mod grpc_api;
 mod http_api;
 mod kvbench;

@@ -639,6 +639,72 @@ async fn a_cut_off_agent_stops_its_units_before_its_presence_expires() {
     agent.shutdown().await;
 }
 
+/// A cut-off agent whose unit moved away while it was fenced does not start it again when
+/// its presence comes back, even though its last view of the registry (from before the cut)
+/// still schedules the unit here and its follower is waiting out a long retry backoff: it
+/// starts nothing until it has read the registry anew (found by the whole-system test
+/// `fleet_cluster::machine_cut_off_from_the_store_stops_its_units_first`).
+#[tokio::test]
+async fn a_fenced_agent_starts_nothing_before_it_has_read_the_registry_again() {
+    let inner = etcd_store().await;
+    let reg = Registry::new(inner.clone());
+    let cut = Cuttable::new(inner);
+    let driver = FakeDriver::new();
+    // The follower's retries space out to 8 s while the heart retries every 1.5 s at most.
+    let cfg = AgentConfig {
+        agent_ttl: Duration::from_secs(3),
+        retry_backoff: Duration::from_secs(1),
+        max_retry_backoff: Duration::from_secs(8),
+        ..config("m1")
+    };
+    let agent = Running::spawn(
+        Arc::new(Registry::new(cut.clone())),
+        Arc::new(driver.clone()),
+        cfg,
+    );
+    reg.put_unit(
+        "a.service",
+        UnitContents::from_text(SLEEP).unwrap(),
+        JobState::Launched,
+    )
+    .await
+    .unwrap();
+    schedule(&reg, "a.service", "m1").await;
+    wait_current(&reg, "a.service", JobState::Launched).await;
+
+    cut.set_down(true);
+    wait_driver(&driver, "a.service", "loaded/inactive/dead").await;
+    eventually(WAIT, "the presence to expire", || async {
+        (!present(&reg, "m1").await).then_some(())
+    })
+    .await;
+    // The engine moves the unit away, and the cut lasts until the follower's next retry
+    // is several seconds away.
+    unschedule(&reg, "a.service", "m1").await;
+    schedule(&reg, "a.service", "m2").await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+
+    cut.set_down(false);
+    eventually(WAIT, "the presence to be back", || async {
+        present(&reg, "m1").await.then_some(())
+    })
+    .await;
+    // The unit is unloaded here without having been started again.
+    wait_driver(&driver, "a.service", "not-found/inactive/dead").await;
+    let starts = driver
+        .calls()
+        .into_iter()
+        .filter(|c| *c == systemd_driver::fake::Call::Start("a.service".into()))
+        .count();
+    assert_eq!(
+        starts,
+        1,
+        "started again where it moved away from: {:?}",
+        driver.calls()
+    );
+    agent.shutdown().await;
+}
+
 /// A short store outage (shorter than the TTL minus the margin, like a store leader
 /// election) and a change of the engine's leader restart no unit (issue 22).
 #[tokio::test]

@@ -7,6 +7,9 @@
 //! demoted to `loaded` (units stay loaded, so they start again at once when the presence
 //! is back). Before the first registration it does nothing: another live machine may hold
 //! the same ID, and units left by an earlier run stay as they are until the agent knows.
+//! When the presence comes back from fencing it stays demoted until the follower has read
+//! the registry anew ([`Rereads`] says why): a unit moved away meanwhile is never started
+//! here again.
 //!
 //! A failed task is logged with its unit and retried on a later pass, after a backoff that
 //! doubles with each failure; the unit's other tasks of that pass are skipped, other units
@@ -22,6 +25,7 @@ use tokio::time::{Instant, sleep_until};
 
 use super::counters::AgentCounters;
 use super::desired::{DesiredState, DesiredUnit};
+use super::follower::Rereads;
 use super::presence::Presence;
 use super::tasks::{LocalUnit, Task, TaskKind, tasks};
 use super::{Agent, stopped};
@@ -51,8 +55,13 @@ impl<S: KvStore, D: UnitDriver> Agent<S, D> {
         mut presence: watch::Receiver<Presence>,
         local_tx: &watch::Sender<Local>,
         mut local: Local,
+        rereads: &Rereads,
     ) -> Local {
         let mut failures: BTreeMap<String, Failure> = BTreeMap::new();
+        let mut answers = rereads.answers();
+        let mut fenced = false;
+        // The fresh read to wait for before starting anything again.
+        let mut reread: Option<u64> = None;
         loop {
             let retry_at = failures.values().map(|f| f.until).min();
             tokio::select! {
@@ -60,16 +69,31 @@ impl<S: KvStore, D: UnitDriver> Agent<S, D> {
                 () = stopped(&mut stop) => return local,
                 Ok(()) = presence.changed() => {}
                 Ok(()) = desired.changed() => {}
+                Ok(()) = answers.changed() => {}
                 () = sleep_until(retry_at.unwrap_or_else(Instant::now)), if retry_at.is_some() => {}
             }
             let presence = *presence.borrow_and_update();
+            match presence {
+                Presence::Fenced => fenced = true,
+                Presence::Alive if fenced => {
+                    fenced = false;
+                    tracing::info!(
+                        "presence back: starting nothing until the registry is read again"
+                    );
+                    reread = Some(rereads.ask());
+                }
+                Presence::Alive | Presence::Unregistered => {}
+            }
+            if reread.is_some_and(|n| rereads.is_done(n)) {
+                reread = None;
+            }
             let Some(want) = desired.borrow_and_update().clone() else {
                 continue;
             };
             let effective = match presence {
                 Presence::Unregistered => continue,
-                Presence::Alive => want,
-                Presence::Fenced => Arc::new(demoted(&want)),
+                Presence::Alive if reread.is_none() => want,
+                Presence::Alive | Presence::Fenced => Arc::new(demoted(&want)),
             };
             self.converge(&effective, &mut local, &mut failures).await;
             local_tx.send_if_modified(|l| {

@@ -12,7 +12,8 @@
 //! When the watch fails (the store's history no longer reaches back to the index, or the
 //! store went away) the agent reads everything again and watches anew. A full re-read also
 //! happens every [`resync_interval`](super::AgentConfig::resync_interval) (minutes) as a
-//! safety net, and after the presence comes back from fencing.
+//! safety net, and whenever the executor asks for one through [`Rereads`] (the presence
+//! came back from fencing).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -24,11 +25,53 @@ use tokio::time::{Instant, sleep, sleep_until};
 use super::backoff::Backoff;
 use super::counters::AgentCounters;
 use super::desired::{DesiredState, concerns, desired_state};
-use super::presence::Presence;
 use super::{Agent, stopped};
 use crate::registry::{KeyKind, RegistryError, Unit, overlay_metadata};
 use crate::store::{KvStore, StoreError};
 use systemd_driver::UnitDriver;
+
+/// Fresh reads of the registry, asked for by the executor when the presence comes back from
+/// fencing. While the machine was cut off, the engine may have moved its units away, and
+/// the follower cannot have seen it: its watch broke (or hangs silent behind a partition)
+/// and its retries may be spaced out far beyond the presence's. So the executor starts
+/// nothing until a full read that began after the presence came back is done; otherwise it
+/// would start, from its last view, units that already run elsewhere.
+#[derive(Debug)]
+pub(super) struct Rereads {
+    /// The number of the last read asked for.
+    asked: watch::Sender<u64>,
+    /// The number of the last request a completed full read answered.
+    done: watch::Sender<u64>,
+}
+
+impl Rereads {
+    pub(super) fn new() -> Rereads {
+        Rereads {
+            asked: watch::Sender::new(0),
+            done: watch::Sender::new(0),
+        }
+    }
+
+    /// Asks for a full read; returns the request's number.
+    pub(super) fn ask(&self) -> u64 {
+        let mut n = 0;
+        self.asked.send_modify(|asked| {
+            *asked += 1;
+            n = *asked;
+        });
+        n
+    }
+
+    /// Whether request `n` has been answered.
+    pub(super) fn is_done(&self, n: u64) -> bool {
+        *self.done.borrow() >= n
+    }
+
+    /// Follows the answered requests.
+    pub(super) fn answers(&self) -> watch::Receiver<u64> {
+        self.done.subscribe()
+    }
+}
 
 /// Most events handled in one batch before the desired state is recomputed.
 const MAX_BATCH: usize = 1024;
@@ -63,24 +106,29 @@ struct Reads {
 
 impl<S: KvStore, D: UnitDriver> Agent<S, D> {
     /// Follows the registry until `stop`, publishing this machine's desired state on
-    /// `desired` (`None` until the first full read).
+    /// `desired` (`None` until the first full read), and answering `rereads`.
     pub(super) async fn follow(
         &self,
         mut stop: watch::Receiver<bool>,
         desired: &watch::Sender<Option<Arc<DesiredState>>>,
-        mut presence: watch::Receiver<Presence>,
+        rereads: &Rereads,
     ) {
         let cfg = &self.config;
         let mut backoff = Backoff::new(cfg.retry_backoff, cfg.max_retry_backoff);
         let mut delay = None;
+        let mut asked = rereads.asked.subscribe();
         'read: loop {
             if let Some(d) = delay.take() {
+                // A request for a fresh read does not wait out the backoff.
                 tokio::select! {
                     biased;
                     () = stopped(&mut stop) => return,
+                    Ok(()) = asked.changed() => {}
                     () = sleep(d) => {}
                 }
             }
+            // The requests so far are answered by this read, which begins after them.
+            let answering = *asked.borrow_and_update();
             let read = tokio::select! {
                 biased;
                 () = stopped(&mut stop) => return,
@@ -96,6 +144,13 @@ impl<S: KvStore, D: UnitDriver> Agent<S, D> {
                 }
             };
             self.send_desired(&view, desired);
+            rereads.done.send_if_modified(|done| {
+                let newer = answering > *done;
+                if newer {
+                    *done = answering;
+                }
+                newer
+            });
             let watch = tokio::select! {
                 biased;
                 () = stopped(&mut stop) => return,
@@ -111,19 +166,13 @@ impl<S: KvStore, D: UnitDriver> Agent<S, D> {
                 }
             };
             let resync_at = Instant::now() + cfg.resync_interval;
-            let mut was = *presence.borrow_and_update();
             loop {
                 tokio::select! {
                     biased;
                     () = stopped(&mut stop) => return,
-                    Ok(()) = presence.changed() => {
-                        let now = *presence.borrow_and_update();
-                        let back = was == Presence::Fenced && now == Presence::Alive;
-                        was = now;
-                        if back {
-                            tracing::info!("presence back: reading the registry again");
-                            continue 'read;
-                        }
+                    Ok(()) = asked.changed() => {
+                        tracing::info!("presence back: reading the registry again");
+                        continue 'read;
                     }
                     () = sleep_until(resync_at) => {
                         tracing::debug!("periodic full read of the registry");

@@ -8,8 +8,9 @@
 //! * presence (`presence.rs`, [`Presence`]): `machines/<id>/object` with TTL, refreshed
 //!   every half TTL; when refreshes fail for long enough that the presence may expire, the
 //!   agent *fences* itself: it stops its units before the engine can move them, so no unit
-//!   ever runs on two machines, and starts them again once its presence is back (the margin
-//!   is explained at [`AgentConfig::fence_margin`]);
+//!   ever runs on two machines, and starts them again once its presence is back and it has
+//!   read the registry anew, so not the units moved away meanwhile (the margin is explained
+//!   at [`AgentConfig::fence_margin`]);
 //! * the follower (`follower.rs`): one full read, then the store's watch, re-reading only
 //!   the units an event concerns; it computes the machine's desired state ([`desired`]:
 //!   units scheduled here, plus matching global units without conflicts);
@@ -153,6 +154,7 @@ impl<S: KvStore, D: UnitDriver> Agent<S, D> {
         let (stop_tx, stop_rx) = watch::channel(false);
         let (desired_tx, desired_rx) = watch::channel(None);
         let (local_tx, local_rx) = watch::channel(local.clone());
+        let rereads = follower::Rereads::new();
         let stopper = async {
             shutdown.await;
             stop_tx.send_replace(true);
@@ -162,13 +164,14 @@ impl<S: KvStore, D: UnitDriver> Agent<S, D> {
         let parts = async {
             tokio::join!(
                 self.heart(stop_rx.clone()),
-                self.follow(stop_rx.clone(), &desired_tx, self.presence.subscribe()),
+                self.follow(stop_rx.clone(), &desired_tx, &rereads),
                 self.execute(
                     stop_rx.clone(),
                     desired_rx,
                     self.presence.subscribe(),
                     &local_tx,
-                    local
+                    local,
+                    &rereads
                 ),
                 self.publish(stop_rx.clone(), changes, systemd, local_rx),
             )

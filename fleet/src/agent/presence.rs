@@ -8,8 +8,9 @@
 //! Self-fencing: once no refresh has succeeded for `agent_ttl - margin` since the *send*
 //! time of the last one that did, the presence may be about to expire and the engine to
 //! move this machine's units elsewhere. The agent then stops its units (they stay loaded)
-//! and keeps trying; when a refresh succeeds again it starts them again. So a unit never
-//! runs here after the presence that entitles it to could have expired.
+//! and keeps trying; when a refresh succeeds again it starts those still scheduled here
+//! (once the registry is read anew: the executor waits for that). So a unit never runs
+//! here after the presence that entitles it to could have expired.
 //! [`AgentConfig::fence_margin`](super::AgentConfig::fence_margin) explains the margin.
 
 use tokio::sync::watch;
