@@ -315,7 +315,7 @@ pub async fn run(
     say(
         out,
         format_args!(
-            "\nTry:\n  export FLEETCTL_ENDPOINT={}\n  fleetctl list-machines\n  fleetctl list-units\n  kill -9 <pid of a MACHINE line>   # its units move to other machines\nLogs: {}/m<N>/fleetd.log. Ctrl-C stops the cluster.",
+            "\nTry:\n  export FLEETCTL_ENDPOINT={}\n  fleetctl list-machines\n  fleetctl list-units\n  kill -9 <pid of a MACHINE line but the first, whose API this is>   # its units move\nLogs: {}/m<N>/fleetd.log. Ctrl-C stops the cluster.",
             machines[0].api,
             opts.data_dir.display()
         ),
